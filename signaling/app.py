@@ -1,0 +1,64 @@
+"""Application factory: wires settings, state, metrics, the hub and the routes together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from signaling.http_api import add_routes
+from signaling.hub import Hub
+from signaling.metrics import HubMetrics
+from signaling.protocol import CloseCode
+from signaling.settings import Settings
+from signaling.state import HubState, MemoryState
+from signaling.ws import HUB_KEY, websocket_handler
+
+log = logging.getLogger("switchboard.app")
+
+
+def create_app(settings: Settings, state: HubState | None = None) -> web.Application:
+    if settings.jwt_secret is None:
+        raise ValueError("a JWT secret is required (SWITCHBOARD_JWT_SECRET or --dev)")
+    app = web.Application()
+    hub = Hub(settings, state or MemoryState(), HubMetrics())
+    app[HUB_KEY] = hub
+    app.router.add_get("/ws", websocket_handler)
+    add_routes(app)
+
+    async def on_startup(_: web.Application) -> None:
+        await hub.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        await drain(app)
+
+    async def on_cleanup(_: web.Application) -> None:
+        await hub.stop()
+        await hub.state.close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def drain(app: web.Application) -> None:
+    """Refuse new connections and tell every client to reconnect elsewhere (1012)."""
+    hub = app[HUB_KEY]
+    if hub.draining and not hub.state.local_connection_count():
+        return
+    hub.draining = True
+    conns = hub.state.local_connections()
+    log.info("draining", extra={"count": len(conns)})
+    if not conns:
+        return
+    reason = "server restarting, please reconnect"
+    closing = [c.close(CloseCode.SERVICE_RESTART, reason) for c in conns]
+    hub.metrics.closes.labels(str(int(CloseCode.SERVICE_RESTART))).inc(len(conns))
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*closing, return_exceptions=True), hub.settings.drain_timeout or None
+        )
+    except TimeoutError:
+        log.warning("drain timed out; remaining connections are cut")

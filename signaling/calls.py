@@ -1,0 +1,497 @@
+"""1:1 and small-mesh call signaling: ringing, answer/reject/end, relay, grace period.
+
+Every state change is a pure function applied through ``HubState.update_call`` (atomic in
+any implementation). It returns the notices to send; they are delivered only after the
+change is stored, so no client hears about a transition that did not happen.
+
+Participant states: ``ringing`` -> ``joined`` (accept) | ``rejected`` | ``missed``;
+``joined`` -> ``reconnecting`` (socket lost, grace period) -> ``joined`` | ``left``.
+A call ends when nobody is ringing and at most one participant is still in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.models import Call, CallParticipant, now_ms
+
+if TYPE_CHECKING:
+    from signaling import events
+    from signaling.connection import Connection
+    from signaling.hub import Hub
+
+log = logging.getLogger("switchboard.calls")
+
+IN_CALL = ("joined", "reconnecting")
+
+
+@dataclass(slots=True)
+class Notice:
+    """One event for several targets: connections, and/or every device of some users."""
+
+    type: str
+    data: dict[str, Any]
+    conns: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    exclude_conn: str | None = None
+
+
+def _peer_conns(call: Call, exclude_user: str | None = None) -> list[str]:
+    return [
+        p.conn_id
+        for p in call.participants.values()
+        if p.state == "joined" and p.conn_id and p.user_id != exclude_user
+    ]
+
+
+def _finish_if_over(call: Call, reason: str, notices: list[Notice]) -> bool:
+    """End the call if nobody rings and at most one participant remains in it."""
+    in_call = call.in_state(*IN_CALL)
+    ringing = call.in_state("ringing")
+    if not (len(in_call) == 0 or (len(in_call) == 1 and not ringing)):
+        return False
+    if call.state == "ringing" and reason == "hangup":
+        reason = "cancelled"
+    ended = now_ms()
+    call.state = "ended"
+    call.ended_at = ended
+    call.end_reason = reason
+    duration = (ended - call.answered_at) / 1000 if call.answered_at else 0.0
+    data = {"callId": call.id, "reason": reason, "duration": round(duration, 3)}
+    conns = [p.conn_id for p in in_call if p.state == "joined" and p.conn_id]
+    notices.append(Notice("call:ended", data, conns=conns, users=[p.user_id for p in ringing]))
+    for p in ringing:
+        p.state = "missed"
+    for p in in_call:
+        p.state = "left"
+        p.left_reason = reason
+    return True
+
+
+class CallService:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._janitor: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._janitor = asyncio.create_task(self._forget_old_calls(), name="call-janitor")
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        pending = [*self._tasks, *([self._janitor] if self._janitor else [])]
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _arm(
+        self, key: tuple[str, str], delay: float, job: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._disarm(key)
+
+        def fire() -> None:
+            self._timers.pop(key, None)
+            task = asyncio.create_task(self._guard(job()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
+
+    def _disarm(self, key: tuple[str, str]) -> None:
+        handle = self._timers.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _guard(self, job: Awaitable[None]) -> None:
+        try:
+            await job
+        except Exception:
+            log.exception("call timer failed")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _apply(
+        self, call_id: str, mutate: Callable[[Call, list[Notice]], Any]
+    ) -> tuple[Call, Any]:
+        notices: list[Notice] = []
+        was_open = True
+
+        def run(call: Call) -> Any:
+            nonlocal was_open
+            was_open = call.state != "ended"
+            notices.clear()
+            return mutate(call, notices)
+
+        try:
+            call, result = await self.hub.state.update_call(call_id, run)
+        except KeyError:
+            raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{call_id}'") from None
+        if was_open and call.state == "ended":
+            self._call_ended(call)
+        await self._send(notices)
+        return call, result
+
+    async def _send(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            if notice.conns:
+                await self.hub.to_conns(notice.conns, notice.type, notice.data)
+            if notice.users:
+                await self.hub.to_users(
+                    notice.users, notice.type, notice.data, exclude_conn=notice.exclude_conn
+                )
+
+    def _call_ended(self, call: Call) -> None:
+        self.hub.metrics.calls_active.dec()
+        for user_id in call.participants:
+            self._disarm((call.id, user_id))
+        self._disarm((call.id, ""))
+        log.info("call ended", extra={"call": call.id, "reason": call.end_reason})
+
+    @staticmethod
+    def _member(call: Call, user_id: str) -> CallParticipant:
+        if call.state == "ended":
+            raise HubError(ErrorCode.INVALID_STATE, f"call has ended ({call.end_reason})")
+        member = call.participants.get(user_id)
+        if member is None:
+            raise HubError(ErrorCode.NOT_IN_CALL, "you are not a participant of this call")
+        return member
+
+    @staticmethod
+    def _joined_here(call: Call, conn: Connection) -> CallParticipant:
+        member = CallService._member(call, conn.user_id)
+        if member.state != "joined" or member.conn_id != conn.id:
+            raise HubError(
+                ErrorCode.NOT_IN_CALL, "this connection has not joined the call (accept it first)"
+            )
+        return member
+
+    @staticmethod
+    def _incoming(call: Call) -> dict[str, Any]:
+        caller = call.participants[call.caller_id]
+        return {
+            "callId": call.id,
+            "callType": call.call_type,
+            "conversationId": call.conversation_id,
+            "from": {"userId": caller.user_id, "name": caller.name},
+            "participants": list(call.participants),
+        }
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def on_initiate(self, conn: Connection, payload: events.CallInitiate) -> dict[str, Any]:
+        me = conn.user_id
+        callees = list(dict.fromkeys(u for u in payload.participants if u != me))
+        if not callees:
+            raise HubError(
+                ErrorCode.INVALID_PAYLOAD, "data.participants: name at least one other user"
+            )
+        limit = self.hub.settings.max_call_participants
+        if len(callees) + 1 > limit:
+            raise HubError(
+                ErrorCode.TOO_MANY_PARTICIPANTS, f"a call holds at most {limit} participants"
+            )
+        room = payload.conversationId
+        if room is not None and not conn.principal.may_join(room):
+            raise HubError(ErrorCode.FORBIDDEN, f"token does not allow conversation '{room}'")
+        now = now_ms()
+        video = payload.callType == "video"
+        call = Call(
+            id="call_" + secrets.token_hex(10),
+            call_type=payload.callType,
+            caller_id=me,
+            conversation_id=room,
+            created_at=now,
+        )
+        call.participants[me] = CallParticipant(
+            me,
+            conn.principal.name,
+            "caller",
+            "joined",
+            conn_id=conn.id,
+            video=video,
+            joined_at=now,
+        )
+        for user_id in callees:
+            call.participants[user_id] = CallParticipant(
+                user_id, user_id, "callee", "ringing", video=video
+            )
+        await self.hub.state.create_call(call)
+        self.hub.metrics.calls_active.inc()
+        self._arm(
+            (call.id, ""), self.hub.settings.ring_timeout, lambda: self._ring_expired(call.id)
+        )
+        await self.hub.to_users(callees, "call:incoming", self._incoming(call))
+        presence = await self.hub.state.get_presence(callees)
+        log.info("call initiated", extra={"call": call.id, "user": me, "count": len(callees)})
+        return {
+            "callId": call.id,
+            "call": call.to_wire(),
+            "offline": [u for u in callees if presence[u].status == "offline"],
+        }
+
+    async def on_accept(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:
+        def accept(call: Call, notices: list[Notice]) -> None:
+            member = self._member(call, conn.user_id)
+            if member.state != "ringing":
+                raise HubError(ErrorCode.INVALID_STATE, f"cannot accept: you are {member.state}")
+            member.state = "joined"
+            member.conn_id = conn.id
+            member.name = conn.principal.name
+            member.joined_at = now_ms()
+            if call.state == "ringing":
+                call.state = "active"
+                call.answered_at = member.joined_at
+            data = {"callId": call.id, "userId": conn.user_id, "name": conn.principal.name}
+            notices.append(Notice("call:accepted", data, conns=_peer_conns(call, conn.user_id)))
+            notices.append(
+                Notice(
+                    "call:cancelled",
+                    {"callId": call.id, "reason": "answered_elsewhere"},
+                    users=[conn.user_id],
+                    exclude_conn=conn.id,
+                )
+            )
+
+        call, _ = await self._apply(payload.callId, accept)
+        return call.to_wire()
+
+    async def on_reject(self, conn: Connection, payload: events.CallReject) -> dict[str, Any]:
+        def reject(call: Call, notices: list[Notice]) -> None:
+            member = self._member(call, conn.user_id)
+            if member.state != "ringing":
+                raise HubError(ErrorCode.INVALID_STATE, f"cannot reject: you are {member.state}")
+            self._decline(call, member, conn, payload.reason, notices)
+
+        call, _ = await self._apply(payload.callId, reject)
+        return call.to_wire()
+
+    def _decline(
+        self,
+        call: Call,
+        member: CallParticipant,
+        conn: Connection,
+        reason: str | None,
+        notices: list[Notice],
+    ) -> None:
+        member.state = "rejected"
+        member.left_reason = reason or "rejected"
+        notices.append(
+            Notice(
+                "call:cancelled",
+                {"callId": call.id, "reason": "rejected_elsewhere"},
+                users=[conn.user_id],
+                exclude_conn=conn.id,
+            )
+        )
+        data = {"callId": call.id, "userId": conn.user_id, "reason": reason}
+        notices.append(Notice("call:rejected", data, conns=_peer_conns(call, conn.user_id)))
+        _finish_if_over(call, "rejected", notices)
+
+    async def on_end(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:
+        def end(call: Call, notices: list[Notice]) -> None:
+            member = self._member(call, conn.user_id)
+            if member.state == "ringing":
+                self._decline(call, member, conn, None, notices)
+                return
+            if member.state not in IN_CALL:
+                raise HubError(ErrorCode.INVALID_STATE, f"cannot end: you are {member.state}")
+            member.state = "left"
+            member.left_reason = "hangup"
+            if not _finish_if_over(call, "hangup", notices):
+                data = {"callId": call.id, "userId": conn.user_id, "reason": "hangup"}
+                notices.append(Notice("call:participant-left", data, conns=_peer_conns(call)))
+
+        call, _ = await self._apply(payload.callId, end)
+        self._disarm((call.id, conn.user_id))
+        return call.to_wire()
+
+    async def on_reconnected(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:
+        def resume(call: Call, notices: list[Notice]) -> None:
+            member = self._member(call, conn.user_id)
+            if member.state not in IN_CALL:
+                raise HubError(
+                    ErrorCode.INVALID_STATE,
+                    f"cannot resume: you are {member.state} (grace period over?)",
+                )
+            old_conn = member.conn_id
+            member.state = "joined"
+            member.conn_id = conn.id
+            if old_conn and old_conn != conn.id:
+                notices.append(
+                    Notice(
+                        "call:cancelled",
+                        {"callId": call.id, "reason": "resumed_elsewhere"},
+                        conns=[old_conn],
+                    )
+                )
+            data = {"callId": call.id, "userId": conn.user_id}
+            notices.append(
+                Notice("call:peer-reconnected", data, conns=_peer_conns(call, conn.user_id))
+            )
+
+        self._disarm((payload.callId, conn.user_id))
+        call, _ = await self._apply(payload.callId, resume)
+        return call.to_wire()
+
+    def relay(self, type_: str, field_name: str) -> Callable[[Connection, Any], Awaitable[Any]]:
+        """Handler relaying offer/answer/ICE to one other participant of the call."""
+
+        async def handler(conn: Connection, payload: Any) -> dict[str, Any]:
+            call = await self.hub.state.get_call(payload.callId)
+            if call is None:
+                raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{payload.callId}'")
+            self._joined_here(call, conn)
+            target = call.participants.get(payload.to)
+            if target is None or payload.to == conn.user_id:
+                raise HubError(
+                    ErrorCode.NOT_IN_CALL, f"'{payload.to}' is not another participant of this call"
+                )
+            value = getattr(payload, field_name)
+            if hasattr(value, "model_dump"):
+                value = value.model_dump(exclude_none=True)
+            data = {"callId": call.id, "from": conn.user_id, field_name: value}
+            if target.state == "joined" and target.conn_id:
+                delivered = await self.hub.to_conns([target.conn_id], type_, data)
+            elif target.state == "ringing":
+                delivered = await self.hub.to_users([target.user_id], type_, data)
+            else:
+                delivered = 0
+            if not delivered:
+                raise HubError(
+                    ErrorCode.PEER_UNAVAILABLE,
+                    f"'{payload.to}' is {target.state} and not reachable",
+                )
+            return {}
+
+        return handler
+
+    def toggle(
+        self, kind: str, fixed: bool | None = None
+    ) -> Callable[[Connection, Any], Awaitable[Any]]:
+        """Handler for media/screen toggles, stored on the participant and told to peers."""
+        out_type = {
+            "audio": "peer:audio-toggled",
+            "video": "peer:video-toggled",
+            "screen": "screen:sharing-started" if fixed else "screen:sharing-stopped",
+        }[kind]
+
+        async def handler(conn: Connection, payload: Any) -> dict[str, Any]:
+            enabled = fixed if fixed is not None else payload.enabled
+
+            def apply(call: Call, notices: list[Notice]) -> None:
+                member = self._joined_here(call, conn)
+                setattr(member, kind, enabled)
+                data: dict[str, Any] = {"callId": call.id, "userId": conn.user_id}
+                if fixed is None:
+                    data["enabled"] = enabled
+                notices.append(Notice(out_type, data, conns=_peer_conns(call, conn.user_id)))
+
+            await self._apply(payload.callId, apply)
+            return {}
+
+        return handler
+
+    # -- connection events and timers --------------------------------------------------------
+
+    async def device_connected(self, conn: Connection) -> None:
+        """Re-deliver calls still ringing for this user (a phone woken by a push)."""
+        for call in await self.hub.state.calls_of_user(conn.user_id):
+            member = call.participants.get(conn.user_id)
+            if call.state != "ended" and member is not None and member.state == "ringing":
+                conn.send("call:incoming", self._incoming(call))
+
+    async def connection_gone(self, conn: Connection) -> None:
+        grace = self.hub.settings.call_grace_period
+        for call in await self.hub.state.calls_of_user(conn.user_id):
+            member = call.participants.get(conn.user_id)
+            if call.state == "ended" or member is None or member.conn_id != conn.id:
+                continue
+            if member.state != "joined":
+                continue
+
+            def lose(call: Call, notices: list[Notice]) -> bool:
+                member = call.participants[conn.user_id]
+                if call.state == "ended" or member.state != "joined" or member.conn_id != conn.id:
+                    return False
+                member.state = "reconnecting"
+                data = {"callId": call.id, "userId": conn.user_id, "gracePeriod": grace}
+                notices.append(
+                    Notice("call:peer-disconnected", data, conns=_peer_conns(call, conn.user_id))
+                )
+                return True
+
+            try:
+                _, lost = await self._apply(call.id, lose)
+            except HubError:
+                continue
+            if lost:
+                call_id, user_id = call.id, conn.user_id
+                self._arm(
+                    (call_id, user_id), grace, lambda c=call_id, u=user_id: self._grace_over(c, u)
+                )
+
+    async def _grace_over(self, call_id: str, user_id: str) -> None:
+        def drop(call: Call, notices: list[Notice]) -> None:
+            member = call.participants.get(user_id)
+            if call.state == "ended" or member is None or member.state != "reconnecting":
+                return
+            member.state = "left"
+            member.left_reason = "connection_lost"
+            if not _finish_if_over(call, "connection_lost", notices):
+                data = {"callId": call.id, "userId": user_id, "reason": "connection_lost"}
+                notices.append(Notice("call:participant-left", data, conns=_peer_conns(call)))
+
+        with contextlib.suppress(HubError):
+            await self._apply(call_id, drop)
+
+    async def _ring_expired(self, call_id: str) -> None:
+        def expire(call: Call, notices: list[Notice]) -> None:
+            if call.state == "ended":
+                return
+            caller = call.participants[call.caller_id]
+            for member in call.in_state("ringing"):
+                member.state = "missed"
+                notices.append(
+                    Notice(
+                        "call:missed",
+                        {
+                            "callId": call.id,
+                            "callType": call.call_type,
+                            "conversationId": call.conversation_id,
+                            "from": {"userId": caller.user_id, "name": caller.name},
+                        },
+                        users=[member.user_id],
+                    )
+                )
+                if call.state == "active":
+                    data = {"callId": call.id, "userId": member.user_id, "reason": "no_answer"}
+                    notices.append(Notice("call:participant-left", data, conns=_peer_conns(call)))
+            _finish_if_over(call, "no_answer", notices)
+
+        with contextlib.suppress(HubError):
+            await self._apply(call_id, expire)
+
+    async def _forget_old_calls(self) -> None:
+        """Ended calls stay queryable for ``call_history_ttl`` seconds, then go."""
+        ttl_ms = self.hub.settings.call_history_ttl * 1000
+        interval = max(1.0, min(60.0, self.hub.settings.call_history_ttl / 2))
+        while True:
+            await asyncio.sleep(interval)
+            cutoff = now_ms() - ttl_ms
+            for call in await self.hub.state.list_calls():
+                if call.state == "ended" and (call.ended_at or 0) <= cutoff:
+                    await self.hub.state.delete_call(call.id)

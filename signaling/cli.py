@@ -1,0 +1,156 @@
+"""``switchboard`` command line: ``serve`` runs a node, ``token`` mints a join token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+
+from signaling import __version__
+from signaling.settings import Settings, load_settings
+from signaling.tokens import load_or_create_dev_secret, mint_token, read_dev_secret
+
+log = logging.getLogger("switchboard")
+
+NO_SECRET = (
+    "no JWT secret configured: set SWITCHBOARD_JWT_SECRET (or jwt_secret in the TOML file), "
+    "or run 'switchboard serve --dev' to generate a local development secret"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a Switchboard node")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 7880; 0 = any)")
+    serve.add_argument("--config", type=Path, help="TOML settings file")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: generate and keep a local JWT secret if none is configured",
+    )
+
+    token = sub.add_parser("token", help="print a signed join token")
+    token.add_argument("--user", required=True, help="user id (the 'sub' claim)")
+    token.add_argument("--name", help="display name (defaults to the user id)")
+    token.add_argument(
+        "--room",
+        action="append",
+        dest="rooms",
+        metavar="ROOM",
+        help="room the holder may join; repeatable; 'prefix*' patterns allowed (default: *)",
+    )
+    token.add_argument(
+        "--presence",
+        action="append",
+        metavar="USER",
+        help="user whose presence the holder may query; repeatable; '*' for everyone",
+    )
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--config", type=Path, help="TOML settings file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = load_settings(args.config, host=args.host, port=args.port)
+        else:
+            settings = load_settings(args.config)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"switchboard: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, dev=args.dev)
+    return _token(settings, args)
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value()
+    else:
+        secret = read_dev_secret(settings.dev_secret_file) or ""
+    if not secret:
+        print(f"switchboard: {NO_SECRET}", file=sys.stderr)
+        return 2
+    if args.ttl <= 0:
+        print("switchboard: --ttl must be positive", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            secret,
+            args.user,
+            name=args.name,
+            rooms=args.rooms or ["*"],
+            presence=args.presence or [],
+            ttl=args.ttl,
+        )
+    )
+    return 0
+
+
+def _serve(settings: Settings, *, dev: bool) -> int:
+    from signaling.logs import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    if settings.jwt_secret is None:
+        if not dev:
+            print(f"switchboard: {NO_SECRET}", file=sys.stderr)
+            return 2
+        secret, created = load_or_create_dev_secret(settings.dev_secret_file)
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+        log.warning(
+            "dev mode: %s JWT secret in %s; mint tokens with 'switchboard token --user NAME'",
+            "generated a new" if created else "using the",
+            settings.dev_secret_file,
+            extra={"secret_file": str(settings.dev_secret_file)},
+        )
+    import uvloop
+
+    try:
+        uvloop.run(_run(settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc, extra={"error": str(exc)})
+        return 1
+    return 0
+
+
+async def _run(settings: Settings) -> None:
+    from aiohttp import web
+
+    from signaling.app import create_app, drain
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    port = sockets[0].getsockname()[1] if sockets else settings.port
+    log.info(
+        "switchboard listening on http://%s:%s (ws path /ws)",
+        settings.host,
+        port,
+        extra={"host": settings.host, "port": port},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining connections")
+    with contextlib.suppress(Exception):
+        await drain(app)
+    await runner.cleanup()
+    log.info("stopped")

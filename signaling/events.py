@@ -1,0 +1,94 @@
+"""Declared schemas of every inbound event's ``data``, validated strictly (no coercion).
+
+Unknown fields are ignored rather than refused, so clients ported from the Socket.IO
+service may keep sending the extra fields they used to.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+RoomId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,128}$")]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Status = Literal["online", "away", "dnd", "invisible"]
+MAX_SDP = 60_000
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class Empty(Payload):
+    pass
+
+
+class PresenceUpdate(Payload):
+    status: Status
+
+
+class PresenceQuery(Payload):
+    userIds: list[UserId] = Field(min_length=1, max_length=1000)
+
+
+class RoomRef(Payload):
+    roomId: RoomId
+
+
+class MessageTyping(Payload):
+    conversationId: RoomId
+    isTyping: bool
+
+
+class CallInitiate(Payload):
+    conversationId: RoomId | None = None
+    callType: Literal["audio", "video"]
+    participants: list[UserId] = Field(min_length=1, max_length=64)
+
+
+class CallRef(Payload):
+    callId: CallId
+
+
+class CallReject(CallRef):
+    reason: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class SessionDescription(Payload):
+    type: Literal["offer", "answer", "pranswer", "rollback"]
+    sdp: Annotated[str, StringConstraints(max_length=MAX_SDP)] = ""
+
+
+class IceCandidate(Payload):
+    candidate: Annotated[str, StringConstraints(max_length=2048)]
+    sdpMid: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, Field(ge=0, le=1024)] | None = None
+    usernameFragment: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+class CallSdp(CallRef):
+    to: UserId
+    sdp: SessionDescription | Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP)]
+
+
+class CallIce(CallRef):
+    to: UserId
+    candidate: IceCandidate | Annotated[str, StringConstraints(max_length=2048)] | None
+
+
+class MediaToggle(CallRef):
+    enabled: bool
+
+
+def describe(error: ValidationError, limit: int = 3) -> str:
+    """Turn pydantic's report into one precise line: ``data.field: what is wrong``."""
+    parts = []
+    for item in error.errors(include_url=False)[:limit]:
+        loc = ".".join(str(p) for p in ("data", *item["loc"]))
+        parts.append(f"{loc}: {item['msg']}")
+    more = error.error_count() - limit
+    if more > 0:
+        parts.append(f"(+{more} more)")
+    return "; ".join(parts)

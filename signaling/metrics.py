@@ -1,0 +1,85 @@
+"""Prometheus metrics of one hub, in a registry of its own (several hubs may share a process
+in tests). Label children are cached so the hot path does a dict lookup, not a label parse."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+
+class HubMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "switchboard_connections", "Open WebSocket connections", registry=self.registry
+        )
+        self.connections_total = Counter(
+            "switchboard_connections_opened",
+            "WebSocket connections accepted",
+            registry=self.registry,
+        )
+        self.upgrades_refused = Counter(
+            "switchboard_upgrades_refused",
+            "WebSocket upgrades refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.events_in = Counter(
+            "switchboard_events_in", "Inbound events by type", ["type"], registry=self.registry
+        )
+        self.events_out = Counter(
+            "switchboard_events_out",
+            "Outbound event deliveries by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "switchboard_errors", "Error replies by code", ["code"], registry=self.registry
+        )
+        self.closes = Counter(
+            "switchboard_server_closes",
+            "Connections closed by the server, by close code",
+            ["code"],
+            registry=self.registry,
+        )
+        self.fanout_seconds = Histogram(
+            "switchboard_fanout_seconds",
+            "Time to write one event to all its recipients",
+            buckets=(
+                0.00005,
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                1.0,
+            ),
+            registry=self.registry,
+        )
+        self.calls_active = Gauge(
+            "switchboard_calls_active", "Calls ringing or active", registry=self.registry
+        )
+        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
+
+    def _child(self, metric: MetricWrapperBase, label: str) -> MetricWrapperBase:
+        key = (id(metric), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(label)
+        return child
+
+    def event_in(self, type_: str) -> None:
+        self._child(self.events_in, type_).inc()  # type: ignore[attr-defined]
+
+    def event_out(self, type_: str, count: int) -> None:
+        if count:
+            self._child(self.events_out, type_).inc(count)  # type: ignore[attr-defined]
+
+    def error(self, code: str) -> None:
+        self._child(self.errors, code).inc()  # type: ignore[attr-defined]

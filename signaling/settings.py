@@ -1,0 +1,103 @@
+"""One typed settings object, filled from ``SWITCHBOARD_*`` variables and an optional TOML file.
+
+Precedence (highest first): explicit overrides (CLI flags), environment variables, the TOML
+file, built-in defaults. Defaults are chosen so ``switchboard serve --dev`` runs a complete
+single-node hub with nothing else installed.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_TOML_FILE: ContextVar[Path | None] = ContextVar("switchboard_toml_file", default=None)
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of a Switchboard node. Durations are seconds, sizes are bytes."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7880, ge=0, le=65535)
+
+    jwt_secret: SecretStr | None = None
+    jwt_leeway: float = Field(default=5.0, ge=0, description="clock skew allowed on exp/nbf")
+    dev_secret_file: Path = Path(".switchboard/dev-secret")
+    allowed_origins: CommaList = Field(default_factory=list)
+
+    max_frame_bytes: int = Field(default=64 * 1024, ge=256)
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    error_budget: int = Field(default=20, ge=1, description="errors tolerated before close 1008")
+    error_refill_per_second: float = Field(default=1.0, gt=0)
+    heartbeat_interval: float = Field(default=25.0, gt=0)
+    send_buffer_limit: int = Field(default=1024 * 1024, ge=4096)
+    max_rooms_per_connection: int = Field(default=200, ge=1)
+    max_presence_query: int = Field(default=200, ge=1)
+
+    typing_timeout: float = Field(default=6.0, gt=0)
+    typing_throttle: float = Field(default=2.0, ge=0)
+
+    ring_timeout: float = Field(default=45.0, gt=0)
+    call_grace_period: float = Field(default=30.0, ge=0)
+    max_call_participants: int = Field(default=8, ge=2)
+    call_history_ttl: float = Field(default=3600.0, ge=0)
+
+    drain_timeout: float = Field(default=10.0, ge=0)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _TOML_FILE.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings; ``config_file`` falls back to ``SWITCHBOARD_CONFIG``.
+
+    ``overrides`` whose value is ``None`` are ignored so CLI flags left unset do not mask
+    the environment or the file.
+    """
+    import os
+
+    path = config_file or os.environ.get("SWITCHBOARD_CONFIG")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+    token = _TOML_FILE.set(path)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _TOML_FILE.reset(token)

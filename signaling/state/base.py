@@ -1,0 +1,114 @@
+"""The one interface every piece of hub state goes through.
+
+Services (presence, rooms, typing, calls) never touch dictionaries or Redis keys directly:
+they ask a :class:`HubState`. The in-memory implementation serves a single node; a shared
+implementation (Redis) must pass the same test suite, so everything a service needs across
+nodes, including delivery to a user's connections wherever they are, lives here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+from signaling.state.models import Call, Member, PresenceChange, PresenceInfo
+
+if TYPE_CHECKING:
+    from signaling.connection import Connection
+
+T = TypeVar("T")
+
+
+class HubState(ABC):
+    # -- connections on this node, and delivery to connections on any node -----------------
+
+    @abstractmethod
+    def attach(self, conn: Connection) -> None:
+        """Make a local connection reachable for delivery."""
+
+    @abstractmethod
+    def detach(self, conn: Connection) -> None:
+        """Forget a local connection (after its rooms and presence were released)."""
+
+    @abstractmethod
+    def local_connection_count(self) -> int: ...
+
+    @abstractmethod
+    def local_connections(self) -> list[Connection]: ...
+
+    @abstractmethod
+    async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
+        """Write ``frame`` to one connection; returns how many writes were made."""
+
+    @abstractmethod
+    async def deliver_to_users(
+        self, user_ids: Iterable[str], frame: bytes, *, exclude_conn: str | None = None
+    ) -> int:
+        """Write ``frame`` to every connection (device) of each user."""
+
+    @abstractmethod
+    async def deliver_to_rooms(
+        self, room_ids: Iterable[str], frame: bytes, *, exclude_user: str | None = None
+    ) -> int:
+        """Write ``frame`` once to each connection joined to any of the rooms."""
+
+    # -- presence ---------------------------------------------------------------------------
+
+    @abstractmethod
+    async def set_device_status(
+        self, user_id: str, conn_id: str, status: str | None
+    ) -> PresenceChange:
+        """Set one device's status (``None``: the device went away) and return the user's
+        visible presence before and after, computed atomically."""
+
+    @abstractmethod
+    async def get_presence(self, user_ids: Iterable[str]) -> dict[str, PresenceInfo]: ...
+
+    # -- rooms ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def join_room(self, room_id: str, member: Member, conn_id: str) -> bool:
+        """Join a connection to a room; ``True`` if it is the user's first device there."""
+
+    @abstractmethod
+    async def leave_room(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        """Remove a connection from a room; ``True`` if it was the user's last device."""
+
+    @abstractmethod
+    async def room_members(self, room_id: str) -> list[Member]: ...
+
+    @abstractmethod
+    async def rooms_of_user(self, user_id: str) -> set[str]: ...
+
+    @abstractmethod
+    async def shares_room(self, user_a: str, user_b: str) -> bool: ...
+
+    # -- calls ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def create_call(self, call: Call) -> None: ...
+
+    @abstractmethod
+    async def get_call(self, call_id: str) -> Call | None: ...
+
+    @abstractmethod
+    async def update_call(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
+        """Apply ``mutate`` to the stored call atomically and persist it.
+
+        ``mutate`` may raise to abort without writing. Returns the updated call and what
+        ``mutate`` returned. Raises ``KeyError`` if the call does not exist.
+        """
+
+    @abstractmethod
+    async def calls_of_user(self, user_id: str) -> list[Call]: ...
+
+    @abstractmethod
+    async def delete_call(self, call_id: str) -> None: ...
+
+    @abstractmethod
+    async def list_calls(self) -> list[Call]: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release resources (connections to a shared store)."""

@@ -1,0 +1,124 @@
+"""Plain data kept in the hub state. Dataclasses with dict round-trips, so a shared store
+(Redis) can hold the same records the in-memory store does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+DeviceStatus = Literal["online", "away", "dnd", "invisible"]
+VisibleStatus = Literal["online", "away", "dnd", "offline"]
+
+# When a user's devices disagree, the first status in this list wins: a privacy choice
+# (invisible) beats do-not-disturb, which beats being active; a user is only away when
+# every device is idle.
+STATUS_PRECEDENCE: tuple[DeviceStatus, ...] = ("invisible", "dnd", "online", "away")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def aggregate_status(device_statuses: Iterable[str]) -> VisibleStatus:
+    """What others see of a user with these device statuses (invisible shows as offline)."""
+    present = set(device_statuses)
+    for status in STATUS_PRECEDENCE:
+        if status in present:
+            return "offline" if status == "invisible" else status
+    return "offline"
+
+
+@dataclass(slots=True, frozen=True)
+class PresenceInfo:
+    user_id: str
+    status: VisibleStatus
+    last_seen: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"userId": self.user_id, "status": self.status, "lastSeen": self.last_seen}
+
+
+@dataclass(slots=True, frozen=True)
+class PresenceChange:
+    before: PresenceInfo
+    after: PresenceInfo
+
+    @property
+    def changed(self) -> bool:
+        return self.before.status != self.after.status
+
+
+@dataclass(slots=True, frozen=True)
+class Member:
+    user_id: str
+    name: str
+
+
+CallState = Literal["ringing", "active", "ended"]
+ParticipantState = Literal["ringing", "joined", "reconnecting", "left", "rejected", "missed"]
+
+
+@dataclass(slots=True)
+class CallParticipant:
+    user_id: str
+    name: str
+    role: Literal["caller", "callee"]
+    state: ParticipantState
+    conn_id: str | None = None
+    audio: bool = True
+    video: bool = True
+    screen: bool = False
+    joined_at: int | None = None
+    left_reason: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "userId": self.user_id,
+            "name": self.name,
+            "role": self.role,
+            "state": self.state,
+            "audio": self.audio,
+            "video": self.video,
+            "screen": self.screen,
+        }
+
+
+@dataclass(slots=True)
+class Call:
+    id: str
+    call_type: Literal["audio", "video"]
+    caller_id: str
+    conversation_id: str | None
+    created_at: int
+    participants: dict[str, CallParticipant] = field(default_factory=dict)
+    state: CallState = "ringing"
+    answered_at: int | None = None
+    ended_at: int | None = None
+    end_reason: str | None = None
+
+    def in_state(self, *states: str) -> list[CallParticipant]:
+        return [p for p in self.participants.values() if p.state in states]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "callId": self.id,
+            "callType": self.call_type,
+            "conversationId": self.conversation_id,
+            "callerId": self.caller_id,
+            "state": self.state,
+            "createdAt": self.created_at,
+            "answeredAt": self.answered_at,
+            "endedAt": self.ended_at,
+            "endReason": self.end_reason,
+            "participants": [p.to_wire() for p in self.participants.values()],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Call:
+        parts = {k: CallParticipant(**v) for k, v in raw["participants"].items()}
+        return cls(**{**raw, "participants": parts})

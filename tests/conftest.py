@@ -1,0 +1,118 @@
+"""Fixtures: a real hub served on a free loopback port, and clients speaking real WebSocket."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp.test_utils import TestServer
+
+from signaling.app import create_app
+from signaling.client import HubClient
+from signaling.settings import Settings
+from signaling.state import HubState, MemoryState
+from signaling.tokens import mint_token
+from signaling.ws import HUB_KEY
+
+SECRET = "test-secret-0123456789abcdef0123456789"
+
+# Short timers so expiry, ring timeout and grace period are testable in well under a second.
+FAST = {
+    "jwt_secret": SECRET,
+    "ring_timeout": 1.0,
+    "call_grace_period": 0.8,
+    "typing_timeout": 0.4,
+    "typing_throttle": 0.2,
+    "rate_limit_per_second": 500.0,
+    "rate_limit_burst": 1000,
+}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Run every async test on uvloop, the loop production uses."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
+def make_state(kind: str) -> HubState:
+    if kind == "memory":
+        return MemoryState()
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=["memory"])
+def state_kind(request: pytest.FixtureRequest) -> str:
+    """The state implementation under test; every hub test runs against each one."""
+    return request.param
+
+
+@dataclass
+class Hub:
+    """A running hub plus helpers to mint tokens and connect clients to it."""
+
+    server: TestServer
+    settings: Settings
+    clients: list[HubClient] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return str(self.server.make_url("/")).rstrip("/")
+
+    @property
+    def ws_url(self) -> str:
+        return str(self.server.make_url("/ws"))
+
+    @property
+    def hub(self) -> Any:
+        return self.server.app[HUB_KEY]
+
+    def token(self, user: str, **claims: Any) -> str:
+        return mint_token(SECRET, user, **claims)
+
+    async def connect(self, user: str, *, rooms: tuple[str, ...] | None = None,
+                      token: str | None = None, **kwargs: Any) -> HubClient:
+        tok = token or self.token(user, **({"rooms": rooms} if rooms is not None else {}))
+        client = await HubClient.connect(self.ws_url, tok, **kwargs)
+        self.clients.append(client)
+        return client
+
+    async def connect_in(self, user: str, room: str, **kwargs: Any) -> HubClient:
+        client = await self.connect(user, **kwargs)
+        await client.request("room:join", {"roomId": room})
+        return client
+
+
+@pytest.fixture
+async def hub_factory(state_kind: str) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Hub] = []
+
+    async def start(**overrides: Any) -> Hub:
+        settings = Settings(**{**FAST, **overrides})
+        app = create_app(settings, make_state(state_kind))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        hub = Hub(server, settings)
+        started.append(hub)
+        return hub
+
+    yield start
+    for hub in started:
+        for client in hub.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await hub.server.close()
+
+
+@pytest.fixture
+async def hub(hub_factory: Callable[..., Any]) -> Hub:
+    return await hub_factory()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -55,7 +55,6 @@ async def drain(app: web.Application) -> None:
         return
     reason = "server restarting, please reconnect"
     closing = [c.close(CloseCode.SERVICE_RESTART, reason) for c in conns]
-    hub.metrics.closes.labels(str(int(CloseCode.SERVICE_RESTART))).inc(len(conns))
     try:
         await asyncio.wait_for(
             asyncio.gather(*closing, return_exceptions=True), hub.settings.drain_timeout or None

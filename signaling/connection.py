@@ -28,6 +28,7 @@ class Connection:
 
     __slots__ = (
         "_transport",
+        "close_code",
         "closed",
         "errors",
         "id",
@@ -59,6 +60,7 @@ class Connection:
         self.status = "online"
         self.rooms: set[str] = set()
         self.closed = False
+        self.close_code: int | None = None  # set when the server closes the connection
 
     @property
     def user_id(self) -> str:
@@ -90,6 +92,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.close_code = code
         log.info(
             "closing connection",
             extra={"conn": self.id, "user": self.user_id, "code": code, "reason": reason},
@@ -106,6 +109,7 @@ class Connection:
         if self.closed:
             return
         self.closed = True
+        self.close_code = code
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 5.0)
         except (TimeoutError, ConnectionError, RuntimeError):

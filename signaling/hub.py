@@ -124,6 +124,8 @@ class Hub:
         finally:
             self.state.detach(conn)
             self.metrics.connections.dec()
+            if conn.close_code is not None:
+                self.metrics.closes.labels(str(conn.close_code)).inc()
             log.info("disconnected", extra={"conn": conn.id, "user": conn.user_id})
 
     # -- inbound ---------------------------------------------------------------------------
@@ -222,7 +224,6 @@ class Hub:
         if code is ErrorCode.INTERNAL_ERROR or conn.errors.take():
             return
         log.warning("closing misbehaving client", extra={"conn": conn.id, "code": code.value})
-        self.metrics.closes.labels(str(int(CloseCode.POLICY_VIOLATION))).inc()
         await conn.close(CloseCode.POLICY_VIOLATION, f"too many errors (last: {code.value})")
 
     async def _on_ping(self, conn: Connection, payload: events.Empty) -> dict[str, int]:

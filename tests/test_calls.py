@@ -111,7 +111,7 @@ async def test_caller_cancels_while_ringing(hub):
 
 
 async def test_incoming_redelivered_to_late_device(hub):
-    caller, (bob,), call_id = await ring(hub)
+    _caller, _devices, call_id = await ring(hub)
     late = await hub.connect("bob")
     assert (await late.expect("call:incoming"))["callId"] == call_id
 

@@ -1,0 +1,41 @@
+"""/health and /metrics report what the hub is doing."""
+
+from __future__ import annotations
+
+
+async def test_health(hub, http):
+    await hub.connect("alice")
+    async with http.get(f"{hub.base}/health") as resp:
+        body = await resp.json()
+    assert resp.status == 200
+    assert body["status"] == "ok" and body["connections"] == 1
+    assert body["uptimeSeconds"] >= 0 and body["version"]
+
+
+async def test_metrics_count_events_errors_and_fanout(hub, http):
+    alice = await hub.connect_in("alice", "r")
+    bob = await hub.connect_in("bob", "r")
+    await alice.request("message:typing", {"conversationId": "r", "isTyping": True})
+    await bob.expect("user:typing")
+    await alice.send_raw("nonsense")
+    await alice.expect("error")
+    async with http.get(f"{hub.base}/metrics") as resp:
+        text = await resp.text()
+    assert resp.status == 200
+    assert "switchboard_connections 2.0" in text
+    assert 'switchboard_events_in_total{type="message:typing"} 1.0' in text
+    assert 'switchboard_events_out_total{type="user:typing"} 1.0' in text
+    assert 'switchboard_errors_total{code="invalid_json"} 1.0' in text
+    assert "switchboard_fanout_seconds_bucket" in text
+
+
+async def test_draining_hub_refuses_upgrades(hub, http):
+    from signaling.app import drain
+    client = await hub.connect("alice")
+    await drain(hub.server.app)
+    assert await client.wait_closed() == 1012
+    async with http.get(f"{hub.base}/health") as resp:
+        assert resp.status == 503 and (await resp.json())["status"] == "draining"
+    async with http.get(hub.ws_url, params={"access_token": hub.token("bob")}) as resp:
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "server_draining"

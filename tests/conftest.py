@@ -73,8 +73,14 @@ class Hub:
     def token(self, user: str, **claims: Any) -> str:
         return mint_token(SECRET, user, **claims)
 
-    async def connect(self, user: str, *, rooms: tuple[str, ...] | None = None,
-                      token: str | None = None, **kwargs: Any) -> HubClient:
+    async def connect(
+        self,
+        user: str,
+        *,
+        rooms: tuple[str, ...] | None = None,
+        token: str | None = None,
+        **kwargs: Any,
+    ) -> HubClient:
         tok = token or self.token(user, **({"rooms": rooms} if rooms is not None else {}))
         client = await HubClient.connect(self.ws_url, tok, **kwargs)
         self.clients.append(client)

@@ -12,10 +12,17 @@ from tests.conftest import SECRET
 
 
 async def refused(http, hub, status: int, *, params=None, headers=None) -> dict:
-    async with http.get(hub.ws_url, params=params, headers={
-        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **(headers or {}),
-    }) as resp:
+    async with http.get(
+        hub.ws_url,
+        params=params,
+        headers={
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            **(headers or {}),
+        },
+    ) as resp:
         assert resp.status == status
         assert resp.content_type == "application/json"
         return (await resp.json())["error"]
@@ -60,15 +67,19 @@ async def test_wrong_audience_and_missing_claims(hub, http):
 
 
 async def test_none_algorithm_refused(hub, http):
-    token = jwt.encode({"sub": "a", "exp": int(time.time()) + 60, "aud": "switchboard"},
-                       None, algorithm="none")
+    token = jwt.encode(
+        {"sub": "a", "exp": int(time.time()) + 60, "aud": "switchboard"}, None, algorithm="none"
+    )
     err = await refused(http, hub, 401, params={"access_token": token})
     assert err["code"] in {"token_invalid_algorithm", "token_malformed"}
 
 
 async def test_bearer_header_accepted(hub):
-    client = await hub.connect("alice", token="unused-placeholder",
-                               headers={"Authorization": f"Bearer {hub.token('alice')}"})
+    client = await hub.connect(
+        "alice",
+        token="unused-placeholder",
+        headers={"Authorization": f"Bearer {hub.token('alice')}"},
+    )
     # The header wins over the (bogus) query parameter.
     assert client.ready["userId"] == "alice"
 
@@ -76,8 +87,9 @@ async def test_bearer_header_accepted(hub):
 async def test_allowed_origins(hub_factory, http):
     hub = await hub_factory(allowed_origins=["https://chat.example"])
     token = hub.token("alice")
-    err = await refused(http, hub, 403, params={"access_token": token},
-                        headers={"Origin": "https://evil.example"})
+    err = await refused(
+        http, hub, 403, params={"access_token": token}, headers={"Origin": "https://evil.example"}
+    )
     assert err["code"] == "origin_not_allowed"
     client = await hub.connect("alice", headers={"Origin": "https://chat.example"})
     assert client.ready["userId"] == "alice"

@@ -40,8 +40,7 @@ async def bystanders(hub):
         ('{"type": "ping", "data": [1]}', "invalid_envelope", "'data'"),
         ('{"type": "ping", "id": {"x": 1}}', "invalid_envelope", "'id'"),
         ('{"type": "chat:explode", "id": "q1"}', "unknown_event", "chat:explode"),
-        ('{"type": "room:join", "id": 7, "data": {"roomId": 5}}', "invalid_payload",
-         "data.roomId"),
+        ('{"type": "room:join", "id": 7, "data": {"roomId": 5}}', "invalid_payload", "data.roomId"),
         ('{"type": "room:join", "id": 8, "data": {}}', "invalid_payload", "data.roomId"),
     ],
 )
@@ -61,8 +60,11 @@ async def test_error_echoes_request_id(hub):
     await client.send_raw('{"type": "ping", "id": 42}')
     await asyncio.sleep(0.2)
     frames = [f for f in client.events if f["type"] in {"error", "ack"}]
-    assert frames[0] == {"type": "error", "id": "abc", "data": {
-        "code": "unknown_event", "message": "unknown event type 'nope'"}}
+    assert frames[0] == {
+        "type": "error",
+        "id": "abc",
+        "data": {"code": "unknown_event", "message": "unknown event type 'nope'"},
+    }
     assert frames[1]["type"] == "ack" and frames[1]["id"] == 42
 
 
@@ -85,8 +87,9 @@ async def test_oversized_and_binary_frames(hub_factory):
 
 
 async def test_flood_is_rate_limited_then_closed(hub_factory):
-    hub = await hub_factory(rate_limit_per_second=10, rate_limit_burst=10, error_budget=5,
-                            error_refill_per_second=0.5)
+    hub = await hub_factory(
+        rate_limit_per_second=10, rate_limit_burst=10, error_budget=5, error_refill_per_second=0.5
+    )
     watcher = await hub.connect_in("watcher", "lobby")
     talker = await hub.connect_in("talker", "lobby")
     await watcher.expect("room:member-joined")
@@ -104,7 +107,8 @@ async def test_flood_is_rate_limited_then_closed(hub_factory):
     assert len(acks) >= 10  # the burst was served before limiting kicked in
     await bystander_ok(hub, watcher, talker)
     limited = hub.hub.metrics.registry.get_sample_value(
-        "switchboard_errors_total", {"code": "rate_limited"})
+        "switchboard_errors_total", {"code": "rate_limited"}
+    )
     assert limited >= 5
 
 
@@ -124,8 +128,9 @@ async def test_close_reason_names_the_offence(hub_factory):
 
 async def test_slow_reader_is_dropped(hub_factory):
     """A callee that stops reading is cut off at the send-buffer bound (close 4008)."""
-    hub = await hub_factory(send_buffer_limit=64 * 1024, rate_limit_per_second=10_000,
-                            rate_limit_burst=10_000)
+    hub = await hub_factory(
+        send_buffer_limit=64 * 1024, rate_limit_per_second=10_000, rate_limit_burst=10_000
+    )
     watcher = await hub.connect_in("watcher", "lobby")
     talker = await hub.connect_in("talker", "lobby")
     await watcher.expect("room:member-joined")
@@ -160,7 +165,8 @@ async def test_slow_reader_is_dropped(hub_factory):
         await asyncio.sleep(0.05)
     assert hub.hub.state.local_connection_count() == 3
     closes = hub.hub.metrics.registry.get_sample_value(
-        "switchboard_server_closes_total", {"code": "4008"})
+        "switchboard_server_closes_total", {"code": "4008"}
+    )
     assert closes == 1
     writer.close()
     await bystander_ok(hub, watcher, talker)
@@ -169,8 +175,9 @@ async def test_slow_reader_is_dropped(hub_factory):
 async def test_silent_client_is_closed_by_heartbeat(hub_factory):
     hub = await hub_factory(heartbeat_interval=0.3)
     async with aiohttp.ClientSession() as session:
-        ws = await session.ws_connect(hub.ws_url, params={"access_token": hub.token("ghost")},
-                                      autoping=False)
+        ws = await session.ws_connect(
+            hub.ws_url, params={"access_token": hub.token("ghost")}, autoping=False
+        )
         assert hub.hub.state.local_connection_count() == 1
         # Never answer pings: after interval + interval/2 the server gives up.
         deadline = asyncio.get_running_loop().time() + 3
@@ -191,21 +198,59 @@ async def test_answering_client_survives_heartbeat(hub_factory):
 envelopes = st.fixed_dictionaries(
     {},
     optional={
-        "type": st.one_of(st.sampled_from(
-            ["ping", "room:join", "room:leave", "message:typing", "presence:update",
-             "presence:query", "call:initiate", "call:accept", "call:offer",
-             "call:ice-candidate", "media:toggle-audio", "screen:share-start"]),
-            st.text(max_size=10), st.integers(), st.none()),
+        "type": st.one_of(
+            st.sampled_from(
+                [
+                    "ping",
+                    "room:join",
+                    "room:leave",
+                    "message:typing",
+                    "presence:update",
+                    "presence:query",
+                    "call:initiate",
+                    "call:accept",
+                    "call:offer",
+                    "call:ice-candidate",
+                    "media:toggle-audio",
+                    "screen:share-start",
+                ]
+            ),
+            st.text(max_size=10),
+            st.integers(),
+            st.none(),
+        ),
         "id": st.one_of(st.text(max_size=5), st.integers(), st.none(), st.booleans()),
         "data": st.one_of(
             st.dictionaries(
-                st.sampled_from(["roomId", "conversationId", "isTyping", "status", "userIds",
-                                 "callId", "to", "sdp", "candidate", "enabled",
-                                 "participants", "callType"]),
-                st.one_of(st.text(max_size=8), st.integers(), st.booleans(), st.none(),
-                          st.lists(st.text(max_size=4), max_size=3)),
-                max_size=4),
-            st.integers(), st.text(max_size=5), st.none()),
+                st.sampled_from(
+                    [
+                        "roomId",
+                        "conversationId",
+                        "isTyping",
+                        "status",
+                        "userIds",
+                        "callId",
+                        "to",
+                        "sdp",
+                        "candidate",
+                        "enabled",
+                        "participants",
+                        "callType",
+                    ]
+                ),
+                st.one_of(
+                    st.text(max_size=8),
+                    st.integers(),
+                    st.booleans(),
+                    st.none(),
+                    st.lists(st.text(max_size=4), max_size=3),
+                ),
+                max_size=4,
+            ),
+            st.integers(),
+            st.text(max_size=5),
+            st.none(),
+        ),
     },
 )
 

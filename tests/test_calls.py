@@ -10,14 +10,18 @@ from signaling.client import RequestError
 
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"}
 ANSWER = {"type": "answer", "sdp": "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\n"}
-CANDIDATE = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host",
-             "sdpMid": "0", "sdpMLineIndex": 0}
+CANDIDATE = {
+    "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host",
+    "sdpMid": "0",
+    "sdpMLineIndex": 0,
+}
 
 
 async def ring(hub, callee_devices: int = 1, call_type: str = "video"):
     caller = await hub.connect("alice", token=hub.token("alice", name="Alice"))
-    devices = [await hub.connect("bob", token=hub.token("bob", name="Bob"))
-               for _ in range(callee_devices)]
+    devices = [
+        await hub.connect("bob", token=hub.token("bob", name="Bob")) for _ in range(callee_devices)
+    ]
     ack = await caller.request(
         "call:initiate",
         {"conversationId": "dm-ab", "callType": call_type, "participants": ["bob"]},
@@ -45,10 +49,12 @@ async def test_full_call_exchange(hub, http):
     await laptop.request("call:answer", {"callId": call_id, "to": "alice", "sdp": ANSWER})
     assert (await caller.expect("call:answer"))["sdp"] == ANSWER
     for _ in range(3):
-        await caller.send("call:ice-candidate",
-                          {"callId": call_id, "to": "bob", "candidate": CANDIDATE})
-        await laptop.send("call:ice-candidate",
-                          {"callId": call_id, "to": "alice", "candidate": CANDIDATE})
+        await caller.send(
+            "call:ice-candidate", {"callId": call_id, "to": "bob", "candidate": CANDIDATE}
+        )
+        await laptop.send(
+            "call:ice-candidate", {"callId": call_id, "to": "alice", "candidate": CANDIDATE}
+        )
     for _ in range(3):
         assert (await laptop.expect("call:ice-candidate"))["candidate"] == CANDIDATE
         assert (await caller.expect("call:ice-candidate"))["from"] == "bob"
@@ -58,7 +64,10 @@ async def test_full_call_exchange(hub, http):
 
     await caller.request("media:toggle-audio", {"callId": call_id, "enabled": False})
     assert await laptop.expect("peer:audio-toggled") == {
-        "callId": call_id, "userId": "alice", "enabled": False}
+        "callId": call_id,
+        "userId": "alice",
+        "enabled": False,
+    }
     await laptop.request("media:toggle-video", {"callId": call_id, "enabled": False})
     assert (await caller.expect("peer:video-toggled"))["enabled"] is False
     await caller.request("screen:share-start", {"callId": call_id})
@@ -67,8 +76,9 @@ async def test_full_call_exchange(hub, http):
     await laptop.expect("screen:sharing-stopped")
 
     token = hub.token("bob")
-    async with http.get(f"{hub.base}/api/calls/{call_id}/status",
-                        headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with http.get(
+        f"{hub.base}/api/calls/{call_id}/status", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
         status = await resp.json()
         assert resp.status == 200 and status["active"] is True
         states = {p["userId"]: p for p in status["participants"]}
@@ -78,8 +88,9 @@ async def test_full_call_exchange(hub, http):
     assert ended["state"] == "ended"
     done = await caller.expect("call:ended")
     assert done["reason"] == "hangup" and done["duration"] >= 0
-    async with http.get(f"{hub.base}/api/calls/{call_id}/status",
-                        headers={"Authorization": f"Bearer {token}"}) as resp:
+    async with http.get(
+        f"{hub.base}/api/calls/{call_id}/status", headers={"Authorization": f"Bearer {token}"}
+    ) as resp:
         assert (await resp.json())["active"] is False
 
 
@@ -126,8 +137,9 @@ async def test_relay_only_between_participants(hub):
         await caller.request("call:offer", {"callId": call_id, "to": "mallory", "sdp": OFFER})
     assert err.value.code == "not_in_call"
     with pytest.raises(RequestError) as err:
-        await caller.request("call:ice-candidate",
-                             {"callId": "call_nope", "to": "bob", "candidate": CANDIDATE})
+        await caller.request(
+            "call:ice-candidate", {"callId": "call_nope", "to": "bob", "candidate": CANDIDATE}
+        )
     assert err.value.code == "call_not_found"
     # The callee must accept before sending; the caller may send an early offer to all devices.
     with pytest.raises(RequestError) as err:
@@ -176,8 +188,9 @@ async def test_group_call_mesh(hub):
     alice = await hub.connect("alice")
     bob = await hub.connect("bob")
     carol = await hub.connect("carol")
-    ack = await alice.request("call:initiate",
-                              {"callType": "audio", "participants": ["bob", "carol", "alice"]})
+    ack = await alice.request(
+        "call:initiate", {"callType": "audio", "participants": ["bob", "carol", "alice"]}
+    )
     call_id = ack["callId"]
     assert ack["offline"] == []
     await bob.expect("call:incoming")
@@ -185,8 +198,10 @@ async def test_group_call_mesh(hub):
     await bob.request("call:accept", {"callId": call_id})
     await alice.expect("call:accepted")
     await carol.request("call:accept", {"callId": call_id})
-    assert {(await alice.expect("call:accepted"))["userId"],
-            (await bob.expect("call:accepted"))["userId"]} == {"carol"}
+    assert {
+        (await alice.expect("call:accepted"))["userId"],
+        (await bob.expect("call:accepted"))["userId"],
+    } == {"carol"}
     await bob.request("call:offer", {"callId": call_id, "to": "carol", "sdp": "v=0 bob"})
     assert (await carol.expect("call:offer"))["from"] == "bob"
     await alice.request("call:end", {"callId": call_id})
@@ -212,13 +227,17 @@ async def test_initiate_validation(hub_factory, http):
     assert ack["offline"] == ["zed"]
 
     url = f"{hub.base}/api/calls/{ack['callId']}/status"
-    for headers, status in [({}, 401),
-                            ({"Authorization": f"Bearer {hub.token('mallory')}"}, 403),
-                            ({"Authorization": f"Bearer {hub.token('zed')}"}, 200)]:
+    for headers, status in [
+        ({}, 401),
+        ({"Authorization": f"Bearer {hub.token('mallory')}"}, 403),
+        ({"Authorization": f"Bearer {hub.token('zed')}"}, 200),
+    ]:
         async with http.get(url, headers=headers) as resp:
             assert resp.status == status
-    async with http.get(f"{hub.base}/api/calls/call_missing/status",
-                        headers={"Authorization": f"Bearer {hub.token('zed')}"}) as resp:
+    async with http.get(
+        f"{hub.base}/api/calls/call_missing/status",
+        headers={"Authorization": f"Bearer {hub.token('zed')}"},
+    ) as resp:
         assert resp.status == 404
         assert (await resp.json())["error"]["code"] == "call_not_found"
     await asyncio.sleep(0)

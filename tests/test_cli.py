@@ -31,15 +31,28 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([SWITCHBOARD, *args], cwd=cwd, env=env or clean_env(),
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [SWITCHBOARD, *args],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 async def start_server(cwd: Path, *args: str, env: dict[str, str] | None = None):
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        SWITCHBOARD, "serve", "--port", str(port), *args, cwd=cwd, env=env or clean_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        SWITCHBOARD,
+        "serve",
+        "--port",
+        str(port),
+        *args,
+        cwd=cwd,
+        env=env or clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with aiohttp.ClientSession() as http:
         for _ in range(100):
@@ -68,8 +81,9 @@ def test_token_without_secret_fails_clearly(tmp_path):
 
 
 def test_invalid_settings_are_reported(tmp_path):
-    result = cli("token", "--user", "a", cwd=tmp_path,
-                 env=clean_env(SWITCHBOARD_RING_TIMEOUT="soon"))
+    result = cli(
+        "token", "--user", "a", cwd=tmp_path, env=clean_env(SWITCHBOARD_RING_TIMEOUT="soon")
+    )
     assert result.returncode == 2 and "ring_timeout" in result.stderr
     result = cli("serve", "--config", str(tmp_path / "missing.toml"), cwd=tmp_path)
     assert result.returncode == 2 and "missing.toml" in result.stderr
@@ -80,10 +94,12 @@ async def test_dev_mode_session_and_graceful_shutdown(tmp_path):
     typing and a full 1:1 call exchange; SIGTERM tells clients to reconnect (1012)."""
     proc, port = await start_server(tmp_path, "--dev")
     assert (tmp_path / ".switchboard" / "dev-secret").is_file()
-    alice_token = cli("token", "--user", "alice", "--name", "Alice", "--room", "dm-ab",
-                      cwd=tmp_path).stdout.strip()
-    bob_token = cli("token", "--user", "bob", "--room", "dm-*", "--ttl", "600",
-                    cwd=tmp_path).stdout.strip()
+    alice_token = cli(
+        "token", "--user", "alice", "--name", "Alice", "--room", "dm-ab", cwd=tmp_path
+    ).stdout.strip()
+    bob_token = cli(
+        "token", "--user", "bob", "--room", "dm-*", "--ttl", "600", cwd=tmp_path
+    ).stdout.strip()
     url = f"ws://127.0.0.1:{port}/ws"
     bob = await HubClient.connect(url, bob_token)
     alice = await HubClient.connect(url, alice_token)
@@ -100,8 +116,10 @@ async def test_dev_mode_session_and_graceful_shutdown(tmp_path):
         assert (await bob.expect("user:typing"))["username"] == "Alice"
 
         sdp = "v=0\r\ns=secret-sdp-body\r\n"
-        call = await alice.request("call:initiate", {"conversationId": "dm-ab",
-                                                     "callType": "audio", "participants": ["bob"]})
+        call = await alice.request(
+            "call:initiate",
+            {"conversationId": "dm-ab", "callType": "audio", "participants": ["bob"]},
+        )
         call_id = call["callId"]
         await bob.expect("call:incoming")
         await bob.request("call:accept", {"callId": call_id})
@@ -110,8 +128,10 @@ async def test_dev_mode_session_and_graceful_shutdown(tmp_path):
         assert (await bob.expect("call:offer"))["sdp"] == sdp
         await bob.request("call:answer", {"callId": call_id, "to": "alice", "sdp": sdp})
         await alice.expect("call:answer")
-        await bob.request("call:ice-candidate", {"callId": call_id, "to": "alice",
-                                                 "candidate": {"candidate": "candidate:1"}})
+        await bob.request(
+            "call:ice-candidate",
+            {"callId": call_id, "to": "alice", "candidate": {"candidate": "candidate:1"}},
+        )
         await alice.expect("call:ice-candidate")
 
         proc.send_signal(signal.SIGTERM)
@@ -132,10 +152,13 @@ async def test_dev_mode_session_and_graceful_shutdown(tmp_path):
 
 async def test_toml_config_and_env_precedence(tmp_path):
     config = tmp_path / "switchboard.toml"
-    config.write_text('jwt_secret = "from-the-toml-file-0123456789abcdef"\nring_timeout = 7\n'
-                      'max_frame_bytes = 2048\n')
+    config.write_text(
+        'jwt_secret = "from-the-toml-file-0123456789abcdef"\nring_timeout = 7\n'
+        "max_frame_bytes = 2048\n"
+    )
     proc, port = await start_server(
-        tmp_path, "--config", str(config), env=clean_env(SWITCHBOARD_MAX_FRAME_BYTES="4096"))
+        tmp_path, "--config", str(config), env=clean_env(SWITCHBOARD_MAX_FRAME_BYTES="4096")
+    )
     try:
         token = cli("token", "--user", "carol", "--config", str(config), cwd=tmp_path)
         assert token.returncode == 0

@@ -71,7 +71,8 @@ async def test_presence_query_scope(hub):
     await hub.connect_in("alice", "team")
     answer = await bob.request("presence:query", {"userIds": ["alice", "carol", "bob", "zed"]})
     assert {u["userId"]: u["status"] for u in answer["users"]} == {
-        "alice": "online", "bob": "online",
+        "alice": "online",
+        "bob": "online",
     }
     assert answer["denied"] == ["carol", "zed"]
 

@@ -21,7 +21,10 @@ async def test_typing_reaches_others_and_expires(hub):
     await alice.request("message:typing", {"conversationId": "chat-1", "isTyping": True})
     typing = await bob.expect("user:typing")
     assert typing == {
-        "userId": "alice", "username": "Alice", "conversationId": "chat-1", "isTyping": True,
+        "userId": "alice",
+        "username": "Alice",
+        "conversationId": "chat-1",
+        "isTyping": True,
     }
     await alice.expect_none("user:typing", within=0.0)
     # No refresh: the server clears it by itself after typing_timeout (0.4 s here).

@@ -47,8 +47,11 @@ def test_close_frame_reason_is_bounded():
 
 
 def test_encode_envelope():
-    assert orjson.loads(encode("ack", {"a": 1}, "r1")) == {"type": "ack", "id": "r1",
-                                                          "data": {"a": 1}}
+    assert orjson.loads(encode("ack", {"a": 1}, "r1")) == {
+        "type": "ack",
+        "id": "r1",
+        "data": {"a": 1},
+    }
     assert orjson.loads(encode("user:typing", {})) == {"type": "user:typing", "data": {}}
 
 
@@ -84,8 +87,9 @@ def test_token_bucket_with_fake_clock():
 
 
 def test_tokens_round_trip_and_room_patterns():
-    token = mint_token("s" * 32, "alice", name="Alice", rooms=["general", "team-*"],
-                       presence=["bob"])
+    token = mint_token(
+        "s" * 32, "alice", name="Alice", rooms=["general", "team-*"], presence=["bob"]
+    )
     who = verify_token(token, "s" * 32)
     assert who.user_id == "alice" and who.name == "Alice"
     assert who.may_join("general") and who.may_join("team-x") and not who.may_join("other")

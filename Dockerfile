@@ -1,0 +1,26 @@
+# Slim, non-root image running `switchboard serve`. Provide SWITCHBOARD_JWT_SECRET (or mount
+# a TOML file and set SWITCHBOARD_CONFIG); the server refuses to start without a secret.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY signaling ./signaling
+COPY media ./media
+COPY turn ./turn
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/switchboard switchboard
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER switchboard
+WORKDIR /var/lib/switchboard
+ENV SWITCHBOARD_HOST=0.0.0.0 \
+    SWITCHBOARD_PORT=7880 \
+    SWITCHBOARD_LOG_FORMAT=json \
+    PYTHONUNBUFFERED=1
+EXPOSE 7880
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('SWITCHBOARD_PORT', '7880'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).status == 200 else 1)"]
+ENTRYPOINT ["switchboard"]
+CMD ["serve"]

@@ -1,0 +1,45 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   - install Switchboard and run it on embedded defaults (dev mode)
+#   make test  - install everything the tests need and run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
+RUN_STAMP := $(VENV)/.run-$(PYPROJECT_HASH)
+TEST_STAMP := $(VENV)/.test-$(PYPROJECT_HASH)
+
+.PHONY: run test install install-test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	rm -f $(VENV)/.run-*; touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.test-* $(VENV)/.run-*; touch $@ $(RUN_STAMP)
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
+
+run: install
+	$(BIN)/switchboard serve --dev
+
+test: install-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install-test
+	$(BIN)/ruff check .
+
+format: install-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

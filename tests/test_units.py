@@ -127,3 +127,11 @@ def test_call_round_trips_through_dict():
     call = Call("c1", "video", "a", None, 1)
     call.participants["a"] = CallParticipant("a", "A", "caller", "joined", conn_id="c_1")
     assert Call.from_dict(call.to_dict()) == call
+
+
+def test_example_config_loads():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "config" / "switchboard.example.toml"
+    settings = load_settings(example)
+    assert settings.host == "0.0.0.0" and settings.log_format == "json"

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from signaling import events
 from signaling.calls import CallService
+from signaling.connection import WriteBatcher
 from signaling.presence import PresenceService
 from signaling.protocol import CloseCode, ErrorCode, HubError, event_frame
 from signaling.rooms import RoomService
@@ -50,6 +51,7 @@ class Hub:
         self.metrics = metrics
         self.started_at = time.time()
         self.draining = False
+        self.batcher = WriteBatcher()
         self.presence = PresenceService(self)
         self.rooms = RoomService(self)
         self.typing = TypingService(self)

@@ -60,6 +60,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         rate=TokenBucket(settings.rate_limit_per_second, settings.rate_limit_burst),
         errors=TokenBucket(settings.error_refill_per_second, settings.error_budget),
         send_buffer_limit=settings.send_buffer_limit,
+        batcher=hub.batcher,
     )
     try:
         await hub.on_connect(conn)

@@ -1,0 +1,1 @@
+"""Load scripts for Switchboard. Run ``python -m benchmarks --help``."""

@@ -1,0 +1,19 @@
+"""Entry point: ``python -m benchmarks fanout [options]``."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import fanout
+
+SCENARIOS = {"fanout": fanout.main}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in SCENARIOS:
+        print(f"usage: python -m benchmarks {{{','.join(SCENARIOS)}}} [options]", file=sys.stderr)
+        return 2
+    return SCENARIOS[sys.argv[1]](sys.argv[2:])
+
+
+raise SystemExit(main())

@@ -51,6 +51,12 @@ def _peer_conns(call: Call, exclude_user: str | None = None) -> list[str]:
     ]
 
 
+def _stop_other_devices(call: Call, conn: Connection, reason: str) -> Notice:
+    """``call:cancelled`` for the user's devices other than ``conn`` (they stop ringing)."""
+    data = {"callId": call.id, "reason": reason}
+    return Notice("call:cancelled", data, users=[conn.user_id], exclude_conn=conn.id)
+
+
 def _finish_if_over(call: Call, reason: str, notices: list[Notice]) -> bool:
     """End the call if nobody rings and at most one participant remains in it."""
     in_call = call.in_state(*IN_CALL)
@@ -257,14 +263,7 @@ class CallService:
                 call.answered_at = member.joined_at
             data = {"callId": call.id, "userId": conn.user_id, "name": conn.principal.name}
             notices.append(Notice("call:accepted", data, conns=_peer_conns(call, conn.user_id)))
-            notices.append(
-                Notice(
-                    "call:cancelled",
-                    {"callId": call.id, "reason": "answered_elsewhere"},
-                    users=[conn.user_id],
-                    exclude_conn=conn.id,
-                )
-            )
+            notices.append(_stop_other_devices(call, conn, "answered_elsewhere"))
 
         call, _ = await self._apply(payload.callId, accept)
         return call.to_wire()
@@ -289,14 +288,7 @@ class CallService:
     ) -> None:
         member.state = "rejected"
         member.left_reason = reason or "rejected"
-        notices.append(
-            Notice(
-                "call:cancelled",
-                {"callId": call.id, "reason": "rejected_elsewhere"},
-                users=[conn.user_id],
-                exclude_conn=conn.id,
-            )
-        )
+        notices.append(_stop_other_devices(call, conn, "rejected_elsewhere"))
         data = {"callId": call.id, "userId": conn.user_id, "reason": reason}
         notices.append(Notice("call:rejected", data, conns=_peer_conns(call, conn.user_id)))
         _finish_if_over(call, "rejected", notices)

@@ -8,7 +8,7 @@ PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_STAMP := $(VENV)/.run-$(PYPROJECT_HASH)
 TEST_STAMP := $(VENV)/.test-$(PYPROJECT_HASH)
 
-.PHONY: run test install install-test lint format clean
+.PHONY: run test install install-test system-deps lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ install-test: $(TEST_STAMP)
 run: install
 	$(BIN)/switchboard serve --dev
 
-test: install-test
+# Programs the integration tests run for real (coturn), installed with apt-get if missing.
+system-deps:
+	./tools/system-deps.sh
+
+test: install-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

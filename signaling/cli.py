@@ -57,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--config", type=Path, help="TOML settings file")
+
+    turn = sub.add_parser("turn-config", help="print a hardened coturn config from the settings")
+    turn.add_argument("--config", type=Path, help="TOML settings file")
+    turn.add_argument("--output", type=Path, help="write here instead of stdout")
+    turn.add_argument("--listening-ip", action="append", default=[], metavar="IP")
+    turn.add_argument("--port", type=int, help="listening port (default turn_listening_port)")
+    turn.add_argument("--tls-port", type=int)
+    turn.add_argument("--min-port", type=int, help="first relay port")
+    turn.add_argument("--max-port", type=int, help="last relay port")
+    turn.add_argument(
+        "--allow-loopback-peers",
+        action="store_true",
+        help="TESTS ONLY: let the relay reach 127.0.0.0/8",
+    )
     return parser
 
 
@@ -72,7 +86,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(settings, dev=args.dev)
+    if args.command == "turn-config":
+        return _turn_config(settings, args)
     return _token(settings, args)
+
+
+def _turn_config(settings: Settings, args: argparse.Namespace) -> int:
+    from turn.config import TurnConfig, render
+
+    config = TurnConfig(
+        secrets=[s.get_secret_value() for s in settings.turn_secret],
+        realm=settings.turn_realm,
+        listening_port=args.port or settings.turn_listening_port,
+        tls_port=args.tls_port or settings.turn_tls_port,
+        listening_ips=args.listening_ip,
+        external_ip=settings.turn_external_ip,
+        min_port=args.min_port or settings.turn_relay_min_port,
+        max_port=args.max_port or settings.turn_relay_max_port,
+        cert=settings.turn_cert,
+        pkey=settings.turn_pkey,
+        allow_loopback_peers=args.allow_loopback_peers,
+    )
+    try:
+        text = render(config)
+    except ValueError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        args.output.write_text(text)
+        args.output.chmod(0o600)  # it holds the shared secret
+    else:
+        print(text, end="")
+    return 0
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:

@@ -51,7 +51,19 @@ async def call_status(request: web.Request) -> web.Response:
     return _json({"active": call.state != "ended", **call.to_wire()})
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """Fresh ICE servers (TURN credentials) for the bearer of a join token."""
+    hub = request.app[HUB_KEY]
+    principal = authenticate(request, hub.settings, allow_query=False)
+    if isinstance(principal, web.Response):
+        return principal
+    return _json(
+        {"iceServers": hub.settings.ice_servers(principal.user_id), "ttl": hub.settings.turn_ttl}
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/calls/{call_id}/status", call_status)
+    app.router.add_get("/api/ice-servers", ice_servers)

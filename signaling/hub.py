@@ -110,6 +110,7 @@ class Hub:
                     "burst": self.settings.rate_limit_burst,
                 },
                 "serverTime": int(time.time() * 1000),
+                "iceServers": self.settings.ice_servers(conn.user_id),
             },
         )
         await self.presence.device_connected(conn)

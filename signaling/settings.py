@@ -23,6 +23,7 @@ from pydantic_settings import (
 _TOML_FILE: ContextVar[Path | None] = ContextVar("switchboard_toml_file", default=None)
 
 CommaList = Annotated[list[str], NoDecode]
+SecretList = Annotated[list[SecretStr], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -56,16 +57,52 @@ class Settings(BaseSettings):
     max_call_participants: int = Field(default=8, ge=2)
     call_history_ttl: float = Field(default=3600.0, ge=0)
 
+    turn_secret: SecretList = Field(
+        default_factory=list, description="coturn static-auth-secret(s); the first signs"
+    )
+    turn_urls: CommaList = Field(default_factory=list)
+    stun_urls: CommaList = Field(default_factory=list)
+    turn_ttl: int = Field(default=4 * 3600, ge=300, le=24 * 3600)
+    turn_realm: str = "switchboard"
+    turn_listening_port: int = Field(default=3478, ge=1, le=65535)
+    turn_tls_port: int = Field(default=5349, ge=1, le=65535)
+    turn_relay_min_port: int = Field(default=49160, ge=1024, le=65535)
+    turn_relay_max_port: int = Field(default=49999, ge=1024, le=65535)
+    turn_external_ip: str | None = None
+    turn_cert: str | None = None
+    turn_pkey: str | None = None
+
     drain_timeout: float = Field(default=10.0, ge=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "turn_secret", "turn_urls", "stun_urls", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("turn_urls", "stun_urls")
+    @classmethod
+    def _check_schemes(cls, urls: list[str], info: Any) -> list[str]:
+        schemes = ("turn:", "turns:") if info.field_name == "turn_urls" else ("stun:", "stuns:")
+        for url in urls:
+            if not url.startswith(schemes):
+                raise ValueError(f"{url!r} must start with {' or '.join(schemes)}")
+        return urls
+
+    def ice_servers(self, user_id: str) -> list[dict[str, Any]]:
+        """The ``RTCIceServer`` list a user gets: STUN, and TURN with fresh credentials."""
+        from turn.credentials import ice_servers
+
+        return ice_servers(
+            stun_urls=self.stun_urls,
+            turn_urls=self.turn_urls,
+            turn_secrets=[s.get_secret_value() for s in self.turn_secret],
+            user_id=user_id,
+            ttl=self.turn_ttl,
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -18,13 +18,22 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness plus TURN reachability. A TURN server that does not answer makes the status
+    ``degraded`` but keeps 200: the hub itself still serves signaling."""
     hub = request.app[HUB_KEY]
+    turn = await hub.turn_health.report()
+    status = "ok"
+    if hub.draining:
+        status = "draining"
+    elif not all(entry["ok"] for entry in turn):
+        status = "degraded"
     return _json(
         {
-            "status": "draining" if hub.draining else "ok",
+            "status": status,
             "version": __version__,
             "connections": hub.state.local_connection_count(),
             "uptimeSeconds": round(time.time() - hub.started_at, 3),
+            "turn": turn,
         },
         status=503 if hub.draining else 200,
     )

@@ -25,6 +25,7 @@ from signaling.presence import PresenceService
 from signaling.protocol import CloseCode, ErrorCode, HubError, event_frame
 from signaling.rooms import RoomService
 from signaling.typing_indicators import TypingService
+from turn.health import TurnHealth
 
 if TYPE_CHECKING:
     from signaling.connection import Connection
@@ -52,6 +53,7 @@ class Hub:
         self.started_at = time.time()
         self.draining = False
         self.batcher = WriteBatcher()
+        self.turn_health = TurnHealth([*settings.turn_urls, *settings.stun_urls])
         self.presence = PresenceService(self)
         self.rooms = RoomService(self)
         self.typing = TypingService(self)

@@ -137,3 +137,179 @@ def test_credential_shape_and_ttl_bounds():
 
     expected = base64.b64encode(hmac.new(b"s", b"1300:alice", hashlib.sha1).digest()).decode()
     assert cred.credential == expected
+
+
+async def turn_hub(hub_factory, coturn, **extra):
+    return await hub_factory(
+        turn_secret=[NEW, OLD],
+        turn_urls=[
+            f"turn:127.0.0.1:{coturn.port}?transport=udp",
+            f"turn:127.0.0.1:{coturn.port}?transport=tcp",
+        ],
+        stun_urls=[f"stun:127.0.0.1:{coturn.port}"],
+        **extra,
+    )
+
+
+async def fetch_ice_servers(http, hub, user: str) -> list[dict]:
+    async with http.get(
+        f"{hub.base}/api/ice-servers", headers={"Authorization": f"Bearer {hub.token(user)}"}
+    ) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["ttl"] == hub.settings.turn_ttl
+    return body["iceServers"]
+
+
+async def test_ice_servers_endpoint_and_session(coturn, hub_factory, http):
+    hub = await turn_hub(hub_factory, coturn)
+    servers = await fetch_ice_servers(http, hub, "alice")
+    stun_entry, turn_entry = servers
+    assert stun_entry == {"urls": [f"stun:127.0.0.1:{coturn.port}"]}
+    expiry, user = turn_entry["username"].split(":")
+    assert user == "alice" and int(expiry) > time.time() + 3600
+    # Signed with the first secret, and coturn accepts it.
+    transport, _ = await allocate(coturn, turn_entry["username"], turn_entry["credential"])
+    transport.close()
+    client = await hub.connect("alice")
+    assert client.ready["iceServers"][1]["urls"] == turn_entry["urls"]
+    async with http.get(f"{hub.base}/api/ice-servers") as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "token_missing"
+
+
+async def test_no_turn_configured_gives_stun_only(hub_factory, http):
+    hub = await hub_factory(stun_urls=["stun:stun.example.org:3478"])
+    assert await fetch_ice_servers(http, hub, "a") == [{"urls": ["stun:stun.example.org:3478"]}]
+    bare = await hub_factory()
+    assert await fetch_ice_servers(http, bare, "a") == []
+
+
+async def test_health_probes_turn_servers(coturn, hub_factory, http):
+    hub = await turn_hub(hub_factory, coturn)
+    async with http.get(f"{hub.base}/health") as resp:
+        body = await resp.json()
+    assert body["status"] == "ok"
+    assert [t["ok"] for t in body["turn"]] == [True, True, True]
+    from tests.coturn import free_port_pair
+
+    dead = await hub_factory(turn_secret=[NEW], turn_urls=[f"turn:127.0.0.1:{free_port_pair()}"])
+    async with http.get(f"{dead.base}/health") as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["status"] == "degraded"
+    assert body["turn"][0]["ok"] is False
+
+
+def test_turnutils_uclient_authenticates(coturn):
+    """coturn's own test client, with Switchboard's credentials (and with a wrong one)."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("turnutils_uclient")
+    assert binary, "turnutils_uclient (coturn) missing: run `make test`"
+    cred = mint_turn_credential(NEW, "uclient", 600)
+
+    def run(password: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                binary,
+                "-u",
+                cred.username,
+                "-w",
+                password,
+                "-p",
+                str(coturn.port),
+                "-y",
+                "-n",
+                "5",
+                "-m",
+                "1",
+                "-l",
+                "120",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    ok = run(cred.credential)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Total lost packets 0" in ok.stdout + ok.stderr
+    bad = run("not-the-password")
+    assert "Cannot complete Allocation" in bad.stdout + bad.stderr
+
+
+async def test_aiortc_call_relayed_through_coturn(coturn, hub_factory, http):
+    """Two aiortc peers restricted to relay candidates complete a call signaled through the
+    hub, with ICE servers from Switchboard's endpoint; audio frames arrive."""
+    from aiortc import (
+        RTCConfiguration,
+        RTCIceServer,
+        RTCIceTransportPolicy,
+        RTCPeerConnection,
+        RTCSessionDescription,
+    )
+    from aiortc.mediastreams import AudioStreamTrack
+
+    hub = await turn_hub(hub_factory, coturn)
+
+    async def peer(user: str) -> RTCPeerConnection:
+        servers = await fetch_ice_servers(http, hub, user)
+        config = RTCConfiguration(
+            iceServers=[RTCIceServer(**s) for s in servers],
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+        )
+        return RTCPeerConnection(config)
+
+    alice_pc, bob_pc = await peer("alice"), await peer("bob")
+    alice = await hub.connect("alice")
+    bob = await hub.connect("bob")
+    received: asyncio.Queue = asyncio.Queue()
+    pumps: list[asyncio.Task] = []
+
+    @bob_pc.on("track")
+    def on_track(track):
+        async def pump():
+            for _ in range(5):
+                received.put_nowait(await track.recv())
+
+        pumps.append(asyncio.ensure_future(pump()))
+
+    try:
+        alice_pc.addTrack(AudioStreamTrack())
+        call = await alice.request("call:initiate", {"callType": "audio", "participants": ["bob"]})
+        await bob.expect("call:incoming")
+        await bob.request("call:accept", {"callId": call["callId"]})
+        await alice_pc.setLocalDescription(await alice_pc.createOffer())
+        offer = alice_pc.localDescription
+        assert "typ relay" in offer.sdp and "typ host" not in offer.sdp
+        await alice.request(
+            "call:offer",
+            {"callId": call["callId"], "to": "bob", "sdp": {"type": offer.type, "sdp": offer.sdp}},
+        )
+        got = await bob.expect("call:offer")
+        await bob_pc.setRemoteDescription(RTCSessionDescription(**got["sdp"]))
+        await bob_pc.setLocalDescription(await bob_pc.createAnswer())
+        answer = bob_pc.localDescription
+        assert "typ relay" in answer.sdp and "typ host" not in answer.sdp
+        await bob.request(
+            "call:answer",
+            {
+                "callId": call["callId"],
+                "to": "alice",
+                "sdp": {"type": answer.type, "sdp": answer.sdp},
+            },
+        )
+        got = await alice.expect("call:answer")
+        await alice_pc.setRemoteDescription(RTCSessionDescription(**got["sdp"]))
+        frames = [await asyncio.wait_for(received.get(), 15) for _ in range(5)]
+        assert all(f.sample_rate > 0 for f in frames)
+        pair = bob_pc.getTransceivers()[0].receiver.transport.transport
+        assert pair.iceGatherer.getLocalCandidates()
+        assert all(c.type == "relay" for c in pair.iceGatherer.getLocalCandidates())
+    finally:
+        for task in pumps:
+            task.cancel()
+        await alice_pc.close()
+        await bob_pc.close()

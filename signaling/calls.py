@@ -247,6 +247,7 @@ class CallService:
             "callId": call.id,
             "call": call.to_wire(),
             "offline": [u for u in callees if presence[u].status == "offline"],
+            "iceServers": self.hub.settings.ice_servers(me),
         }
 
     async def on_accept(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:
@@ -266,7 +267,7 @@ class CallService:
             notices.append(_stop_other_devices(call, conn, "answered_elsewhere"))
 
         call, _ = await self._apply(payload.callId, accept)
-        return call.to_wire()
+        return {**call.to_wire(), "iceServers": self.hub.settings.ice_servers(conn.user_id)}
 
     async def on_reject(self, conn: Connection, payload: events.CallReject) -> dict[str, Any]:
         def reject(call: Call, notices: list[Notice]) -> None:

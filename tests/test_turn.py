@@ -279,8 +279,10 @@ async def test_aiortc_call_relayed_through_coturn(coturn, hub_factory, http):
     try:
         alice_pc.addTrack(AudioStreamTrack())
         call = await alice.request("call:initiate", {"callType": "audio", "participants": ["bob"]})
+        assert call["iceServers"][1]["username"].endswith(":alice")
         await bob.expect("call:incoming")
-        await bob.request("call:accept", {"callId": call["callId"]})
+        accepted = await bob.request("call:accept", {"callId": call["callId"]})
+        assert accepted["iceServers"][1]["username"].endswith(":bob")
         await alice_pc.setLocalDescription(await alice_pc.createOffer())
         offer = alice_pc.localDescription
         assert "typ relay" in offer.sdp and "typ host" not in offer.sdp

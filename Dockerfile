@@ -6,7 +6,6 @@ COPY pyproject.toml README.md ./
 COPY signaling ./signaling
 COPY media ./media
 COPY turn ./turn
-COPY config ./config
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -35,21 +35,6 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-# Errors caused by malformed traffic rather than by application state; they spend the
-# connection's error budget faster (see Hub.report_error).
-PROTOCOL_ERRORS = frozenset(
-    {
-        ErrorCode.INVALID_JSON,
-        ErrorCode.INVALID_ENVELOPE,
-        ErrorCode.UNKNOWN_EVENT,
-        ErrorCode.INVALID_PAYLOAD,
-        ErrorCode.FRAME_TOO_LARGE,
-        ErrorCode.UNSUPPORTED_FRAME,
-        ErrorCode.RATE_LIMITED,
-    }
-)
-
-
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses."""
 

@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from turn.credentials import ice_servers
+
 _TOML_FILE: ContextVar[Path | None] = ContextVar("switchboard_toml_file", default=None)
 
 CommaList = Annotated[list[str], NoDecode]
@@ -94,8 +96,6 @@ class Settings(BaseSettings):
 
     def ice_servers(self, user_id: str) -> list[dict[str, Any]]:
         """The ``RTCIceServer`` list a user gets: STUN, and TURN with fresh credentials."""
-        from turn.credentials import ice_servers
-
         return ice_servers(
             stun_urls=self.stun_urls,
             turn_urls=self.turn_urls,

@@ -42,7 +42,12 @@ class Principal:
     rooms: tuple[str, ...] = ()
     presence: tuple[str, ...] = ()
     expires_at: float = 0.0
-    _exact_rooms: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _exact_rooms: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Exact ids are looked up in a set; only ``prefix*`` patterns need a scan.
+        exact = frozenset(r for r in self.rooms if not r.endswith("*"))
+        object.__setattr__(self, "_exact_rooms", exact)
 
     def may_join(self, room_id: str) -> bool:
         """Exact id, ``*``, or a ``prefix*`` pattern in the ``rooms`` claim."""
@@ -123,7 +128,6 @@ def verify_token(token: str, secret: str, *, leeway: float = 0.0) -> Principal:
         rooms=rooms,
         presence=_str_list(claims, "presence"),
         expires_at=float(claims["exp"]),
-        _exact_rooms=frozenset(r for r in rooms if not r.endswith("*")),
     )
 
 

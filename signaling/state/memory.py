@@ -78,7 +78,7 @@ class MemoryState(HubState):
     ) -> int:
         sent = 0
         for user_id in set(user_ids):
-            for conn in list(self._user_conns.get(user_id, {}).values()):
+            for conn in self._user_conns.get(user_id, {}).values():
                 if conn.id != exclude_conn and conn.send_frame(frame):
                     sent += 1
         return sent
@@ -87,10 +87,12 @@ class MemoryState(HubState):
         self, room_ids: Iterable[str], frame: bytes, *, exclude_user: str | None = None
     ) -> int:
         rooms = [r for r in (self._rooms.get(rid) for rid in set(room_ids)) if r is not None]
+        # send_frame only queues, so iterating the live dicts is safe (nothing is removed
+        # until the connection's handler cleans up on a later loop iteration).
         if len(rooms) == 1:
-            targets: Iterable[Connection] = list(rooms[0].conns.values())
+            targets: Iterable[Connection] = rooms[0].conns.values()
         else:
-            targets = list({cid: c for room in rooms for cid, c in room.conns.items()}.values())
+            targets = {cid: c for room in rooms for cid, c in room.conns.items()}.values()
         sent = 0
         for conn in targets:
             if conn.principal.user_id != exclude_user and conn.send_frame(frame):

@@ -7,6 +7,8 @@ import logging
 
 from aiohttp import web
 
+from media.service import SfuService
+from media.web import add_web_routes
 from signaling.http_api import add_routes
 from signaling.hub import Hub
 from signaling.metrics import HubMetrics
@@ -23,9 +25,11 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
         raise ValueError("a JWT secret is required (SWITCHBOARD_JWT_SECRET or --dev)")
     app = web.Application()
     hub = Hub(settings, state or MemoryState(), HubMetrics())
+    sfu = SfuService(hub)
     app[HUB_KEY] = hub
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
+    add_web_routes(app, settings)
 
     async def on_startup(_: web.Application) -> None:
         await hub.start()
@@ -34,6 +38,7 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
         await drain(app)
 
     async def on_cleanup(_: web.Application) -> None:
+        await sfu.stop()
         await hub.stop()
         await hub.state.close()
 

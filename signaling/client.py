@@ -43,6 +43,8 @@ class HubClient:
         self._arrived = asyncio.Event()
         self.closed = asyncio.Event()
         self.ready: dict[str, Any] | None = None
+        # Callbacks by event type; an event with a listener is handed over, not buffered.
+        self.listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -85,6 +87,10 @@ class HubClient:
                     fut = self._pending.pop(id_)
                     if not fut.done():
                         fut.set_result(frame)
+                    continue
+                listener = self.listeners.get(frame.get("type", ""))
+                if listener is not None:
+                    listener(frame.get("data") or {})
                     continue
                 self.events.append(frame)
                 self._arrived.set()

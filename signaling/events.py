@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 RoomId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:@\-]{1,128}$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -78,8 +85,46 @@ class CallIce(CallRef):
     candidate: IceCandidate | Annotated[str, StringConstraints(max_length=2048)] | None
 
 
-class MediaToggle(CallRef):
+class CallOrRoomRef(Payload):
+    """A 1:1 call (``callId``) or a group call room on the SFU (``roomId``), exactly one."""
+
+    callId: CallId | None = None
+    roomId: RoomId | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CallOrRoomRef:
+        if (self.callId is None) == (self.roomId is None):
+            raise ValueError("give exactly one of callId and roomId")
+        return self
+
+
+class MediaToggle(CallOrRoomRef):
     enabled: bool
+
+
+TrackId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP)]
+Mid = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+Source = Literal["camera", "microphone", "screen", "screen-audio"]
+
+
+class SfuPublish(RoomRef):
+    sdp: Sdp
+    sources: dict[Mid, Source] = Field(default_factory=dict, max_length=16)
+
+
+class SfuAnswer(RoomRef):
+    sdp: Sdp
+
+
+class SfuIce(RoomRef):
+    target: Literal["publisher", "subscriber"]
+    candidate: IceCandidate | None
+
+
+class SfuMute(RoomRef):
+    trackId: TrackId
+    muted: bool
 
 
 def describe(error: ValidationError, limit: int = 3) -> str:

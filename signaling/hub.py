@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.hub")
 
 Handler = Callable[["Connection", Any], Awaitable[Any]]
+GroupToggle = Callable[["Connection", str, str, bool], Awaitable[Any]]
+ConnectionHook = Callable[["Connection"], Awaitable[None]]
 MAX_ID_LENGTH = 128
 
 
@@ -59,6 +61,9 @@ class Hub:
         self.typing = TypingService(self)
         self.calls = CallService(self)
         self.routes: dict[str, Route] = {}
+        # Set by the SFU when it is mounted: media toggles that name a roomId go there.
+        self.group_toggle: GroupToggle | None = None
+        self.disconnect_hooks: list[ConnectionHook] = []
         self._register_routes()
 
     def _register_routes(self) -> None:
@@ -78,12 +83,30 @@ class Hub:
             "call:offer": (e.CallSdp, self.calls.relay("call:offer", "sdp")),
             "call:answer": (e.CallSdp, self.calls.relay("call:answer", "sdp")),
             "call:ice-candidate": (e.CallIce, self.calls.relay("call:ice-candidate", "candidate")),
-            "media:toggle-audio": (e.MediaToggle, self.calls.toggle("audio")),
-            "media:toggle-video": (e.MediaToggle, self.calls.toggle("video")),
-            "screen:share-start": (e.CallRef, self.calls.toggle("screen", True)),
-            "screen:share-stop": (e.CallRef, self.calls.toggle("screen", False)),
+            "media:toggle-audio": (e.MediaToggle, self._toggle("audio")),
+            "media:toggle-video": (e.MediaToggle, self._toggle("video")),
+            "screen:share-start": (e.CallOrRoomRef, self._toggle("screen", True)),
+            "screen:share-stop": (e.CallOrRoomRef, self._toggle("screen", False)),
         }
         self.routes = {name: Route(model, handler) for name, (model, handler) in table.items()}
+
+    def add_route(self, name: str, model: type[BaseModel], handler: Handler) -> None:
+        """Mount another service's event (the SFU's ``sfu:*``) on this hub."""
+        self.routes[name] = Route(model, handler)
+
+    def _toggle(self, kind: str, fixed: bool | None = None) -> Handler:
+        """Media toggles serve 1:1 calls (``callId``) and group call rooms (``roomId``)."""
+        for_call = self.calls.toggle(kind, fixed)
+
+        async def handler(conn: Connection, payload: Any) -> Any:
+            if payload.roomId is None:
+                return await for_call(conn, payload)
+            if self.group_toggle is None:
+                raise HubError(ErrorCode.NOT_IN_ROOM, "group calls are not enabled on this server")
+            enabled = fixed if fixed is not None else payload.enabled
+            return await self.group_toggle(conn, payload.roomId, kind, enabled)
+
+        return handler
 
     async def start(self) -> None:
         self.typing.start()
@@ -126,6 +149,8 @@ class Hub:
             await self.presence.device_gone(conn)
             await self.rooms.connection_gone(conn)
             await self.calls.connection_gone(conn)
+            for hook in self.disconnect_hooks:
+                await hook(conn)
         finally:
             self.state.detach(conn)
             self.metrics.connections.dec()

@@ -29,6 +29,8 @@ SAFE_FIELDS = (
     "error",
     "state",
     "secret_file",
+    "participant",
+    "stats",
 )
 
 

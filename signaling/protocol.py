@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "invalid_state"
     TOO_MANY_PARTICIPANTS = "too_many_participants"
     PEER_UNAVAILABLE = "peer_unavailable"
+    ROOM_FULL = "room_full"
+    INVALID_SDP = "invalid_sdp"
+    UNSUPPORTED_CODEC = "unsupported_codec"
     INTERNAL_ERROR = "internal_error"
 
 

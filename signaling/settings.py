@@ -74,11 +74,27 @@ class Settings(BaseSettings):
     turn_cert: str | None = None
     turn_pkey: str | None = None
 
+    sfu_room_capacity: int = Field(default=50, ge=2, le=500)
+    sfu_listen_ips: CommaList = Field(default_factory=list)
+    sfu_announced_ip: str | None = None
+    sfu_udp_min_port: int = Field(default=40000, ge=1024, le=65535)
+    sfu_udp_max_port: int = Field(default=49999, ge=1024, le=65535)
+    sfu_use_ice_servers: bool = False
+    sfu_ice_timeout: float = Field(default=20.0, gt=0)
+    sfu_negotiation_timeout: float = Field(default=15.0, gt=0)
+    sfu_keyframe_min_interval: float = Field(default=1.0, ge=0)
+    sfu_speaker_interval: float = Field(default=0.3, gt=0)
+    sfu_speaker_threshold_dbov: int = Field(default=60, ge=0, le=127)
+    sfu_stats_log_interval: float = Field(default=30.0, ge=0)
+    demo_tokens: bool = False
+
     drain_timeout: float = Field(default=10.0, ge=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("allowed_origins", "turn_secret", "turn_urls", "stun_urls", mode="before")
+    @field_validator(
+        "allowed_origins", "turn_secret", "turn_urls", "stun_urls", "sfu_listen_ips", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,0 +1,190 @@
+"""An aiortc group-call participant speaking the ``sfu:*`` protocol (tests, benchmarks, bots).
+
+It publishes the tracks it is given on its publish connection and answers every subscribe
+offer from the server. Received tracks are decoded as aiortc normally does, or, with
+``decode=False``, only counted at the RTP level (a light client for load tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtp import RtpPacket
+
+from media import aiortc_hooks, ice
+from signaling.client import HubClient
+
+# aiortc's default "balanced" policy mis-bundles two sections of one kind in one offer.
+BUNDLED = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+@dataclass
+class RtpCounter:
+    """What a light client checks per received track: packets, bytes, gaps, arrival times."""
+
+    packets: int = 0
+    bytes: int = 0
+    highest: int | None = None
+    gaps: int = 0
+    arrivals: list[float] = field(default_factory=list)
+    keep_arrivals: bool = False
+
+    def on_packet(self, packet: RtpPacket) -> None:
+        self.packets += 1
+        self.bytes += len(packet.payload)
+        seq = packet.sequence_number
+        if self.highest is not None:
+            step = (seq - self.highest) % 65536
+            if 1 < step < 0x8000:
+                self.gaps += step - 1
+            if step >= 0x8000:
+                return
+        self.highest = seq
+        if self.keep_arrivals:
+            self.arrivals.append(time.perf_counter())
+
+
+@dataclass
+class RemoteTrack:
+    info: dict[str, Any]
+    mid: str
+    track: MediaStreamTrack | None
+    counter: RtpCounter | None
+
+
+class SfuClient:
+    def __init__(
+        self,
+        hub: HubClient,
+        room_id: str,
+        *,
+        decode: bool = True,
+        policy: ice.IcePolicy | None = None,
+    ) -> None:
+        self.hub = hub
+        self.room_id = room_id
+        self.decode = decode
+        self.policy = policy or ice.IcePolicy(listen_ips=("127.0.0.1",))
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self.participant_id: str | None = None
+        self.remote: dict[str, RemoteTrack] = {}  # by trackId
+        self.published: list[dict[str, Any]] = []
+        self.offers = 0
+        self.errors: list[BaseException] = []
+        self._counters: dict[str, RtpCounter] = {}  # by subscriber mid
+        self._offer_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Event()
+        hub.listeners["sfu:offer"] = self._on_offer
+
+    async def join(self) -> dict[str, Any]:
+        ice.install()
+        ack = await self.hub.request("sfu:join", {"roomId": self.room_id})
+        self.participant_id = ack["participantId"]
+        return ack
+
+    async def publish(
+        self, tracks: list[tuple[MediaStreamTrack, str]], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Publish ``(track, source)`` pairs on a fresh or existing publish connection."""
+        ice.ICE_POLICY.set(self.policy)
+        pc = self.publisher = self.publisher or RTCPeerConnection(BUNDLED)
+        senders = {}
+        for track, source in tracks:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            senders[id(transceiver)] = source
+        return await self._renegotiate_publish(senders, timeout)
+
+    async def unpublish(self, track: MediaStreamTrack, timeout: float = 10.0) -> dict[str, Any]:
+        assert self.publisher is not None
+        for transceiver in self.publisher.getTransceivers():
+            if transceiver.sender.track is track:
+                transceiver.direction = "inactive"
+        return await self._renegotiate_publish({}, timeout)
+
+    async def _renegotiate_publish(self, sources: dict[int, str], timeout: float) -> dict[str, Any]:
+        pc = self.publisher
+        assert pc is not None
+        await pc.setLocalDescription(await pc.createOffer())
+        by_mid = {t.mid: sources[id(t)] for t in pc.getTransceivers() if id(t) in sources and t.mid}
+        ack = await self.hub.request(
+            "sfu:publish",
+            {"roomId": self.room_id, "sdp": pc.localDescription.sdp, "sources": by_mid},
+            timeout=timeout,
+        )
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=ack["sdp"], type="answer"))
+        self.published = ack["tracks"]
+        return ack
+
+    def _on_offer(self, data: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._answer(data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, data: dict[str, Any]) -> None:
+        async with self._offer_lock:
+            try:
+                await self._apply_offer(data)
+            except Exception as exc:  # surfaced to tests through .errors
+                self.errors.append(exc)
+
+    async def _apply_offer(self, data: dict[str, Any]) -> None:
+        ice.ICE_POLICY.set(self.policy)
+        if self.subscriber is None:
+            self.subscriber = RTCPeerConnection(BUNDLED)
+        pc = self.subscriber
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        tracks: dict[str, dict[str, Any]] = data["tracks"]
+        remote: dict[str, RemoteTrack] = {}
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            info = tracks.get(mid) if mid is not None else None
+            if info is None or mid is None:
+                continue
+            counter = None
+            if not self.decode:
+                counter = self._counters.get(mid)
+                if counter is None:
+                    counter = self._counters[mid] = RtpCounter()
+                    aiortc_hooks.tap_receiver(transceiver.receiver, counter.on_packet)
+            remote[info["trackId"]] = RemoteTrack(
+                info, mid, transceiver.receiver.track if self.decode else None, counter
+            )
+        self.remote = remote
+        self.offers += 1
+        await self.hub.request(
+            "sfu:answer", {"roomId": self.room_id, "sdp": pc.localDescription.sdp}
+        )
+        self.changed.set()
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds, re-checked after each applied offer."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate(self):
+            if self.errors:
+                raise self.errors[0]
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"condition not met in {timeout}s; remote={list(self.remote)}")
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.2))
+
+    def remote_of(self, participant_id: str) -> list[RemoteTrack]:
+        return [r for r in self.remote.values() if r.info["participantId"] == participant_id]
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()

@@ -1,0 +1,330 @@
+"""One participant of a group call: a publish connection and a subscribe connection.
+
+Two peer connections per participant, as LiveKit does: the client offers on the publish
+connection (its own tracks, any time it changes them) and the server offers on the
+subscribe connection (everyone else's tracks). Each side is always the offerer of its own
+connection, so the two directions renegotiate independently and never collide (no glare).
+Subscribe offers are serialized: a change that arrives while an offer is out is folded
+into the next offer once the answer is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from media import aiortc_hooks, ice
+from media.track import PublishedTrack, SendSlot, TrackInfo
+from signaling.protocol import ErrorCode, HubError
+
+if TYPE_CHECKING:
+    from media.room import SfuRoom
+    from signaling.connection import Connection
+
+log = logging.getLogger("switchboard.sfu")
+
+SENDING = ("sendonly", "sendrecv")
+SOURCES = ("camera", "microphone", "screen", "screen-audio")
+
+
+class Participant:
+    def __init__(
+        self,
+        room: SfuRoom,
+        conn: Connection,
+        configuration: RTCConfiguration,
+        policy: ice.IcePolicy,
+        fail: Callable[[Participant, str], Awaitable[None]],
+    ) -> None:
+        self.room = room
+        self.conn = conn
+        self.id = conn.id
+        self.user_id = conn.user_id
+        self.name = conn.principal.name
+        self._configuration = configuration
+        self._policy = policy
+        ice.ICE_POLICY.set(policy)
+        self._fail = fail
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber = self._new_pc()
+        self.tracks: dict[str, PublishedTrack] = {}  # by mid on the publish connection
+        self.slots: list[SendSlot] = []
+        self.closed = False
+        self._dirty = False
+        self._negotiator: asyncio.Task[None] | None = None
+        self._answer: asyncio.Future[str] | None = None
+        self._ice_timers: list[asyncio.TimerHandle] = []
+        self._watch(self.subscriber, "subscriber")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"participantId": self.id, "userId": self.user_id, "name": self.name}
+
+    # -- peer connections -------------------------------------------------------------------
+
+    def _new_pc(self) -> RTCPeerConnection:
+        """Everything on one transport (max-bundle), as every browser offers it.
+
+        aiortc's default "balanced" policy also mis-bundles an offer with two sections of
+        the same kind (camera and screen), which max-bundle avoids.
+        """
+        config = RTCConfiguration(
+            iceServers=self._configuration.iceServers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        )
+        return RTCPeerConnection(config)
+
+    def _watch(self, pc: RTCPeerConnection, role: str) -> None:
+        """Fail the participant if ``pc`` never connects, or fails after connecting."""
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            if not self.closed and pc.connectionState != "connected":
+                self._spawn(self._fail(self, f"ice_timeout ({role})"))
+
+        self._ice_timers.append(loop.call_later(self.room.settings.sfu_ice_timeout, check))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if self.closed:
+                return
+            if pc.connectionState == "failed":
+                await self._fail(self, f"connection_failed ({role})")
+            elif pc.connectionState == "connected" and pc is self.subscriber:
+                self.activate_slots()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(_log_failure)
+
+    async def add_ice_candidate(self, target: str, candidate: dict[str, Any] | None) -> None:
+        pc = self.publisher if target == "publisher" else self.subscriber
+        if pc is None or pc.remoteDescription is None:
+            raise HubError(ErrorCode.INVALID_STATE, f"no {target} connection is negotiated yet")
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: aiortc needs no signal
+        line = candidate["candidate"]
+        try:
+            parsed: RTCIceCandidate = candidate_from_sdp(line.removeprefix("candidate:"))
+        except (ValueError, IndexError) as exc:
+            raise HubError(ErrorCode.INVALID_PAYLOAD, f"unparsable ICE candidate: {exc}") from None
+        parsed.sdpMid = candidate.get("sdpMid")
+        parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+            parsed.sdpMLineIndex = 0
+        try:
+            await pc.addIceCandidate(parsed)
+        except ValueError as exc:
+            raise HubError(ErrorCode.INVALID_PAYLOAD, f"ICE candidate refused: {exc}") from None
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def publish(
+        self, sdp: str, sources: dict[str, str]
+    ) -> tuple[str, list[PublishedTrack], list[PublishedTrack]]:
+        """Apply the client's publish offer; returns (answer, added tracks, removed tracks)."""
+        try:
+            parsed = SessionDescription.parse(sdp)
+        except Exception as exc:
+            raise HubError(ErrorCode.INVALID_SDP, f"offer is not valid SDP: {exc}") from None
+        if not parsed.media or not all(m.kind in ("audio", "video") for m in parsed.media):
+            raise HubError(ErrorCode.INVALID_SDP, "offer must carry audio or video sections only")
+        ice.ICE_POLICY.set(self._policy)
+        first = self.publisher is None
+        if first:
+            self.publisher = self._new_pc()
+        pc = self.publisher
+        assert pc is not None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:
+            if first:
+                self.publisher = None
+                await pc.close()
+            code = (
+                ErrorCode.UNSUPPORTED_CODEC if "parameters" in str(exc) else ErrorCode.INVALID_SDP
+            )
+            detail = "no codec in the offer is supported (opus, VP8, H264)"
+            raise HubError(
+                code, detail if code is ErrorCode.UNSUPPORTED_CODEC else f"offer refused: {exc}"
+            ) from None
+        if first:
+            self._watch(pc, "publisher")
+        offered = {m.rtp.muxId: m for m in parsed.media}
+        added: list[PublishedTrack] = []
+        removed: list[PublishedTrack] = []
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            media = offered.get(mid) if mid is not None else None
+            sending = media is not None and media.direction in SENDING and media.port != 0
+            if sending and mid not in self.tracks and transceiver._codecs:
+                track = self._track_for(transceiver, mid, sources.get(mid))
+                self.tracks[mid] = track
+                added.append(track)
+            elif not sending and mid in self.tracks:
+                removed.append(self.tracks.pop(mid))
+        for track in removed:
+            track.close()
+        return pc.localDescription.sdp, added, removed
+
+    def _track_for(self, transceiver: Any, mid: str, source: str | None) -> PublishedTrack:
+        kind = transceiver.kind
+        if source not in SOURCES:
+            source = "microphone" if kind == "audio" else "camera"
+        codec = transceiver._codecs[0]
+        info = TrackInfo(
+            track_id=f"TR_{secrets.token_urlsafe(8)}",
+            participant_id=self.id,
+            user_id=self.user_id,
+            kind=kind,
+            source=source,
+            codec=codec.mimeType,
+        )
+        track = PublishedTrack(
+            info, transceiver.receiver, codec, self.room.settings.sfu_keyframe_min_interval
+        )
+        aiortc_hooks.tap_receiver(transceiver.receiver, track.on_packet)
+        return track
+
+    # -- subscribing ----------------------------------------------------------------------
+
+    def resubscribe(self) -> None:
+        """Bring the subscribe connection in line with the room's tracks (coalesced)."""
+        if self.closed:
+            return
+        self._dirty = True
+        if self._negotiator is None or self._negotiator.done():
+            self._negotiator = asyncio.ensure_future(self._negotiate())
+            self._negotiator.add_done_callback(_log_failure)
+
+    async def _negotiate(self) -> None:
+        ice.ICE_POLICY.set(self._policy)
+        pc = self.subscriber
+        while self._dirty and not self.closed:
+            self._dirty = False
+            if not self._apply_subscriptions():
+                continue
+            await pc.setLocalDescription(await pc.createOffer())
+            mids = {
+                slot.mid: slot.track.info.to_wire(slot.track.muted)
+                for slot in self.slots
+                if slot.track is not None and slot.mid is not None
+            }
+            self._answer = asyncio.get_running_loop().create_future()
+            await self.room.send(
+                [self.id],
+                "sfu:offer",
+                {"roomId": self.room.id, "sdp": pc.localDescription.sdp, "tracks": mids},
+            )
+            try:
+                sdp = await asyncio.wait_for(
+                    self._answer, self.room.settings.sfu_negotiation_timeout
+                )
+            except TimeoutError:
+                await self._fail(self, "negotiation_timeout")
+                return
+            finally:
+                self._answer = None
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            self.activate_slots()
+
+    async def answer(self, sdp: str) -> None:
+        waiter = self._answer
+        if waiter is None or waiter.done():
+            raise HubError(ErrorCode.INVALID_STATE, "no subscriber offer is waiting for an answer")
+        try:
+            SessionDescription.parse(sdp)
+        except Exception as exc:
+            raise HubError(ErrorCode.INVALID_SDP, f"answer is not valid SDP: {exc}") from None
+        waiter.set_result(sdp)
+
+    def _apply_subscriptions(self) -> bool:
+        """Bind slots to wanted tracks, free the rest; True if the SDP must change."""
+        wanted = {t.info.track_id: t for t in self.room.tracks_for(self)}
+        changed = False
+        for slot in self.slots:
+            if slot.track is not None and wanted.get(slot.track.info.track_id) is not slot.track:
+                slot.unbind()
+                changed = True
+        bound = {slot.track.info.track_id for slot in self.slots if slot.track is not None}
+        for track_id, track in wanted.items():
+            if track_id in bound:
+                continue
+            slot = next(
+                (
+                    s
+                    for s in self.slots
+                    if s.track is None and s.kind == track.kind and s.mid is not None
+                ),
+                None,
+            )
+            if slot is None:
+                transceiver = self.subscriber.addTransceiver(track.kind, direction="sendonly")
+                slot = SendSlot(transceiver)
+                self.slots.append(slot)
+            slot.transceiver.setCodecPreferences(_preferences(track))
+            slot.bind(track)
+            changed = True
+        return changed
+
+    def activate_slots(self) -> None:
+        if self.subscriber.connectionState != "connected" or self._answer is not None:
+            return
+        for slot in self.slots:
+            slot.activate()
+
+    # -- leaving --------------------------------------------------------------------------
+
+    async def close(self) -> list[PublishedTrack]:
+        """Tear down both connections; returns the tracks that stopped being published."""
+        if self.closed:
+            return []
+        self.closed = True
+        for timer in self._ice_timers:
+            timer.cancel()
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        if self._negotiator is not None and self._negotiator is not asyncio.current_task():
+            self._negotiator.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._negotiator
+        tracks = list(self.tracks.values())
+        self.tracks.clear()
+        for track in tracks:
+            track.close()
+        for slot in self.slots:
+            slot.unbind()
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+        return tracks
+
+
+def _preferences(track: PublishedTrack) -> list[RTCRtpCodecCapability]:
+    """The subscriber must receive exactly the codec the publisher sends (no transcoding)."""
+    codec = track.codec
+    caps = RTCRtpSender.getCapabilities(track.kind).codecs
+    same = [c for c in caps if c.mimeType.lower() == codec.mimeType.lower()]
+    exact = [c for c in same if c.parameters == codec.parameters]
+    return (exact or same)[:1]
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sfu task failed", exc_info=task.exception())

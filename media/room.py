@@ -1,0 +1,157 @@
+"""A group call room on this node: participants, their tracks, active speakers, statistics.
+
+Media state is node-local by nature (the packets arrive at this process); the room's
+events go out through the hub, so they reach every participant's WebSocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from media.participant import Participant
+from media.track import PublishedTrack
+
+if TYPE_CHECKING:
+    from signaling.hub import Hub
+    from signaling.settings import Settings
+
+log = logging.getLogger("switchboard.sfu")
+
+
+class SfuRoom:
+    def __init__(self, room_id: str, hub: Hub, on_empty: Callable[[SfuRoom], None]) -> None:
+        self.id = room_id
+        self.hub = hub
+        self.settings: Settings = hub.settings
+        self.participants: dict[str, Participant] = {}
+        self.created_at = time.time()
+        self._on_empty = on_empty
+        self._speakers: list[str] = []
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    # -- membership and tracks --------------------------------------------------------------
+
+    def tracks(self) -> list[PublishedTrack]:
+        return [t for p in self.participants.values() for t in p.tracks.values()]
+
+    def tracks_for(self, participant: Participant) -> Iterable[PublishedTrack]:
+        for other in self.participants.values():
+            if other is not participant:
+                yield from other.tracks.values()
+
+    async def send(self, participant_ids: Iterable[str], type_: str, data: Any) -> None:
+        """Encode once, queue for each participant's WebSocket."""
+        await self.hub.to_conns(list(participant_ids), type_, data)
+
+    async def broadcast(self, type_: str, data: Any, exclude: str | None = None) -> None:
+        await self.send([pid for pid in self.participants if pid != exclude], type_, data)
+
+    def resubscribe_all(self, exclude: str | None = None) -> None:
+        for participant in self.participants.values():
+            if participant.id != exclude:
+                participant.resubscribe()
+
+    async def announce_unpublished(
+        self, tracks: Iterable[PublishedTrack], exclude: str | None = None
+    ) -> None:
+        for track in tracks:
+            await self.broadcast(
+                "sfu:track-unpublished",
+                {
+                    "roomId": self.id,
+                    "trackId": track.info.track_id,
+                    "participantId": track.info.participant_id,
+                },
+                exclude,
+            )
+
+    async def remove(self, participant: Participant, reason: str) -> None:
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        await self.announce_unpublished(await participant.close())
+        await self.broadcast(
+            "sfu:participant-left", {"roomId": self.id, **participant.to_wire(), "reason": reason}
+        )
+        self.resubscribe_all()
+        if not self.participants:
+            await self.close()
+            self._on_empty(self)
+
+    async def close(self) -> None:
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        for participant in list(self.participants.values()):
+            await participant.close()
+        self.participants.clear()
+
+    # -- periodic work: active speakers, bitrates, sender reports, stats logs ----------------
+
+    async def _tick(self) -> None:
+        interval = self.settings.sfu_speaker_interval
+        last_second = last_log = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                last_second, last_log = await self._tick_once(last_second, last_log)
+            except Exception:
+                log.exception("sfu room tick failed", extra={"room": self.id})
+
+    async def _tick_once(self, last_second: float, last_log: float) -> tuple[float, float]:
+        await self._update_speakers()
+        now = time.monotonic()
+        if now - last_second >= 1.0:
+            last_second = now
+            for participant in self.participants.values():
+                for track in participant.tracks.values():
+                    track.tick()
+                for slot in participant.slots:
+                    slot.sync_sender_report()
+        log_every = self.settings.sfu_stats_log_interval
+        if log_every and now - last_log >= log_every:
+            last_log = now
+            log.info("sfu room stats", extra={"room": self.id, "stats": self.stats()})
+        return last_second, last_log
+
+    async def _update_speakers(self) -> None:
+        threshold = self.settings.sfu_speaker_threshold_dbov
+        levels: list[tuple[float, PublishedTrack]] = []
+        for track in self.tracks():
+            if track.kind != "audio":
+                continue
+            level = track.take_level()
+            if level is not None and level < threshold and not track.muted:
+                levels.append((level, track))
+        levels.sort(key=lambda item: item[0])
+        speakers = [t.info.participant_id for _, t in levels]
+        if speakers == self._speakers:
+            return
+        self._speakers = speakers
+        await self.broadcast(
+            "sfu:active-speakers",
+            {
+                "roomId": self.id,
+                "speakers": [
+                    {
+                        "participantId": t.info.participant_id,
+                        "userId": t.info.user_id,
+                        "trackId": t.info.track_id,
+                        "level": round(-level, 1),
+                    }
+                    for level, t in levels
+                ],
+            },
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "roomId": self.id,
+            "participants": len(self.participants),
+            "tracks": [t.stats() for t in self.tracks()],
+        }

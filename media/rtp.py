@@ -1,0 +1,113 @@
+"""RTP-level helpers for forwarding: keyframe detection, header rewriting, a packet cache.
+
+The SFU never decodes media. To start a subscriber on a decodable picture it only needs to
+know where a keyframe begins, which the payload descriptor (VP8, RFC 7741) or the NAL unit
+header (H.264, RFC 6184) tells without touching the bitstream. Each forwarded packet gets a
+fresh 12-byte header (the subscriber's SSRC, payload type, sequence number and timestamp)
+in front of the publisher's payload, which is shared, not copied per subscriber beyond the
+one concatenation.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from aiortc.rtp import RtpPacket
+
+HEADER = struct.Struct("!BBHII")
+SEQ_MOD = 1 << 16
+TS_MOD = 1 << 32
+CACHE_SIZE = 1024  # packets kept per published track to answer NACKs (~3 s of 720p video)
+
+H264_IDR = 5
+H264_SPS = 7
+H264_STAP_A = 24
+H264_FU_A = 28
+
+
+def vp8_keyframe_start(payload: bytes) -> bool:
+    """True if this VP8 RTP payload is the first packet of a keyframe."""
+    if len(payload) < 1:
+        return False
+    first = payload[0]
+    start_of_partition = first & 0x10
+    partition_id = first & 0x07
+    if not start_of_partition or partition_id != 0:
+        return False
+    pos = 1
+    if first & 0x80:  # X: extended control bits present
+        if len(payload) < 2:
+            return False
+        ext = payload[1]
+        pos = 2
+        if ext & 0x80:  # I: picture id, 7 or 15 bits
+            if len(payload) <= pos:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if ext & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if ext & 0x30:  # T or K: TID/KEYIDX byte
+            pos += 1
+    if len(payload) <= pos:
+        return False
+    return not payload[pos] & 0x01  # P bit clear: key frame
+
+
+def h264_keyframe_start(payload: bytes) -> bool:
+    """True if this H.264 RTP payload starts an IDR picture or carries its SPS."""
+    if not payload:
+        return False
+    nal_type = payload[0] & 0x1F
+    if nal_type in (H264_IDR, H264_SPS):
+        return True
+    if nal_type == H264_STAP_A:
+        pos = 1
+        while pos + 2 < len(payload):
+            size = (payload[pos] << 8) | payload[pos + 1]
+            if payload[pos + 2] & 0x1F in (H264_IDR, H264_SPS):
+                return True
+            pos += 2 + size
+        return False
+    if nal_type == H264_FU_A and len(payload) > 1:
+        fu_header = payload[1]
+        return bool(fu_header & 0x80) and fu_header & 0x1F == H264_IDR
+    return False
+
+
+def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
+    """The keyframe test for a codec, or None for codecs where every packet will do."""
+    mime = mime_type.lower()
+    if mime == "video/vp8":
+        return vp8_keyframe_start
+    if mime == "video/h264":
+        return h264_keyframe_start
+    return None
+
+
+def rewrite(packet: RtpPacket, payload_type: int, seq: int, ts: int, ssrc: int) -> bytes:
+    """Serialize ``packet``'s payload under a new header; header extensions are dropped."""
+    return HEADER.pack(0x80, (packet.marker << 7) | payload_type, seq, ts, ssrc) + packet.payload
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """RFC 3550 ordering: is sequence number ``a`` after ``b`` (modulo 2**16)?"""
+    return a != b and ((a - b) % SEQ_MOD) < 0x8000
+
+
+class PacketCache:
+    """The last :data:`CACHE_SIZE` packets of one published track, by sequence number."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self) -> None:
+        self._slots: list[RtpPacket | None] = [None] * CACHE_SIZE
+
+    def put(self, packet: RtpPacket) -> None:
+        self._slots[packet.sequence_number % CACHE_SIZE] = packet
+
+    def get(self, seq: int) -> RtpPacket | None:
+        packet = self._slots[seq % CACHE_SIZE]
+        if packet is not None and packet.sequence_number == seq:
+            return packet
+        return None

@@ -119,8 +119,10 @@ class Participant:
         line = candidate["candidate"]
         try:
             parsed: RTCIceCandidate = candidate_from_sdp(line.removeprefix("candidate:"))
-        except (ValueError, IndexError) as exc:
-            raise HubError(ErrorCode.INVALID_PAYLOAD, f"unparsable ICE candidate: {exc}") from None
+        except (AssertionError, ValueError, IndexError, KeyError):
+            raise HubError(
+                ErrorCode.INVALID_PAYLOAD, f"unparsable ICE candidate: {line[:100]!r}"
+            ) from None
         parsed.sdpMid = candidate.get("sdpMid")
         parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
         if parsed.sdpMid is None and parsed.sdpMLineIndex is None:

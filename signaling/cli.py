@@ -160,6 +160,9 @@ def _serve(settings: Settings, *, dev: bool) -> int:
             settings.dev_secret_file,
             extra={"secret_file": str(settings.dev_secret_file)},
         )
+    if dev:
+        settings = settings.model_copy(update={"demo_tokens": True})
+        log.info("dev mode: try a group call at http://%s:%s/demo", settings.host, settings.port)
     import uvloop
 
     try:

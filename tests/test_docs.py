@@ -18,10 +18,11 @@ README = (ROOT / "README.md").read_text()
 def outbound_event_names() -> set[str]:
     """Event types the server sends, as written in the source (``"area:name"`` literals)."""
     names: set[str] = set()
-    for path in (ROOT / "signaling").rglob("*.py"):
+    for path in [*(ROOT / "signaling").rglob("*.py"), *(ROOT / "media").rglob("*.py")]:
         names |= set(
             re.findall(
-                r'"((?:call|peer|screen|room|user|presence|session):[a-z-]+)"', path.read_text()
+                r'"((?:call|peer|screen|room|user|presence|session|sfu):[a-z-]+)"',
+                path.read_text(),
             )
         )
     return names

@@ -11,7 +11,7 @@ from media.synthetic import PatternTrack, ToneTrack
 from signaling.client import RequestError
 from tests.sfu_helpers import SFU, participant, wait_until
 
-OPUS_ONLY_AS_G722 = """v=0
+UNKNOWN_CODEC_OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0
 s=-
 t=0 0
@@ -23,10 +23,10 @@ a=sendonly
 a=rtcp-mux
 a=ice-ufrag:abcd
 a=ice-pwd:abcdefghijklmnopqrstuvwx
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF
+a=fingerprint:sha-256 {fp}
 a=setup:actpass
 a=rtpmap:9 AV1X/90000
-"""
+""".format(fp=":".join(["AB"] * 32))
 
 
 async def joined(hub, user: str, room: str = "bad"):
@@ -59,7 +59,7 @@ async def test_offer_with_only_unsupported_codecs_is_refused(hub_factory):
     hub = await hub_factory(**SFU)
     client = await joined(hub, "alice")
     with pytest.raises(RequestError) as err:
-        await client.request("sfu:publish", {"roomId": "bad", "sdp": OPUS_ONLY_AS_G722})
+        await client.request("sfu:publish", {"roomId": "bad", "sdp": UNKNOWN_CODEC_OFFER})
     assert err.value.code == "unsupported_codec"
     # a good offer on the same connection still works afterwards
     pc = RTCPeerConnection()

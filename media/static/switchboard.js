@@ -1,0 +1,287 @@
+// Switchboard browser SDK: a plain ES module, no build step.
+//
+//   import { Switchboard } from "/sdk/switchboard.js";
+//   const sb = await Switchboard.connect("wss://host/ws", token);
+//   const call = await sb.joinGroupCall("room-1");
+//   call.addEventListener("track", (e) => attach(e.detail));   // {info, track, stream}
+//   await call.publish({ audio: true, video: true });
+//
+// The wire protocol is documented in docs/protocol.md ("Group calls (SFU)").
+
+/** An error answered by the server: `code` is one of the protocol's error codes. */
+export class SwitchboardError extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+  }
+}
+
+/** One WebSocket session with the hub: requests with acks, and server events. */
+export class Switchboard extends EventTarget {
+  static connect(url, token) {
+    return new Promise((resolve, reject) => {
+      const sep = url.includes("?") ? "&" : "?";
+      const ws = new WebSocket(`${url}${sep}access_token=${encodeURIComponent(token)}`);
+      const sb = new Switchboard(ws);
+      ws.addEventListener("close", (e) => reject(new Error(`closed ${e.code} ${e.reason}`)), { once: true });
+      sb.addEventListener("session:ready", (e) => { sb.session = e.detail; resolve(sb); }, { once: true });
+    });
+  }
+
+  constructor(ws) {
+    super();
+    this.ws = ws;
+    this.session = null;
+    this._next = 1;
+    this._pending = new Map();
+    ws.addEventListener("message", (e) => this._onMessage(e.data));
+    ws.addEventListener("close", (e) => {
+      for (const { reject } of this._pending.values()) reject(new Error(`closed ${e.code}`));
+      this._pending.clear();
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason } }));
+    });
+  }
+
+  _onMessage(raw) {
+    const frame = JSON.parse(raw);
+    const waiter = frame.id !== undefined ? this._pending.get(frame.id) : undefined;
+    if (waiter) {
+      this._pending.delete(frame.id);
+      if (frame.type === "error") waiter.reject(new SwitchboardError(frame.data.code, frame.data.message));
+      else waiter.resolve(frame.data);
+      return;
+    }
+    this.dispatchEvent(new CustomEvent(frame.type, { detail: frame.data }));
+  }
+
+  /** Send an event and wait for its ack (resolves with the ack's data). */
+  request(type, data = {}, timeoutMs = 15000) {
+    const id = `c${this._next++}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(id);
+        reject(new Error(`${type}: no answer in ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(id, {
+        resolve: (v) => { clearTimeout(timer); resolve(v); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.ws.send(JSON.stringify({ type, id, data }));
+    });
+  }
+
+  /** Send an event without waiting for an answer. */
+  send(type, data = {}) {
+    this.ws.send(JSON.stringify({ type, data }));
+  }
+
+  async joinGroupCall(roomId) {
+    const call = new GroupCall(this, roomId);
+    await call._join();
+    return call;
+  }
+
+  close() {
+    this.ws.close(1000, "bye");
+  }
+}
+
+const SOURCE_OF = (track) => (track.kind === "audio" ? "microphone" : "camera");
+
+/**
+ * A group call through the server's SFU. Events (CustomEvent, data in `detail`):
+ * `track` {info, track, stream}, `trackended` {trackId}, `participantjoined`,
+ * `participantleft`, `activespeakers`, `trackmuted`, `left` (dropped by the server).
+ */
+export class GroupCall extends EventTarget {
+  constructor(sb, roomId) {
+    super();
+    this.sb = sb;
+    this.roomId = roomId;
+    this.participantId = null;
+    this.participants = new Map();
+    this.remote = new Map(); // trackId -> {info, track, stream, mid}
+    this.local = new Map(); // mid -> {track, source, transceiver}
+    this.publisher = null;
+    this.subscriber = null;
+    this._subscriberQueue = Promise.resolve();
+    this._handlers = [];
+  }
+
+  _on(type, fn) {
+    const handler = (e) => { if (e.detail.roomId === this.roomId) fn(e.detail); };
+    this.sb.addEventListener(type, handler);
+    this._handlers.push([type, handler]);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  async _join() {
+    this._on("sfu:offer", (d) => {
+      this._subscriberQueue = this._subscriberQueue.then(() => this._answer(d)).catch((err) => this._emit("error", err));
+    });
+    this._on("sfu:participant-joined", (d) => { this.participants.set(d.participantId, d); this._emit("participantjoined", d); });
+    this._on("sfu:participant-left", (d) => { this.participants.delete(d.participantId); this._emit("participantleft", d); });
+    this._on("sfu:active-speakers", (d) => this._emit("activespeakers", d.speakers));
+    this._on("sfu:track-muted", (d) => {
+      for (const r of this.remote.values()) if (r.info.trackId === d.trackId) r.info.muted = d.muted;
+      this._emit("trackmuted", d);
+    });
+    this._on("sfu:left", (d) => { this._teardown(); this._emit("left", d); });
+    const ack = await this.sb.request("sfu:join", { roomId: this.roomId });
+    this.participantId = ack.participantId;
+    this.iceServers = ack.iceServers || [];
+    for (const p of ack.participants) this.participants.set(p.participantId, p);
+    return ack;
+  }
+
+  _newPeerConnection(target) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    const early = [];
+    pc._ready = false;
+    pc._flush = () => {
+      pc._ready = true;
+      for (const c of early.splice(0)) this._sendCandidate(target, c);
+    };
+    pc.addEventListener("icecandidate", (e) => {
+      const c = e.candidate ? e.candidate.toJSON() : null;
+      if (pc._ready) this._sendCandidate(target, c);
+      else early.push(c);
+    });
+    return pc;
+  }
+
+  _sendCandidate(target, candidate) {
+    this.sb.request("sfu:ice-candidate", { roomId: this.roomId, target, candidate }).catch(() => {});
+  }
+
+  /** Publish camera and/or microphone (getUserMedia constraints) or given tracks. */
+  async publish({ audio = true, video = true, tracks = null } = {}) {
+    let list = tracks;
+    if (!list) {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+      list = stream.getTracks().map((track) => ({ track, source: SOURCE_OF(track) }));
+    }
+    return this._publishTracks(list);
+  }
+
+  /** Share the screen as a second video track. */
+  async publishScreen() {
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    return this._publishTracks(stream.getVideoTracks().map((track) => ({ track, source: "screen" })));
+  }
+
+  async _publishTracks(list) {
+    if (!this.publisher) this.publisher = this._newPeerConnection("publisher");
+    const pc = this.publisher;
+    const added = list.map(({ track, source }) => ({
+      track, source, transceiver: pc.addTransceiver(track, { direction: "sendonly" }),
+    }));
+    await this._renegotiatePublisher(added);
+    return added.map((a) => a.track);
+  }
+
+  /** Stop publishing a local track (the others see it go away). */
+  async unpublish(track) {
+    for (const [mid, entry] of this.local) {
+      if (entry.track === track) {
+        entry.transceiver.direction = "inactive";
+        track.stop();
+        this.local.delete(mid);
+      }
+    }
+    await this._renegotiatePublisher([]);
+  }
+
+  async _renegotiatePublisher(added) {
+    const pc = this.publisher;
+    await pc.setLocalDescription(await pc.createOffer());
+    const sources = {};
+    for (const a of added) {
+      const mid = a.transceiver.mid;
+      this.local.set(mid, a);
+      sources[mid] = a.source;
+    }
+    const ask = this.sb.request("sfu:publish", { roomId: this.roomId, sdp: pc.localDescription.sdp, sources });
+    pc._flush();
+    const ack = await ask;
+    await pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
+    this.published = ack.tracks;
+    return ack;
+  }
+
+  async _answer({ sdp, tracks }) {
+    if (!this.subscriber) {
+      this.subscriber = this._newPeerConnection("subscriber");
+    }
+    const pc = this.subscriber;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this.sb.request("sfu:answer", { roomId: this.roomId, sdp: pc.localDescription.sdp });
+    pc._flush();
+    const seen = new Set();
+    for (const transceiver of pc.getTransceivers()) {
+      const info = tracks[transceiver.mid];
+      if (!info) continue;
+      seen.add(info.trackId);
+      if (this.remote.has(info.trackId)) continue;
+      const track = transceiver.receiver.track;
+      const entry = { info, track, stream: new MediaStream([track]), mid: transceiver.mid };
+      this.remote.set(info.trackId, entry);
+      this._emit("track", entry);
+    }
+    for (const trackId of [...this.remote.keys()]) {
+      if (!seen.has(trackId)) {
+        this.remote.delete(trackId);
+        this._emit("trackended", { trackId });
+      }
+    }
+  }
+
+  /** Mute or unmute your microphone ("audio") or camera ("video"); everyone is told. */
+  async setEnabled(kind, enabled) {
+    for (const entry of this.local.values()) {
+      if (entry.track.kind === kind && entry.source !== "screen") entry.track.enabled = enabled;
+    }
+    await this.sb.request(`media:toggle-${kind}`, { roomId: this.roomId, enabled });
+  }
+
+  /** Per remote track: inbound RTP statistics of the subscribe connection. */
+  async inboundStats() {
+    const out = {};
+    if (!this.subscriber) return out;
+    const report = await this.subscriber.getStats();
+    const byMid = new Map([...this.remote.values()].map((r) => [r.mid, r.info]));
+    report.forEach((s) => {
+      if (s.type !== "inbound-rtp") return;
+      const info = byMid.get(s.mid);
+      if (!info) return;
+      out[info.trackId] = {
+        kind: s.kind,
+        participantId: info.participantId,
+        packetsReceived: s.packetsReceived,
+        framesDecoded: s.framesDecoded || 0,
+        bytesReceived: s.bytesReceived,
+      };
+    });
+    return out;
+  }
+
+  _teardown() {
+    for (const [type, handler] of this._handlers) this.sb.removeEventListener(type, handler);
+    this._handlers = [];
+    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
+    for (const entry of this.local.values()) entry.track.stop();
+    this.publisher = this.subscriber = null;
+  }
+
+  async leave() {
+    try {
+      await this.sb.request("sfu:leave", { roomId: this.roomId });
+    } finally {
+      this._teardown();
+    }
+  }
+}

@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks fanout [options]``."""
+"""Entry point: ``python -m benchmarks {fanout,sfu} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import fanout
+from benchmarks import fanout, sfu
 
-SCENARIOS = {"fanout": fanout.main}
+SCENARIOS = {"fanout": fanout.main, "sfu": sfu.main}
 
 
 def main() -> int:

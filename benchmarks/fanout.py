@@ -26,25 +26,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-SECRET = "benchmark-secret-0123456789abcdef0123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+from benchmarks.common import SECRET, cpu_seconds, free_port, pct, rss_bytes
 
 
 async def _generator(
@@ -148,13 +130,6 @@ def _generator_main(cpu: int, *args: Any) -> None:
     uvloop.run(_generator(*args))
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run_level(
     port: int,
     server_pid: int,
@@ -193,10 +168,10 @@ def run_level(
         workers.append(proc)
     for _ in workers:
         ready.acquire(timeout=120)
-    cpu_before = _cpu_seconds(server_pid)
+    cpu_before = cpu_seconds(server_pid)
     go.set()
     parts = [results.get(timeout=duration + 120) for _ in workers]
-    server_cpu = _cpu_seconds(server_pid) - cpu_before
+    server_cpu = cpu_seconds(server_pid) - cpu_before
     for proc in workers:
         proc.join(30)
     latencies = [x for part in parts for x in part["latencies"]]
@@ -216,15 +191,15 @@ def run_level(
         "deliveries_per_server_cpu_s": round(deliveries / server_cpu) if server_cpu else None,
         "generator_cpu_seconds": round(sum(p["generator_cpu"] for p in parts), 3),
         "latency_ms": {
-            "p50": round(_pct(latencies, 0.50) * 1000, 3),
-            "p95": round(_pct(latencies, 0.95) * 1000, 3),
-            "p99": round(_pct(latencies, 0.99) * 1000, 3),
+            "p50": round(pct(latencies, 0.50) * 1000, 3),
+            "p95": round(pct(latencies, 0.95) * 1000, 3),
+            "p99": round(pct(latencies, 0.99) * 1000, 3),
             "max": round(max(latencies, default=0) * 1000, 3),
             "mean": round(statistics.fmean(latencies) * 1000, 3) if latencies else 0.0,
         },
-        "server_rss_bytes": _rss_bytes(server_pid),
+        "server_rss_bytes": rss_bytes(server_pid),
         "server_rss_per_connection_bytes": round(
-            (_rss_bytes(server_pid) - rss_idle) / (len(rooms) * room_size)
+            (rss_bytes(server_pid) - rss_idle) / (len(rooms) * room_size)
         ),
     }
 
@@ -298,10 +273,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.clients, args.room_size, args.rates, args.duration = 40, 10, "2", 2.0
-    port = _free_port()
+    port = free_port()
     server = start_server(port)
     levels = []
-    rss_idle = _rss_bytes(server.pid)
+    rss_idle = rss_bytes(server.pid)
     try:
         for rate in [float(r) for r in args.rates.split(",")]:
             print(f"fanout: level rate={rate}/s per client ...", file=sys.stderr, flush=True)

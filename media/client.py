@@ -32,8 +32,8 @@ class RtpCounter:
     bytes: int = 0
     highest: int | None = None
     gaps: int = 0
-    arrivals: list[float] = field(default_factory=list)
     keep_arrivals: bool = False
+    arrivals: dict[int, float] = field(default_factory=dict)  # RTP timestamp -> first arrival
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets += 1
@@ -46,8 +46,8 @@ class RtpCounter:
             if step >= 0x8000:
                 return
         self.highest = seq
-        if self.keep_arrivals:
-            self.arrivals.append(time.perf_counter())
+        if self.keep_arrivals and packet.timestamp not in self.arrivals:
+            self.arrivals[packet.timestamp] = time.perf_counter()
 
 
 @dataclass
@@ -65,11 +65,13 @@ class SfuClient:
         room_id: str,
         *,
         decode: bool = True,
+        keep_arrivals: bool = False,
         policy: ice.IcePolicy | None = None,
     ) -> None:
         self.hub = hub
         self.room_id = room_id
         self.decode = decode
+        self.keep_arrivals = keep_arrivals
         self.policy = policy or ice.IcePolicy(listen_ips=("127.0.0.1",))
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
@@ -100,16 +102,16 @@ class SfuClient:
         for track, source in tracks:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             senders[id(transceiver)] = source
-        return await self._renegotiate_publish(senders, timeout)
+        return await self.renegotiate_publish(senders, timeout)
 
     async def unpublish(self, track: MediaStreamTrack, timeout: float = 10.0) -> dict[str, Any]:
         assert self.publisher is not None
         for transceiver in self.publisher.getTransceivers():
             if transceiver.sender.track is track:
                 transceiver.direction = "inactive"
-        return await self._renegotiate_publish({}, timeout)
+        return await self.renegotiate_publish({}, timeout)
 
-    async def _renegotiate_publish(self, sources: dict[int, str], timeout: float) -> dict[str, Any]:
+    async def renegotiate_publish(self, sources: dict[int, str], timeout: float) -> dict[str, Any]:
         pc = self.publisher
         assert pc is not None
         await pc.setLocalDescription(await pc.createOffer())
@@ -153,7 +155,7 @@ class SfuClient:
             if not self.decode:
                 counter = self._counters.get(mid)
                 if counter is None:
-                    counter = self._counters[mid] = RtpCounter()
+                    counter = self._counters[mid] = RtpCounter(keep_arrivals=self.keep_arrivals)
                     aiortc_hooks.tap_receiver(transceiver.receiver, counter.on_packet)
             remote[info["trackId"]] = RemoteTrack(
                 info, mid, transceiver.receiver.track if self.decode else None, counter

@@ -6,8 +6,8 @@ senders encode frames. An SFU wants neither. These hooks keep everything else ai
 the media path at the RTP level:
 
 * :func:`tap_receiver` replaces the receiver's jitter buffer with a :class:`_Tap`, so no
-  frame is ever assembled and the decoder thread never gets work (so no decoder is built);
-  each RTP packet goes to a callback instead.
+  frame is ever assembled and no decoder is built (the idle decoder thread is ended as soon
+  as aiortc starts it); each RTP packet goes to a callback instead.
 * :class:`SilentTrack` is attached to senders so their encode loop waits forever and never
   builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
@@ -59,6 +59,20 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
                     await pending
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    original_receive = receiver.receive
+
+    async def receive(parameters: Any) -> None:
+        await original_receive(parameters)
+        # The decoder thread aiortc just started will never get a frame: end it now, so
+        # a tapped receiver holds no thread (and nothing can keep the process alive).
+        stop_decoder(receiver)
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def stop_decoder(receiver: RTCRtpReceiver) -> None:
+    """End a receiver's decoder thread (idempotent)."""
+    receiver._RTCRtpReceiver__stop_decoder()  # type: ignore[attr-defined]
 
 
 class SilentTrack(MediaStreamTrack):

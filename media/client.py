@@ -184,9 +184,16 @@ class SfuClient:
         return [r for r in self.remote.values() if r.info["participantId"] == participant_id]
 
     async def close(self) -> None:
+        # Let an offer being answered finish: cancelling aiortc mid-negotiation can leave
+        # receivers whose decoder threads would then outlive the connection.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         for task in list(self._tasks):
             task.cancel()
         for pc in (self.publisher, self.subscriber):
-            if pc is not None:
-                with contextlib.suppress(Exception):
-                    await pc.close()
+            if pc is None:
+                continue
+            with contextlib.suppress(Exception):
+                await pc.close()
+            for transceiver in pc.getTransceivers():
+                aiortc_hooks.stop_decoder(transceiver.receiver)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import hypothesis.internal.observability  # noqa: F401  (imported early, see below)
 import pytest
 import uvloop
 from aiohttp.test_utils import TestServer
@@ -31,6 +32,33 @@ FAST = {
     "rate_limit_per_second": 500.0,
     "rate_limit_burst": 1000,
 }
+
+
+# hypothesis's pytest plugin imports this module in its terminal summary. Compiling it
+# that late has crashed CPython 3.11.7 ("AST constructor recursion depth mismatch") after
+# the aiortc tests; importing it up front avoids the late compile.
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Safety net: end aiortc decoder threads a test left running, and say so.
+
+    They are not daemon threads, so one leaked peer connection would keep the test
+    process (and CI) alive forever after the last test.
+    """
+    import gc
+    import sys
+    import threading
+
+    from aiortc import RTCRtpReceiver
+
+    if not any(t.name.endswith("-decoder") for t in threading.enumerate()):
+        return
+    leaked = 0
+    for obj in gc.get_objects():
+        if isinstance(obj, RTCRtpReceiver) and obj._RTCRtpReceiver__decoder_thread is not None:
+            obj._RTCRtpReceiver__stop_decoder()
+            leaked += 1
+    print(f"\nconftest: stopped {leaked} leaked aiortc decoder thread(s)", file=sys.stderr)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:

@@ -19,6 +19,8 @@ ENV SWITCHBOARD_HOST=0.0.0.0 \
     SWITCHBOARD_LOG_FORMAT=json \
     PYTHONUNBUFFERED=1
 EXPOSE 7880
+# SFU media (SWITCHBOARD_SFU_UDP_MIN_PORT..MAX_PORT)
+EXPOSE 40000-49999/udp
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('SWITCHBOARD_PORT', '7880'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2).status == 200 else 1)"]

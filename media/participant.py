@@ -24,6 +24,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
@@ -215,6 +216,14 @@ class Participant:
             self._negotiator.add_done_callback(_log_failure)
 
     async def _negotiate(self) -> None:
+        try:
+            await self._negotiate_until_settled()
+        except InvalidStateError:
+            # The client went away and aiortc closed the connection under us; the
+            # disconnect (or ICE) handling removes the participant.
+            log.debug("subscriber connection closed during negotiation", extra={"conn": self.id})
+
+    async def _negotiate_until_settled(self) -> None:
         ice.ICE_POLICY.set(self._policy)
         pc = self.subscriber
         while self._dirty and not self.closed:

@@ -382,7 +382,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run (< 60 s) for CI")
     args = parser.parse_args(argv)
     if args.quick:
-        args.publishers, args.subscribers, args.duration, args.warmup = 1, 2, 3.0, 1.0
+        args.publishers, args.subscribers, args.duration, args.warmup = 1, 2, 4.0, 1.0
     results = asyncio.run(run(args))
     sfu, relay = results
     ratio = (

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.sfu")
 
 SENDING = ("sendonly", "sendrecv")
+CLOSE_TIMEOUT = 5.0
 SOURCES = ("camera", "microphone", "screen", "screen-audio")
 
 
@@ -301,8 +302,12 @@ class Participant:
 
     # -- leaving --------------------------------------------------------------------------
 
-    async def close(self) -> list[PublishedTrack]:
-        """Tear down both connections; returns the tracks that stopped being published."""
+    def stop_media(self) -> list[PublishedTrack]:
+        """Stop forwarding at once; returns the tracks that stopped being published.
+
+        Synchronous, so the room can tell the others before the (slower) connection
+        teardown in :meth:`close`.
+        """
         if self.closed:
             return []
         self.closed = True
@@ -312,18 +317,21 @@ class Participant:
             self._answer.cancel()
         if self._negotiator is not None and self._negotiator is not asyncio.current_task():
             self._negotiator.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._negotiator
         tracks = list(self.tracks.values())
         self.tracks.clear()
         for track in tracks:
             track.close()
         for slot in self.slots:
             slot.unbind()
+        return tracks
+
+    async def close(self) -> list[PublishedTrack]:
+        """Stop media, then tear down both connections (bounded: a stuck close is dropped)."""
+        tracks = self.stop_media()
         for pc in (self.publisher, self.subscriber):
             if pc is not None:
                 with contextlib.suppress(Exception):
-                    await pc.close()
+                    await asyncio.wait_for(pc.close(), CLOSE_TIMEOUT)
         return tracks
 
 

@@ -74,11 +74,12 @@ class SfuRoom:
         if self.participants.get(participant.id) is not participant:
             return
         del self.participants[participant.id]
-        await self.announce_unpublished(await participant.close())
+        await self.announce_unpublished(participant.stop_media())
         await self.broadcast(
             "sfu:participant-left", {"roomId": self.id, **participant.to_wire(), "reason": reason}
         )
         self.resubscribe_all()
+        await participant.close()
         if not self.participants:
             await self.close()
             self._on_empty(self)

@@ -42,7 +42,8 @@ def test_sfu_quick_mode_compares_with_mediarelay(tmp_path):
     assert (sfu["system"], relay["system"]) == ("switchboard-sfu", "aiortc-mediarelay")
     for result in (sfu, relay):
         assert result["packets_delivered"] > 0 and result["packets_per_server_cpu_s"] > 0
-        assert result["added_latency_ms"]["frames"] > 0
         assert result["loss"] is not None
+    # the relay may deliver no frame inside a 4 s window on a loaded machine; the SFU must
+    assert sfu["added_latency_ms"]["frames"] > 0
     assert report["packets_per_cpu_s_ratio_sfu_over_mediarelay"] > 0
     assert "measuring" in stderr

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 SECRET = "benchmark-secret-0123456789abcdef0123"
@@ -33,3 +36,25 @@ def pct(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_pinned(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Start a server on the first CPU (the load runs on the others); wait for its port."""
+    server = subprocess.Popen(cmd, env=env)
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(server.pid, {cpus[0]})
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return server
+        time.sleep(0.1)
+    server.kill()
+    raise RuntimeError(f"{' '.join(cmd)} did not start")
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()

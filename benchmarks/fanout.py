@@ -15,7 +15,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from benchmarks.common import SECRET, cpu_seconds, free_port, pct, rss_bytes
+from benchmarks.common import SECRET, cpu_seconds, free_port, pct, rss_bytes, start_pinned, stop
 
 
 async def _generator(
@@ -214,21 +213,9 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
         "SWITCHBOARD_SEND_BUFFER_LIMIT": str(16 * 1024 * 1024),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "signaling", "serve", "--port", str(port)],
-        env=env,
+    return start_pinned(
+        [sys.executable, "-m", "signaling", "serve", "--port", str(port)], env, port
     )
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(server.pid, {cpus[0]})
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("server did not start")
 
 
 def plot(levels: list[dict[str, Any]], path: Path) -> None:
@@ -299,8 +286,7 @@ def main(argv: list[str]) -> int:
             )
             levels.append(level)
     finally:
-        server.terminate()
-        server.wait(15)
+        stop(server)
     report = {
         "scenario": "fanout",
         "system": "switchboard",

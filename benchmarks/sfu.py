@@ -23,7 +23,6 @@ import contextlib
 import fractions
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ import orjson
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from benchmarks.common import SECRET, cpu_seconds, free_port, pct
+from benchmarks.common import SECRET, cpu_seconds, free_port, pct, start_pinned, stop
 from media import aiortc_hooks, ice
 from media.client import BUNDLED, RtpCounter, SfuClient
 from media.synthetic import PatternTrack, ToneTrack
@@ -271,28 +270,6 @@ async def measure(
     }
 
 
-def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen(cmd, env=env)
-    cpus = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(server.pid, {cpus[0]})
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with contextlib.suppress(OSError):
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"{cmd[2]} did not start")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.terminate()
-    try:
-        server.wait(15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-
-
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:
@@ -323,7 +300,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, cmd, clients, extra in systems:
         port = free_port()
         env = {**os.environ, **extra}
-        server = start([c.replace("{port}", str(port)) for c in cmd], env, port)
+        server = start_pinned([c.replace("{port}", str(port)) for c in cmd], env, port)
         try:
             result = await measure(
                 name,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import (
     RTCConfiguration,
     RTCIceCandidate,
+    RTCIceServer,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
@@ -49,7 +50,7 @@ class Participant:
         self,
         room: SfuRoom,
         conn: Connection,
-        configuration: RTCConfiguration,
+        ice_servers: list[RTCIceServer],
         policy: ice.IcePolicy,
         fail: Callable[[Participant, str], Awaitable[None]],
     ) -> None:
@@ -58,7 +59,7 @@ class Participant:
         self.id = conn.id
         self.user_id = conn.user_id
         self.name = conn.principal.name
-        self._configuration = configuration
+        self._ice_servers = ice_servers
         self._policy = policy
         ice.ICE_POLICY.set(policy)
         self._fail = fail
@@ -85,7 +86,7 @@ class Participant:
         the same kind (camera and screen), which max-bundle avoids.
         """
         config = RTCConfiguration(
-            iceServers=self._configuration.iceServers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+            iceServers=self._ice_servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
         )
         return RTCPeerConnection(config)
 

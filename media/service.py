@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCIceServer
+from aiohttp import web
+from aiortc import RTCIceServer
 
 from media import ice
 from media.participant import Participant
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.sfu")
 
+SFU_KEY: web.AppKey[SfuService] = web.AppKey("sfu")
 TOGGLE_EVENTS = {"audio": "peer:audio-toggled", "video": "peer:video-toggled"}
 TOGGLE_SOURCES = {"audio": ("microphone",), "video": ("camera",), "screen": ("screen",)}
 
@@ -52,18 +54,18 @@ class SfuService:
         hub.group_toggle = self.on_toggle
         hub.disconnect_hooks.append(self.connection_gone)
 
-    def _configuration(self, conn: Connection) -> RTCConfiguration:
-        servers: list[RTCIceServer] = []
-        if self.settings.sfu_use_ice_servers:
-            for entry in self.settings.ice_servers(f"sfu:{conn.id}"):
-                servers.append(
-                    RTCIceServer(
-                        urls=entry["urls"],
-                        username=entry.get("username"),
-                        credential=entry.get("credential"),
-                    )
-                )
-        return RTCConfiguration(iceServers=servers)
+    def _ice_servers(self, conn: Connection) -> list[RTCIceServer]:
+        """STUN/TURN for the server's own side, when ``sfu_use_ice_servers`` is on."""
+        if not self.settings.sfu_use_ice_servers:
+            return []
+        return [
+            RTCIceServer(
+                urls=entry["urls"],
+                username=entry.get("username"),
+                credential=entry.get("credential"),
+            )
+            for entry in self.settings.ice_servers(f"sfu:{conn.id}")
+        ]
 
     def _participant(self, conn: Connection, room_id: str) -> Participant:
         participant = self.by_conn.get(conn.id)
@@ -88,9 +90,7 @@ class SfuService:
             raise HubError(ErrorCode.ROOM_FULL, f"room '{room_id}' is full ({capacity})")
         if room is None:
             room = self.rooms[room_id] = SfuRoom(room_id, self.hub, self._room_empty)
-        participant = Participant(
-            room, conn, self._configuration(conn), self.ice_policy, self._fail
-        )
+        participant = Participant(room, conn, self._ice_servers(conn), self.ice_policy, self._fail)
         others = list(room.participants.values())
         room.participants[participant.id] = participant
         self.by_conn[conn.id] = participant

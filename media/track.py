@@ -91,12 +91,11 @@ class PublishedTrack:
         self.highest_seq = 0
         self.seq_cycles = 0
         self.highest_ts = 0
-        self.last_arrival_ntp = 0
         self.keyframes_requested = 0
         self.plis_sent = 0
         self.nacks_answered = 0
         self.nacks_missed = 0
-        self._bitrate_bytes = 0
+        self._bitrate_mark = 0  # bytes_in at the last tick
         self._bitrate_since = time.monotonic()
         self.bitrate_in = 0.0
         # audio levels (RFC 6464: 0 loudest .. 127 silence) over the current speaker window
@@ -113,7 +112,6 @@ class PublishedTrack:
         payload = packet.payload
         self.packets_in += 1
         self.bytes_in += len(payload)
-        self._bitrate_bytes += len(payload)
         seq = packet.sequence_number
         if self.first_seq is None:
             self.first_seq = self.highest_seq = seq
@@ -178,8 +176,7 @@ class PublishedTrack:
 
     def attach(self, slot: SendSlot) -> None:
         self.slots.append(slot)
-        if self._is_keyframe is not None:
-            self.request_keyframe()
+        self.request_keyframe()  # a no-op for codecs without keyframes (audio)
 
     def detach(self, slot: SendSlot) -> None:
         if slot in self.slots:
@@ -205,8 +202,8 @@ class PublishedTrack:
         now = time.monotonic()
         elapsed = now - self._bitrate_since
         if elapsed > 0:
-            self.bitrate_in = self._bitrate_bytes * 8 / elapsed
-        self._bitrate_bytes = 0
+            self.bitrate_in = (self.bytes_in - self._bitrate_mark) * 8 / elapsed
+        self._bitrate_mark = self.bytes_in
         self._bitrate_since = now
 
     def take_level(self) -> float | None:
@@ -270,8 +267,6 @@ class SendSlot:
     def bind(self, track: PublishedTrack) -> None:
         self.unbind()
         self.track = track
-        self.started = False
-        self.payload_type = None
         self.packets_out = self.bytes_out = 0
         self.sender.replaceTrack(aiortc_hooks.SilentTrack(self.kind, track.info.track_id))
         self.sender._stream_id = track.info.participant_id
@@ -293,11 +288,9 @@ class SendSlot:
         if track is None:
             return
         if self.started:
-            elapsed = time.monotonic() - self._idle_since
+            # Continue after the last packet sent; start() adds the time spent idle.
             self.next_seq = (track.highest_seq + self.seq_offset + 1) % SEQ_MOD
-            self.next_ts = (
-                int(track.highest_ts + self.ts_offset + elapsed * track.clock_rate) % TS_MOD
-            )
+            self.next_ts = (track.highest_ts + self.ts_offset) % TS_MOD
         self._idle_since = time.monotonic()
         track.detach(self)
         self.track = None

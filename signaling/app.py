@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from media.service import SfuService
+from media.service import SFU_KEY, SfuService
 from media.web import add_web_routes
 from signaling.http_api import add_routes
 from signaling.hub import Hub
@@ -27,6 +27,7 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
     hub = Hub(settings, state or MemoryState(), HubMetrics())
     sfu = SfuService(hub)
     app[HUB_KEY] = hub
+    app[SFU_KEY] = sfu
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
     add_web_routes(app, settings)

@@ -11,7 +11,9 @@ from aiortc import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 from media.client import RemoteTrack, SfuClient
+from media.service import SFU_KEY, SfuService
 from media.synthetic import PatternTrack, ToneTrack
+from media.track import PublishedTrack
 
 SFU = {"sfu_listen_ips": ["127.0.0.1"], "sfu_ice_timeout": 3.0, "sfu_stats_log_interval": 0}
 
@@ -80,3 +82,14 @@ async def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> None
         if loop.time() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(step)
+
+
+def sfu_of(hub: Any) -> SfuService:
+    return hub.server.app[SFU_KEY]
+
+
+def only_track(hub: Any, room: str) -> PublishedTrack:
+    """The single published track of a room with one publisher."""
+    (publisher,) = [p for p in sfu_of(hub).rooms[room].participants.values() if p.tracks]
+    (track,) = publisher.tracks.values()
+    return track

@@ -9,7 +9,7 @@ from aiortc import RTCPeerConnection
 
 from media.synthetic import PatternTrack, ToneTrack
 from signaling.client import RequestError
-from tests.sfu_helpers import SFU, participant, wait_until
+from tests.sfu_helpers import SFU, participant, sfu_of, wait_until
 
 UNKNOWN_CODEC_OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0
@@ -125,7 +125,7 @@ async def test_a_client_that_never_completes_ice_is_dropped_after_the_timeout(hu
     assert left["reason"].startswith("ice_timeout")
     gone = await good.hub.expect("sfu:participant-left", timeout=5)
     assert gone["userId"] == "ghost" and gone["reason"].startswith("ice_timeout")
-    sfu = hub.hub.disconnect_hooks[0].__self__
+    sfu = sfu_of(hub)
     await wait_until(
         lambda: ghost.ws.closed is False and len(sfu.rooms["bad"].participants) == 1, 2
     )
@@ -162,7 +162,7 @@ async def test_disconnect_cleans_up_the_room(hub_factory):
     await a.hub.expect("sfu:participant-left", where=lambda d: d["reason"] == "disconnected")
     await a.wait_for(lambda c: not c.remote)
     await a.hub.request("sfu:leave", {"roomId": "gone"})
-    sfu = hub.hub.disconnect_hooks[0].__self__
+    sfu = sfu_of(hub)
     await asyncio.sleep(0.1)
     assert sfu.rooms == {} and sfu.by_conn == {}
     await a.close()

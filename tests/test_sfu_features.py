@@ -6,18 +6,14 @@ import asyncio
 
 from media.client import SfuClient
 from media.synthetic import PatternTrack, ToneTrack
-from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, wait_until
-
-
-def sfu_of(hub):
-    return hub.hub.disconnect_hooks[0].__self__
-
-
-def only_track(hub, room: str):
-    """The single published track of a room with one publisher."""
-    (publisher,) = [p for p in sfu_of(hub).rooms[room].participants.values() if p.tracks]
-    (track,) = publisher.tracks.values()
-    return track
+from tests.sfu_helpers import (
+    SFU,
+    FrameCounter,
+    count_remote,
+    only_track,
+    participant,
+    wait_until,
+)
 
 
 async def test_active_speakers_follow_the_audio_level_and_mute(hub_factory):
@@ -133,9 +129,7 @@ async def test_many_joiners_cause_few_keyframe_requests(hub_factory):
             15,
         )
         elapsed = loop.time() - started
-        track = next(
-            iter(next(iter(sfu_of(hub).rooms["kf"].participants.values())).tracks.values())
-        )
+        track = only_track(hub, "kf")
         assert track.keyframes_requested >= 8
         assert track.plis_sent <= int(elapsed) + 2
     finally:
@@ -167,9 +161,7 @@ async def test_subscriber_nacks_are_answered_from_the_cache_not_the_publisher(hu
         before = remote.counter.packets
         lost = sorted((remote.counter.highest - i) % 65536 for i in (1, 2, 3))
         await transceiver.receiver._send_rtcp_nack(media_ssrc, lost)
-        track = next(
-            iter(next(iter(sfu_of(hub).rooms["nack"].participants.values())).tracks.values())
-        )
+        track = only_track(hub, "nack")
         await wait_until(lambda: track.nacks_answered >= 3, 5)
         assert track.nacks_missed == 0
         assert remote.counter.packets > before

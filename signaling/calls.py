@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import ErrorCode, HubError
-from signaling.state.models import Call, CallParticipant, now_ms
+from signaling.state.models import Call, CallParticipant, RemoteConnection, now_ms
 
 if TYPE_CHECKING:
     from signaling import events
@@ -81,12 +81,15 @@ def _finish_if_over(call: Call, reason: str, notices: list[Notice]) -> bool:
     return True
 
 
+RING, GRACE = "ring", "grace"
+
+
 class CallService:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._janitor: asyncio.Task[None] | None = None
+        hub.timers.on(RING, self._ring_expired)
+        hub.timers.on(GRACE, self._grace_over)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -94,39 +97,10 @@ class CallService:
         self._janitor = asyncio.create_task(self._forget_old_calls(), name="call-janitor")
 
     async def stop(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        pending = [*self._tasks, *([self._janitor] if self._janitor else [])]
-        for task in pending:
-            task.cancel()
-        for task in pending:
+        if self._janitor is not None:
+            self._janitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def _arm(
-        self, key: tuple[str, str], delay: float, job: Callable[[], Coroutine[Any, Any, None]]
-    ) -> None:
-        self._disarm(key)
-
-        def fire() -> None:
-            self._timers.pop(key, None)
-            task = asyncio.create_task(self._guard(job()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, fire)
-
-    def _disarm(self, key: tuple[str, str]) -> None:
-        handle = self._timers.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-
-    async def _guard(self, job: Awaitable[None]) -> None:
-        try:
-            await job
-        except Exception:
-            log.exception("call timer failed")
+                await self._janitor
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -147,7 +121,7 @@ class CallService:
         except KeyError:
             raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{call_id}'") from None
         if was_open and call.state == "ended":
-            self._call_ended(call)
+            await self._call_ended(call)
         await self._send(notices)
         return call, result
 
@@ -160,11 +134,11 @@ class CallService:
                     notice.users, notice.type, notice.data, exclude_conn=notice.exclude_conn
                 )
 
-    def _call_ended(self, call: Call) -> None:
+    async def _call_ended(self, call: Call) -> None:
         self.hub.metrics.calls_active.dec()
         for user_id in call.participants:
-            self._disarm((call.id, user_id))
-        self._disarm((call.id, ""))
+            await self.hub.timers.disarm(GRACE, call.id, user_id)
+        await self.hub.timers.disarm(RING, call.id)
         log.info("call ended", extra={"call": call.id, "reason": call.end_reason})
 
     @staticmethod
@@ -237,9 +211,7 @@ class CallService:
             )
         await self.hub.state.create_call(call)
         self.hub.metrics.calls_active.inc()
-        self._arm(
-            (call.id, ""), self.hub.settings.ring_timeout, lambda: self._ring_expired(call.id)
-        )
+        await self.hub.timers.arm(self.hub.settings.ring_timeout, RING, call.id)
         await self.hub.to_users(callees, "call:incoming", self._incoming(call))
         presence = await self.hub.state.get_presence(callees)
         log.info("call initiated", extra={"call": call.id, "user": me, "count": len(callees)})
@@ -309,7 +281,7 @@ class CallService:
                 notices.append(Notice("call:participant-left", data, conns=_peer_conns(call)))
 
         call, _ = await self._apply(payload.callId, end)
-        self._disarm((call.id, conn.user_id))
+        await self.hub.timers.disarm(GRACE, call.id, conn.user_id)
         return call.to_wire()
 
     async def on_reconnected(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:
@@ -336,7 +308,7 @@ class CallService:
                 Notice("call:peer-reconnected", data, conns=_peer_conns(call, conn.user_id))
             )
 
-        self._disarm((payload.callId, conn.user_id))
+        await self.hub.timers.disarm(GRACE, payload.callId, conn.user_id)
         call, _ = await self._apply(payload.callId, resume)
         return call.to_wire()
 
@@ -407,7 +379,7 @@ class CallService:
             if call.state != "ended" and member is not None and member.state == "ringing":
                 conn.send("call:incoming", self._incoming(call))
 
-    async def connection_gone(self, conn: Connection) -> None:
+    async def connection_gone(self, conn: Connection | RemoteConnection) -> None:
         grace = self.hub.settings.call_grace_period
         for call in await self.hub.state.calls_of_user(conn.user_id):
             member = call.participants.get(conn.user_id)
@@ -432,10 +404,7 @@ class CallService:
             except HubError:
                 continue
             if lost:
-                call_id, user_id = call.id, conn.user_id
-                self._arm(
-                    (call_id, user_id), grace, lambda c=call_id, u=user_id: self._grace_over(c, u)
-                )
+                await self.hub.timers.arm(grace, GRACE, call.id, conn.user_id)
 
     async def _grace_over(self, call_id: str, user_id: str) -> None:
         def drop(call: Call, notices: list[Notice]) -> None:

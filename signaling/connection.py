@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import CloseCode, close_frame, encode, text_frame
@@ -72,6 +71,7 @@ class Connection:
 
     def __init__(
         self,
+        conn_id: str,
         principal: Principal,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport,
@@ -81,7 +81,7 @@ class Connection:
         send_buffer_limit: int,
         batcher: WriteBatcher,
     ) -> None:
-        self.id = "c_" + secrets.token_hex(8)
+        self.id = conn_id
         self.principal = principal
         self.ws = ws
         self._transport = transport

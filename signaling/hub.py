@@ -24,6 +24,7 @@ from signaling.connection import WriteBatcher
 from signaling.presence import PresenceService
 from signaling.protocol import CloseCode, ErrorCode, HubError, event_frame
 from signaling.rooms import RoomService
+from signaling.timers import TimerService
 from signaling.typing_indicators import TypingService
 from turn.health import TurnHealth
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from signaling.metrics import HubMetrics
     from signaling.settings import Settings
     from signaling.state import HubState
+    from signaling.state.models import RemoteConnection
 
 log = logging.getLogger("switchboard.hub")
 
@@ -56,6 +58,7 @@ class Hub:
         self.draining = False
         self.batcher = WriteBatcher()
         self.turn_health = TurnHealth([*settings.turn_urls, *settings.stun_urls])
+        self.timers = TimerService(state)
         self.presence = PresenceService(self)
         self.rooms = RoomService(self)
         self.typing = TypingService(self)
@@ -109,12 +112,24 @@ class Hub:
         return handler
 
     async def start(self) -> None:
-        self.typing.start()
+        await self.state.start(self.forget_remote)
+        self.timers.start()
         self.calls.start()
 
     async def stop(self) -> None:
-        await self.typing.stop()
+        await self.timers.stop()
         await self.calls.stop()
+
+    async def forget_remote(self, lost: list[RemoteConnection]) -> None:
+        """Take connections of a dead node out of presence, rooms and calls, telling
+        everyone as if each had disconnected (calls get their grace period)."""
+        for conn in lost:
+            try:
+                await self.presence.device_gone(conn)
+                await self.rooms.connection_gone(conn)
+                await self.calls.connection_gone(conn)
+            except Exception:
+                log.exception("cleaning up a lost connection failed", extra={"conn": conn.id})
 
     # -- connection lifecycle --------------------------------------------------------------
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
     from signaling.events import PresenceQuery, PresenceUpdate
     from signaling.hub import Hub
-    from signaling.state.models import PresenceChange
+    from signaling.state.models import PresenceChange, RemoteConnection
 
 
 class PresenceService:
@@ -25,7 +25,7 @@ class PresenceService:
         change = await self.hub.state.set_device_status(conn.user_id, conn.id, conn.status)
         await self._announce(change)
 
-    async def device_gone(self, conn: Connection) -> None:
+    async def device_gone(self, conn: Connection | RemoteConnection) -> None:
         change = await self.hub.state.set_device_status(conn.user_id, conn.id, None)
         await self._announce(change)
 

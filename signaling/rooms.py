@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
     from signaling.events import RoomRef
     from signaling.hub import Hub
+    from signaling.state.models import RemoteConnection
 
 
 class RoomService:
@@ -57,11 +58,11 @@ class RoomService:
         await self._leave(conn, payload.roomId)
         return {"roomId": payload.roomId}
 
-    async def connection_gone(self, conn: Connection) -> None:
+    async def connection_gone(self, conn: Connection | RemoteConnection) -> None:
         for room_id in list(conn.rooms):
             await self._leave(conn, room_id)
 
-    async def _leave(self, conn: Connection, room_id: str) -> None:
+    async def _leave(self, conn: Connection | RemoteConnection, room_id: str) -> None:
         await self.hub.typing.clear(conn, room_id)
         conn.rooms.discard(room_id)
         last = await self.hub.state.leave_room(room_id, conn.user_id, conn.id)

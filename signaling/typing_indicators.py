@@ -9,11 +9,7 @@ never need timers of their own.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import ErrorCode, HubError
@@ -22,32 +18,20 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
     from signaling.events import MessageTyping
     from signaling.hub import Hub
+    from signaling.state.models import RemoteConnection
 
 log = logging.getLogger("switchboard.typing")
 
-
-@dataclass(slots=True)
-class _Typing:
-    conn_id: str
-    username: str
-    expires_at: float
-    last_sent: float
+TIMER = "typing"
 
 
 class TypingService:
+    """Typing state lives in the hub state with a timer per (room, user), so the expiry
+    fires even when the node that saw the keystrokes is gone."""
+
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._states: dict[tuple[str, str], _Typing] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="typing-sweeper")
-
-    async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        hub.timers.on(TIMER, self._expire)
 
     async def on_typing(self, conn: Connection, payload: MessageTyping) -> dict[str, Any]:
         room_id = payload.conversationId
@@ -55,34 +39,39 @@ class TypingService:
             raise HubError(
                 ErrorCode.NOT_IN_ROOM, f"join conversation '{room_id}' before sending typing"
             )
-        key = (room_id, conn.user_id)
-        now = time.monotonic()
-        settings = self.hub.settings
-        current = self._states.get(key)
+        state, settings, name = self.hub.state, self.hub.settings, conn.principal.name
         if payload.isTyping:
-            if current is None:
-                self._states[key] = _Typing(
-                    conn.id, conn.principal.name, now + settings.typing_timeout, now
-                )
-                await self._broadcast(room_id, conn.user_id, conn.principal.name, True)
-            else:
-                current.expires_at = now + settings.typing_timeout
-                current.conn_id = conn.id
-                if now - current.last_sent >= settings.typing_throttle:
-                    current.last_sent = now
-                    await self._broadcast(room_id, conn.user_id, conn.principal.name, True)
-        elif current is not None:
-            del self._states[key]
-            await self._broadcast(room_id, conn.user_id, conn.principal.name, False)
+            announce = await state.typing_start(
+                room_id,
+                conn.user_id,
+                conn.id,
+                name,
+                settings.typing_timeout,
+                settings.typing_throttle,
+            )
+            if announce:
+                # Arming on announcements only keeps keystrokes off the timer store; the
+                # timer re-checks the real expiry when it fires.
+                await self.hub.timers.arm(settings.typing_timeout, TIMER, room_id, conn.user_id)
+                await self._broadcast(room_id, conn.user_id, name, True)
+        elif (stopped := await state.typing_stop(room_id, conn.user_id, None)) is not None:
+            await self.hub.timers.disarm(TIMER, room_id, conn.user_id)
+            await self._broadcast(room_id, conn.user_id, stopped, False)
         return {}
 
-    async def clear(self, conn: Connection, room_id: str) -> None:
+    async def clear(self, conn: Connection | RemoteConnection, room_id: str) -> None:
         """Stop the typing state of ``conn``'s user in ``room_id`` if ``conn`` owns it."""
-        key = (room_id, conn.user_id)
-        current = self._states.get(key)
-        if current is not None and current.conn_id == conn.id:
-            del self._states[key]
-            await self._broadcast(room_id, conn.user_id, current.username, False)
+        name = await self.hub.state.typing_stop(room_id, conn.user_id, conn.id)
+        if name is not None:
+            await self.hub.timers.disarm(TIMER, room_id, conn.user_id)
+            await self._broadcast(room_id, conn.user_id, name, False)
+
+    async def _expire(self, room_id: str, user_id: str) -> None:
+        name, left = await self.hub.state.typing_expire(room_id, user_id)
+        if name is not None:
+            await self._broadcast(room_id, user_id, name, False)
+        elif left is not None:
+            await self.hub.timers.arm(left, TIMER, room_id, user_id)
 
     async def _broadcast(self, room_id: str, user_id: str, username: str, typing: bool) -> None:
         await self.hub.to_rooms(
@@ -96,20 +85,3 @@ class TypingService:
             },
             exclude_user=user_id,
         )
-
-    async def _sweep_forever(self) -> None:
-        interval = min(0.5, self.hub.settings.typing_timeout / 4)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("typing sweep failed")
-
-    async def sweep(self) -> None:
-        now = time.monotonic()
-        expired = [(k, s) for k, s in self._states.items() if s.expires_at <= now]
-        for (room_id, user_id), state in expired:
-            if self._states.get((room_id, user_id)) is state:
-                del self._states[(room_id, user_id)]
-                await self._broadcast(room_id, user_id, state.username, False)

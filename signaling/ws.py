@@ -54,6 +54,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if transport is None:
         return ws
     conn = Connection(
+        hub.state.new_connection_id(),
         principal,
         ws,
         transport,  # type: ignore[arg-type]

@@ -8,19 +8,36 @@ nodes, including delivery to a user's connections wherever they are, lives here.
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from signaling.state.models import Call, Member, PresenceChange, PresenceInfo
+from signaling.state.models import Call, Member, PresenceChange, PresenceInfo, RemoteConnection
 
 if TYPE_CHECKING:
     from signaling.connection import Connection
 
 T = TypeVar("T")
+LostConnections = Callable[[list[RemoteConnection]], Awaitable[None]]
 
 
 class HubState(ABC):
+    #: Names this node in connection ids, so an id says where its socket lives.
+    node_id: str = "local"
+
+    def new_connection_id(self) -> str:
+        return f"c_{self.node_id}.{secrets.token_hex(6)}"
+
+    @abstractmethod
+    async def start(self, on_lost: LostConnections) -> None:
+        """Connect to the shared store; ``on_lost`` is told about connections of dead nodes
+        so the hub can take them out of presence, rooms and calls with the usual events."""
+
+    def status(self) -> dict[str, Any]:
+        """What ``/health`` reports about the state backend."""
+        return {"backend": "memory"}
+
     # -- connections on this node, and delivery to connections on any node -----------------
 
     @abstractmethod
@@ -108,6 +125,38 @@ class HubState(ABC):
 
     @abstractmethod
     async def list_calls(self) -> list[Call]: ...
+
+    # -- typing indicators (shared so any node can expire them) -----------------------------
+
+    @abstractmethod
+    async def typing_start(
+        self, room_id: str, user_id: str, conn_id: str, name: str, timeout: float, throttle: float
+    ) -> bool:
+        """Record that the user types (refreshing the expiry); ``True`` if it should be
+        broadcast: the start, or a repeat at least ``throttle`` seconds after the last."""
+
+    @abstractmethod
+    async def typing_stop(self, room_id: str, user_id: str, conn_id: str | None) -> str | None:
+        """End the typing state (only if ``conn_id`` owns it, unless ``None``); returns the
+        display name to announce, or ``None`` if there was nothing to end."""
+
+    @abstractmethod
+    async def typing_expire(self, room_id: str, user_id: str) -> tuple[str | None, float | None]:
+        """End the state if it expired: ``(name, None)``; still fresh: ``(None, seconds
+        left)``; gone: ``(None, None)``."""
+
+    # -- timers (any node may fire them, exactly one does) -----------------------------------
+
+    @abstractmethod
+    async def arm_timer(self, key: str, delay: float) -> None:
+        """Schedule ``key`` to fire in ``delay`` seconds (re-arming replaces the deadline)."""
+
+    @abstractmethod
+    async def disarm_timer(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def claim_due_timers(self, limit: int = 100) -> list[str]:
+        """Remove and return timers that are due; each is returned to exactly one caller."""
 
     @abstractmethod
     async def close(self) -> None:

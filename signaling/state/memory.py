@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import heapq
+import itertools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from signaling.state.base import HubState
+from signaling.state.base import HubState, LostConnections
+from signaling.state.local import LocalIndex
 from signaling.state.models import (
     Call,
     Member,
@@ -36,68 +40,58 @@ class _UserPresence:
 class _Room:
     members: dict[str, Member] = field(default_factory=dict)
     user_conns: dict[str, set[str]] = field(default_factory=dict)
-    conns: dict[str, Connection] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Typing:
+    conn_id: str
+    name: str
+    expires_at: float
+    last_sent: float
 
 
 class MemoryState(HubState):
     def __init__(self) -> None:
-        self._conns: dict[str, Connection] = {}
-        self._user_conns: dict[str, dict[str, Connection]] = {}
+        self.local = LocalIndex()
+        self._typing: dict[tuple[str, str], _Typing] = {}
+        self._timers: dict[str, tuple[float, int]] = {}
+        self._timer_heap: list[tuple[float, int, str]] = []
+        self._timer_seq = itertools.count()
         self._presence: dict[str, _UserPresence] = {}
         self._rooms: dict[str, _Room] = {}
         self._user_rooms: dict[str, set[str]] = {}
         self._calls: dict[str, Call] = {}
         self._user_calls: dict[str, set[str]] = {}
 
+    async def start(self, on_lost: LostConnections) -> None:
+        """Nothing to connect to: one node, no other node can die."""
+
     # -- connections & delivery --------------------------------------------------------------
 
     def attach(self, conn: Connection) -> None:
-        self._conns[conn.id] = conn
-        self._user_conns.setdefault(conn.user_id, {})[conn.id] = conn
+        self.local.attach(conn)
 
     def detach(self, conn: Connection) -> None:
-        self._conns.pop(conn.id, None)
-        devices = self._user_conns.get(conn.user_id)
-        if devices is not None:
-            devices.pop(conn.id, None)
-            if not devices:
-                del self._user_conns[conn.user_id]
+        self.local.detach(conn)
 
     def local_connection_count(self) -> int:
-        return len(self._conns)
+        return len(self.local.conns)
 
     def local_connections(self) -> list[Connection]:
-        return list(self._conns.values())
+        return list(self.local.conns.values())
 
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
-        conn = self._conns.get(conn_id)
-        return 1 if conn is not None and conn.send_frame(frame) else 0
+        return self.local.to_connection(conn_id, frame)
 
     async def deliver_to_users(
         self, user_ids: Iterable[str], frame: bytes, *, exclude_conn: str | None = None
     ) -> int:
-        sent = 0
-        for user_id in set(user_ids):
-            for conn in self._user_conns.get(user_id, {}).values():
-                if conn.id != exclude_conn and conn.send_frame(frame):
-                    sent += 1
-        return sent
+        return self.local.to_users(user_ids, frame, exclude_conn)
 
     async def deliver_to_rooms(
         self, room_ids: Iterable[str], frame: bytes, *, exclude_user: str | None = None
     ) -> int:
-        rooms = [r for r in (self._rooms.get(rid) for rid in set(room_ids)) if r is not None]
-        # send_frame only queues, so iterating the live dicts is safe (nothing is removed
-        # until the connection's handler cleans up on a later loop iteration).
-        if len(rooms) == 1:
-            targets: Iterable[Connection] = rooms[0].conns.values()
-        else:
-            targets = {cid: c for room in rooms for cid, c in room.conns.items()}.values()
-        sent = 0
-        for conn in targets:
-            if conn.principal.user_id != exclude_user and conn.send_frame(frame):
-                sent += 1
-        return sent
+        return self.local.to_rooms(room_ids, frame, exclude_user)
 
     # -- presence ----------------------------------------------------------------------------
 
@@ -133,9 +127,7 @@ class MemoryState(HubState):
         first = not conns
         conns.add(conn_id)
         room.members[member.user_id] = member
-        conn = self._conns.get(conn_id)
-        if conn is not None:
-            room.conns[conn_id] = conn
+        self.local.join(room_id, conn_id)
         self._user_rooms.setdefault(member.user_id, set()).add(room_id)
         return first
 
@@ -143,7 +135,7 @@ class MemoryState(HubState):
         room = self._rooms.get(room_id)
         if room is None:
             return False
-        room.conns.pop(conn_id, None)
+        self.local.leave(room_id, conn_id)
         conns = room.user_conns.get(user_id)
         if not conns or conn_id not in conns:
             return False
@@ -211,6 +203,61 @@ class MemoryState(HubState):
 
     async def list_calls(self) -> list[Call]:
         return [copy.deepcopy(c) for c in self._calls.values()]
+
+    # -- typing ------------------------------------------------------------------------------
+
+    async def typing_start(
+        self, room_id: str, user_id: str, conn_id: str, name: str, timeout: float, throttle: float
+    ) -> bool:
+        now = time.time()
+        current = self._typing.get((room_id, user_id))
+        if current is None:
+            self._typing[(room_id, user_id)] = _Typing(conn_id, name, now + timeout, now)
+            return True
+        current.expires_at = now + timeout
+        current.conn_id = conn_id
+        if now - current.last_sent < throttle:
+            return False
+        current.last_sent = now
+        return True
+
+    async def typing_stop(self, room_id: str, user_id: str, conn_id: str | None) -> str | None:
+        current = self._typing.get((room_id, user_id))
+        if current is None or (conn_id is not None and current.conn_id != conn_id):
+            return None
+        del self._typing[(room_id, user_id)]
+        return current.name
+
+    async def typing_expire(self, room_id: str, user_id: str) -> tuple[str | None, float | None]:
+        current = self._typing.get((room_id, user_id))
+        if current is None:
+            return None, None
+        left = current.expires_at - time.time()
+        if left > 0:
+            return None, left
+        del self._typing[(room_id, user_id)]
+        return current.name, None
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def arm_timer(self, key: str, delay: float) -> None:
+        due, seq = time.monotonic() + delay, next(self._timer_seq)
+        self._timers[key] = (due, seq)
+        heapq.heappush(self._timer_heap, (due, seq, key))
+
+    async def disarm_timer(self, key: str) -> None:
+        self._timers.pop(key, None)
+
+    async def claim_due_timers(self, limit: int = 100) -> list[str]:
+        now = time.monotonic()
+        heap, due = self._timer_heap, []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            _, seq, key = heapq.heappop(heap)
+            # Entries replaced by a re-arm or removed by a disarm are skipped lazily.
+            if self._timers.get(key, (0.0, -1))[1] == seq:
+                del self._timers[key]
+                due.append(key)
+        return due
 
     async def close(self) -> None:
         self._rooms.clear()

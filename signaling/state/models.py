@@ -50,6 +50,20 @@ class PresenceChange:
         return self.before.status != self.after.status
 
 
+@dataclass(slots=True)
+class RemoteConnection:
+    """A connection whose node is gone, as the shared state recorded it.
+
+    It has the attributes the services' disconnect paths read from a live connection, so a
+    surviving node can take it out of presence, rooms and calls the same way.
+    """
+
+    id: str
+    user_id: str
+    rooms: set[str] = field(default_factory=set)
+    closed: bool = True
+
+
 @dataclass(slots=True, frozen=True)
 class Member:
     user_id: str

@@ -20,11 +20,27 @@ from signaling.ws import HUB_KEY, websocket_handler
 log = logging.getLogger("switchboard.app")
 
 
+def make_state(settings: Settings) -> HubState:
+    """In-memory state by default; Redis when ``redis_url`` is set (several nodes)."""
+    if settings.redis_url is None:
+        return MemoryState()
+    from signaling.state.redis_state import RedisState
+
+    return RedisState(
+        settings.redis_url,
+        prefix=settings.redis_prefix,
+        node_id=settings.node_id,
+        heartbeat_interval=settings.node_heartbeat_interval,
+        dead_after=settings.node_dead_after,
+        node_info={"host": settings.host, "port": settings.port},
+    )
+
+
 def create_app(settings: Settings, state: HubState | None = None) -> web.Application:
     if settings.jwt_secret is None:
         raise ValueError("a JWT secret is required (SWITCHBOARD_JWT_SECRET or --dev)")
     app = web.Application()
-    hub = Hub(settings, state or MemoryState(), HubMetrics())
+    hub = Hub(settings, state or make_state(settings), HubMetrics())
     sfu = SfuService(hub)
     app[HUB_KEY] = hub
     app[SFU_KEY] = sfu

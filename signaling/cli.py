@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 7880; 0 = any)")
     serve.add_argument("--config", type=Path, help="TOML settings file")
     serve.add_argument(
+        "--redis-url",
+        help="share state with other nodes through Redis (redis://, rediss://, unix://, "
+        "redis+sentinel://)",
+    )
+    serve.add_argument("--node-id", help="this node's id in the cluster (default: random)")
+    serve.add_argument(
         "--dev",
         action="store_true",
         help="development mode: generate and keep a local JWT secret if none is configured",
@@ -78,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            settings = load_settings(args.config, host=args.host, port=args.port)
+            settings = load_settings(
+                args.config,
+                host=args.host,
+                port=args.port,
+                redis_url=args.redis_url,
+                node_id=args.node_id,
+            )
         else:
             settings = load_settings(args.config)
     except (ValidationError, FileNotFoundError, ValueError) as exc:

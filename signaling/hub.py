@@ -163,7 +163,10 @@ class Hub:
             # Presence first: its audience is the rooms the device is still in.
             await self.presence.device_gone(conn)
             await self.rooms.connection_gone(conn)
-            await self.calls.connection_gone(conn)
+            try:
+                await self.calls.connection_gone(conn)
+            except HubError as exc:  # shared state away: redone when it is back
+                log.warning("call clean-up deferred", extra={"conn": conn.id, "code": exc.code})
             for hook in self.disconnect_hooks:
                 await hook(conn)
         finally:
@@ -266,7 +269,7 @@ class Hub:
         """
         self.metrics.error(code)
         conn.send("error", {"code": code.value, "message": message, **extra}, id_)
-        if code is ErrorCode.INTERNAL_ERROR or conn.errors.take():
+        if code in (ErrorCode.INTERNAL_ERROR, ErrorCode.UNAVAILABLE) or conn.errors.take():
             return
         log.warning("closing misbehaving client", extra={"conn": conn.id, "code": code.value})
         await conn.close(CloseCode.POLICY_VIOLATION, f"too many errors (last: {code.value})")

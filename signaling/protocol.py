@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     ROOM_FULL = "room_full"
     INVALID_SDP = "invalid_sdp"
     UNSUPPORTED_CODEC = "unsupported_codec"
+    UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 
 

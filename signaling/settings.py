@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
     demo_tokens: bool = False
 
+    redis_url: str | None = Field(
+        default=None, description="share state with other nodes through this Redis"
+    )
+    redis_prefix: str = Field(default="sb", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    node_heartbeat_interval: float = Field(default=5.0, gt=0)
+    node_dead_after: float = Field(default=15.0, gt=0)
+
     drain_timeout: float = Field(default=10.0, ge=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"

@@ -60,8 +60,13 @@ class TypingService:
         return {}
 
     async def clear(self, conn: Connection | RemoteConnection, room_id: str) -> None:
-        """Stop the typing state of ``conn``'s user in ``room_id`` if ``conn`` owns it."""
-        name = await self.hub.state.typing_stop(room_id, conn.user_id, conn.id)
+        """Stop the typing state of ``conn``'s user in ``room_id`` if ``conn`` owns it.
+
+        With the shared state away this does nothing: the state's timer ends it later."""
+        try:
+            name = await self.hub.state.typing_stop(room_id, conn.user_id, conn.id)
+        except HubError:
+            return
         if name is not None:
             await self.hub.timers.disarm(TIMER, room_id, conn.user_id)
             await self._broadcast(room_id, conn.user_id, name, False)

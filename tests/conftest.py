@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from signaling.settings import Settings
 from signaling.state import HubState, MemoryState
 from signaling.tokens import mint_token
 from signaling.ws import HUB_KEY
+from tests.redis_server import RedisServer
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
@@ -66,16 +68,31 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"uvloop": uvloop.new_event_loop}
 
 
-def make_state(kind: str) -> HubState:
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def make_state(kind: str, request: pytest.FixtureRequest) -> HubState:
     if kind == "memory":
         return MemoryState()
+    if kind == "redis":
+        from signaling.state.redis_state import RedisState
+
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return RedisState(server.url, prefix="t" + secrets.token_hex(6))
     raise ValueError(kind)
 
 
-@pytest.fixture(params=["memory"])
-def state_kind(request: pytest.FixtureRequest) -> str:
-    """The state implementation under test; every hub test runs against each one."""
-    return request.param
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every hub test runs against each state implementation. Modules testing node-local
+    parts (the SFU, TURN) narrow this with ``STATE_KINDS = ("memory",)``."""
+    if "state_kind" in metafunc.fixturenames:
+        kinds = getattr(metafunc.module, "STATE_KINDS", ("memory", "redis"))
+        metafunc.parametrize("state_kind", kinds)
 
 
 @dataclass
@@ -121,12 +138,14 @@ class Hub:
 
 
 @pytest.fixture
-async def hub_factory(state_kind: str) -> AsyncIterator[Callable[..., Any]]:
+async def hub_factory(
+    state_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Any]]:
     started: list[Hub] = []
 
     async def start(**overrides: Any) -> Hub:
         settings = Settings(**{**FAST, **overrides})
-        app = create_app(settings, make_state(state_kind))
+        app = create_app(settings, make_state(state_kind, request))
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         hub = Hub(server, settings)

@@ -6,6 +6,8 @@ import asyncio
 
 from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, wait_until
 
+STATE_KINDS = ("memory",)  # the SFU is node-local
+
 
 async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(hub_factory):
     hub = await hub_factory(**SFU)

@@ -11,6 +11,8 @@ from media.synthetic import PatternTrack, ToneTrack
 from signaling.client import RequestError
 from tests.sfu_helpers import SFU, participant, sfu_of, wait_until
 
+STATE_KINDS = ("memory",)  # the SFU is node-local
+
 UNKNOWN_CODEC_OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0
 s=-

@@ -14,6 +14,8 @@ from playwright.async_api import async_playwright
 
 from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, wait_until
 
+STATE_KINDS = ("memory",)  # the SFU is node-local
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--use-fake-ui-for-media-stream",

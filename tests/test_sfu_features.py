@@ -15,6 +15,8 @@ from tests.sfu_helpers import (
     wait_until,
 )
 
+STATE_KINDS = ("memory",)  # the SFU is node-local
+
 
 async def test_active_speakers_follow_the_audio_level_and_mute(hub_factory):
     hub = await hub_factory(**SFU)

@@ -23,6 +23,8 @@ from signaling.tokens import mint_token
 from tests.sfu_helpers import FrameCounter, count_remote, wait_until
 from tests.test_cli import clean_env, start_server
 
+STATE_KINDS = ("memory",)  # the SFU is node-local
+
 GUARD = Path(__file__).parent / "codec_guard"
 SECRET = "codec-guard-secret-0123456789abcdef"
 

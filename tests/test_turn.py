@@ -13,6 +13,8 @@ from tests.coturn import run_coturn
 from turn.config import TurnConfig, render
 from turn.credentials import mint_turn_credential
 
+STATE_KINDS = ("memory",)  # TURN does not touch the hub state
+
 NEW, OLD = "new-secret-0123456789abcdef", "old-secret-0123456789abcdef"
 
 

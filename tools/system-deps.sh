@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite runs for real, where they are missing:
-# coturn (turnserver, turnutils_uclient) and Chromium for the browser tests. Debian/Ubuntu;
+# coturn (turnserver, turnutils_uclient), redis-server, and Chromium for the browser tests. Debian/Ubuntu;
 # as root, or through sudo.
 set -euo pipefail
 missing=()
@@ -8,6 +8,7 @@ need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need turnserver coturn
 need turnutils_uclient coturn
 need chromium chromium
+need redis-server redis-server
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,0 +1,85 @@
+"""Every Redis key and channel name Switchboard uses, in one place.
+
+Keys that one script or transaction changes together share a hash tag (the part in
+braces), so they live in one slot and Redis Cluster accepts the operation: a user's
+presence, rooms and calls are tagged ``{u:<user>}``, a room's members, devices and typing
+``{r:<room>}``, a call ``{c:<call>}``, a node's records ``{n:<node>}``. Nothing changes keys
+of two tags atomically; where two tags are touched (a join updates the room and the
+user's room list), each step is idempotent and the node's re-publish repairs a half-done
+pair. The prefix lets several deployments (or test runs) share one Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "sb"
+
+    # -- users ---------------------------------------------------------------------------
+    def presence(self, user_id: str) -> str:
+        """Hash: ``d:<conn>`` -> ``<status>|<node>`` per device, and ``seen`` -> ms."""
+        return f"{self.prefix}:{{u:{user_id}}}:presence"
+
+    def user_rooms(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:rooms"
+
+    def user_calls(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:calls"
+
+    # -- rooms ---------------------------------------------------------------------------
+    def room_members(self, room_id: str) -> str:
+        """Hash: user -> display name, for users with at least one device in the room."""
+        return f"{self.prefix}:{{r:{room_id}}}:members"
+
+    def room_devices(self, room_id: str, user_id: str) -> str:
+        """Set of the user's connection ids joined to the room (first/last device)."""
+        return f"{self.prefix}:{{r:{room_id}}}:dev:{user_id}"
+
+    def typing(self, room_id: str) -> str:
+        """Hash: user -> JSON typing state (owner connection, name, expiry, last sent)."""
+        return f"{self.prefix}:{{r:{room_id}}}:typing"
+
+    def room_channel(self, room_id: str) -> str:
+        return f"{self.prefix}:room:{room_id}"
+
+    # -- calls and timers ----------------------------------------------------------------
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}:{{c:{call_id}}}:call"
+
+    @property
+    def calls(self) -> str:
+        """Sorted set of call ids by creation time (history listing and clean-up)."""
+        return f"{self.prefix}:calls"
+
+    @property
+    def timers(self) -> str:
+        """Sorted set of timer keys by due time (epoch ms); claimed by one node each."""
+        return f"{self.prefix}:timers"
+
+    # -- nodes ---------------------------------------------------------------------------
+    @property
+    def nodes(self) -> str:
+        """Sorted set: node id -> last heartbeat (epoch ms). The expiry index of the
+        cluster: a node whose score falls behind is dead and its entries are reaped."""
+        return f"{self.prefix}:nodes"
+
+    def node_info(self, node_id: str) -> str:
+        return f"{self.prefix}:{{n:{node_id}}}:info"
+
+    def node_conns(self, node_id: str) -> str:
+        """Hash: connection id -> user id, for every socket the node holds."""
+        return f"{self.prefix}:{{n:{node_id}}}:conns"
+
+    def node_rooms(self, node_id: str) -> str:
+        """Set of ``<conn> <room>`` memberships of the node's sockets."""
+        return f"{self.prefix}:{{n:{node_id}}}:rooms"
+
+    def node_reaper(self, node_id: str) -> str:
+        """Lock held by the one surviving node cleaning up after a dead node."""
+        return f"{self.prefix}:{{n:{node_id}}}:reaper"
+
+    def node_channel(self, node_id: str) -> str:
+        return f"{self.prefix}:node:{node_id}"

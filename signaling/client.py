@@ -15,6 +15,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+_ENDS = (
+    aiohttp.WSMsgType.CLOSE,
+    aiohttp.WSMsgType.CLOSING,
+    aiohttp.WSMsgType.CLOSED,
+    aiohttp.WSMsgType.ERROR,
+)
+
 
 class RequestError(Exception):
     """The server answered a request with an ``error`` frame."""
@@ -43,6 +50,7 @@ class HubClient:
         self._arrived = asyncio.Event()
         self.closed = asyncio.Event()
         self.ready: dict[str, Any] | None = None
+        self.close_reason: str | None = None
         # Callbacks by event type; an event with a listener is handed over, not buffered.
         self.listeners: dict[str, Callable[[dict[str, Any]], None]] = {}
         self._reader = asyncio.create_task(self._read())
@@ -78,7 +86,12 @@ class HubClient:
 
     async def _read(self) -> None:
         try:
-            async for msg in self.ws:
+            while True:
+                msg = await self.ws.receive()
+                if msg.type is aiohttp.WSMsgType.CLOSE:
+                    self.close_reason = msg.extra or ""
+                if msg.type in _ENDS:
+                    break
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     continue
                 frame = orjson.loads(msg.data)

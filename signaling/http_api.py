@@ -18,14 +18,16 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness plus TURN reachability. A TURN server that does not answer makes the status
-    ``degraded`` but keeps 200: the hub itself still serves signaling."""
+    """Liveness plus TURN and Redis reachability. A TURN server that does not answer, or
+    Redis being away, makes the status ``degraded`` but keeps 200: the node still serves
+    signaling (its own users, in Redis's case)."""
     hub = request.app[HUB_KEY]
     turn = await hub.turn_health.report()
+    state = hub.state.status()
     status = "ok"
     if hub.draining:
         status = "draining"
-    elif not all(entry["ok"] for entry in turn):
+    elif not all(entry["ok"] for entry in turn) or state.get("connected") is False:
         status = "degraded"
     return _json(
         {
@@ -34,6 +36,7 @@ async def health(request: web.Request) -> web.Response:
             "connections": hub.state.local_connection_count(),
             "uptimeSeconds": round(time.time() - hub.started_at, 3),
             "turn": turn,
+            "state": state,
         },
         status=503 if hub.draining else 200,
     )

@@ -154,7 +154,10 @@ class Hub:
             },
         )
         await self.presence.device_connected(conn)
-        await self.calls.device_connected(conn)
+        try:
+            await self.calls.device_connected(conn)
+        except HubError as exc:  # shared state away: ringing calls are not re-delivered
+            log.warning("ringing calls not re-delivered", extra={"conn": conn.id, "code": exc.code})
         log.info("connected", extra={"conn": conn.id, "user": conn.user_id})
 
     async def on_disconnect(self, conn: Connection) -> None:

@@ -53,8 +53,8 @@ class Node:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def connect(self, user: str, *rooms: str, name: str | None = None) -> HubClient:
-        client = await HubClient.connect(self.ws_url, token(user, name=name))
+    async def connect(self, user: str, *rooms: str, **claims: Any) -> HubClient:
+        client = await HubClient.connect(self.ws_url, token(user, **claims))
         self.clients.append(client)
         for room in rooms:
             await client.request("room:join", {"roomId": room})
@@ -71,8 +71,8 @@ class Node:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def token(user: str, *, name: str | None = None) -> str:
-    return mint_token(SECRET, user, name=name or user.capitalize())
+def token(user: str, *, name: str | None = None, **claims: Any) -> str:
+    return mint_token(SECRET, user, name=name or user.capitalize(), **claims)
 
 
 def node_env(redis_url: str, prefix: str, node_id: str, **extra: str) -> dict[str, str]:

@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks {fanout,sfu} [options]``."""
+"""Entry point: ``python -m benchmarks {fanout,sfu,cluster} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import fanout, sfu
+from benchmarks import cluster, fanout, sfu
 
-SCENARIOS = {"fanout": fanout.main, "sfu": sfu.main}
+SCENARIOS = {"fanout": fanout.main, "sfu": sfu.main, "cluster": cluster.main}
 
 
 def main() -> int:

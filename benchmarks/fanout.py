@@ -29,7 +29,7 @@ from benchmarks.common import SECRET, cpu_seconds, free_port, pct, rss_bytes, st
 
 
 async def _generator(
-    url: str,
+    urls: list[str],
     rooms: list[str],
     room_size: int,
     rate: float,
@@ -52,6 +52,9 @@ async def _generator(
         for i in range(room_size):
             user = f"{room}-u{i}"
             token = mint_token(SECRET, user, rooms=[room])
+            # Several nodes: a room's members alternate between them, so most deliveries
+            # cross nodes.
+            url = urls[i % len(urls)]
             ws = await session.ws_connect(url, params={"access_token": token}, compress=0)
             await ws.send_str(
                 orjson.dumps({"type": "room:join", "data": {"roomId": room}}).decode()
@@ -130,8 +133,8 @@ def _generator_main(cpu: int, *args: Any) -> None:
 
 
 def run_level(
-    port: int,
-    server_pid: int,
+    ports: list[int],
+    server_pids: list[int],
     clients: int,
     room_size: int,
     rate: float,
@@ -153,7 +156,7 @@ def run_level(
             target=_generator_main,
             args=(
                 gen_cpus[p % len(gen_cpus)],
-                f"http://127.0.0.1:{port}/ws",
+                [f"http://127.0.0.1:{port}/ws" for port in ports],
                 share,
                 room_size,
                 rate,
@@ -167,10 +170,10 @@ def run_level(
         workers.append(proc)
     for _ in workers:
         ready.acquire(timeout=120)
-    cpu_before = cpu_seconds(server_pid)
+    cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
     go.set()
     parts = [results.get(timeout=duration + 120) for _ in workers]
-    server_cpu = cpu_seconds(server_pid) - cpu_before
+    server_cpu = sum(cpu_seconds(pid) for pid in server_pids) - cpu_before
     for proc in workers:
         proc.join(30)
     latencies = [x for part in parts for x in part["latencies"]]
@@ -196,16 +199,18 @@ def run_level(
             "max": round(max(latencies, default=0) * 1000, 3),
             "mean": round(statistics.fmean(latencies) * 1000, 3) if latencies else 0.0,
         },
-        "server_rss_bytes": rss_bytes(server_pid),
+        "delivery_rate": round(deliveries / expected, 4) if expected else None,
+        "server_rss_bytes": sum(rss_bytes(pid) for pid in server_pids),
         "server_rss_per_connection_bytes": round(
-            (rss_bytes(server_pid) - rss_idle) / (len(rooms) * room_size)
+            (sum(rss_bytes(pid) for pid in server_pids) - rss_idle) / (len(rooms) * room_size)
         ),
     }
 
 
-def start_server(port: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, **extra_env: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **extra_env,
         "SWITCHBOARD_JWT_SECRET": SECRET,
         "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "10000",
         "SWITCHBOARD_RATE_LIMIT_BURST": "10000",
@@ -268,8 +273,8 @@ def main(argv: list[str]) -> int:
         for rate in [float(r) for r in args.rates.split(",")]:
             print(f"fanout: level rate={rate}/s per client ...", file=sys.stderr, flush=True)
             level = run_level(
-                port,
-                server.pid,
+                [port],
+                [server.pid],
                 args.clients,
                 args.room_size,
                 rate,

@@ -47,3 +47,15 @@ def test_sfu_quick_mode_compares_with_mediarelay(tmp_path):
     assert sfu["added_latency_ms"]["frames"] > 0
     assert report["packets_per_cpu_s_ratio_sfu_over_mediarelay"] > 0
     assert "measuring" in stderr
+
+
+def test_cluster_quick_mode_compares_one_node_with_two(tmp_path):
+    report, stderr = run_quick("cluster", tmp_path)
+    names = [s["setup"] for s in report["setups"]]
+    assert names == ["one node, memory", "one node, Redis", "two nodes, Redis"]
+    for setup in report["setups"]:
+        assert setup["deliveries"] > 0 and setup["errors"] == 0
+        assert setup["delivery_rate"] > 0.95
+    two = report["versus_one_node_memory"]["two nodes, Redis"]
+    assert two["deliveries_per_server_cpu_s_ratio"] > 0
+    assert "cluster: two nodes, Redis" in stderr

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -45,6 +45,11 @@ log = logging.getLogger("switchboard.redis")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 REAPED_MARK_SECONDS = 600
+
+
+#: Commands wait for one of these connections instead of opening more: a burst of joins
+#: must not exhaust Redis's maxclients (which would look like an outage).
+POOL_SIZE = 64
 
 
 def connect_client(url: str) -> Redis:
@@ -68,8 +73,15 @@ def connect_client(url: str) -> Redis:
             name, _, port = host.rpartition(":")
             sentinels.append((name, int(port or 26379)))
         sentinel = Sentinel(sentinels, **options)
-        return sentinel.master_for(service, password=parts.password, db=int(db or 0), **options)
-    return Redis.from_url(url, **options)
+        return sentinel.master_for(
+            service,
+            password=parts.password,
+            db=int(db or 0),
+            max_connections=POOL_SIZE,
+            **options,
+        )
+    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5.0, **options)
+    return Redis(connection_pool=pool)
 
 
 def redacted(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -71,5 +72,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 break
             await hub.handle_message(conn, msg)
     finally:
-        await hub.on_disconnect(conn)
+        # Shielded: a cancelled handler (peer gone) must still finish its clean-up, which
+        # awaits the shared state; a half-done clean-up would leave ghosts in Redis.
+        await asyncio.shield(hub.on_disconnect(conn))
     return ws

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -153,11 +154,12 @@ async def hub_factory(
         return hub
 
     yield start
+    # Bounded, so a teardown that cannot finish fails the test instead of hanging the run.
     for hub in started:
         for client in hub.clients:
             with contextlib.suppress(Exception):
-                await client.close()
-        await hub.server.close()
+                await asyncio.wait_for(client.close(), 10)
+        await asyncio.wait_for(hub.server.close(), 30)
 
 
 @pytest.fixture

@@ -21,9 +21,10 @@ heartbeat, reaping of dead nodes, and the reconnect loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -126,9 +127,17 @@ class RedisState(HubState):
         self.online = False
         self.node.reconnect_soon()
 
-    def _require(self) -> None:
+    @contextlib.asynccontextmanager
+    async def _shared(self) -> AsyncIterator[None]:
+        """For operations that only Redis can answer (calls, typing, timers): refuse at
+        once while it is away, and turn a lost connection into ``unavailable``."""
         if not self.online:
             raise StateUnavailable()
+        try:
+            yield
+        except UNREACHABLE as exc:
+            self.failed(exc)
+            raise StateUnavailable() from exc
 
     # -- connections & delivery ---------------------------------------------------------------
 
@@ -381,33 +390,24 @@ class RedisState(HubState):
             self._calls[call.id] = raw
 
     async def create_call(self, call: Call) -> None:
-        self._require()
         raw = orjson.dumps(call.to_dict())
-        try:
+        async with self._shared():
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.call(call.id), raw)
                 pipe.zadd(self.keys.calls, {call.id: call.created_at})
                 for user_id in call.participants:
                     pipe.sadd(self.keys.user_calls(user_id), call.id)
                 await pipe.execute()
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
         self._remember(call, raw)
 
     async def get_call(self, call_id: str) -> Call | None:
-        self._require()
-        try:
+        async with self._shared():
             raw = await self.client.get(self.keys.call(call_id))
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
         return Call.from_dict(orjson.loads(raw)) if raw else None
 
     async def update_call(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
-        self._require()
         key = self.keys.call(call_id)
-        try:
+        async with self._shared():
             # Optimistic transaction: concurrent updates of one call (two devices accepting)
             # make all but one retry with the winner's result.
             async with self.client.pipeline(transaction=True) as pipe:
@@ -428,9 +428,6 @@ class RedisState(HubState):
                         continue
                     self._remember(call, new_raw)
                     return call, result
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
 
     async def _calls_by_ids(self, ids: list[bytes]) -> list[Call]:
         if not ids:
@@ -442,46 +439,30 @@ class RedisState(HubState):
         return [Call.from_dict(orjson.loads(r)) for r in raws if r]
 
     async def calls_of_user(self, user_id: str) -> list[Call]:
-        self._require()
-        try:
+        async with self._shared():
             ids = list(await self.client.smembers(self.keys.user_calls(user_id)))
             return await self._calls_by_ids(ids)
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
 
     async def delete_call(self, call_id: str) -> None:
-        self._require()
         self._calls.pop(call_id, None)
         call = await self.get_call(call_id)
-        try:
+        async with self._shared():
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.delete(self.keys.call(call_id))
                 pipe.zrem(self.keys.calls, call_id)
                 for user_id in call.participants if call else ():
                     pipe.srem(self.keys.user_calls(user_id), call_id)
                 await pipe.execute()
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
 
     async def list_calls(self) -> list[Call]:
-        self._require()
-        try:
+        async with self._shared():
             return await self._calls_by_ids(list(await self.client.zrange(self.keys.calls, 0, -1)))
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
 
     # -- typing -------------------------------------------------------------------------------
 
     async def _typing(self, name: str, room_id: str, args: list[Any]) -> Any:
-        self._require()
-        try:
+        async with self._shared():
             return await self._run(name, [self.keys.typing(room_id)], args)
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
 
     async def typing_start(
         self, room_id: str, user_id: str, conn_id: str, name: str, timeout: float, throttle: float
@@ -521,12 +502,8 @@ class RedisState(HubState):
                 self.failed(exc)
 
     async def claim_due_timers(self, limit: int = 100) -> list[str]:
-        self._require()
-        try:
+        async with self._shared():
             due = await self._run("CLAIM_TIMERS", [self.keys.timers], [now_ms(), limit])
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            raise StateUnavailable() from exc
         keys = [k.decode() for k in due]
         for key in keys:
             self._timers.pop(key, None)

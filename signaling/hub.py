@@ -125,11 +125,19 @@ class Hub:
         everyone as if each had disconnected (calls get their grace period)."""
         for conn in lost:
             try:
-                await self.presence.device_gone(conn)
-                await self.rooms.connection_gone(conn)
-                await self.calls.connection_gone(conn)
+                await self._release(conn)
             except Exception:
                 log.exception("cleaning up a lost connection failed", extra={"conn": conn.id})
+
+    async def _release(self, conn: Connection | RemoteConnection) -> None:
+        """A device is gone: presence first (its audience is the rooms the device is still
+        in), then its rooms, then its calls (which get the grace period)."""
+        await self.presence.device_gone(conn)
+        await self.rooms.connection_gone(conn)
+        try:
+            await self.calls.connection_gone(conn)
+        except HubError as exc:  # shared state away: redone when it is back
+            log.warning("call clean-up deferred", extra={"conn": conn.id, "code": exc.code})
 
     # -- connection lifecycle --------------------------------------------------------------
 
@@ -163,13 +171,7 @@ class Hub:
     async def on_disconnect(self, conn: Connection) -> None:
         conn.closed = True
         try:
-            # Presence first: its audience is the rooms the device is still in.
-            await self.presence.device_gone(conn)
-            await self.rooms.connection_gone(conn)
-            try:
-                await self.calls.connection_gone(conn)
-            except HubError as exc:  # shared state away: redone when it is back
-                log.warning("call clean-up deferred", extra={"conn": conn.id, "code": exc.code})
+            await self._release(conn)
             for hook in self.disconnect_hooks:
                 await hook(conn)
         finally:

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
 
 T = TypeVar("T")
+
+
+def node_of(conn_id: str) -> str:
+    """The node holding a connection, read from its id (see ``new_connection_id``)."""
+    return conn_id[2:].split(".", 1)[0]
+
+
 LostConnections = Callable[[list[RemoteConnection]], Awaitable[None]]
 
 

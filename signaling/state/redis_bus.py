@@ -24,7 +24,6 @@ from redis.asyncio.client import PubSub
 
 log = logging.getLogger("switchboard.redis")
 
-Handler = Callable[[dict[str, Any], bytes], None]
 SUBSCRIBE_WAIT = 2.0
 
 
@@ -38,7 +37,7 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 class Bus:
-    def __init__(self, on_message: Callable[[str, dict[str, Any], bytes], None]) -> None:
+    def __init__(self, on_message: Callable[[dict[str, Any], bytes], None]) -> None:
         self._on_message = on_message
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -106,7 +105,7 @@ class Bus:
                 if kind == "message":
                     try:
                         header, frame = unpack(message["data"])
-                        self._on_message(channel, header, frame)
+                        self._on_message(header, frame)
                     except Exception:
                         log.exception("bad bus message on %s", channel)
                 elif kind == "subscribe":

@@ -141,7 +141,7 @@ class NodeLifecycle:
     async def _come_online(self) -> None:
         state, keys, me = self.state, self.state.keys, self.state.node_id
         await state.client.ping()
-        channels = [keys.node_channel(me), *(keys.room_channel(r) for r in state.rooms_here())]
+        channels = [keys.node_channel(me), *(keys.room_channel(r) for r in state.local.room_conns)]
         await state.bus.open(state.client, channels)
         reaped = await state.client.get(keys.node_reaper(me))
         await self._beat()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -33,7 +33,7 @@ from redis.exceptions import WatchError
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state import redis_scripts as lua
-from signaling.state.base import HubState, LostConnections
+from signaling.state.base import HubState, LostConnections, node_of
 from signaling.state.local import LocalIndex
 from signaling.state.models import (
     Call,
@@ -60,11 +60,6 @@ class StateUnavailable(HubError):
         super().__init__(
             ErrorCode.UNAVAILABLE, "shared state is unreachable right now; retry shortly"
         )
-
-
-def node_of(conn_id: str) -> str:
-    """Connection ids are ``c_<node>.<random>``."""
-    return conn_id[2:].split(".", 1)[0]
 
 
 def _visible(statuses: Iterable[str]) -> str:
@@ -127,6 +122,15 @@ class RedisState(HubState):
         self.online = False
         self.node.reconnect_soon()
 
+    @contextlib.contextmanager
+    def _or_local(self) -> Iterator[None]:
+        """Redis first, this node's own view as the fallback: a lost connection is noted
+        and the caller goes on to answer from the local index."""
+        try:
+            yield
+        except UNREACHABLE as exc:
+            self.failed(exc)
+
     @contextlib.asynccontextmanager
     async def _shared(self) -> AsyncIterator[None]:
         """For operations that only Redis can answer (calls, typing, timers): refuse at
@@ -157,14 +161,12 @@ class RedisState(HubState):
     async def _publish(self, messages: list[tuple[str, bytes]]) -> int:
         if not messages:
             return 0
-        try:
+        with self._or_local():
             async with self.client.pipeline(transaction=False) as pipe:
                 for channel, data in messages:
                     pipe.publish(channel, data)
                 return sum(await pipe.execute())
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            return 0
+        return 0
 
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
         node = node_of(conn_id)
@@ -179,28 +181,26 @@ class RedisState(HubState):
         sent = self.local.to_users(users, frame, exclude_conn)
         if not self.online or not users:
             return sent
-        try:
+        with self._or_local():
             async with self.client.pipeline(transaction=False) as pipe:
                 for user_id in users:
                     pipe.hkeys(self.keys.presence(user_id))
                 fields = await pipe.execute()
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            return sent
-        by_node: dict[str, list[str]] = {}
-        for user_id, names in zip(users, fields, strict=True):
-            for name in names:
-                if name.startswith(b"d:"):
-                    node = node_of(name[2:].decode())
-                    if node != self.node_id:
-                        targets = by_node.setdefault(node, [])
-                        if not targets or targets[-1] != user_id:
-                            targets.append(user_id)
-        messages = [
-            (self.keys.node_channel(node), pack({"u": targets, "x": exclude_conn}, frame))
-            for node, targets in by_node.items()
-        ]
-        return sent + await self._publish(messages)
+            by_node: dict[str, list[str]] = {}
+            for user_id, names in zip(users, fields, strict=True):
+                for name in names:
+                    if name.startswith(b"d:"):
+                        node = node_of(name[2:].decode())
+                        if node != self.node_id:
+                            targets = by_node.setdefault(node, [])
+                            if not targets or targets[-1] != user_id:
+                                targets.append(user_id)
+            messages = [
+                (self.keys.node_channel(node), pack({"u": targets, "x": exclude_conn}, frame))
+                for node, targets in by_node.items()
+            ]
+            return sent + await self._publish(messages)
+        return sent
 
     async def deliver_to_rooms(
         self, room_ids: Iterable[str], frame: bytes, *, exclude_user: str | None = None
@@ -216,7 +216,7 @@ class RedisState(HubState):
         ]
         return await self._publish(messages)
 
-    def _on_bus(self, channel: str, header: dict[str, Any], frame: bytes) -> None:
+    def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
         if "r" in header:
             self.local.to_room_share(header["r"], header["i"], frame, header.get("x"))
         elif "u" in header:
@@ -237,10 +237,8 @@ class RedisState(HubState):
             else:
                 self._status[conn_id] = status
         if self.online:
-            try:
+            with self._or_local():
                 return await self._write_device(user_id, conn_id, status)
-            except UNREACHABLE as exc:
-                self.failed(exc)
         return PresenceChange(before_local, self._local_presence(user_id))
 
     async def _write_device(self, user_id: str, conn_id: str, status: str | None) -> PresenceChange:
@@ -271,14 +269,11 @@ class RedisState(HubState):
     async def get_presence(self, user_ids: Iterable[str]) -> dict[str, PresenceInfo]:
         users = list(user_ids)
         if self.online and users:
-            try:
+            with self._or_local():
                 async with self.client.pipeline(transaction=False) as pipe:
                     for user_id in users:
                         pipe.hgetall(self.keys.presence(user_id))
                     rows = await pipe.execute()
-            except UNREACHABLE as exc:
-                self.failed(exc)
-            else:
                 out = {}
                 for user_id, row in zip(users, rows, strict=True):
                     devices = [v.decode() for k, v in row.items() if k.startswith(b"d:")]
@@ -294,21 +289,20 @@ class RedisState(HubState):
     # -- rooms --------------------------------------------------------------------------------
 
     async def join_room(self, room_id: str, member: Member, conn_id: str) -> bool:
-        locally_first = not any(
-            c.user_id == member.user_id for c in self.local.room_conns.get(room_id, {}).values()
-        )
+        locally_first = not self._user_in_room_here(room_id, member.user_id)
         if self.local.join(room_id, conn_id) and self.online:
-            try:
+            with self._or_local():
                 await self.bus.subscribe(self.keys.room_channel(room_id))
-            except UNREACHABLE as exc:
-                self.failed(exc)
         if not self.online:
             return locally_first
-        try:
+        with self._or_local():
             return await self._write_join(room_id, member.user_id, member.name, conn_id)
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            return locally_first
+        return locally_first
+
+    def _user_in_room_here(self, room_id: str, user_id: str) -> bool:
+        """Whether one of the user's sockets on this node is in the room (the answer to
+        first/last device while Redis is away)."""
+        return any(c.user_id == user_id for c in self.local.room_conns.get(room_id, {}).values())
 
     async def _write_join(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
         k = self.keys
@@ -324,17 +318,13 @@ class RedisState(HubState):
 
     async def leave_room(self, room_id: str, user_id: str, conn_id: str) -> bool:
         if self.local.leave(room_id, conn_id) and self.online:
-            try:
+            with self._or_local():
                 await self.bus.unsubscribe(self.keys.room_channel(room_id))
-            except UNREACHABLE as exc:
-                self.failed(exc)
-        locally_last = not any(
-            c.user_id == user_id for c in self.local.room_conns.get(room_id, {}).values()
-        )
+        locally_last = not self._user_in_room_here(room_id, user_id)
         if not self.online:
             return locally_last
         k = self.keys
-        try:
+        with self._or_local():
             async with self.client.pipeline(transaction=False) as pipe:
                 await self._scripts["LEAVE_ROOM"](
                     keys=[k.room_members(room_id), k.room_devices(room_id, user_id)],
@@ -346,17 +336,13 @@ class RedisState(HubState):
             if last:
                 await self.client.srem(k.user_rooms(user_id), room_id)
             return last
-        except UNREACHABLE as exc:
-            self.failed(exc)
-            return locally_last
+        return locally_last
 
     async def room_members(self, room_id: str) -> list[Member]:
         if self.online:
-            try:
+            with self._or_local():
                 row = await self.client.hgetall(self.keys.room_members(room_id))
                 return [Member(u.decode(), n.decode()) for u, n in row.items()]
-            except UNREACHABLE as exc:
-                self.failed(exc)
         members = {
             c.user_id: Member(c.user_id, c.principal.name)
             for c in self.local.room_conns.get(room_id, {}).values()
@@ -365,17 +351,11 @@ class RedisState(HubState):
 
     async def rooms_of_user(self, user_id: str) -> set[str]:
         if self.online:
-            try:
+            with self._or_local():
                 return {
                     r.decode() for r in await self.client.smembers(self.keys.user_rooms(user_id))
                 }
-            except UNREACHABLE as exc:
-                self.failed(exc)
-        return {
-            r
-            for r, conns in self.local.room_conns.items()
-            if any(c.user_id == user_id for c in conns.values())
-        }
+        return {r for r in self.local.room_conns if self._user_in_room_here(r, user_id)}
 
     async def shares_room(self, user_a: str, user_b: str) -> bool:
         rooms_a, rooms_b = await self.rooms_of_user(user_a), await self.rooms_of_user(user_b)
@@ -488,18 +468,14 @@ class RedisState(HubState):
         due = now_ms() + int(delay * 1000)
         self._timers[key] = due
         if self.online:
-            try:
+            with self._or_local():
                 await self.client.zadd(self.keys.timers, {key: due})
-            except UNREACHABLE as exc:
-                self.failed(exc)
 
     async def disarm_timer(self, key: str) -> None:
         self._timers.pop(key, None)
         if self.online:
-            try:
+            with self._or_local():
                 await self.client.zrem(self.keys.timers, key)
-            except UNREACHABLE as exc:
-                self.failed(exc)
 
     async def claim_due_timers(self, limit: int = 100) -> list[str]:
         async with self._shared():
@@ -544,9 +520,6 @@ class RedisState(HubState):
                     pipe.zadd(k.timers, {key: due}, nx=True)
             await pipe.execute()
         return stale
-
-    def rooms_here(self) -> list[str]:
-        return list(self.local.room_conns)
 
     async def close(self) -> None:
         await self.node.stop()

@@ -68,6 +68,9 @@ class Participant:
         self.tracks: dict[str, PublishedTrack] = {}  # by mid on the publish connection
         self.slots: list[SendSlot] = []
         self.closed = False
+        # Room permissions (the room API may change them while the participant is in).
+        self.can_publish = True
+        self.can_subscribe = True
         self._dirty = False
         self._negotiator: asyncio.Task[None] | None = None
         self._answer: asyncio.Future[str] | None = None
@@ -76,6 +79,15 @@ class Participant:
 
     def to_wire(self) -> dict[str, Any]:
         return {"participantId": self.id, "userId": self.user_id, "name": self.name}
+
+    def summary(self) -> dict[str, Any]:
+        """What the room record keeps of this participant (see the room API)."""
+        return {
+            **self.to_wire(),
+            "canPublish": self.can_publish,
+            "canSubscribe": self.can_subscribe,
+            "tracks": [t.info.to_wire(t.muted) for t in self.tracks.values()],
+        }
 
     # -- peer connections -------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class SfuRoom:
         return [t for p in self.participants.values() for t in p.tracks.values()]
 
     def tracks_for(self, participant: Participant) -> Iterable[PublishedTrack]:
+        if not participant.can_subscribe:
+            return
         for other in self.participants.values():
             if other is not participant:
                 yield from other.tracks.values()
@@ -60,6 +62,11 @@ class SfuRoom:
         self, tracks: Iterable[PublishedTrack], exclude: str | None = None
     ) -> None:
         for track in tracks:
+            self.hub.webhooks.emit(
+                "track_unpublished",
+                self.id,
+                {"roomId": self.id, "track": track.info.to_wire(track.muted)},
+            )
             await self.broadcast(
                 "sfu:track-unpublished",
                 {

@@ -53,6 +53,7 @@ class SfuService:
         hub.add_route("sfu:stats", e.RoomRef, self.on_stats)
         hub.group_toggle = self.on_toggle
         hub.disconnect_hooks.append(self.connection_gone)
+        hub.room_lifecycle.media = self
 
     def _ice_servers(self, conn: Connection) -> list[RTCIceServer]:
         """STUN/TURN for the server's own side, when ``sfu_use_ice_servers`` is on."""
@@ -84,13 +85,16 @@ class SfuService:
             raise HubError(
                 ErrorCode.INVALID_STATE, f"already in group call room '{current.room.id}'"
             )
+        info = await self.hub.room_lifecycle.ensure(room_id)
         room = self.rooms.get(room_id)
-        capacity = self.settings.sfu_room_capacity
+        capacity = min(self.settings.sfu_room_capacity, info.capacity or 1 << 30)
         if room is not None and len(room.participants) >= capacity:
             raise HubError(ErrorCode.ROOM_FULL, f"room '{room_id}' is full ({capacity})")
         if room is None:
             room = self.rooms[room_id] = SfuRoom(room_id, self.hub, self._room_empty)
         participant = Participant(room, conn, self._ice_servers(conn), self.ice_policy, self._fail)
+        participant.can_publish = info.permission(conn.user_id, "canPublish")
+        participant.can_subscribe = info.permission(conn.user_id, "canSubscribe")
         others = list(room.participants.values())
         room.participants[participant.id] = participant
         self.by_conn[conn.id] = participant
@@ -98,10 +102,13 @@ class SfuService:
             "sfu:participant-joined", {"roomId": room_id, **participant.to_wire()}, participant.id
         )
         participant.resubscribe()
+        await self._record(room_id)
         log.info("sfu join", extra={"room": room_id, "conn": conn.id, "user": conn.user_id})
         return {
             "roomId": room_id,
             "participantId": participant.id,
+            "canPublish": participant.can_publish,
+            "canSubscribe": participant.can_subscribe,
             "participants": [p.to_wire() for p in others],
             "tracks": [t.info.to_wire(t.muted) for t in room.tracks_for(participant)],
             "iceServers": self.settings.ice_servers(conn.user_id),
@@ -114,10 +121,17 @@ class SfuService:
 
     async def on_publish(self, conn: Connection, payload: events.SfuPublish) -> dict[str, Any]:
         participant = self._participant(conn, payload.roomId)
+        if not participant.can_publish:
+            raise HubError(ErrorCode.FORBIDDEN, "you may not publish in this room")
         answer, added, removed = await participant.publish(payload.sdp, dict(payload.sources))
         room = participant.room
         await room.announce_unpublished(removed, exclude=participant.id)
         for track in added:
+            self.hub.webhooks.emit(
+                "track_published",
+                room.id,
+                {"roomId": room.id, "track": track.info.to_wire(track.muted)},
+            )
             await room.broadcast(
                 "sfu:track-published",
                 {"roomId": room.id, "track": track.info.to_wire(track.muted)},
@@ -125,6 +139,7 @@ class SfuService:
             )
         if added or removed:
             room.resubscribe_all(exclude=participant.id)
+            await self._record(room.id)
         return {
             "roomId": room.id,
             "sdp": answer,
@@ -149,6 +164,8 @@ class SfuService:
         )
         if track is None:
             raise HubError(ErrorCode.INVALID_STATE, f"you publish no track '{payload.trackId}'")
+        if track.blocked and not payload.muted:
+            raise HubError(ErrorCode.FORBIDDEN, "this track was muted by the server")
         await self._set_muted(participant, [track], payload.muted)
         return {"trackId": track.info.track_id, "muted": track.muted}
 
@@ -160,6 +177,8 @@ class SfuService:
         room = participant.room
         tracks = [t for t in participant.tracks.values() if t.info.source in TOGGLE_SOURCES[kind]]
         if kind != "screen":
+            if enabled and any(t.blocked for t in tracks):
+                raise HubError(ErrorCode.FORBIDDEN, "this track was muted by the server")
             await self._set_muted(participant, tracks, not enabled)
             out = TOGGLE_EVENTS[kind]
             data: dict[str, Any] = {"roomId": room.id, "enabled": enabled}
@@ -176,9 +195,83 @@ class SfuService:
         stats["subscriptions"] = [s.stats() for s in participant.slots if s.track is not None]
         return stats
 
+    # -- what the room API does (through control commands on this node) -------------------
+
+    def _in_room(self, conn: Connection, room_id: str) -> Participant | None:
+        participant = self.by_conn.get(conn.id)
+        if participant is None or participant.room.id != room_id or participant.closed:
+            return None
+        return participant
+
+    async def evict(self, conn: Connection, room_id: str, reason: str) -> None:
+        participant = self._in_room(conn, room_id)
+        if participant is not None:
+            await self.hub.to_conns([conn.id], "sfu:left", {"roomId": room_id, "reason": reason})
+            await self._remove(participant, reason)
+
+    async def apply_permissions(
+        self, conn: Connection, room_id: str, permissions: dict[str, bool]
+    ) -> None:
+        participant = self._in_room(conn, room_id)
+        if participant is None:
+            return
+        publish, subscribe = permissions["canPublish"], permissions["canSubscribe"]
+        if publish != participant.can_publish:
+            participant.can_publish = publish
+            # Revoking publishing stops forwarding at once; granting it back lifts that.
+            await self._block(participant, list(participant.tracks.values()), not publish)
+        if subscribe != participant.can_subscribe:
+            participant.can_subscribe = subscribe
+            participant.resubscribe()
+        await self.hub.to_conns(
+            [conn.id],
+            "sfu:permissions-updated",
+            {"roomId": room_id, "canPublish": publish, "canSubscribe": subscribe},
+        )
+        await self._record(room_id)
+
+    async def server_mute(self, conn: Connection, room_id: str, track_id: str, muted: bool) -> None:
+        participant = self._in_room(conn, room_id)
+        if participant is None:
+            return
+        tracks = [t for t in participant.tracks.values() if t.info.track_id == track_id]
+        await self._block(participant, tracks, muted)
+        await self._record(room_id)
+
+    async def _block(self, participant: Participant, tracks: list[Any], blocked: bool) -> None:
+        for track in tracks:
+            track.block(blocked)
+        await self._set_muted(participant, tracks, blocked, by="server")
+
+    async def _record(self, room_id: str) -> None:
+        """Keep this node's part of the room record's media summary current, so the room
+        API on any node can list the group call's participants and tracks."""
+        node = self.hub.state.node_id
+
+        def write(info: Any) -> None:
+            room = self.rooms.get(room_id)
+            if room is None or not room.participants:
+                info.media.pop(node, None)
+            else:
+                info.media[node] = {
+                    "participants": [p.summary() for p in room.participants.values()]
+                }
+
+        try:
+            await self.hub.state.update_room(room_id, write)
+        except KeyError:  # the room was closed meanwhile
+            return
+        except HubError as exc:  # shared state away: the summary catches up on the next change
+            log.warning("media summary not recorded", extra={"room": room_id, "code": exc.code})
+            return
+        if room_id not in self.rooms:
+            await self.hub.room_lifecycle.check_empty(room_id)
+
     # -- helpers --------------------------------------------------------------------------
 
-    async def _set_muted(self, participant: Participant, tracks: list[Any], muted: bool) -> None:
+    async def _set_muted(
+        self, participant: Participant, tracks: list[Any], muted: bool, by: str = "participant"
+    ) -> None:
         for track in tracks:
             if track.muted == muted:
                 continue
@@ -190,6 +283,7 @@ class SfuService:
                     "trackId": track.info.track_id,
                     "participantId": participant.id,
                     "muted": muted,
+                    "by": by,
                 },
             )
 
@@ -210,6 +304,7 @@ class SfuService:
         if self.by_conn.get(participant.id) is participant:
             del self.by_conn[participant.id]
         await participant.room.remove(participant, reason)
+        await self._record(participant.room.id)
 
     def _room_empty(self, room: SfuRoom) -> None:
         if self.rooms.get(room.id) is room:

@@ -77,6 +77,9 @@ class PublishedTrack:
         self.codec = codec
         self.clock_rate = codec.clockRate
         self.muted = False
+        # Set by the server (room API mute, publish permission revoked): packets are not
+        # forwarded, and only the server may lift it.
+        self.blocked = False
         self.slots: list[SendSlot] = []
         self.cache = PacketCache()
         self._is_keyframe = keyframe_detector(codec.mimeType)
@@ -127,6 +130,8 @@ class PublishedTrack:
         if level is not None:
             self.level_sum += level[1]
             self.level_count += 1
+        if self.blocked:
+            return None
         keyframe: bool | None = None
         waits: list[Awaitable[None]] | None = None
         for slot in self.slots:
@@ -143,6 +148,18 @@ class PublishedTrack:
         if waits:
             return asyncio.gather(*waits, return_exceptions=True)
         return None
+
+    def block(self, blocked: bool) -> None:
+        """Stop or resume forwarding. Subscribers resume at a keyframe, their sequence
+        numbers continuing where they stopped."""
+        if blocked == self.blocked:
+            return
+        self.blocked = blocked
+        if blocked:
+            for slot in self.slots:
+                slot.suspend()
+        elif self.slots:
+            self.request_keyframe()
 
     # -- keyframes ------------------------------------------------------------------------------
 
@@ -283,7 +300,8 @@ class SendSlot:
         self.payload_type = codecs[0].payloadType
         track.attach(self)
 
-    def unbind(self) -> None:
+    def suspend(self) -> None:
+        """Stop sending; the next :meth:`start` continues after the last packet sent."""
         track = self.track
         if track is None:
             return
@@ -291,7 +309,14 @@ class SendSlot:
             # Continue after the last packet sent; start() adds the time spent idle.
             self.next_seq = (track.highest_seq + self.seq_offset + 1) % SEQ_MOD
             self.next_ts = (track.highest_ts + self.ts_offset) % TS_MOD
+            self.started = False
         self._idle_since = time.monotonic()
+
+    def unbind(self) -> None:
+        track = self.track
+        if track is None:
+            return
+        self.suspend()
         track.detach(self)
         self.track = None
         self.started = False

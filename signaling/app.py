@@ -9,6 +9,7 @@ from aiohttp import web
 
 from media.service import SFU_KEY, SfuService
 from media.web import add_web_routes
+from signaling.api import add_api_routes
 from signaling.http_api import add_routes
 from signaling.hub import Hub
 from signaling.metrics import HubMetrics
@@ -39,6 +40,8 @@ def make_state(settings: Settings) -> HubState:
 def create_app(settings: Settings, state: HubState | None = None) -> web.Application:
     if settings.jwt_secret is None:
         raise ValueError("a JWT secret is required (SWITCHBOARD_JWT_SECRET or --dev)")
+    if settings.webhook_urls and settings.api_secret is None:
+        raise ValueError("webhooks are signed with the API secret: set SWITCHBOARD_API_SECRET")
     app = web.Application()
     hub = Hub(settings, state or make_state(settings), HubMetrics())
     sfu = SfuService(hub)
@@ -46,6 +49,7 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
     app[SFU_KEY] = sfu
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
+    add_api_routes(app)
     add_web_routes(app, settings)
 
     async def on_startup(_: web.Application) -> None:

@@ -65,12 +65,19 @@ def _finish_if_over(call: Call, reason: str, notices: list[Notice]) -> bool:
         return False
     if call.state == "ringing" and reason == "hangup":
         reason = "cancelled"
+    _end(call, reason, notices)
+    return True
+
+
+def _end(call: Call, reason: str, notices: list[Notice]) -> None:
+    """End the call now: whoever is in it gets ``call:ended``, whoever rings stops."""
+    in_call = call.in_state(*IN_CALL)
+    ringing = call.in_state("ringing")
     ended = now_ms()
     call.state = "ended"
     call.ended_at = ended
     call.end_reason = reason
-    duration = (ended - call.answered_at) / 1000 if call.answered_at else 0.0
-    data = {"callId": call.id, "reason": reason, "duration": round(duration, 3)}
+    data = {"callId": call.id, "reason": reason, "duration": call_duration(call)}
     conns = [p.conn_id for p in in_call if p.state == "joined" and p.conn_id]
     notices.append(Notice("call:ended", data, conns=conns, users=[p.user_id for p in ringing]))
     for p in ringing:
@@ -78,7 +85,13 @@ def _finish_if_over(call: Call, reason: str, notices: list[Notice]) -> bool:
     for p in in_call:
         p.state = "left"
         p.left_reason = reason
-    return True
+
+
+def call_duration(call: Call) -> float:
+    """Seconds from the answer to the end (0 for a call never answered)."""
+    if not call.answered_at:
+        return 0.0
+    return round(((call.ended_at or now_ms()) - call.answered_at) / 1000, 3)
 
 
 RING, GRACE = "ring", "grace"
@@ -108,11 +121,14 @@ class CallService:
         self, call_id: str, mutate: Callable[[Call, list[Notice]], Any]
     ) -> tuple[Call, Any]:
         notices: list[Notice] = []
-        was_open = True
+        before: dict[str, str] = {}
+        was = "ended"
 
         def run(call: Call) -> Any:
-            nonlocal was_open
-            was_open = call.state != "ended"
+            nonlocal was
+            was = call.state
+            before.clear()
+            before.update((u, p.state) for u, p in call.participants.items())
             notices.clear()
             return mutate(call, notices)
 
@@ -120,10 +136,39 @@ class CallService:
             call, result = await self.hub.state.update_call(call_id, run)
         except KeyError:
             raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{call_id}'") from None
-        if was_open and call.state == "ended":
+        self._announce(call, was, before)
+        if was != "ended" and call.state == "ended":
             await self._call_ended(call)
         await self._send(notices)
         return call, result
+
+    def _announce(self, call: Call, was: str, before: dict[str, str]) -> None:
+        """Webhooks for what this update changed: answered, missed by someone, ended."""
+        emit = self.hub.webhooks.emit
+        scope = call.conversation_id or f"call:{call.id}"
+        if was == "ringing" and call.state == "active":
+            emit("call_started", scope, {"call": call.to_wire()})
+        for user_id, member in call.participants.items():
+            if member.state == "missed" and before.get(user_id) == "ringing":
+                emit(
+                    "call_missed",
+                    scope,
+                    {"callId": call.id, "userId": user_id, "call": call.to_wire()},
+                )
+        if was != "ended" and call.state == "ended":
+            data = {"duration": call_duration(call), "reason": call.end_reason}
+            emit("call_ended", scope, {**data, "call": call.to_wire()})
+
+    async def end_call(self, call_id: str, reason: str) -> Call:
+        """End a call from the server side (its room was closed, the API ended it)."""
+
+        def end(call: Call, notices: list[Notice]) -> None:
+            if call.state == "ended":
+                raise HubError(ErrorCode.INVALID_STATE, f"call has ended ({call.end_reason})")
+            _end(call, reason, notices)
+
+        call, _ = await self._apply(call_id, end)
+        return call
 
     async def _send(self, notices: list[Notice]) -> None:
         for notice in notices:

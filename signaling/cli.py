@@ -1,4 +1,5 @@
-"""``switchboard`` command line: ``serve`` runs a node, ``token`` mints a join token."""
+"""``switchboard`` command line: ``serve`` runs a node, ``token`` mints a join token,
+``api-token`` a room API server token, ``turn-config`` prints a coturn config."""
 
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--config", type=Path, help="TOML settings file")
 
+    api = sub.add_parser("api-token", help="print a short-lived server token for the room API")
+    api.add_argument("--ttl", type=int, default=300, help="lifetime in seconds")
+    api.add_argument("--config", type=Path, help="TOML settings file")
+
     turn = sub.add_parser("turn-config", help="print a hardened coturn config from the settings")
     turn.add_argument("--config", type=Path, help="TOML settings file")
     turn.add_argument("--output", type=Path, help="write here instead of stdout")
@@ -100,7 +105,33 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(settings, dev=args.dev)
     if args.command == "turn-config":
         return _turn_config(settings, args)
+    if args.command == "api-token":
+        return _api_token(settings, args)
     return _token(settings, args)
+
+
+DEV_API_KEY = "dev"
+
+
+def _api_token(settings: Settings, args: argparse.Namespace) -> int:
+    from signaling.api.auth import mint_api_token
+
+    key, secret = settings.api_key, settings.api_secret
+    if key is None or secret is None:
+        dev = read_dev_secret(settings.dev_api_secret_file)
+        if dev is None:
+            print(
+                "switchboard: no API key: set SWITCHBOARD_API_KEY and SWITCHBOARD_API_SECRET, "
+                "or run 'switchboard serve --dev' once",
+                file=sys.stderr,
+            )
+            return 2
+        key, secret = DEV_API_KEY, SecretStr(dev)
+    if not 0 < args.ttl <= settings.api_token_max_ttl:
+        print(f"switchboard: --ttl must be 1..{settings.api_token_max_ttl:g}", file=sys.stderr)
+        return 2
+    print(mint_api_token(key, secret.get_secret_value(), ttl=args.ttl))
+    return 0
 
 
 def _turn_config(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,6 +202,16 @@ def _serve(settings: Settings, *, dev: bool) -> int:
             "generated a new" if created else "using the",
             settings.dev_secret_file,
             extra={"secret_file": str(settings.dev_secret_file)},
+        )
+    if dev and (settings.api_key is None or settings.api_secret is None):
+        api_secret, _ = load_or_create_dev_secret(settings.dev_api_secret_file)
+        settings = settings.model_copy(
+            update={"api_key": DEV_API_KEY, "api_secret": SecretStr(api_secret)}
+        )
+        log.warning(
+            "dev mode: room API key 'dev' with the secret in %s; "
+            "'switchboard api-token' prints a bearer token, docs at /api/docs",
+            settings.dev_api_secret_file,
         )
     if dev:
         settings = settings.model_copy(update={"demo_tokens": True})

@@ -127,11 +127,11 @@ class SfuMute(RoomRef):
     muted: bool
 
 
-def describe(error: ValidationError, limit: int = 3) -> str:
+def describe(error: ValidationError, limit: int = 3, root: str = "data") -> str:
     """Turn pydantic's report into one precise line: ``data.field: what is wrong``."""
     parts = []
     for item in error.errors(include_url=False)[:limit]:
-        loc = ".".join(str(p) for p in ("data", *item["loc"]))
+        loc = ".".join(str(p) for p in (root, *item["loc"]))
         parts.append(f"{loc}: {item['msg']}")
     more = error.error_count() - limit
     if more > 0:

@@ -23,9 +23,12 @@ from signaling.calls import CallService
 from signaling.connection import WriteBatcher
 from signaling.presence import PresenceService
 from signaling.protocol import CloseCode, ErrorCode, HubError, event_frame
+from signaling.room_lifecycle import RoomLifecycle
 from signaling.rooms import RoomService
 from signaling.timers import TimerService
 from signaling.typing_indicators import TypingService
+from signaling.webhooks.dispatcher import WebhookDispatcher
+from signaling.webhooks.outbox import WebhookOutbox
 from turn.health import TurnHealth
 
 if TYPE_CHECKING:
@@ -59,6 +62,20 @@ class Hub:
         self.batcher = WriteBatcher()
         self.turn_health = TurnHealth([*settings.turn_urls, *settings.stun_urls])
         self.timers = TimerService(state)
+        self.webhooks = WebhookOutbox(
+            state,
+            metrics,
+            settings.webhook_urls,
+            set(settings.webhook_events),
+            state.node_id,
+            settings.webhook_buffer,
+        )
+        self.webhook_dispatcher: WebhookDispatcher | None = None
+        if settings.webhook_urls and settings.api_secret is not None:
+            self.webhook_dispatcher = WebhookDispatcher(
+                state, metrics, settings, settings.api_secret.get_secret_value()
+            )
+        self.room_lifecycle = RoomLifecycle(self)
         self.presence = PresenceService(self)
         self.rooms = RoomService(self)
         self.typing = TypingService(self)
@@ -115,10 +132,16 @@ class Hub:
         await self.state.start(self.forget_remote)
         self.timers.start()
         self.calls.start()
+        self.webhooks.start()
+        if self.webhook_dispatcher is not None:
+            self.webhook_dispatcher.start()
 
     async def stop(self) -> None:
         await self.timers.stop()
         await self.calls.stop()
+        await self.webhooks.stop()
+        if self.webhook_dispatcher is not None:
+            await self.webhook_dispatcher.stop()
 
     async def forget_remote(self, lost: list[RemoteConnection]) -> None:
         """Take connections of a dead node out of presence, rooms and calls, telling

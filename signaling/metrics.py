@@ -65,6 +65,24 @@ class HubMetrics:
         self.calls_active = Gauge(
             "switchboard_calls_active", "Calls ringing or active", registry=self.registry
         )
+        self.webhooks = Counter(
+            "switchboard_webhooks",
+            "Webhook delivery attempts and events by outcome "
+            "(delivered, retried, abandoned, dropped)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_seconds = Histogram(
+            "switchboard_webhook_seconds",
+            "Duration of one webhook delivery attempt",
+            registry=self.registry,
+        )
+        self.api_requests = Counter(
+            "switchboard_api_requests",
+            "Room API requests by answer status",
+            ["status"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[int, str], MetricWrapperBase] = {}
 
     def _child(self, metric: MetricWrapperBase, label: str) -> MetricWrapperBase:
@@ -83,3 +101,9 @@ class HubMetrics:
 
     def error(self, code: str) -> None:
         self._child(self.errors, code).inc()  # type: ignore[attr-defined]
+
+    def webhook_outcome(self, outcome: str) -> None:
+        self._child(self.webhooks, outcome).inc()  # type: ignore[attr-defined]
+
+    def api_request(self, status: int) -> None:
+        self._child(self.api_requests, str(status)).inc()  # type: ignore[attr-defined]

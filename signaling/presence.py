@@ -60,6 +60,7 @@ class PresenceService:
         if not change.changed:
             return
         user_id = change.after.user_id
+        self.hub.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())
         rooms = await self.hub.state.rooms_of_user(user_id)
         if rooms:
             await self.hub.to_rooms(

@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_PARTICIPANTS = "too_many_participants"
     PEER_UNAVAILABLE = "peer_unavailable"
     ROOM_FULL = "room_full"
+    ROOM_NOT_FOUND = "room_not_found"
+    TRACK_NOT_FOUND = "track_not_found"
     INVALID_SDP = "invalid_sdp"
     UNSUPPORTED_CODEC = "unsupported_codec"
     UNAVAILABLE = "unavailable"

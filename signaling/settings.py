@@ -25,6 +25,21 @@ from turn.credentials import ice_servers
 _TOML_FILE: ContextVar[Path | None] = ContextVar("switchboard_toml_file", default=None)
 
 CommaList = Annotated[list[str], NoDecode]
+
+WEBHOOK_EVENTS = (
+    "room_started",
+    "room_finished",
+    "participant_joined",
+    "participant_left",
+    "call_started",
+    "call_ended",
+    "call_missed",
+    "track_published",
+    "track_unpublished",
+    "presence_changed",
+)
+#: Everything but presence, which is chatty and opt-in.
+DEFAULT_WEBHOOK_EVENTS = WEBHOOK_EVENTS[:-1]
 SecretList = Annotated[list[SecretStr], NoDecode]
 
 
@@ -96,12 +111,45 @@ class Settings(BaseSettings):
     node_heartbeat_interval: float = Field(default=5.0, gt=0)
     node_dead_after: float = Field(default=15.0, gt=0)
 
+    api_key: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="room API key id (iss)"
+    )
+    api_secret: SecretStr | None = Field(
+        default=None, description="signs room API tokens and webhooks"
+    )
+    dev_api_secret_file: Path = Path(".switchboard/dev-api-secret")
+    api_token_max_ttl: float = Field(default=600.0, gt=0, le=86400)
+    api_rate_limit_per_second: float = Field(default=100.0, gt=0)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    room_auto_create: bool = Field(
+        default=True, description="a first join opens a room that the API did not create"
+    )
+    room_empty_timeout: float = Field(default=300.0, ge=0)
+
+    webhook_urls: CommaList = Field(default_factory=list)
+    webhook_events: CommaList = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+    webhook_timeout: float = Field(default=5.0, gt=0)
+    webhook_retry_for: float = Field(default=600.0, ge=0)
+    webhook_backoff_initial: float = Field(default=0.5, gt=0)
+    webhook_backoff_max: float = Field(default=30.0, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1)
+    webhook_buffer: int = Field(default=100_000, ge=100)
+
     drain_timeout: float = Field(default=10.0, ge=0)
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
     @field_validator(
-        "allowed_origins", "turn_secret", "turn_urls", "stun_urls", "sfu_listen_ips", mode="before"
+        "allowed_origins",
+        "turn_secret",
+        "turn_urls",
+        "stun_urls",
+        "sfu_listen_ips",
+        "webhook_urls",
+        "webhook_events",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -116,6 +164,22 @@ class Settings(BaseSettings):
         for url in urls:
             if not url.startswith(schemes):
                 raise ValueError(f"{url!r} must start with {' or '.join(schemes)}")
+        return urls
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _check_events(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(WEBHOOK_EVENTS))
+        if unknown:
+            raise ValueError(f"unknown webhook events {unknown}; known: {list(WEBHOOK_EVENTS)}")
+        return names
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _check_webhook_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must be an http:// or https:// URL")
         return urls
 
     def ice_servers(self, user_id: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 import uvloop
 from aiohttp.test_utils import TestServer
 
+from signaling.api.auth import mint_api_token
 from signaling.app import create_app
 from signaling.client import HubClient
 from signaling.settings import Settings
@@ -24,10 +25,14 @@ from signaling.ws import HUB_KEY
 from tests.redis_server import RedisServer
 
 SECRET = "test-secret-0123456789abcdef0123456789"
+API_KEY = "test-key"
+API_SECRET = "test-api-secret-0123456789abcdef012345"
 
 # Short timers so expiry, ring timeout and grace period are testable in well under a second.
 FAST = {
     "jwt_secret": SECRET,
+    "api_key": API_KEY,
+    "api_secret": API_SECRET,
     "ring_timeout": 1.0,
     "call_grace_period": 0.8,
     "typing_timeout": 0.4,
@@ -119,6 +124,9 @@ class Hub:
     def token(self, user: str, **claims: Any) -> str:
         return mint_token(SECRET, user, **claims)
 
+    def api(self, session: aiohttp.ClientSession) -> ApiClient:
+        return ApiClient(session, self.base)
+
     async def connect(
         self,
         user: str,
@@ -136,6 +144,48 @@ class Hub:
         client = await self.connect(user, **kwargs)
         await client.request("room:join", {"roomId": room})
         return client
+
+
+@dataclass
+class ApiClient:
+    """Room API calls over real HTTP, signed like the chat backend signs them."""
+
+    session: aiohttp.ClientSession
+    base: str
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, Any]:
+        auth = {"Authorization": f"Bearer {token or mint_api_token(API_KEY, API_SECRET)}"}
+        async with self.session.request(
+            method,
+            self.base + "/api/v1" + path,
+            json=body,
+            headers={**auth, **(headers or {})},
+            **kwargs,
+        ) as response:
+            self.last_headers = response.headers
+            data = await response.json() if response.content_type == "application/json" else None
+            return response.status, data
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.call("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.call("POST", path, body, **kw)
+
+    async def patch(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.call("PATCH", path, body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.call("DELETE", path, **kw)
 
 
 @pytest.fixture
@@ -171,3 +221,8 @@ async def hub(hub_factory: Callable[..., Any]) -> Hub:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+async def api(hub: Hub, http: aiohttp.ClientSession) -> ApiClient:
+    return hub.api(http)

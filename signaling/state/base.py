@@ -13,7 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from signaling.state.models import Call, Member, PresenceChange, PresenceInfo, RemoteConnection
+from signaling.state.models import (
+    Call,
+    Member,
+    PresenceChange,
+    PresenceInfo,
+    RemoteConnection,
+    RoomInfo,
+)
 
 if TYPE_CHECKING:
     from signaling.connection import Connection
@@ -27,11 +34,15 @@ def node_of(conn_id: str) -> str:
 
 
 LostConnections = Callable[[list[RemoteConnection]], Awaitable[None]]
+#: Runs a control command (kick, close, mute, ...) against this node's sockets of the users.
+ControlHandler = Callable[[list[str], dict[str, Any]], Awaitable[None]]
 
 
 class HubState(ABC):
     #: Names this node in connection ids, so an id says where its socket lives.
     node_id: str = "local"
+    #: Set by the hub: applies control commands to the sockets this node holds.
+    control_handler: ControlHandler | None = None
 
     def new_connection_id(self) -> str:
         return f"c_{self.node_id}.{secrets.token_hex(6)}"
@@ -60,6 +71,10 @@ class HubState(ABC):
 
     @abstractmethod
     def local_connections(self) -> list[Connection]: ...
+
+    @abstractmethod
+    def local_connections_of(self, user_id: str) -> list[Connection]:
+        """This node's sockets of one user."""
 
     @abstractmethod
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
@@ -92,8 +107,13 @@ class HubState(ABC):
     # -- rooms ------------------------------------------------------------------------------
 
     @abstractmethod
-    async def join_room(self, room_id: str, member: Member, conn_id: str) -> bool:
-        """Join a connection to a room; ``True`` if it is the user's first device there."""
+    async def join_room(
+        self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
+    ) -> bool:
+        """Join a connection to a room; ``True`` if it is the user's first device there.
+
+        With ``capacity``, a user who is not yet a member is refused (``room_full``) when
+        the room already has that many members; the check and the join are one step."""
 
     @abstractmethod
     async def leave_room(self, room_id: str, user_id: str, conn_id: str) -> bool:
@@ -107,6 +127,60 @@ class HubState(ABC):
 
     @abstractmethod
     async def shares_room(self, user_a: str, user_b: str) -> bool: ...
+
+    # -- room records (what the chat backend configured, permissions, media summary) -------
+
+    @abstractmethod
+    async def create_room(self, room: RoomInfo) -> bool:
+        """Store a new room record; ``False`` (and nothing written) if one exists."""
+
+    @abstractmethod
+    async def get_room(self, room_id: str) -> RoomInfo | None: ...
+
+    @abstractmethod
+    async def update_room(
+        self, room_id: str, mutate: Callable[[RoomInfo], T]
+    ) -> tuple[RoomInfo, T]:
+        """Like :meth:`update_call` for room records; ``KeyError`` if there is none."""
+
+    @abstractmethod
+    async def delete_room(self, room_id: str) -> RoomInfo | None:
+        """Remove the record; returns it, or ``None`` if another caller removed it first."""
+
+    @abstractmethod
+    async def list_rooms(self) -> list[RoomInfo]: ...
+
+    # -- control commands to the sockets of users, wherever they are ------------------------
+
+    @abstractmethod
+    async def send_control(self, user_ids: Iterable[str], command: dict[str, Any]) -> None:
+        """Run ``command`` through :attr:`control_handler` on every node holding a socket
+        of one of the users (the room API's kick, close, mute act on remote sockets)."""
+
+    # -- webhook queue: per ordering key, delivered by one node at a time --------------------
+
+    @abstractmethod
+    async def webhook_push(self, items: list[tuple[str, bytes]]) -> None:
+        """Append ``(key, delivery)`` pairs, in order, to their keys' queues."""
+
+    @abstractmethod
+    async def webhook_claim(self, owner: str, limit: int, lease: float) -> list[str]:
+        """Lease up to ``limit`` keys with pending deliveries that nobody holds."""
+
+    @abstractmethod
+    async def webhook_head(self, key: str) -> bytes | None:
+        """The oldest pending delivery of a key (the one to send next)."""
+
+    @abstractmethod
+    async def webhook_ack(self, key: str, owner: str) -> bool:
+        """Drop the head after it was delivered (or given up); ``False`` if ``owner`` lost
+        the lease meanwhile, in which case nothing is dropped."""
+
+    @abstractmethod
+    async def webhook_renew(self, key: str, owner: str, lease: float) -> bool: ...
+
+    @abstractmethod
+    async def webhook_release(self, key: str, owner: str) -> None: ...
 
     # -- calls ------------------------------------------------------------------------------
 

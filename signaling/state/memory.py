@@ -6,10 +6,12 @@ import copy
 import heapq
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from signaling.protocol import ErrorCode, HubError
 from signaling.state.base import HubState, LostConnections
 from signaling.state.local import LocalIndex
 from signaling.state.models import (
@@ -17,6 +19,7 @@ from signaling.state.models import (
     Member,
     PresenceChange,
     PresenceInfo,
+    RoomInfo,
     aggregate_status,
     now_ms,
 )
@@ -25,6 +28,18 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
 
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _update(store: dict[str, R], key: str, mutate: Callable[[R], T]) -> tuple[R, T]:
+    """Mutate a copy, so a mutation that raises halfway leaves the stored record intact."""
+    stored = store.get(key)
+    if stored is None:
+        raise KeyError(key)
+    work = copy.deepcopy(stored)
+    result = mutate(work)
+    store[key] = work
+    return copy.deepcopy(work), result
 
 
 @dataclass(slots=True)
@@ -62,6 +77,9 @@ class MemoryState(HubState):
         self._user_rooms: dict[str, set[str]] = {}
         self._calls: dict[str, Call] = {}
         self._user_calls: dict[str, set[str]] = {}
+        self._room_info: dict[str, RoomInfo] = {}
+        self._wh_queues: dict[str, deque[bytes]] = {}
+        self._wh_leases: dict[str, tuple[str, float]] = {}
 
     async def start(self, on_lost: LostConnections) -> None:
         """Nothing to connect to: one node, no other node can die."""
@@ -79,6 +97,9 @@ class MemoryState(HubState):
 
     def local_connections(self) -> list[Connection]:
         return list(self.local.conns.values())
+
+    def local_connections_of(self, user_id: str) -> list[Connection]:
+        return list(self.local.user_conns.get(user_id, {}).values())
 
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
         return self.local.to_connection(conn_id, frame)
@@ -121,8 +142,18 @@ class MemoryState(HubState):
 
     # -- rooms -------------------------------------------------------------------------------
 
-    async def join_room(self, room_id: str, member: Member, conn_id: str) -> bool:
+    async def join_room(
+        self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
+    ) -> bool:
         room = self._rooms.setdefault(room_id, _Room())
+        if (
+            capacity is not None
+            and member.user_id not in room.members
+            and len(room.members) >= capacity
+        ):
+            if not room.members:
+                del self._rooms[room_id]
+            raise HubError(ErrorCode.ROOM_FULL, f"room '{room_id}' is full ({capacity} members)")
         conns = room.user_conns.setdefault(member.user_id, set())
         first = not conns
         conns.add(conn_id)
@@ -177,14 +208,7 @@ class MemoryState(HubState):
         return copy.deepcopy(call) if call else None
 
     async def update_call(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
-        stored = self._calls.get(call_id)
-        if stored is None:
-            raise KeyError(call_id)
-        # Mutate a copy so a mutation that raises halfway leaves the stored call intact.
-        work = copy.deepcopy(stored)
-        result = mutate(work)
-        self._calls[call_id] = work
-        return copy.deepcopy(work), result
+        return _update(self._calls, call_id, mutate)
 
     async def calls_of_user(self, user_id: str) -> list[Call]:
         ids = self._user_calls.get(user_id, ())
@@ -203,6 +227,84 @@ class MemoryState(HubState):
 
     async def list_calls(self) -> list[Call]:
         return [copy.deepcopy(c) for c in self._calls.values()]
+
+    # -- room records ------------------------------------------------------------------------
+
+    async def create_room(self, room: RoomInfo) -> bool:
+        if room.id in self._room_info:
+            return False
+        self._room_info[room.id] = copy.deepcopy(room)
+        return True
+
+    async def get_room(self, room_id: str) -> RoomInfo | None:
+        room = self._room_info.get(room_id)
+        return copy.deepcopy(room) if room else None
+
+    async def update_room(
+        self, room_id: str, mutate: Callable[[RoomInfo], T]
+    ) -> tuple[RoomInfo, T]:
+        return _update(self._room_info, room_id, mutate)
+
+    async def delete_room(self, room_id: str) -> RoomInfo | None:
+        return self._room_info.pop(room_id, None)
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        return [copy.deepcopy(r) for r in self._room_info.values()]
+
+    # -- control commands (one node: every socket is here) ----------------------------------
+
+    async def send_control(self, user_ids: Iterable[str], command: dict[str, Any]) -> None:
+        users = [u for u in dict.fromkeys(user_ids) if u in self.local.user_conns]
+        if users and self.control_handler is not None:
+            await self.control_handler(users, command)
+
+    # -- webhook queue -----------------------------------------------------------------------
+
+    def _holds(self, key: str, owner: str) -> bool:
+        lease = self._wh_leases.get(key)
+        return lease is not None and lease[0] == owner and lease[1] > time.monotonic()
+
+    async def webhook_push(self, items: list[tuple[str, bytes]]) -> None:
+        for key, delivery in items:
+            self._wh_queues.setdefault(key, deque()).append(delivery)
+
+    async def webhook_claim(self, owner: str, limit: int, lease: float) -> list[str]:
+        now, claimed = time.monotonic(), []
+        for key in self._wh_queues:
+            if len(claimed) >= limit:
+                break
+            held = self._wh_leases.get(key)
+            if held is None or held[1] <= now:
+                self._wh_leases[key] = (owner, now + lease)
+                claimed.append(key)
+        return claimed
+
+    async def webhook_head(self, key: str) -> bytes | None:
+        queue = self._wh_queues.get(key)
+        return queue[0] if queue else None
+
+    async def webhook_ack(self, key: str, owner: str) -> bool:
+        if not self._holds(key, owner):
+            return False
+        queue = self._wh_queues.get(key)
+        if queue:
+            queue.popleft()
+        if not queue:
+            self._wh_queues.pop(key, None)
+            self._wh_leases.pop(key, None)
+        return True
+
+    async def webhook_renew(self, key: str, owner: str, lease: float) -> bool:
+        if not self._holds(key, owner):
+            return False
+        self._wh_leases[key] = (owner, time.monotonic() + lease)
+        return True
+
+    async def webhook_release(self, key: str, owner: str) -> None:
+        if self._holds(key, owner):
+            del self._wh_leases[key]
+        if not self._wh_queues.get(key, True):
+            self._wh_queues.pop(key, None)
 
     # -- typing ------------------------------------------------------------------------------
 
@@ -262,3 +364,4 @@ class MemoryState(HubState):
     async def close(self) -> None:
         self._rooms.clear()
         self._calls.clear()
+        self._room_info.clear()

@@ -136,3 +136,37 @@ class Call:
     def from_dict(cls, raw: dict[str, Any]) -> Call:
         parts = {k: CallParticipant(**v) for k, v in raw["participants"].items()}
         return cls(**{**raw, "participants": parts})
+
+
+RoomType = Literal["chat", "conference"]
+
+
+@dataclass(slots=True)
+class RoomInfo:
+    """A room's record: what the chat backend configured (or the defaults of a room that
+    was opened by a first join), plus the per-user permissions and each node's summary of
+    the group call media it hosts for the room (so any node can describe the room)."""
+
+    id: str
+    created_at: int
+    type: RoomType = "chat"
+    capacity: int | None = None
+    empty_timeout: float = 300.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_by: Literal["api", "join"] = "join"
+    permissions: dict[str, dict[str, bool]] = field(default_factory=dict)
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def permission(self, user_id: str, name: str) -> bool:
+        return self.permissions.get(user_id, {}).get(name, True)
+
+    def media_participants(self) -> list[dict[str, Any]]:
+        """Group call participants over every node hosting some of the room's media."""
+        return [p for node in self.media.values() for p in node.get("participants", [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RoomInfo:
+        return cls(**raw)

@@ -42,6 +42,15 @@ class Keys:
         """Hash: user -> JSON typing state (owner connection, name, expiry, last sent)."""
         return f"{self.prefix}:{{r:{room_id}}}:typing"
 
+    def room_info(self, room_id: str) -> str:
+        """JSON room record (:class:`signaling.state.models.RoomInfo`)."""
+        return f"{self.prefix}:{{r:{room_id}}}:info"
+
+    @property
+    def rooms(self) -> str:
+        """Sorted set of room ids with a record, by creation time (the room listing)."""
+        return f"{self.prefix}:rooms"
+
     def room_channel(self, room_id: str) -> str:
         return f"{self.prefix}:room:{room_id}"
 
@@ -58,6 +67,22 @@ class Keys:
     def timers(self) -> str:
         """Sorted set of timer keys by due time (epoch ms); claimed by one node each."""
         return f"{self.prefix}:timers"
+
+    # -- webhooks ------------------------------------------------------------------------
+    # One tag for the whole queue: claiming scans the ready set and leases keys in one
+    # script. Webhook traffic is far below what one slot serves.
+    def webhook_queue(self, key: str) -> str:
+        """List of pending deliveries of one ordering key (URL and room), oldest first."""
+        return f"{self.prefix}:{{wh}}:q:{key}"
+
+    @property
+    def webhook_ready(self) -> str:
+        """Sorted set of ordering keys with pending deliveries, by first push (epoch ms)."""
+        return f"{self.prefix}:{{wh}}:ready"
+
+    def webhook_lease(self, key: str) -> str:
+        """Which node delivers a key right now (expires, so a dead node's keys move on)."""
+        return f"{self.prefix}:{{wh}}:lease:{key}"
 
     # -- nodes ---------------------------------------------------------------------------
     @property

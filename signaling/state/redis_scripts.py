@@ -41,9 +41,14 @@ end
 return {before, seen, after, new_seen}
 """
 
-# KEYS: room members hash, the user's device set in the room. ARGV: user, name, conn.
-# Returns 1 if this is the user's first device in the room.
+# KEYS: room members hash, the user's device set in the room. ARGV: user, name, conn,
+# capacity ('' for none). Returns 1 if this is the user's first device in the room, -1 if
+# the user is not a member and the room already has ``capacity`` members.
 JOIN_ROOM = """
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return -1
+end
 local added = redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if added == 1 and redis.call('SCARD', KEYS[2]) == 1 then return 1 end
@@ -109,4 +114,43 @@ CLAIM_TIMERS = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 return due
+"""
+
+# Lease up to ARGV[4] ordering keys among the oldest ARGV[5] with pending webhooks.
+# KEYS: ready zset. ARGV: lease key prefix, owner, lease_ms, limit, scan.
+WEBHOOK_CLAIM = """
+local out = {}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)) do
+  if redis.call('SET', ARGV[1] .. key, ARGV[2], 'NX', 'PX', ARGV[3]) then
+    out[#out + 1] = key
+    if #out >= tonumber(ARGV[4]) then break end
+  end
+end
+return out
+"""
+
+# Drop the delivered head, only while still holding the lease; an emptied key is no
+# longer ready. KEYS: queue, ready, lease. ARGV: key, owner. Returns 1, or 0 (lease lost).
+WEBHOOK_ACK = """
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
+redis.call('LPOP', KEYS[1])
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+end
+return 1
+"""
+
+# KEYS: lease. ARGV: owner, lease_ms. Returns 1 if the lease was extended.
+WEBHOOK_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: queue, ready, lease. ARGV: key, owner.
+WEBHOOK_RELEASE = """
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
 """

@@ -21,6 +21,7 @@ heartbeat, reaping of dead nodes, and the reconnect loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -41,6 +42,7 @@ from signaling.state.models import (
     PresenceChange,
     PresenceInfo,
     RemoteConnection,
+    RoomInfo,
     aggregate_status,
     now_ms,
 )
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.redis")
 T = TypeVar("T")
+R = TypeVar("R", Call, RoomInfo)
 
 
 class StateUnavailable(HubError):
@@ -101,8 +104,13 @@ class RedisState(HubState):
                 "TYPING_STOP",
                 "TYPING_EXPIRE",
                 "CLAIM_TIMERS",
+                "WEBHOOK_CLAIM",
+                "WEBHOOK_ACK",
+                "WEBHOOK_RENEW",
+                "WEBHOOK_RELEASE",
             )
         }
+        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -158,6 +166,9 @@ class RedisState(HubState):
     def local_connections(self) -> list[Connection]:
         return list(self.local.conns.values())
 
+    def local_connections_of(self, user_id: str) -> list[Connection]:
+        return list(self.local.user_conns.get(user_id, {}).values())
+
     async def _publish(self, messages: list[tuple[str, bytes]]) -> int:
         if not messages:
             return 0
@@ -174,6 +185,23 @@ class RedisState(HubState):
             return self.local.to_connection(conn_id, frame)
         return await self._publish([(self.keys.node_channel(node), pack({"c": conn_id}, frame))])
 
+    async def _remote_nodes_of(self, users: list[str]) -> dict[str, list[str]]:
+        """Other nodes holding a socket of any of the users, each with those users."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id in users:
+                pipe.hkeys(self.keys.presence(user_id))
+            fields = await pipe.execute()
+        by_node: dict[str, list[str]] = {}
+        for user_id, names in zip(users, fields, strict=True):
+            for name in names:
+                if name.startswith(b"d:"):
+                    node = node_of(name[2:].decode())
+                    if node != self.node_id:
+                        targets = by_node.setdefault(node, [])
+                        if not targets or targets[-1] != user_id:
+                            targets.append(user_id)
+        return by_node
+
     async def deliver_to_users(
         self, user_ids: Iterable[str], frame: bytes, *, exclude_conn: str | None = None
     ) -> int:
@@ -182,25 +210,28 @@ class RedisState(HubState):
         if not self.online or not users:
             return sent
         with self._or_local():
-            async with self.client.pipeline(transaction=False) as pipe:
-                for user_id in users:
-                    pipe.hkeys(self.keys.presence(user_id))
-                fields = await pipe.execute()
-            by_node: dict[str, list[str]] = {}
-            for user_id, names in zip(users, fields, strict=True):
-                for name in names:
-                    if name.startswith(b"d:"):
-                        node = node_of(name[2:].decode())
-                        if node != self.node_id:
-                            targets = by_node.setdefault(node, [])
-                            if not targets or targets[-1] != user_id:
-                                targets.append(user_id)
+            by_node = await self._remote_nodes_of(users)
             messages = [
                 (self.keys.node_channel(node), pack({"u": targets, "x": exclude_conn}, frame))
                 for node, targets in by_node.items()
             ]
             return sent + await self._publish(messages)
         return sent
+
+    async def send_control(self, user_ids: Iterable[str], command: dict[str, Any]) -> None:
+        users = list(dict.fromkeys(user_ids))
+        here = [u for u in users if u in self.local.user_conns]
+        if self.online and users:
+            with self._or_local():
+                by_node = await self._remote_nodes_of(users)
+                await self._publish(
+                    [
+                        (self.keys.node_channel(node), pack({"k": command, "u": targets}, b""))
+                        for node, targets in by_node.items()
+                    ]
+                )
+        if here and self.control_handler is not None:
+            await self.control_handler(here, command)
 
     async def deliver_to_rooms(
         self, room_ids: Iterable[str], frame: bytes, *, exclude_user: str | None = None
@@ -217,12 +248,25 @@ class RedisState(HubState):
         return await self._publish(messages)
 
     def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
-        if "r" in header:
+        if "k" in header:
+            here = [u for u in header["u"] if u in self.local.user_conns]
+            if here and self.control_handler is not None:
+                task = asyncio.create_task(self._control(here, header["k"]))
+                self._control_tasks.add(task)
+                task.add_done_callback(self._control_tasks.discard)
+        elif "r" in header:
             self.local.to_room_share(header["r"], header["i"], frame, header.get("x"))
         elif "u" in header:
             self.local.to_users(header["u"], frame, header.get("x"))
         elif "c" in header:
             self.local.to_connection(header["c"], frame)
+
+    async def _control(self, users: list[str], command: dict[str, Any]) -> None:
+        assert self.control_handler is not None
+        try:
+            await self.control_handler(users, command)
+        except Exception:
+            log.exception("control command failed", extra={"command": command.get("op")})
 
     # -- presence -----------------------------------------------------------------------------
 
@@ -288,7 +332,9 @@ class RedisState(HubState):
 
     # -- rooms --------------------------------------------------------------------------------
 
-    async def join_room(self, room_id: str, member: Member, conn_id: str) -> bool:
+    async def join_room(
+        self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
+    ) -> bool:
         locally_first = not self._user_in_room_here(room_id, member.user_id)
         if self.local.join(room_id, conn_id) and self.online:
             with self._or_local():
@@ -296,7 +342,14 @@ class RedisState(HubState):
         if not self.online:
             return locally_first
         with self._or_local():
-            return await self._write_join(room_id, member.user_id, member.name, conn_id)
+            first = await self._write_join(room_id, member.user_id, member.name, conn_id, capacity)
+            if first < 0:
+                if self.local.leave(room_id, conn_id):
+                    await self.bus.unsubscribe(self.keys.room_channel(room_id))
+                raise HubError(
+                    ErrorCode.ROOM_FULL, f"room '{room_id}' is full ({capacity} members)"
+                )
+            return first == 1
         return locally_first
 
     def _user_in_room_here(self, room_id: str, user_id: str) -> bool:
@@ -304,17 +357,24 @@ class RedisState(HubState):
         first/last device while Redis is away)."""
         return any(c.user_id == user_id for c in self.local.room_conns.get(room_id, {}).values())
 
-    async def _write_join(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
+    async def _write_join(
+        self, room_id: str, user_id: str, name: str, conn_id: str, capacity: int | None = None
+    ) -> int:
+        """1: first device, 0: another device, -1: refused (the room is full)."""
         k = self.keys
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self._scripts["JOIN_ROOM"](
-                keys=[k.room_members(room_id), k.room_devices(room_id, user_id)],
-                args=[user_id, name, conn_id],
-                client=pipe,
+        first = int(
+            await self._run(
+                "JOIN_ROOM",
+                [k.room_members(room_id), k.room_devices(room_id, user_id)],
+                [user_id, name, conn_id, "" if capacity is None else capacity],
             )
-            pipe.sadd(k.user_rooms(user_id), room_id)
-            pipe.sadd(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
-            return bool((await pipe.execute())[0])
+        )
+        if first >= 0:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(k.user_rooms(user_id), room_id)
+                pipe.sadd(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
+                await pipe.execute()
+        return first
 
     async def leave_room(self, room_id: str, user_id: str, conn_id: str) -> bool:
         if self.local.leave(room_id, conn_id) and self.online:
@@ -386,28 +446,39 @@ class RedisState(HubState):
         return Call.from_dict(orjson.loads(raw)) if raw else None
 
     async def update_call(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
-        key = self.keys.call(call_id)
         async with self._shared():
-            # Optimistic transaction: concurrent updates of one call (two devices accepting)
-            # make all but one retry with the winner's result.
-            async with self.client.pipeline(transaction=True) as pipe:
-                while True:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        await pipe.reset()
-                        raise KeyError(call_id)
-                    call = Call.from_dict(orjson.loads(raw))
-                    result = mutate(call)
-                    new_raw = orjson.dumps(call.to_dict())
-                    pipe.multi()
-                    pipe.set(key, new_raw)
-                    try:
-                        await pipe.execute()
-                    except WatchError:
-                        continue
-                    self._remember(call, new_raw)
-                    return call, result
+            call, result, raw = await self._update_record(
+                self.keys.call(call_id), call_id, Call.from_dict, mutate
+            )
+        self._remember(call, raw)
+        return call, result
+
+    async def _update_record(
+        self,
+        key: str,
+        record_id: str,
+        load: Callable[[dict[str, Any]], R],
+        mutate: Callable[[R], T],
+    ) -> tuple[R, T, bytes]:
+        """Optimistic transaction: concurrent updates of one record (two devices accepting a
+        call) make all but one retry on top of the winner's result."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is None:
+                    await pipe.reset()
+                    raise KeyError(record_id)
+                record = load(orjson.loads(raw))
+                result = mutate(record)
+                new_raw = orjson.dumps(record.to_dict())
+                pipe.multi()
+                pipe.set(key, new_raw)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return record, result, new_raw
 
     async def _calls_by_ids(self, ids: list[bytes]) -> list[Call]:
         if not ids:
@@ -437,6 +508,86 @@ class RedisState(HubState):
     async def list_calls(self) -> list[Call]:
         async with self._shared():
             return await self._calls_by_ids(list(await self.client.zrange(self.keys.calls, 0, -1)))
+
+    # -- room records -------------------------------------------------------------------------
+
+    async def create_room(self, room: RoomInfo) -> bool:
+        async with self._shared():
+            created = await self.client.set(
+                self.keys.room_info(room.id), orjson.dumps(room.to_dict()), nx=True
+            )
+            if created:
+                await self.client.zadd(self.keys.rooms, {room.id: room.created_at})
+        return bool(created)
+
+    async def get_room(self, room_id: str) -> RoomInfo | None:
+        async with self._shared():
+            raw = await self.client.get(self.keys.room_info(room_id))
+        return RoomInfo.from_dict(orjson.loads(raw)) if raw else None
+
+    async def update_room(
+        self, room_id: str, mutate: Callable[[RoomInfo], T]
+    ) -> tuple[RoomInfo, T]:
+        async with self._shared():
+            room, result, _ = await self._update_record(
+                self.keys.room_info(room_id), room_id, RoomInfo.from_dict, mutate
+            )
+        return room, result
+
+    async def delete_room(self, room_id: str) -> RoomInfo | None:
+        async with self._shared():
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.getdel(self.keys.room_info(room_id))
+                pipe.zrem(self.keys.rooms, room_id)
+                raw, _ = await pipe.execute()
+        return RoomInfo.from_dict(orjson.loads(raw)) if raw else None
+
+    async def list_rooms(self) -> list[RoomInfo]:
+        async with self._shared():
+            ids = [r.decode() for r in await self.client.zrange(self.keys.rooms, 0, -1)]
+            if not ids:
+                return []
+            raws = await self.client.mget([self.keys.room_info(r) for r in ids])
+        return [RoomInfo.from_dict(orjson.loads(raw)) for raw in raws if raw]
+
+    # -- webhook queue ------------------------------------------------------------------------
+
+    async def webhook_push(self, items: list[tuple[str, bytes]]) -> None:
+        k, now = self.keys, now_ms()
+        async with self._shared():
+            async with self.client.pipeline(transaction=True) as pipe:
+                for key, delivery in items:
+                    pipe.rpush(k.webhook_queue(key), delivery)
+                    pipe.zadd(k.webhook_ready, {key: now}, nx=True)
+                await pipe.execute()
+
+    async def webhook_claim(self, owner: str, limit: int, lease: float) -> list[str]:
+        args = [self.keys.webhook_lease(""), owner, int(lease * 1000), limit, limit * 8]
+        async with self._shared():
+            keys = await self._run("WEBHOOK_CLAIM", [self.keys.webhook_ready], args)
+        return [key.decode() for key in keys]
+
+    async def webhook_head(self, key: str) -> bytes | None:
+        async with self._shared():
+            head: bytes | None = await self.client.lindex(self.keys.webhook_queue(key), 0)
+        return head
+
+    def _webhook_keys(self, key: str) -> list[str]:
+        k = self.keys
+        return [k.webhook_queue(key), k.webhook_ready, k.webhook_lease(key)]
+
+    async def webhook_ack(self, key: str, owner: str) -> bool:
+        async with self._shared():
+            return bool(await self._run("WEBHOOK_ACK", self._webhook_keys(key), [key, owner]))
+
+    async def webhook_renew(self, key: str, owner: str, lease: float) -> bool:
+        args = [owner, int(lease * 1000)]
+        async with self._shared():
+            return bool(await self._run("WEBHOOK_RENEW", [self.keys.webhook_lease(key)], args))
+
+    async def webhook_release(self, key: str, owner: str) -> None:
+        async with self._shared():
+            await self._run("WEBHOOK_RELEASE", self._webhook_keys(key), [key, owner])
 
     # -- typing -------------------------------------------------------------------------------
 

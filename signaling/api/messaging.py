@@ -1,0 +1,196 @@
+"""Room API: pushing events to sockets, presence, join tokens, calls."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import jwt
+from pydantic import TypeAdapter
+
+from signaling.api.endpoints import Context, Query, endpoint
+from signaling.api.models import (
+    BatchIn,
+    BatchOut,
+    CallList,
+    CallOut,
+    Delivery,
+    EndCallBody,
+    EventIn,
+    PresenceList,
+    PresenceOut,
+    PresenceQueryIn,
+    TokenIn,
+    TokenOut,
+    UsersEventIn,
+)
+from signaling.calls import call_duration
+from signaling.events import RoomId, UserId
+from signaling.protocol import ErrorCode, HubError
+from signaling.tokens import mint_token
+
+if TYPE_CHECKING:
+    from signaling.state.models import Call
+
+AUTH_ERRORS = (400, 401, 429, 503)
+BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
+
+
+def call_out(call: Call) -> CallOut:
+    return CallOut(**call.to_wire(), duration=call_duration(call))
+
+
+# -- pushing events -------------------------------------------------------------------------
+
+
+@endpoint(
+    "POST",
+    "/rooms/{roomId}/events",
+    tag="messaging",
+    body=EventIn,
+    response=Delivery,
+    errors=BODY_ERRORS,
+)
+async def push_to_room(ctx: Context) -> Delivery:
+    """Send an event (e.g. message:new) to every socket joined to a room."""
+    body: EventIn = ctx.body
+    count = await ctx.hub.to_rooms([ctx.params["roomId"]], body.type, body.data)
+    return Delivery(delivered=count)
+
+
+@endpoint(
+    "POST",
+    "/users/{userId}/events",
+    tag="messaging",
+    body=EventIn,
+    response=Delivery,
+    errors=BODY_ERRORS,
+)
+async def push_to_user(ctx: Context) -> Delivery:
+    """Send an event to every device of one user."""
+    body: EventIn = ctx.body
+    count = await ctx.hub.to_users([ctx.params["userId"]], body.type, body.data)
+    return Delivery(delivered=count)
+
+
+@endpoint(
+    "POST", "/events", tag="messaging", body=UsersEventIn, response=Delivery, errors=BODY_ERRORS
+)
+async def push_to_users(ctx: Context) -> Delivery:
+    """Send one event to every device of each listed user (encoded once)."""
+    body: UsersEventIn = ctx.body
+    count = await ctx.hub.to_users(body.userIds, body.type, body.data)
+    return Delivery(delivered=count)
+
+
+@endpoint(
+    "POST", "/events/batch", tag="messaging", body=BatchIn, response=BatchOut, errors=BODY_ERRORS
+)
+async def push_batch(ctx: Context) -> BatchOut:
+    """Up to 100 events, each to a room or to users, sent in the given order."""
+    results = []
+    for item in ctx.body.events:
+        if item.roomId is not None:
+            count = await ctx.hub.to_rooms([item.roomId], item.type, item.data)
+        else:
+            count = await ctx.hub.to_users(item.userIds or [], item.type, item.data)
+        results.append(Delivery(delivered=count))
+    return BatchOut(results=results)
+
+
+# -- presence -------------------------------------------------------------------------------
+
+
+@endpoint(
+    "POST",
+    "/presence/query",
+    tag="presence",
+    body=PresenceQueryIn,
+    response=PresenceList,
+    errors=BODY_ERRORS,
+)
+async def query_presence(ctx: Context) -> PresenceList:
+    """Status and last-seen of up to 1000 users."""
+    wanted = list(dict.fromkeys(ctx.body.userIds))
+    found = await ctx.hub.state.get_presence(wanted)
+    return PresenceList(users=[PresenceOut(**found[u].to_wire()) for u in wanted])
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+@endpoint(
+    "POST",
+    "/tokens",
+    tag="tokens",
+    body=TokenIn,
+    response=TokenOut,
+    status=201,
+    errors=BODY_ERRORS,
+)
+async def create_token(ctx: Context) -> TokenOut:
+    """Mint a client join token (the same format as `switchboard token`)."""
+    body: TokenIn = ctx.body
+    secret = ctx.hub.settings.jwt_secret
+    assert secret is not None
+    token = mint_token(
+        secret.get_secret_value(),
+        body.userId,
+        name=body.name,
+        rooms=body.rooms,
+        presence=body.presence,
+        ttl=body.ttl,
+    )
+    expires = int(jwt.decode(token, options={"verify_signature": False})["exp"])
+    return TokenOut(token=token, userId=body.userId, expiresAt=expires)
+
+
+# -- calls ----------------------------------------------------------------------------------
+
+CALL_QUERY = (
+    Query("state", TypeAdapter(Literal["ringing", "active", "ended"]), "only calls in this state"),
+    Query("userId", TypeAdapter(UserId), "only calls with this participant"),
+    Query("conversationId", TypeAdapter(RoomId), "only calls of this conversation"),
+)
+
+
+@endpoint("GET", "/calls", tag="calls", response=CallList, query=CALL_QUERY, errors=AUTH_ERRORS)
+async def list_calls(ctx: Context) -> CallList:
+    """Calls still held: active, ringing, and ended ones within call_history_ttl."""
+    q = ctx.query
+    calls = await ctx.hub.state.list_calls()
+    chosen = [
+        call_out(c)
+        for c in sorted(calls, key=lambda c: c.created_at)
+        if ("state" not in q or c.state == q["state"])
+        and ("userId" not in q or q["userId"] in c.participants)
+        and ("conversationId" not in q or c.conversation_id == q["conversationId"])
+    ]
+    return CallList(calls=chosen)
+
+
+async def _call(ctx: Context) -> Call:
+    call = await ctx.hub.state.get_call(ctx.params["callId"])
+    if call is None:
+        raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{ctx.params['callId']}'")
+    return call
+
+
+@endpoint("GET", "/calls/{callId}", tag="calls", response=CallOut, errors=(*AUTH_ERRORS, 404))
+async def get_call(ctx: Context) -> CallOut:
+    """One call's status and participants."""
+    return call_out(await _call(ctx))
+
+
+@endpoint(
+    "POST",
+    "/calls/{callId}/end",
+    tag="calls",
+    body=EndCallBody,
+    body_optional=True,
+    response=CallOut,
+    errors=(*BODY_ERRORS, 404, 409),
+)
+async def end_call(ctx: Context) -> CallOut:
+    """End a call for everyone (call:ended with the given reason)."""
+    call = await ctx.hub.calls.end_call(ctx.params["callId"], ctx.body.reason)
+    return call_out(call)

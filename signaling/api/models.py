@@ -1,0 +1,292 @@
+"""Request and response bodies of the room API. They are the single source of both the
+validation and the OpenAPI document (pydantic's JSON Schema is OpenAPI 3.1's dialect)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from signaling.events import RoomId, UserId
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_EVENT_DATA_BYTES = 64 * 1024
+#: Server-side namespaces (and the typing event): a pushed event may not impersonate them.
+RESERVED_EVENT_PREFIXES = ("session:", "room:", "presence:", "call:", "sfu:", "peer:", "screen:")
+RESERVED_EVENTS = ("ack", "error", "message:typing", "media:toggle-audio", "media:toggle-video")
+
+EventType = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]*(:[a-z0-9_.-]+)+$", max_length=64)
+]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+TrackId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _bounded_json(value: dict[str, Any], limit: int, what: str) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > limit:
+        raise ValueError(f"{what} is larger than {limit} bytes as JSON")
+    return value
+
+
+class Body(BaseModel):
+    """Request bodies: unknown fields are refused, so a typo is an error, not a no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    pass
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+class ErrorDetail(Out):
+    code: str = Field(description="machine-readable reason, e.g. room_not_found")
+    message: str
+
+
+class ErrorBody(Out):
+    error: ErrorDetail
+
+
+# -- rooms ----------------------------------------------------------------------------------
+
+
+class RoomCreate(Body):
+    roomId: RoomId
+    type: Literal["chat", "conference"] = "chat"
+    capacity: int | None = Field(
+        default=None, ge=1, le=100_000, description="most distinct members; none: no limit"
+    )
+    emptyTimeout: float | None = Field(
+        default=None,
+        ge=0,
+        le=7 * 86400,
+        description="seconds the room may stay empty before it is finished "
+        "(default: the room_empty_timeout setting)",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="opaque, at most 16 KiB")
+
+    _metadata = field_validator("metadata")(
+        lambda v: _bounded_json(v, MAX_METADATA_BYTES, "metadata")
+    )
+
+
+class RoomUpdate(Body):
+    metadata: dict[str, Any] = Field(description="replaces the metadata; members are told")
+
+    _metadata = field_validator("metadata")(
+        lambda v: _bounded_json(v, MAX_METADATA_BYTES, "metadata")
+    )
+
+
+class TrackOut(Out):
+    trackId: str
+    participantId: str
+    userId: str
+    kind: Literal["audio", "video"]
+    source: str
+    codec: str
+    muted: bool
+
+
+class MediaParticipantOut(Out):
+    participantId: str = Field(description="the group call participant (one per device)")
+    userId: str
+    name: str
+    canPublish: bool
+    canSubscribe: bool
+    tracks: list[TrackOut]
+
+
+class RoomOut(Out):
+    roomId: str
+    type: Literal["chat", "conference"]
+    capacity: int | None
+    emptyTimeout: float
+    metadata: dict[str, Any]
+    createdAt: int = Field(description="epoch milliseconds")
+    createdBy: Literal["api", "join"]
+    memberCount: int
+    mediaParticipantCount: int
+
+
+class RoomList(Out):
+    rooms: list[RoomOut]
+
+
+class ParticipantOut(Out):
+    userId: str
+    name: str
+    status: Literal["online", "away", "dnd", "offline"]
+    lastSeen: int | None
+    member: bool = Field(description="joined to the room (room:join) on some device")
+    canPublish: bool
+    canSubscribe: bool
+    media: list[MediaParticipantOut] = Field(description="the user's group call devices")
+
+
+class ParticipantList(Out):
+    participants: list[ParticipantOut]
+
+
+class CallParticipantOut(Out):
+    userId: str
+    name: str
+    role: Literal["caller", "callee"]
+    state: Literal["ringing", "joined", "reconnecting", "left", "rejected", "missed"]
+    audio: bool
+    video: bool
+    screen: bool
+
+
+class CallOut(Out):
+    callId: str
+    callType: Literal["audio", "video"]
+    conversationId: str | None
+    callerId: str
+    state: Literal["ringing", "active", "ended"]
+    createdAt: int
+    answeredAt: int | None
+    endedAt: int | None
+    endReason: str | None
+    duration: float = Field(description="seconds since the answer (to the end, if ended)")
+    participants: list[CallParticipantOut]
+
+
+class RoomDetail(RoomOut):
+    participants: list[ParticipantOut]
+    calls: list[CallOut] = Field(description="1:1 / small calls of this conversation, not ended")
+    media: list[MediaParticipantOut] = Field(description="the group call (SFU) session")
+
+
+class CallList(Out):
+    calls: list[CallOut]
+
+
+class CloseBody(Body):
+    reason: Reason = "closed"
+
+
+class KickBody(Body):
+    reason: Reason = "removed"
+
+
+class MuteBody(Body):
+    muted: bool = True
+
+
+class PermissionsBody(Body):
+    canPublish: bool | None = None
+    canSubscribe: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> PermissionsBody:
+        if self.canPublish is None and self.canSubscribe is None:
+            raise ValueError("give canPublish, canSubscribe or both")
+        return self
+
+
+class PermissionsOut(Out):
+    roomId: str
+    userId: str
+    canPublish: bool
+    canSubscribe: bool
+
+
+class EndCallBody(Body):
+    reason: Reason = "ended_by_server"
+
+
+# -- messaging ------------------------------------------------------------------------------
+
+
+class EventIn(Body):
+    type: EventType = Field(description="e.g. message:new; server namespaces are refused")
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_EVENTS or value.startswith(RESERVED_EVENT_PREFIXES):
+            raise ValueError(f"'{value}' is a server event type; use your own namespace")
+        return value
+
+    _data = field_validator("data")(lambda v: _bounded_json(v, MAX_EVENT_DATA_BYTES, "data"))
+
+
+class UsersEventIn(EventIn):
+    userIds: list[UserId] = Field(min_length=1, max_length=1000)
+
+
+class BatchItem(EventIn):
+    roomId: RoomId | None = None
+    userIds: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> BatchItem:
+        if (self.roomId is None) == (self.userIds is None):
+            raise ValueError("give exactly one of roomId and userIds")
+        return self
+
+
+class BatchIn(Body):
+    events: list[BatchItem] = Field(min_length=1, max_length=100)
+
+
+class Delivery(Out):
+    delivered: int = Field(
+        description="sockets written on this node plus messages sent to other nodes (with "
+        "Redis a message to a node reaches all of its recipients' sockets there)"
+    )
+
+
+class BatchOut(Out):
+    results: list[Delivery]
+
+
+class PresenceQueryIn(Body):
+    userIds: list[UserId] = Field(min_length=1, max_length=1000)
+
+
+class PresenceOut(Out):
+    userId: str
+    status: Literal["online", "away", "dnd", "offline"]
+    lastSeen: int | None = Field(description="epoch ms of the last activity")
+
+
+class PresenceList(Out):
+    users: list[PresenceOut]
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+class TokenIn(Body):
+    userId: UserId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    rooms: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = Field(
+        default_factory=lambda: ["*"],
+        max_length=1000,
+        description="rooms the holder may join; '*' all, 'prefix*' a prefix",
+    )
+    presence: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1000
+    )
+    ttl: int = Field(default=3600, ge=60, le=7 * 86400, description="lifetime in seconds")
+
+
+class TokenOut(Out):
+    token: str
+    userId: str
+    expiresAt: int = Field(description="epoch seconds")

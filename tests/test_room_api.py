@@ -13,7 +13,6 @@ from signaling.api.auth import API_AUDIENCE, mint_api_token
 from signaling.client import RequestError
 from tests.conftest import API_KEY, API_SECRET
 
-
 # -- authentication -------------------------------------------------------------------------
 
 
@@ -295,7 +294,7 @@ async def test_calls_status_history_and_end(hub, api):
 
 async def test_closing_a_room_ends_its_call(hub, api):
     alice, bob, call_id = await _call(hub)
-    status, detail = await api.get("/rooms/team")
+    _status, detail = await api.get("/rooms/team")
     assert [c["callId"] for c in detail["calls"]] == [call_id]
     assert (await api.delete("/rooms/team"))[0] == 200
     for client in (alice, bob):

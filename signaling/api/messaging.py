@@ -19,6 +19,7 @@ from signaling.api.models import (
     PresenceList,
     PresenceOut,
     PresenceQueryIn,
+    RoomEventIn,
     TokenIn,
     TokenOut,
     UsersEventIn,
@@ -89,10 +90,10 @@ async def push_batch(ctx: Context) -> BatchOut:
     """Up to 100 events, each to a room or to users, sent in the given order."""
     results = []
     for item in ctx.body.events:
-        if item.roomId is not None:
+        if isinstance(item, RoomEventIn):
             count = await ctx.hub.to_rooms([item.roomId], item.type, item.data)
         else:
-            count = await ctx.hub.to_users(item.userIds or [], item.type, item.data)
+            count = await ctx.hub.to_users(item.userIds, item.type, item.data)
         results.append(Delivery(delivered=count))
     return BatchOut(results=results)
 

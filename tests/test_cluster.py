@@ -187,3 +187,40 @@ async def test_calls_and_typing_answer_unavailable_while_redis_is_away(tmp_path)
     finally:
         await cluster.close()
         redis.stop()
+
+
+async def test_webhooks_once_per_event_across_nodes(cluster, tmp_path):
+    """Both nodes deliver from the one queue in Redis: every event arrives exactly once,
+    and a room's events arrive in order even when they happen on different nodes."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = await Receiver().start()
+    # Some first attempts fail, so retries and both nodes' dispatchers are exercised.
+    receiver.behaviour = lambda e, attempt: 500 if attempt == 1 and hash(e["id"]) % 4 == 0 else 200
+    hooks = {
+        "SWITCHBOARD_API_KEY": "k",
+        "SWITCHBOARD_API_SECRET": "cluster-api-secret-0123456789abcdef0123",
+        "SWITCHBOARD_WEBHOOK_URLS": receiver.url,
+        "SWITCHBOARD_WEBHOOK_BACKOFF_INITIAL": "0.05",
+        "SWITCHBOARD_WEBHOOK_BACKOFF_MAX": "0.2",
+    }
+    try:
+        a, b = await asyncio.gather(cluster.start("a", **hooks), cluster.start("b", **hooks))
+        users = [f"u{i}" for i in range(10)]
+        for i, user in enumerate(users):
+            await (a if i % 2 == 0 else b).connect(user, "shared")
+        delivered = await receiver.wait_for(
+            lambda d: sum(e["type"] == "participant_joined" for e in d) >= 10, timeout=15
+        )
+        await asyncio.sleep(1.0)  # a duplicate would arrive meanwhile
+        delivered = receiver.delivered
+        ids = [e["id"] for e in delivered]
+        assert len(ids) == len(set(ids)), "an event was delivered twice"
+        joins = [e["userId"] for e in delivered if e["type"] == "participant_joined"]
+        assert joins == users
+        assert [e["type"] for e in delivered].count("room_started") == 1
+        assert {e["node"] for e in delivered if e["type"] == "participant_joined"} == {"a", "b"}
+        # No event was sent successfully twice (attempt-level, not only by id).
+        assert len([d for d in receiver.attempts if d.status == 200]) == len(ids)
+    finally:
+        await receiver.close()

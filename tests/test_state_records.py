@@ -1,0 +1,76 @@
+"""The room records and webhook queue of the state interface, run against both
+implementations (memory, real Redis): same answers from both."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from signaling.protocol import HubError
+from signaling.state.models import Member, RoomInfo
+from tests.conftest import make_state
+
+
+@pytest.fixture
+async def state(state_kind, request):
+    s = make_state(state_kind, request)
+
+    async def nothing(_):
+        return None
+
+    await s.start(nothing)
+    yield s
+    await s.close()
+
+
+async def test_room_records(state):
+    room = RoomInfo(id="r1", created_at=1, capacity=2, metadata={"a": 1})
+    assert await state.create_room(room) is True
+    assert await state.create_room(RoomInfo(id="r1", created_at=2)) is False
+    assert (await state.get_room("r1")).metadata == {"a": 1}
+
+    def grant(info: RoomInfo) -> int:
+        info.permissions["u"] = {"canPublish": False}
+        return 7
+
+    updated, result = await state.update_room("r1", grant)
+    assert result == 7 and updated.permission("u", "canPublish") is False
+    assert updated.permission("u", "canSubscribe") is True
+    with pytest.raises(KeyError):
+        await state.update_room("nope", grant)
+    assert [r.id for r in await state.list_rooms()] == ["r1"]
+    assert (await state.delete_room("r1")).id == "r1"
+    assert await state.delete_room("r1") is None
+    assert await state.list_rooms() == []
+
+
+async def test_join_capacity_is_atomic(state):
+    joins = [
+        state.join_room("full", Member(f"u{i}", f"u{i}"), f"c_x.{i}", capacity=3) for i in range(8)
+    ]
+    results = await asyncio.gather(*joins, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, HubError)]
+    assert len(refused) == 5 and {r.code.value for r in refused} == {"room_full"}
+    assert len(await state.room_members("full")) == 3
+    # A member's second device is not refused.
+    assert await state.join_room("full", Member("u0", "u0"), "c_x.extra", capacity=3) is False
+
+
+async def test_webhook_queue_leases_keys_to_one_owner(state):
+    await state.webhook_push([("k1", b"1"), ("k2", b"a"), ("k1", b"2")])
+    assert sorted(await state.webhook_claim("A", 10, 5.0)) == ["k1", "k2"]
+    assert await state.webhook_claim("B", 10, 5.0) == []  # both leased to A
+    assert await state.webhook_head("k1") == b"1"
+    assert await state.webhook_ack("k1", "B") is False  # not B's lease: nothing dropped
+    assert await state.webhook_ack("k1", "A") is True
+    assert await state.webhook_head("k1") == b"2"
+    await state.webhook_release("k1", "A")
+    assert await state.webhook_claim("B", 10, 0.2) == ["k1"]  # released keys move on
+    assert await state.webhook_renew("k1", "A", 5.0) is False
+    await asyncio.sleep(0.3)  # B's lease runs out, as if B had died
+    assert await state.webhook_claim("C", 10, 5.0) == ["k1"]
+    assert await state.webhook_ack("k1", "B") is False
+    assert await state.webhook_ack("k1", "C") is True
+    assert await state.webhook_head("k1") is None
+    assert await state.webhook_claim("D", 10, 5.0) == []  # emptied keys are not ready

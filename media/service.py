@@ -6,6 +6,7 @@ connection id, so one user can join from two devices as two participants.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -316,7 +317,12 @@ class SfuService:
             await self._remove(participant, "disconnected")
 
     async def stop(self) -> None:
-        for room in list(self.rooms.values()):
-            await room.close()
+        rooms = list(self.rooms.values())
         self.rooms.clear()
         self.by_conn.clear()
+        for room in rooms:
+            await room.close()
+            # Take this node's part out of the room record (best effort: the state may be
+            # away), so the room can finish once the others are gone too.
+            with contextlib.suppress(Exception):
+                await self._record(room.id)

@@ -70,8 +70,8 @@ class SfuService:
         ]
 
     def _participant(self, conn: Connection, room_id: str) -> Participant:
-        participant = self.by_conn.get(conn.id)
-        if participant is None or participant.room.id != room_id or participant.closed:
+        participant = self._in_room(conn, room_id)
+        if participant is None:
             raise HubError(ErrorCode.NOT_IN_ROOM, f"not in group call room '{room_id}'")
         return participant
 

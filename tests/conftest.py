@@ -152,6 +152,7 @@ class ApiClient:
 
     session: aiohttp.ClientSession
     base: str
+    last_headers: Any = None
 
     async def call(
         self,

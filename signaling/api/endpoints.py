@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.api")
 
 PREFIX = "/api/v1"
+#: Statuses any authenticated operation may answer; bodies add 413 and 415.
+AUTH_ERRORS = (400, 401, 429, 503)
+BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
 
 #: Every path parameter's type, shared by validation and the document.
 PATH_PARAMS: dict[str, TypeAdapter[Any]] = {

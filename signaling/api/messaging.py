@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import jwt
 from pydantic import TypeAdapter
 
-from signaling.api.endpoints import Context, Query, endpoint
+from signaling.api.endpoints import AUTH_ERRORS, BODY_ERRORS, Context, Query, endpoint
 from signaling.api.models import (
     BatchIn,
     BatchOut,
@@ -31,9 +31,6 @@ from signaling.tokens import mint_token
 
 if TYPE_CHECKING:
     from signaling.state.models import Call
-
-AUTH_ERRORS = (400, 401, 429, 503)
-BODY_ERRORS = (*AUTH_ERRORS, 413, 415)
 
 
 def call_out(call: Call) -> CallOut:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from signaling.api.endpoints import Context, Query, endpoint
+from signaling.api.endpoints import AUTH_ERRORS, BODY_ERRORS, Context, Query, endpoint
 from signaling.api.errors import ApiError
 from signaling.api.messaging import call_out
 from signaling.api.models import (
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from signaling.hub import Hub
     from signaling.state.models import RoomInfo
 
-AUTH_ERRORS = (400, 401, 429, 503)
 REASON = Query("reason", TypeAdapter(Reason), "told to the clients and in the webhook")
 
 
@@ -84,7 +83,7 @@ async def _participants(hub: Hub, room: RoomInfo) -> list[ParticipantOut]:
     body=RoomCreate,
     response=RoomOut,
     status=201,
-    errors=(*AUTH_ERRORS, 409, 413, 415),
+    errors=(*BODY_ERRORS, 409),
 )
 async def create_room(ctx: Context) -> RoomOut:
     """Create a room (it also opens by itself on a first join, with the defaults)."""
@@ -133,7 +132,7 @@ async def get_room(ctx: Context) -> RoomDetail:
     tag="rooms",
     body=RoomUpdate,
     response=RoomOut,
-    errors=(*AUTH_ERRORS, 404, 413, 415),
+    errors=(*BODY_ERRORS, 404),
 )
 async def update_room(ctx: Context) -> RoomOut:
     """Replace a room's metadata; its members get room:metadata-updated."""
@@ -211,7 +210,7 @@ async def remove_participant(ctx: Context) -> None:
     body=MuteBody,
     body_optional=True,
     status=204,
-    errors=(*AUTH_ERRORS, 404, 413, 415),
+    errors=(*BODY_ERRORS, 404),
 )
 async def mute_track(ctx: Context) -> None:
     """Mute (or unmute) a published track: the SFU stops forwarding it, everyone is told."""
@@ -227,7 +226,7 @@ async def mute_track(ctx: Context) -> None:
     tag="participants",
     body=PermissionsBody,
     response=PermissionsOut,
-    errors=(*AUTH_ERRORS, 404, 413, 415),
+    errors=(*BODY_ERRORS, 404),
 )
 async def update_permissions(ctx: Context) -> PermissionsOut:
     """Allow or forbid publishing and subscribing (also before the user joins)."""

@@ -58,6 +58,12 @@ class SfuRoom:
             if participant.id != exclude:
                 participant.resubscribe()
 
+    async def announce_published(self, tracks: Iterable[PublishedTrack], exclude: str) -> None:
+        for track in tracks:
+            wire = {"roomId": self.id, "track": track.info.to_wire(track.muted)}
+            self.hub.webhooks.emit("track_published", self.id, wire)
+            await self.broadcast("sfu:track-published", wire, exclude)
+
     async def announce_unpublished(
         self, tracks: Iterable[PublishedTrack], exclude: str | None = None
     ) -> None:

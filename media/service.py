@@ -127,17 +127,7 @@ class SfuService:
         answer, added, removed = await participant.publish(payload.sdp, dict(payload.sources))
         room = participant.room
         await room.announce_unpublished(removed, exclude=participant.id)
-        for track in added:
-            self.hub.webhooks.emit(
-                "track_published",
-                room.id,
-                {"roomId": room.id, "track": track.info.to_wire(track.muted)},
-            )
-            await room.broadcast(
-                "sfu:track-published",
-                {"roomId": room.id, "track": track.info.to_wire(track.muted)},
-                participant.id,
-            )
+        await room.announce_published(added, exclude=participant.id)
         if added or removed:
             room.resubscribe_all(exclude=participant.id)
             await self._record(room.id)

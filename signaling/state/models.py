@@ -111,6 +111,9 @@ class Call:
     answered_at: int | None = None
     ended_at: int | None = None
     end_reason: str | None = None
+    #: Bumped by every shared write, so re-publishing after a Redis restart keeps the
+    #: newest copy any node holds.
+    version: int = 0
 
     def in_state(self, *states: str) -> list[CallParticipant]:
         return [p for p in self.participants.values() if p.state in states]

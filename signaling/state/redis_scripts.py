@@ -154,3 +154,12 @@ if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return 1
 """
+
+# Write a call copy unless Redis holds one at least as new (re-publishing after a restart:
+# each node offers the last version it wrote). KEYS: call. ARGV: json, version.
+PUT_NEWER_CALL = """
+local current = redis.call('GET', KEYS[1])
+if current and (cjson.decode(current).version or 0) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""

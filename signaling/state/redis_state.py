@@ -108,6 +108,7 @@ class RedisState(HubState):
                 "WEBHOOK_ACK",
                 "WEBHOOK_RENEW",
                 "WEBHOOK_RELEASE",
+                "PUT_NEWER_CALL",
             )
         }
         self._control_tasks: set[asyncio.Task[None]] = set()
@@ -430,6 +431,7 @@ class RedisState(HubState):
             self._calls[call.id] = raw
 
     async def create_call(self, call: Call) -> None:
+        call.version = 1
         raw = orjson.dumps(call.to_dict())
         async with self._shared():
             async with self.client.pipeline(transaction=False) as pipe:
@@ -446,9 +448,14 @@ class RedisState(HubState):
         return Call.from_dict(orjson.loads(raw)) if raw else None
 
     async def update_call(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
+        def bump(call: Call) -> T:
+            result = mutate(call)
+            call.version += 1
+            return result
+
         async with self._shared():
             call, result, raw = await self._update_record(
-                self.keys.call(call_id), call_id, Call.from_dict, mutate
+                self.keys.call(call_id), call_id, Call.from_dict, bump
             )
         self._remember(call, raw)
         return call, result
@@ -657,8 +664,10 @@ class RedisState(HubState):
         now = now_ms()
         async with self.client.pipeline(transaction=False) as pipe:
             for call_id, raw in self._calls.items():
-                pipe.set(k.call(call_id), raw, nx=True)
                 call = orjson.loads(raw)
+                await self._scripts["PUT_NEWER_CALL"](
+                    keys=[k.call(call_id)], args=[raw, call.get("version", 0)], client=pipe
+                )
                 pipe.zadd(k.calls, {call_id: call["created_at"]}, nx=True)
                 for user_id in call["participants"]:
                     pipe.sadd(k.user_calls(user_id), call_id)

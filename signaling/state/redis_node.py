@@ -131,7 +131,7 @@ class NodeLifecycle:
                 await self._come_online()
             except UNREACHABLE as exc:
                 await self.state.bus.close()
-                self.state.online = False
+                self.state.online = self.state.synced = False
                 log.warning("Redis at %s unavailable (%s); retrying in %.1f s", url, exc, delay)
             else:
                 return
@@ -152,8 +152,10 @@ class NodeLifecycle:
             log.warning("this node was declared dead while cut off; asking clients to reconnect")
             for conn in list(state.local.conns.values()):
                 await conn.close(CloseCode.SERVICE_RESTART, "node rejoining the cluster; reconnect")
+            state.synced = True
             return
         stale = await state.republish()
+        state.synced = True
         log.info(
             "Redis connected",
             extra={"node": me, "count": len(state.local.conns), "url": redacted(state.url)},

@@ -87,6 +87,8 @@ class RedisState(HubState):
         self.client: Redis = connect_client(url)
         self.bus = Bus(self._on_bus)
         self.online = False
+        # Whether this node's first-hand state is back in Redis after (re)connecting.
+        self.synced = False
         # What this node knows first-hand, re-published after an outage.
         self._status: dict[str, str] = {}
         self._calls: dict[str, bytes] = {}
@@ -119,7 +121,8 @@ class RedisState(HubState):
         await self.node.start(on_lost)
 
     def status(self) -> dict[str, Any]:
-        return {"backend": "redis", "node": self.node_id, "connected": self.online}
+        # Connected once re-publishing finished: from then on Redis holds this node's part.
+        return {"backend": "redis", "node": self.node_id, "connected": self.online and self.synced}
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
@@ -128,7 +131,7 @@ class RedisState(HubState):
         """A Redis call failed for lack of Redis: serve locally until it is back."""
         if self.online:
             log.warning("Redis connection lost (%s); serving local users only", exc)
-        self.online = False
+        self.online = self.synced = False
         self.node.reconnect_soon()
 
     @contextlib.contextmanager

@@ -144,6 +144,8 @@ class CallService:
 
     def _announce(self, call: Call, was: str, before: dict[str, str]) -> None:
         """Webhooks for what this update changed: answered, missed by someone, ended."""
+        if not self.hub.webhooks.urls:  # the common case: build no payloads at all
+            return
         emit = self.hub.webhooks.emit
         scope = call.conversation_id or f"call:{call.id}"
         if was == "ringing" and call.state == "active":

@@ -74,7 +74,9 @@ class RoomLifecycle:
                 return room
             if not self.hub.settings.room_auto_create:
                 raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist")
-            await self.create(default)
+            if await self.create(default):
+                return default
+            # Another node opened it meanwhile: use its record.
             return await self.hub.state.get_room(room_id) or default
         except HubError as exc:
             if exc.code is not ErrorCode.UNAVAILABLE:

@@ -37,7 +37,7 @@ REASON = Query("reason", TypeAdapter(Reason), "told to the clients and in the we
 async def _room(hub: Hub, room_id: str) -> RoomInfo:
     room = await hub.state.get_room(room_id)
     if room is None:
-        raise ApiError(404, ErrorCode.ROOM_NOT_FOUND.value, f"room '{room_id}' does not exist")
+        raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist")
     return room
 
 

@@ -24,6 +24,7 @@ from signaling.state.models import (
 
 if TYPE_CHECKING:
     from signaling.connection import Connection
+    from signaling.state.local import LocalIndex
 
 T = TypeVar("T")
 
@@ -58,23 +59,27 @@ class HubState(ABC):
 
     # -- connections on this node, and delivery to connections on any node -----------------
 
-    @abstractmethod
+    # Both implementations keep this node's sockets in a LocalIndex; only what happens
+    # beyond this node differs.
+    local: LocalIndex
+
     def attach(self, conn: Connection) -> None:
         """Make a local connection reachable for delivery."""
+        self.local.attach(conn)
 
-    @abstractmethod
     def detach(self, conn: Connection) -> None:
         """Forget a local connection (after its rooms and presence were released)."""
+        self.local.detach(conn)
 
-    @abstractmethod
-    def local_connection_count(self) -> int: ...
+    def local_connection_count(self) -> int:
+        return len(self.local.conns)
 
-    @abstractmethod
-    def local_connections(self) -> list[Connection]: ...
+    def local_connections(self) -> list[Connection]:
+        return list(self.local.conns.values())
 
-    @abstractmethod
     def local_connections_of(self, user_id: str) -> list[Connection]:
         """This node's sockets of one user."""
+        return list(self.local.user_conns.get(user_id, {}).values())
 
     @abstractmethod
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:

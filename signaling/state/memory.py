@@ -25,7 +25,7 @@ from signaling.state.models import (
 )
 
 if TYPE_CHECKING:
-    from signaling.connection import Connection
+    pass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,21 +85,6 @@ class MemoryState(HubState):
         """Nothing to connect to: one node, no other node can die."""
 
     # -- connections & delivery --------------------------------------------------------------
-
-    def attach(self, conn: Connection) -> None:
-        self.local.attach(conn)
-
-    def detach(self, conn: Connection) -> None:
-        self.local.detach(conn)
-
-    def local_connection_count(self) -> int:
-        return len(self.local.conns)
-
-    def local_connections(self) -> list[Connection]:
-        return list(self.local.conns.values())
-
-    def local_connections_of(self, user_id: str) -> list[Connection]:
-        return list(self.local.user_conns.get(user_id, {}).values())
 
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
         return self.local.to_connection(conn_id, frame)

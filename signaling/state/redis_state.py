@@ -157,21 +157,9 @@ class RedisState(HubState):
 
     # -- connections & delivery ---------------------------------------------------------------
 
-    def attach(self, conn: Connection) -> None:
-        self.local.attach(conn)
-
     def detach(self, conn: Connection) -> None:
-        self.local.detach(conn)
+        super().detach(conn)
         self._status.pop(conn.id, None)
-
-    def local_connection_count(self) -> int:
-        return len(self.local.conns)
-
-    def local_connections(self) -> list[Connection]:
-        return list(self.local.conns.values())
-
-    def local_connections_of(self, user_id: str) -> list[Connection]:
-        return list(self.local.user_conns.get(user_id, {}).values())
 
     async def _publish(self, messages: list[tuple[str, bytes]]) -> int:
         if not messages:

@@ -26,10 +26,10 @@ log = logging.getLogger("switchboard.webhooks")
 RETRY_PUSH_AFTER = 0.5
 
 
-def ordering_key(url: str, scope: str) -> str:
-    """Deliveries sharing a key go out one at a time, in order: one queue per receiver and
-    room (or user, for presence)."""
-    return hashlib.sha1(url.encode()).hexdigest()[:10] + ":" + scope
+def receiver_tag(url: str) -> str:
+    """Deliveries sharing a key (``<tag>:<scope>``) go out one at a time, in order: one
+    queue per receiver and room (or user, for presence)."""
+    return hashlib.sha1(url.encode()).hexdigest()[:10]
 
 
 class WebhookOutbox:
@@ -45,6 +45,7 @@ class WebhookOutbox:
         self.state = state
         self.metrics = metrics
         self.urls = urls
+        self._tags = {url: receiver_tag(url) for url in urls}
         self.events = events
         self.node_id = node_id
         self.limit = limit
@@ -71,7 +72,7 @@ class WebhookOutbox:
         )
         for url in self.urls:
             item = orjson.dumps({"id": event_id, "url": url, "at": created, "body": body.decode()})
-            self._pending.append((ordering_key(url, scope), item))
+            self._pending.append((f"{self._tags[url]}:{scope}", item))
         self._wake.set()
         return event_id
 

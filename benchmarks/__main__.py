@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks {fanout,sfu,cluster} [options]``."""
+"""Entry point: ``python -m benchmarks {signaling,sfu} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import cluster, fanout, sfu
+from benchmarks import sfu, signaling
 
-SCENARIOS = {"fanout": fanout.main, "sfu": sfu.main, "cluster": cluster.main}
+SCENARIOS = {"signaling": signaling.main, "sfu": sfu.main}
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -24,11 +25,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
+def _status_kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    return _status_kb(pid, "VmRSS:")
+
+
+def peak_rss_bytes(pid: int) -> int:
+    return _status_kb(pid, "VmHWM:")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -58,3 +67,12 @@ def stop(server: subprocess.Popen[bytes]) -> None:
         server.wait(15)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A throw-away redis-server on loopback, pinned beside the servers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is missing (apt-get install redis-server)")
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return start_pinned(cmd, dict(os.environ), port)

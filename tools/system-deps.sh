@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite runs for real, where they are missing:
-# coturn (turnserver, turnutils_uclient), redis-server, and Chromium for the browser tests. Debian/Ubuntu;
-# as root, or through sudo.
+# coturn (turnserver, turnutils_uclient), redis-server, Chromium for the browser tests, and
+# for the benchmarks' quick runs Node.js with npm (the Socket.IO peer) and Janus (VideoRoom).
+# Debian/Ubuntu; as root, or through sudo.
 set -euo pipefail
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
@@ -9,6 +10,9 @@ need turnserver coturn
 need turnutils_uclient coturn
 need chromium chromium
 need redis-server redis-server
+need node nodejs
+need npm npm
+need janus janus
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -1,0 +1,427 @@
+"""Signaling load, Switchboard side by side with the Socket.IO stack it replaces.
+
+Scenarios (``--scenarios``, all by default):
+- ``idle``: N clients connect, join rooms of K and hold; at the end each room's first
+  member types once, which proves every held connection still delivers;
+- ``fanout``: N clients in rooms of K, each toggling ``message:typing`` R times a second;
+- ``calls``: P caller/callee pairs running complete 1:1 call set-ups back to back (ring,
+  accept, offer and answer SDP, a burst of ICE candidates each way, hang up);
+- ``churn``: rooms of K-1 members who stay, while churners connect, join, stay a moment and
+  disconnect at C per second in all (members get joined, offline and left events).
+
+Each scenario runs, in the same invocation, against both systems (``switchboard serve``
+and ``benchmarks/peers/socketio-server.mjs``) and in each topology (``--topologies``: one
+node; two nodes sharing a fresh redis-server, members spread over both). Servers and Redis
+are pinned to CPU 0; the load generators (``benchmarks/peers/loadgen.mjs``, the same code
+for both systems, only the transport differs) run as ``--procs`` Node processes on the
+other CPUs. Results: JSON on stdout and in ``--out``, and a PNG plot beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks.common import (
+    SECRET,
+    cpu_seconds,
+    free_port,
+    pct,
+    peak_rss_bytes,
+    rss_bytes,
+    start_pinned,
+    start_redis,
+    stop,
+)
+
+PEERS = Path(__file__).resolve().parent / "peers"
+SYSTEMS = ("switchboard", "socketio")
+TOPOLOGIES = {"single": (1, False), "redis1": (1, True), "redis2": (2, True)}
+
+# Full-run parameters per scenario, and the quick mode the test suite runs.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "idle": {"clients": 2000, "room_size": 10, "duration": 10},
+    "fanout": {"clients": 1000, "room_size": 50, "rate": 1, "duration": 8},
+    "calls": {"pairs": 100, "rate": 1, "ice_burst": 8, "duration": 8},
+    "churn": {"clients": 500, "room_size": 10, "rate": 50, "hold": 1, "duration": 8},
+}
+QUICK: dict[str, dict[str, float]] = {
+    "idle": {"clients": 40, "room_size": 10, "duration": 1},
+    "fanout": {"clients": 40, "room_size": 10, "rate": 2, "duration": 2},
+    "calls": {"pairs": 10, "rate": 2, "ice_burst": 4, "duration": 2},
+    "churn": {"clients": 20, "room_size": 5, "rate": 10, "hold": 0.3, "duration": 2},
+}
+# Metrics compared as switchboard / socketio (higher is better for rates and per-CPU
+# figures; lower is better for latency, RSS and CPU).
+RATIO_KEYS = (
+    "deliveries_per_s",
+    "deliveries_per_server_cpu_s",
+    "server_cpu_s",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "server_rss_per_connection_bytes",
+    "setups_per_s",
+    "setup_p50_ms",
+    "connect_p50_ms",
+)
+
+
+def log(msg: str) -> None:
+    print(f"signaling: {msg}", file=sys.stderr, flush=True)
+
+
+def ensure_peers() -> None:
+    """Install the Socket.IO peer's npm packages (pinned by package-lock.json) once."""
+    marker = PEERS / "node_modules" / ".package-lock.json"
+    lock = PEERS / "package-lock.json"
+    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    log("installing the Socket.IO peer (npm ci) ...")
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=PEERS,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def start_node(system: str, port: int, redis_url: str | None) -> subprocess.Popen[bytes]:
+    if system == "switchboard":
+        env = {
+            **os.environ,
+            "SWITCHBOARD_JWT_SECRET": SECRET,
+            "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "10000",
+            "SWITCHBOARD_RATE_LIMIT_BURST": "10000",
+            "SWITCHBOARD_TYPING_THROTTLE": "0",
+            "SWITCHBOARD_LOG_LEVEL": "WARNING",
+            "SWITCHBOARD_SEND_BUFFER_LIMIT": str(16 * 1024 * 1024),
+        }
+        if redis_url:
+            env["SWITCHBOARD_REDIS_URL"] = redis_url
+        cmd = [sys.executable, "-m", "signaling", "serve", "--port", str(port)]
+    else:
+        env = {**os.environ, "PORT": str(port), "JWT_SECRET": SECRET}
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        cmd = ["node", str(PEERS / "socketio-server.mjs")]
+    return start_pinned(cmd, env, port)
+
+
+def url_of(system: str, port: int) -> str:
+    return f"ws://127.0.0.1:{port}/ws" if system == "switchboard" else f"http://127.0.0.1:{port}"
+
+
+def generator_configs(
+    scenario: str, params: dict[str, float], procs: int, urls: list[str], system: str
+) -> list[dict[str, Any]]:
+    """Split the load over the generator processes (whole rooms / pairs per process)."""
+    size = int(params.get("room_size", 2))
+    rooms = [f"room{i}" for i in range(max(1, int(params.get("clients", 0)) // size))]
+    configs = []
+    for p in range(procs):
+        share = rooms[p::procs]
+        total = int(params.get("pairs", 0))
+        pairs = total // procs + (p < total % procs)
+        if not (pairs if scenario == "calls" else share):
+            continue
+        configs.append(
+            {
+                "system": system,
+                "urls": urls,
+                "scenario": scenario,
+                "secret": SECRET,
+                "prefix": f"g{p}-",
+                "rooms": share,
+                "roomSize": size,
+                "rate": params.get("rate", 1) / (procs if scenario == "churn" else 1),
+                "duration": params["duration"],
+                "pairs": pairs,
+                "iceBurst": int(params.get("ice_burst", 0)),
+                "hold": params.get("hold", 0),
+            }
+        )
+    return configs
+
+
+def run_generators(
+    configs: list[dict[str, Any]], servers: list[int], timeout: float
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Start the generators, wait until all are connected, start them together, collect."""
+    cpus = sorted(os.sched_getaffinity(0))
+    gen_cpus = [c for c in cpus if c != cpus[0]] or cpus
+    gens = []
+    for i, cfg in enumerate(configs):
+        proc = subprocess.Popen(
+            ["node", str(PEERS / "loadgen.mjs"), orjson.dumps(cfg).decode()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        os.sched_setaffinity(proc.pid, {gen_cpus[i % len(gen_cpus)]})
+        gens.append(proc)
+    watchdog = threading.Timer(timeout, lambda: [g.kill() for g in gens])
+    watchdog.start()
+    try:
+        held = sum(orjson.loads(g.stdout.readline() or "{}").get("ready", 0) for g in gens)  # type: ignore[union-attr]
+        if len(gens) == 0 or held == 0:
+            raise RuntimeError("the load generators did not connect")
+        rss_held = sum(rss_bytes(pid) for pid in servers)
+        gen_cpu0 = sum(cpu_seconds(g.pid) for g in gens)
+        cpu0 = sum(cpu_seconds(pid) for pid in servers)
+        for g in gens:
+            g.stdin.write("go\n")  # type: ignore[union-attr]
+            g.stdin.flush()  # type: ignore[union-attr]
+        lines = [g.stdout.readline() for g in gens]  # type: ignore[union-attr]
+        cpu1 = sum(cpu_seconds(pid) for pid in servers)
+        gen_cpu = sum(cpu_seconds(g.pid) for g in gens) - gen_cpu0
+        for g in gens:
+            g.wait(30)
+    finally:
+        watchdog.cancel()
+        for g in gens:
+            if g.poll() is None:
+                g.kill()
+    if not all(lines):
+        raise RuntimeError("a load generator died (or timed out) before reporting")
+    results = [orjson.loads(line) for line in lines]
+    readings = {
+        "held": held,
+        "rss_held": rss_held,
+        "server_cpu": cpu1 - cpu0,
+        "generator_cpu": gen_cpu,
+        "generator_cores": min(len(gens), len(gen_cpus)),
+    }
+    return results, readings
+
+
+def summarize(
+    parts: list[dict[str, Any]], readings: dict[str, float], rss_idle: int, duration: float
+) -> dict[str, Any]:
+    latencies = [x for p in parts for x in p["latencies"]]
+    deliveries = sum(p["deliveries"] for p in parts)
+    expected = sum(p["expected"] for p in parts)
+    elapsed = max(p["elapsed"] for p in parts)
+    cpu = readings["server_cpu"]
+    held = int(readings["held"])
+    codes: dict[str, int] = {}
+    for p in parts:
+        for code, n in p["errorCodes"].items():
+            codes[code] = codes.get(code, 0) + n
+    out: dict[str, Any] = {
+        "connections": held,
+        "connections_held_at_end": sum(p.get("connections", 0) for p in parts),
+        "deliveries": deliveries,
+        "expected_deliveries": expected,
+        "dropped": max(0, expected - deliveries),
+        "errors": sum(p["errors"] for p in parts),
+        "error_codes": codes,
+        "deliveries_per_s": round(deliveries / duration),
+        "server_cpu_s": round(cpu, 3),
+        "server_cpu_share": round(cpu / elapsed, 3),
+        "deliveries_per_server_cpu_s": round(deliveries / cpu) if cpu > 0 else None,
+        "latency_p50_ms": round(pct(latencies, 0.50), 3),
+        "latency_p95_ms": round(pct(latencies, 0.95), 3),
+        "latency_p99_ms": round(pct(latencies, 0.99), 3),
+        "latency_max_ms": round(max((p["max"] for p in parts), default=0.0), 3),
+        "server_rss_bytes": int(readings["rss_held"]),
+        "server_rss_per_connection_bytes": round((readings["rss_held"] - rss_idle) / held),
+        "generator_cpu_s": round(readings["generator_cpu"], 3),
+        "generator_busy": round(
+            readings["generator_cpu"] / (elapsed * readings["generator_cores"]), 3
+        ),
+    }
+    setups = sum(p.get("setups", 0) for p in parts)
+    if setups:
+        setup_ms = [x for p in parts for x in p.get("setupMs", [])]
+        out |= {
+            "setups": setups,
+            "setups_per_s": round(setups / duration, 1),
+            "setup_p50_ms": round(pct(setup_ms, 0.5), 3),
+            "setup_p99_ms": round(pct(setup_ms, 0.99), 3),
+        }
+    if any("churnCycles" in p for p in parts):
+        connect_ms = [x for p in parts for x in p.get("connectMs", [])]
+        out |= {
+            "churn_cycles": sum(p.get("churnCycles", 0) for p in parts),
+            "connect_p50_ms": round(pct(connect_ms, 0.5), 3),
+            "connect_p99_ms": round(pct(connect_ms, 0.99), 3),
+        }
+    return out
+
+
+def run_one(
+    scenario: str, topology: str, system: str, params: dict[str, float], procs: int
+) -> dict[str, Any]:
+    nodes, with_redis = TOPOLOGIES[topology]
+    redis_port = free_port()
+    redis = start_redis(redis_port) if with_redis else None
+    redis_url = f"redis://127.0.0.1:{redis_port}/0" if redis else None
+    ports = [free_port() for _ in range(nodes)]
+    servers = [start_node(system, port, redis_url) for port in ports]
+    try:
+        time.sleep(0.5)  # nodes register and subscribe
+        pids = [s.pid for s in servers]
+        rss_idle = sum(rss_bytes(pid) for pid in pids)
+        redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
+        configs = generator_configs(
+            scenario, params, procs, [url_of(system, p) for p in ports], system
+        )
+        parts, readings = run_generators(configs, pids, timeout=params["duration"] + 240)
+        result = {
+            "scenario": scenario,
+            "topology": topology,
+            "system": system,
+            "nodes": nodes,
+            **summarize(parts, readings, rss_idle, params["duration"]),
+            "server_peak_rss_bytes": sum(peak_rss_bytes(pid) for pid in pids),
+        }
+        if redis:
+            result["redis_cpu_s"] = round(cpu_seconds(redis.pid) - redis_cpu0, 3)
+    finally:
+        for server in servers:
+            stop(server)
+        if redis:
+            stop(redis)
+    return result
+
+
+def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """switchboard / socketio for each metric, per scenario and topology."""
+    out = []
+    keyed = {(r["scenario"], r["topology"], r["system"]): r for r in runs}
+    for (scenario, topology, system), ours in keyed.items():
+        theirs = keyed.get((scenario, topology, "socketio"))
+        if system != "switchboard" or theirs is None:
+            continue
+        entry: dict[str, Any] = {"scenario": scenario, "topology": topology}
+        for key in RATIO_KEYS:
+            a, b = ours.get(key), theirs.get(key)
+            if isinstance(a, int | float) and isinstance(b, int | float) and b:
+                entry[key] = round(a / b, 3)
+        out.append(entry)
+    return out
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+    panels = (
+        ("deliveries_per_server_cpu_s", "deliveries per server CPU-s", False),
+        ("latency_p99_ms", "latency p50 (dot) / p99 (bar), ms", True),
+        ("server_rss_per_connection_bytes", "server RSS per connection, KB", False),
+    )
+    fig, axes = plt.subplots(len(scenarios), 3, figsize=(14, 3.4 * len(scenarios)), squeeze=False)
+    for row, scenario in zip(axes, scenarios, strict=True):
+        mine = [r for r in runs if r["scenario"] == scenario]
+        topologies = list(dict.fromkeys(r["topology"] for r in mine))
+        for ax, (key, title, with_p50) in zip(row, panels, strict=True):
+            for i, system in enumerate(SYSTEMS):
+                xs, ys, p50 = [], [], []
+                for j, topology in enumerate(topologies):
+                    run = next(
+                        (r for r in mine if r["topology"] == topology and r["system"] == system),
+                        None,
+                    )
+                    if run is None:
+                        continue
+                    value = run.get(key) or 0
+                    xs.append(j + (i - 0.5) * 0.38)
+                    ys.append(value / 1024 if key.endswith("bytes") else value)
+                    p50.append(run["latency_p50_ms"])
+                ax.bar(xs, ys, 0.38, label=system, color=f"C{i}")
+                if with_p50:
+                    ax.plot(xs, p50, "k.", markersize=8)
+            ax.set_xticks(range(len(topologies)), topologies)
+            ax.set_title(f"{scenario}: {title}", fontsize=9)
+            ax.grid(alpha=0.3, axis="y")
+        row[0].legend(fontsize=8)
+    fig.suptitle("Switchboard vs Socket.IO (same load, same run; servers on one core)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "missing"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks signaling", description=__doc__)
+    parser.add_argument("--scenarios", default="idle,fanout,calls,churn")
+    parser.add_argument("--topologies", default="single,redis2", help="single, redis1, redis2")
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--clients", type=int, help="idle/fanout/churn: clients (churn: members)")
+    parser.add_argument("--room-size", type=int, help="members per room")
+    parser.add_argument(
+        "--rate", type=float, help="typing/s per client, set-ups/s per pair, churn/s"
+    )
+    parser.add_argument("--pairs", type=int, help="calls: caller/callee pairs")
+    parser.add_argument("--ice-burst", type=int, help="calls: ICE candidates each way")
+    parser.add_argument("--hold", type=float, help="churn: seconds a churner stays")
+    parser.add_argument("--duration", type=float, help="seconds of load per run")
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/signaling.json"))
+    parser.add_argument("--quick", action="store_true", help="tiny run for CI (< 1 min/scenario)")
+    args = parser.parse_args(argv)
+    scenarios = args.scenarios.split(",")
+    topologies = args.topologies.split(",")
+    systems = args.systems.split(",")
+    unknown = set(scenarios) - set(DEFAULTS) | set(topologies) - set(TOPOLOGIES)
+    if unknown or set(systems) - set(SYSTEMS):
+        parser.error(f"unknown scenario, topology or system: {sorted(unknown)} {systems}")
+    ensure_peers()
+    params: dict[str, dict[str, float]] = {}
+    for scenario in scenarios:
+        params[scenario] = dict((QUICK if args.quick else DEFAULTS)[scenario])
+        for key in params[scenario]:
+            if getattr(args, key, None) is not None:
+                params[scenario][key] = getattr(args, key)
+    runs = []
+    for scenario in scenarios:
+        for topology in topologies:
+            for system in systems:
+                log(f"{scenario} / {topology} / {system}: {params[scenario]} ...")
+                run = run_one(scenario, topology, system, params[scenario], args.procs)
+                log(
+                    f"  {run['connections']} connections, {run['deliveries']} deliveries "
+                    f"({run['dropped']} dropped, {run['errors']} errors), "
+                    f"{run['deliveries_per_server_cpu_s']} per server CPU-s, "
+                    f"p50 {run['latency_p50_ms']} / p99 {run['latency_p99_ms']} ms, "
+                    f"generator busy {run['generator_busy']:.0%}"
+                )
+                runs.append(run)
+    report = {
+        "benchmark": "signaling",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "node": node_version(),
+        },
+        "parameters": params,
+        "procs": args.procs,
+        "runs": runs,
+        "ratios_switchboard_over_socketio": ratios(runs),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    plot(runs, args.out.with_suffix(".png"))
+    print(orjson.dumps(report).decode())
+    return 0

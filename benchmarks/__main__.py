@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks {signaling,sfu} [options]``."""
+"""Entry point: ``python -m benchmarks {signaling,media} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import sfu, signaling
+from benchmarks import media, signaling
 
-SCENARIOS = {"signaling": signaling.main, "sfu": sfu.main}
+SCENARIOS = {"signaling": signaling.main, "media": media.main}
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 SECRET = "benchmark-secret-0123456789abcdef0123"
 
@@ -47,9 +48,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def start_pinned(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+def start_pinned(
+    cmd: list[str], env: dict[str, str], port: int, **popen: Any
+) -> subprocess.Popen[bytes]:
     """Start a server on the first CPU (the load runs on the others); wait for its port."""
-    server = subprocess.Popen(cmd, env=env)
+    server = subprocess.Popen(cmd, env=env, **popen)
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(server.pid, {cpus[0]})
     deadline = time.time() + 30

@@ -4,7 +4,7 @@ A publisher's track is received (and so decoded) once; ``MediaRelay`` hands the 
 frames to one proxy track per subscriber, and each subscriber's sender encodes them again.
 That is the decode-and-re-encode relay a Python team would write without an SFU. Signaling
 is plain HTTP (full SDP, no trickle): ``POST /publish`` and ``POST /subscribe`` with
-``{"sdp"}``, answered with ``{"sdp"}``.
+``{"sdp", "room"}``, answered with ``{"sdp"}``.
 
 Run: ``python -m benchmarks.relay_baseline --port N`` (the benchmark starts it).
 """
@@ -32,32 +32,33 @@ BUNDLED = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 def make_app() -> web.Application:
     relay = MediaRelay()
-    published: list[MediaStreamTrack] = []
+    published: dict[int, list[MediaStreamTrack]] = {}  # by room
     pcs: set[RTCPeerConnection] = set()
     ice.install()
     ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",)))
 
     async def publish(request: web.Request) -> web.Response:
         ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",)))
-        offer = (await request.json())["sdp"]
+        body = await request.json()
         pc = RTCPeerConnection(BUNDLED)
         pcs.add(pc)
+        tracks = published.setdefault(int(body.get("room", 0)), [])
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            published.append(track)
+            tracks.append(track)
 
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
         return web.json_response({"sdp": pc.localDescription.sdp})
 
     async def subscribe(request: web.Request) -> web.Response:
         ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",)))
-        offer = (await request.json())["sdp"]
+        body = await request.json()
         pc = RTCPeerConnection(BUNDLED)
         pcs.add(pc)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-        pending = list(published)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
+        pending = list(published.get(int(body.get("room", 0)), []))
         for transceiver in pc.getTransceivers():
             match = next((t for t in pending if t.kind == transceiver.kind), None)
             if match is not None:
@@ -67,8 +68,9 @@ def make_app() -> web.Application:
         await pc.setLocalDescription(await pc.createAnswer())
         return web.json_response({"sdp": pc.localDescription.sdp})
 
-    async def count(_: web.Request) -> web.Response:
-        return web.json_response({"published": len(published)})
+    async def count(request: web.Request) -> web.Response:
+        room = int(request.query.get("room", 0))
+        return web.json_response({"published": len(published.get(room, []))})
 
     async def close_all(_: web.Application) -> None:
         for pc in list(pcs):

@@ -54,14 +54,20 @@ def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
     assert f"{scenario} / redis2 / socketio" in stderr  # progress is shown
 
 
-def test_sfu_quick_mode_compares_with_mediarelay(tmp_path):
-    report, stderr = run_quick("sfu", tmp_path)
-    sfu, relay = report["results"]
-    assert (sfu["system"], relay["system"]) == ("switchboard-sfu", "aiortc-mediarelay")
-    for result in (sfu, relay):
+def test_media_quick_mode_compares_with_janus_and_mediarelay(tmp_path):
+    started = time.monotonic()
+    report, stderr = run_quick("media", tmp_path)
+    assert time.monotonic() - started < 60
+    systems = [r["system"] for r in report["results"]]
+    assert systems == ["switchboard-sfu", "janus-videoroom", "aiortc-mediarelay"]
+    for result in report["results"]:
         assert result["packets_delivered"] > 0 and result["packets_per_server_cpu_s"] > 0
-        assert result["loss"] is not None
-    # the relay may deliver no frame inside a 4 s window on a loaded machine; the SFU must
-    assert sfu["added_latency_ms"]["frames"] > 0
-    assert report["packets_per_cpu_s_ratio_sfu_over_mediarelay"] > 0
+        assert result["payload_mbit_per_s"] > 0 and result["loss"] is not None
+        assert result["join_ms"]["subscribers"] == 2 and result["join_ms"]["p50"] > 0
+    sfu, janus, _relay = report["results"]
+    # the relay may deliver no frame inside a short window on a loaded machine; SFUs must
+    assert sfu["added_latency_ms"]["frames"] > 0 and janus["added_latency_ms"]["frames"] > 0
+    ratios = report["ratios_switchboard_over"]
+    assert ratios["janus-videoroom"]["packets_per_server_cpu_s"] > 0
+    assert ratios["aiortc-mediarelay"]["packets_per_server_cpu_s"] > 0
     assert "measuring" in stderr

@@ -407,5 +407,5 @@ await new Promise((r) => lines.once("line", r));
 const t0 = performance.now();
 await scenario.run();
 const elapsed = (performance.now() - t0) / 1000;
-process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
-process.exit(0);
+// exit only once the (possibly large) line is flushed: stdout to a pipe is asynchronous
+process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`, () => process.exit(0));

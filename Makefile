@@ -8,7 +8,7 @@ PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_STAMP := $(VENV)/.run-$(PYPROJECT_HASH)
 TEST_STAMP := $(VENV)/.test-$(PYPROJECT_HASH)
 
-.PHONY: run test install install-test system-deps lint format clean
+.PHONY: run test bench install install-test system-deps lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: install-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Full-size benchmarks (see benchmarks/README.md); the tests run their quick mode.
+bench: install-test system-deps
+	$(BIN)/python -m benchmarks signaling
+	$(BIN)/python -m benchmarks media
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -515,9 +515,9 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks media", description=__doc__)
-    parser.add_argument("--rooms", type=int, default=1)
+    parser.add_argument("--rooms", type=int, default=2)
     parser.add_argument("--publishers", type=int, default=2, help="per room")
-    parser.add_argument("--subscribers", type=int, default=6, help="per room")
+    parser.add_argument("--subscribers", type=int, default=5, help="per room")
     parser.add_argument("--video-kbps", type=int, default=500)
     parser.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--duration", type=float, default=15.0)

@@ -13,6 +13,7 @@ need redis-server redis-server
 need node nodejs
 need npm npm
 need janus janus
+need ip iproute2
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"

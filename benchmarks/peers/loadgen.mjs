@@ -141,12 +141,9 @@ function typingCounter(bySender, measuring) {
   };
 }
 
-async function typingScenario(members, bySender, perMember) {
-  await Promise.all(members.map((m) => perMember(m)));
-  stats.expected = members.reduce((n, m) => n + m.sentAt.length, 0) * (cfg.roomSize - 1);
-}
-
-function fanout() {
+// Rooms whose members type: after `hold()`, every member runs `type(member)`, which
+// stamps each toggle it sends in member.sentAt; the K-1 others must receive each one.
+function typingRooms(hold, type) {
   let measuring = false;
   const bySender = new Map();
   let members;
@@ -157,53 +154,49 @@ function fanout() {
       return members.length;
     },
     async run() {
+      await hold();
       measuring = true;
-      const interval = 1000 / cfg.rate;
-      const end = performance.now() + cfg.duration * 1000;
-      await typingScenario(members, bySender, async (m) => {
-        let typing = false;
-        await sleep(Math.random() * interval);
-        let next = performance.now();
-        while (next < end) {
-          typing = !typing;
-          m.sentAt.push(performance.now());
-          m.conn.send("message:typing", { conversationId: m.room, isTyping: typing });
-          next += interval;
-          await sleep(Math.max(0, next - performance.now()));
-        }
-      });
+      await Promise.all(members.map(type));
+      stats.expected = members.reduce((n, m) => n + m.sentAt.length, 0) * (cfg.roomSize - 1);
       await sleep(DRAIN_MS);
       extra.connections = members.filter((m) => m.conn.open).length;
       for (const m of members) m.conn.close();
     },
   };
+}
+
+function sendTyping(m, isTyping) {
+  m.sentAt.push(performance.now());
+  m.conn.send("message:typing", { conversationId: m.room, isTyping });
+}
+
+// Fan-out: every member toggles typing cfg.rate times a second for the window.
+function fanout() {
+  const interval = 1000 / cfg.rate;
+  return typingRooms(
+    async () => {},
+    async (m) => {
+      const end = performance.now() + cfg.duration * 1000;
+      let typing = false;
+      await sleep(Math.random() * interval);
+      for (let next = performance.now(); next < end; next += interval) {
+        typing = !typing;
+        sendTyping(m, typing);
+        await sleep(Math.max(0, next + interval - performance.now()));
+      }
+    },
+  );
 }
 
 // Idle: hold connections for the window, then prove each is alive with one broadcast per
 // room (its first member types once; every other member must receive it).
 function idle() {
-  let measuring = false;
-  const bySender = new Map();
-  let members;
-  return {
-    async setup() {
-      members = await joinRooms(typingCounter(bySender, () => measuring));
-      for (const m of members) bySender.set(m.user, m);
-      return members.length;
+  return typingRooms(
+    () => sleep(cfg.duration * 1000),
+    async (m) => {
+      if (m.user.endsWith("-u0")) sendTyping(m, true);
     },
-    async run() {
-      await sleep(cfg.duration * 1000);
-      measuring = true;
-      extra.connections = members.filter((m) => m.conn.open).length;
-      await typingScenario(members, bySender, async (m) => {
-        if (!m.user.endsWith("-u0")) return;
-        m.sentAt.push(performance.now());
-        m.conn.send("message:typing", { conversationId: m.room, isTyping: true });
-      });
-      await sleep(DRAIN_MS);
-      for (const m of members) m.conn.close();
-    },
-  };
+  );
 }
 
 // Call storms: pairs (caller on node 0, callee on the next) run complete set-ups back to

@@ -3,6 +3,11 @@
 It publishes the tracks it is given on its publish connection and answers every subscribe
 offer from the server. Received tracks are decoded as aiortc normally does, or, with
 ``decode=False``, only counted at the RTP level (a light client for load tests).
+
+Like the browser library, it follows the room when the cluster moves it: on
+``sfu:rejoin`` it drops both connections, joins again (on the room's new media node) and
+publishes the same tracks; after losing its WebSocket it can :meth:`resume` the session
+from a new connection on any node, without touching its media.
 """
 
 from __future__ import annotations
@@ -84,13 +89,71 @@ class SfuClient:
         self._offer_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
+        self.resume_token: str | None = None
+        self.media_node: str | None = None
+        self.rejoins: list[dict[str, Any]] = []  # each sfu:rejoin, with when it was handled
+        self._sources: list[tuple[MediaStreamTrack, str]] = []
+        self._listen(hub)
+
+    def _listen(self, hub: HubClient) -> None:
         hub.listeners["sfu:offer"] = self._on_offer
+        hub.listeners["sfu:rejoin"] = self._on_rejoin
 
     async def join(self) -> dict[str, Any]:
         ice.install()
         ack = await self.hub.request("sfu:join", {"roomId": self.room_id})
-        self.participant_id = ack["participantId"]
+        self._joined(ack)
         return ack
+
+    def _joined(self, ack: dict[str, Any]) -> None:
+        self.participant_id = ack["participantId"]
+        self.resume_token = ack["resumeToken"]
+        self.media_node = ack["mediaNode"]
+
+    async def resume(self, hub: HubClient) -> dict[str, Any]:
+        """Take the session over from a new WebSocket (the old one, or its node, is gone)."""
+        assert self.participant_id is not None and self.resume_token is not None
+        self.hub = hub
+        self._listen(hub)
+        ack = await hub.request(
+            "sfu:resume",
+            {
+                "roomId": self.room_id,
+                "participantId": self.participant_id,
+                "resumeToken": self.resume_token,
+            },
+        )
+        self._joined(ack)
+        return ack
+
+    def _on_rejoin(self, data: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self.rejoin(data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def rejoin(self, notice: dict[str, Any] | None = None) -> None:
+        """Start over on the room's (new) media node with the same tracks."""
+        started = time.perf_counter()
+        try:
+            async with self._offer_lock:
+                if self.publisher is not None:
+                    # aiortc stops a sender's track when the sender ends: take the tracks
+                    # off first, so they can be published again.
+                    for sender in self.publisher.getSenders():
+                        sender.replaceTrack(None)
+                await self._close_connections()
+                self.publisher = self.subscriber = None
+                self.remote = {}
+                self._counters = {}
+            await self.join()
+            if self._sources:
+                sources, self._sources = self._sources, []
+                await self.publish(sources)
+        except Exception as exc:  # surfaced to tests through .errors
+            self.errors.append(exc)
+            return
+        self.rejoins.append({**(notice or {}), "seconds": time.perf_counter() - started})
+        self.changed.set()
 
     async def publish(
         self, tracks: list[tuple[MediaStreamTrack, str]], timeout: float = 10.0
@@ -98,6 +161,7 @@ class SfuClient:
         """Publish ``(track, source)`` pairs on a fresh or existing publish connection."""
         ice.ICE_POLICY.set(self.policy)
         pc = self.publisher = self.publisher or RTCPeerConnection(BUNDLED)
+        self._sources.extend(tracks)
         senders = {}
         for track, source in tracks:
             transceiver = pc.addTransceiver(track, direction="sendonly")
@@ -106,6 +170,7 @@ class SfuClient:
 
     async def unpublish(self, track: MediaStreamTrack, timeout: float = 10.0) -> dict[str, Any]:
         assert self.publisher is not None
+        self._sources = [(t, source) for t, source in self._sources if t is not track]
         for transceiver in self.publisher.getTransceivers():
             if transceiver.sender.track is track:
                 transceiver.direction = "inactive"
@@ -190,6 +255,9 @@ class SfuClient:
             await asyncio.wait(list(self._tasks), timeout=5)
         for task in list(self._tasks):
             task.cancel()
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
         for pc in (self.publisher, self.subscriber):
             if pc is None:
                 continue

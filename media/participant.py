@@ -36,7 +36,6 @@ from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
     from media.room import SfuRoom
-    from signaling.connection import Connection
 
 log = logging.getLogger("switchboard.sfu")
 
@@ -46,19 +45,32 @@ SOURCES = ("camera", "microphone", "screen", "screen-audio")
 
 
 class Participant:
+    """Lives on the room's media node; its WebSocket may be on any node.
+
+    ``conn_id`` names the WebSocket its events go to. It is ``None`` while the participant
+    is detached (its signaling connection was lost without a goodbye): media keeps
+    flowing, offers wait, and a ``sfu:resume`` from a new connection within the reconnect
+    grace attaches it again (proved by ``resume_token``).
+    """
+
     def __init__(
         self,
         room: SfuRoom,
-        conn: Connection,
+        conn_id: str,
+        user_id: str,
+        name: str,
         ice_servers: list[RTCIceServer],
         policy: ice.IcePolicy,
         fail: Callable[[Participant, str], Awaitable[None]],
     ) -> None:
         self.room = room
-        self.conn = conn
-        self.id = conn.id
-        self.user_id = conn.user_id
-        self.name = conn.principal.name
+        self.id = f"PA_{secrets.token_urlsafe(9)}"
+        self.conn_id: str | None = conn_id
+        self.resume_token = secrets.token_urlsafe(18)
+        self.user_id = user_id
+        self.name = name
+        self.grace: asyncio.TimerHandle | None = None
+        self._offer: dict[str, Any] | None = None
         self._ice_servers = ice_servers
         self._policy = policy
         ice.ICE_POLICY.set(policy)
@@ -251,22 +263,43 @@ class Participant:
                 if slot.track is not None and slot.mid is not None
             }
             self._answer = asyncio.get_running_loop().create_future()
-            await self.room.send(
-                [self.id],
-                "sfu:offer",
-                {"roomId": self.room.id, "sdp": pc.localDescription.sdp, "tracks": mids},
-            )
+            self._offer = {"roomId": self.room.id, "sdp": pc.localDescription.sdp, "tracks": mids}
+            await self.room.send([self], "sfu:offer", self._offer)
             try:
-                sdp = await asyncio.wait_for(
-                    self._answer, self.room.settings.sfu_negotiation_timeout
-                )
-            except TimeoutError:
+                sdp = await self._wait_answer(self._answer)
+            finally:
+                self._answer = self._offer = None
+            if sdp is None:
                 await self._fail(self, "negotiation_timeout")
                 return
-            finally:
-                self._answer = None
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             self.activate_slots()
+
+    async def _wait_answer(self, waiter: asyncio.Future[str]) -> str | None:
+        """The answer, or ``None`` on timeout. A detached participant waits on: its
+        resume re-sends the offer, and the reconnect grace bounds the wait."""
+        timeout = self.room.settings.sfu_negotiation_timeout
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                if self.conn_id is None and not self.closed:
+                    continue
+                return None
+
+    # -- the signaling connection ----------------------------------------------------------
+
+    def detach(self) -> None:
+        self.conn_id = None
+
+    async def attach(self, conn_id: str) -> None:
+        """A resumed connection takes over; an offer still waiting is sent to it again."""
+        self.conn_id = conn_id
+        if self.grace is not None:
+            self.grace.cancel()
+            self.grace = None
+        if self._offer is not None and self._answer is not None and not self._answer.done():
+            await self.room.send([self], "sfu:offer", self._offer)
 
     async def answer(self, sdp: str) -> None:
         waiter = self._answer
@@ -324,6 +357,8 @@ class Participant:
         if self.closed:
             return []
         self.closed = True
+        if self.grace is not None:
+            self.grace.cancel()
         for timer in self._ice_timers:
             timer.cancel()
         if self._answer is not None and not self._answer.done():

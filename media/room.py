@@ -46,12 +46,15 @@ class SfuRoom:
             if other is not participant:
                 yield from other.tracks.values()
 
-    async def send(self, participant_ids: Iterable[str], type_: str, data: Any) -> None:
-        """Encode once, queue for each participant's WebSocket."""
-        await self.hub.to_conns(list(participant_ids), type_, data)
+    async def send(self, participants: Iterable[Participant], type_: str, data: Any) -> None:
+        """Encode once, queue for each participant's WebSocket, on whichever node it is
+        (detached participants miss it; they learn the room's state when resuming)."""
+        conns = [p.conn_id for p in participants if p.conn_id is not None]
+        if conns:
+            await self.hub.to_conns(conns, type_, data)
 
     async def broadcast(self, type_: str, data: Any, exclude: str | None = None) -> None:
-        await self.send([pid for pid in self.participants if pid != exclude], type_, data)
+        await self.send([p for p in self.participants.values() if p.id != exclude], type_, data)
 
     def resubscribe_all(self, exclude: str | None = None) -> None:
         for participant in self.participants.values():

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from media.service import SFU_KEY, SfuService
+from media.signaling import SFU_KEY, SfuSignaling
 from media.web import add_web_routes
 from signaling.api import add_api_routes
 from signaling.http_api import add_routes
@@ -44,7 +44,7 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
         raise ValueError("webhooks are signed with the API secret: set SWITCHBOARD_API_SECRET")
     app = web.Application()
     hub = Hub(settings, state or make_state(settings), HubMetrics())
-    sfu = SfuService(hub)
+    sfu = SfuSignaling(hub)
     app[HUB_KEY] = hub
     app[SFU_KEY] = sfu
     app.router.add_get("/ws", websocket_handler)
@@ -54,6 +54,7 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
 
     async def on_startup(_: web.Application) -> None:
         await hub.start()
+        sfu.start()
 
     async def on_shutdown(_: web.Application) -> None:
         await drain(app)
@@ -69,12 +70,18 @@ def create_app(settings: Settings, state: HubState | None = None) -> web.Applica
     return app
 
 
-async def drain(app: web.Application) -> None:
-    """Refuse new connections and tell every client to reconnect elsewhere (1012)."""
+async def drain(app: web.Application, media_deadline: float | None = None) -> None:
+    """Refuse new connections and tell every client to reconnect elsewhere (1012).
+
+    With ``media_deadline`` (stopping the process), group calls hosted here first get up to
+    that long to finish, then move to other nodes; the clients' sockets close after that,
+    and their group call sessions resume on whichever node they reconnect to."""
     hub = app[HUB_KEY]
     if hub.draining and not hub.state.local_connection_count():
         return
     hub.draining = True
+    if media_deadline is not None:
+        await app[SFU_KEY].drain(media_deadline)
     conns = hub.state.local_connections()
     log.info("draining", extra={"count": len(conns)})
     if not conns:

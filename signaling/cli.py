@@ -246,12 +246,16 @@ async def _run(settings: Settings) -> None:
         extra={"host": settings.host, "port": port},
     )
     stop = asyncio.Event()
+    received: list[int] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda s=sig: (received.append(s), stop.set()))
     await stop.wait()
-    log.info("shutting down: draining connections")
+    # SIGTERM (an orchestrator stopping the node): group calls hosted here may finish
+    # until sfu_drain_deadline before they move; SIGINT (Ctrl-C) moves them at once.
+    deadline = settings.sfu_drain_deadline if received[0] == signal.SIGTERM else 0.0
+    log.info("shutting down: draining media and connections", extra={"deadline": deadline})
     with contextlib.suppress(Exception):
-        await drain(app)
+        await drain(app, media_deadline=deadline)
     await runner.cleanup()
     log.info("stopped")

@@ -122,6 +122,11 @@ class SfuIce(RoomRef):
     candidate: IceCandidate | None
 
 
+class SfuResume(RoomRef):
+    participantId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    resumeToken: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class SfuMute(RoomRef):
     trackId: TrackId
     muted: bool

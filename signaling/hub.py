@@ -333,9 +333,6 @@ class Hub:
 
     async def to_conns(self, conn_ids: Iterable[str], type_: str, data: Any) -> int:
         started = time.perf_counter()
-        frame = event_frame(type_, data)
-        count = 0
-        for conn_id in conn_ids:
-            count += await self.state.deliver_to_connection(conn_id, frame)
+        count = await self.state.deliver_to_connections(conn_ids, event_frame(type_, data))
         self._observe(type_, started, count)
         return count

@@ -83,6 +83,20 @@ class HubMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.relay_seconds = Histogram(
+            "switchboard_sfu_relay_seconds",
+            "Round trip of SFU signaling relayed to the room's media node on another node "
+            "(request out, answer back), by operation",
+            ["op"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+            registry=self.registry,
+        )
+        self.sfu_relocations = Counter(
+            "switchboard_sfu_relocations",
+            "Group call rooms moved to another media node, by reason (node_lost, drained)",
+            ["reason"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[int, str], MetricWrapperBase] = {}
 
     def _child(self, metric: MetricWrapperBase, label: str) -> MetricWrapperBase:

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     TRACK_NOT_FOUND = "track_not_found"
     INVALID_SDP = "invalid_sdp"
     UNSUPPORTED_CODEC = "unsupported_codec"
+    NO_CAPACITY = "no_capacity"
+    RESUME_FAILED = "resume_failed"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 

@@ -37,6 +37,8 @@ class MediaControl(Protocol):
         self, conn: Connection, room_id: str, track_id: str, muted: bool
     ) -> None: ...
 
+    async def drain_node(self, node: str, deadline: float | None) -> bool: ...
+
 
 def room_wire(room: RoomInfo) -> dict[str, Any]:
     return {

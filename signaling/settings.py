@@ -101,6 +101,14 @@ class Settings(BaseSettings):
     sfu_speaker_interval: float = Field(default=0.3, gt=0)
     sfu_speaker_threshold_dbov: int = Field(default=60, ge=0, le=127)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
+    # Media placement in a cluster (0: no limit) and what survives a lost node.
+    sfu_host_rooms: bool = True
+    sfu_max_rooms: int = Field(default=0, ge=0)
+    sfu_max_participants: int = Field(default=0, ge=0)
+    sfu_max_cpu: float = Field(default=0.0, ge=0)
+    sfu_reconnect_grace: float = Field(default=20.0, ge=0)
+    sfu_drain_deadline: float = Field(default=300.0, ge=0)
+    sfu_relay_timeout: float = Field(default=10.0, gt=0)
     demo_tokens: bool = False
 
     redis_url: str | None = Field(

@@ -11,7 +11,7 @@ from aiortc import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 from media.client import RemoteTrack, SfuClient
-from media.service import SFU_KEY, SfuService
+from media.signaling import SFU_KEY, SfuSignaling
 from media.synthetic import PatternTrack, ToneTrack
 from media.track import PublishedTrack
 
@@ -84,7 +84,7 @@ async def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> None
         await asyncio.sleep(step)
 
 
-def sfu_of(hub: Any) -> SfuService:
+def sfu_of(hub: Any) -> SfuSignaling:
     return hub.server.app[SFU_KEY]
 
 

@@ -166,6 +166,6 @@ async def test_disconnect_cleans_up_the_room(hub_factory):
     await a.hub.request("sfu:leave", {"roomId": "gone"})
     sfu = sfu_of(hub)
     await asyncio.sleep(0.1)
-    assert sfu.rooms == {} and sfu.by_conn == {}
+    assert sfu.rooms == {} and sfu.sessions == {} and sfu.media.participants == {}
     await a.close()
     await b.close()

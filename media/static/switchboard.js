@@ -16,34 +16,76 @@ export class SwitchboardError extends Error {
   }
 }
 
-/** One WebSocket session with the hub: requests with acks, and server events. */
+/**
+ * A session with the hub: requests with acks, and server events.
+ *
+ * If the WebSocket is lost (not closed by you), it reconnects with back-off (the load
+ * balancer may pick another node) and dispatches `reconnected`; group calls then resume
+ * their session on the media node without touching their media. Events: `close`
+ * {code, reason} on every loss, `reconnected` {connectionId}, and every server event.
+ */
 export class Switchboard extends EventTarget {
-  static connect(url, token) {
-    return new Promise((resolve, reject) => {
-      const sep = url.includes("?") ? "&" : "?";
-      const ws = new WebSocket(`${url}${sep}access_token=${encodeURIComponent(token)}`);
-      const sb = new Switchboard(ws);
-      ws.addEventListener("close", (e) => reject(new Error(`closed ${e.code} ${e.reason}`)), { once: true });
-      sb.addEventListener("session:ready", (e) => { sb.session = e.detail; resolve(sb); }, { once: true });
-    });
+  /** `token` may be a string or a function returning one (a fresh token per reconnect). */
+  static async connect(url, token, { reconnect = true } = {}) {
+    const sb = new Switchboard(url, token, reconnect);
+    await sb._open();
+    return sb;
   }
 
-  constructor(ws) {
+  constructor(url, token, reconnect = true) {
     super();
-    this.ws = ws;
+    this.url = url;
+    this.token = token;
+    this.reconnect = reconnect;
+    this.ws = null;
     this.session = null;
     this._next = 1;
     this._pending = new Map();
-    ws.addEventListener("message", (e) => this._onMessage(e.data));
-    ws.addEventListener("close", (e) => {
-      for (const { reject } of this._pending.values()) reject(new Error(`closed ${e.code}`));
-      this._pending.clear();
-      this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason } }));
+    this._closing = false;
+  }
+
+  _open() {
+    return new Promise((resolve, reject) => {
+      const token = typeof this.token === "function" ? this.token() : this.token;
+      const sep = this.url.includes("?") ? "&" : "?";
+      const ws = new WebSocket(`${this.url}${sep}access_token=${encodeURIComponent(token)}`);
+      let ready = false;
+      ws.addEventListener("message", (e) => {
+        const frame = JSON.parse(e.data);
+        if (frame.type === "session:ready" && !ready) {
+          ready = true;
+          this.ws = ws;
+          this.session = frame.data;
+          resolve(this);
+        }
+        this._onMessage(frame);
+      });
+      ws.addEventListener("close", (e) => {
+        if (!ready) reject(new Error(`closed ${e.code} ${e.reason}`));
+        else this._lost(e);
+      });
     });
   }
 
-  _onMessage(raw) {
-    const frame = JSON.parse(raw);
+  _lost(e) {
+    for (const { reject } of this._pending.values()) reject(new Error(`closed ${e.code}`));
+    this._pending.clear();
+    this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason } }));
+    if (!this.reconnect || this._closing || e.code === 1000 || e.code === 1008) return;
+    let delay = 250;
+    const retry = async () => {
+      try {
+        await this._open();
+        this.dispatchEvent(new CustomEvent("reconnected", { detail: { connectionId: this.session.connectionId } }));
+      } catch (err) {
+        delay = Math.min(delay * 2, 5000);
+        setTimeout(retry, delay);
+      }
+    };
+    setTimeout(retry, delay);
+  }
+
+  _onMessage(frame) {
     const waiter = frame.id !== undefined ? this._pending.get(frame.id) : undefined;
     if (waiter) {
       this._pending.delete(frame.id);
@@ -82,6 +124,7 @@ export class Switchboard extends EventTarget {
   }
 
   close() {
+    this._closing = true;
     this.ws.close(1000, "bye");
   }
 }
@@ -91,7 +134,11 @@ const SOURCE_OF = (track) => (track.kind === "audio" ? "microphone" : "camera");
 /**
  * A group call through the server's SFU. Events (CustomEvent, data in `detail`):
  * `track` {info, track, stream}, `trackended` {trackId}, `participantjoined`,
- * `participantleft`, `activespeakers`, `trackmuted`, `left` (dropped by the server).
+ * `participantleft`, `activespeakers`, `trackmuted`, `left` (dropped by the server),
+ * `reconnecting` {reason} and `reconnected` {resumed} when the call follows the cluster:
+ * after `sfu:rejoin` (its media node died or is draining) it joins again and publishes the
+ * same local tracks; after a lost WebSocket it resumes the session, or joins again if the
+ * session is gone.
  */
 export class GroupCall extends EventTarget {
   constructor(sb, roomId) {
@@ -119,6 +166,26 @@ export class GroupCall extends EventTarget {
   }
 
   async _join() {
+    this._listen();
+    return this._joinRequest();
+  }
+
+  async _joinRequest() {
+    const ack = await this.sb.request("sfu:join", { roomId: this.roomId });
+    this._joined(ack);
+    return ack;
+  }
+
+  _joined(ack) {
+    this.participantId = ack.participantId;
+    this.resumeToken = ack.resumeToken;
+    this.mediaNode = ack.mediaNode;
+    this.iceServers = ack.iceServers || [];
+    this.participants.clear();
+    for (const p of ack.participants) this.participants.set(p.participantId, p);
+  }
+
+  _listen() {
     this._on("sfu:offer", (d) => {
       this._subscriberQueue = this._subscriberQueue.then(() => this._answer(d)).catch((err) => this._emit("error", err));
     });
@@ -130,11 +197,53 @@ export class GroupCall extends EventTarget {
       this._emit("trackmuted", d);
     });
     this._on("sfu:left", (d) => { this._teardown(); this._emit("left", d); });
-    const ack = await this.sb.request("sfu:join", { roomId: this.roomId });
-    this.participantId = ack.participantId;
-    this.iceServers = ack.iceServers || [];
-    for (const p of ack.participants) this.participants.set(p.participantId, p);
-    return ack;
+    this._on("sfu:rejoin", (d) => this._rejoin(d).catch((err) => this._emit("error", err)));
+    const onReconnected = () => this._resume().catch((err) => this._emit("error", err));
+    this.sb.addEventListener("reconnected", onReconnected);
+    this._handlers.push(["reconnected", onReconnected]);
+  }
+
+  /** The WebSocket came back (maybe on another node): take the session over. */
+  async _resume() {
+    this._emit("reconnecting", { reason: "signaling_lost" });
+    try {
+      const ack = await this.sb.request("sfu:resume", {
+        roomId: this.roomId, participantId: this.participantId, resumeToken: this.resumeToken,
+      });
+      this._joined(ack);
+      this._emit("reconnected", { resumed: true });
+    } catch (err) {
+      if (err.code !== "resume_failed") throw err;
+      await this._rejoin({ reason: "session_lost" });
+    }
+  }
+
+  /** Start over on the room's (new) media node with the same local tracks. */
+  async _rejoin(notice) {
+    this._emit("reconnecting", notice);
+    const tracks = [...this.local.values()].map(({ track, source }) => ({ track, source }));
+    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
+    this.publisher = this.subscriber = null;
+    this.local.clear();
+    for (const trackId of [...this.remote.keys()]) {
+      this.remote.delete(trackId);
+      this._emit("trackended", { trackId });
+    }
+    this._subscriberQueue = Promise.resolve();
+    let delay = 250;
+    for (;;) {
+      try {
+        await this._joinRequest();
+        break;
+      } catch (err) {
+        // The room may still be moving, or every node may be full for a moment.
+        if (!["unavailable", "no_capacity"].includes(err.code) || delay > 8000) throw err;
+        await new Promise((r) => setTimeout(r, delay));
+        delay *= 2;
+      }
+    }
+    if (tracks.length) await this._publishTracks(tracks);
+    this._emit("reconnected", { resumed: false, mediaNode: this.mediaNode });
   }
 
   _newPeerConnection(target) {

@@ -20,7 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from signaling import events
 from signaling.api.auth import authenticate_api
 from signaling.api.errors import ApiError
-from signaling.api.models import CallId, TrackId
+from signaling.api.models import CallId, NodeId, TrackId
 from signaling.protocol import HubError
 from signaling.ratelimit import TokenBucket
 from signaling.ws import HUB_KEY
@@ -41,6 +41,7 @@ PATH_PARAMS: dict[str, TypeAdapter[Any]] = {
     "userId": TypeAdapter(events.UserId),
     "trackId": TypeAdapter(TrackId),
     "callId": TypeAdapter(CallId),
+    "nodeId": TypeAdapter(NodeId),
 }
 
 
@@ -186,7 +187,7 @@ def _aiohttp_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Resp
 
 def add_api_routes(app: web.Application) -> None:
     # Importing the handler modules registers their endpoints.
-    from signaling.api import messaging, openapi, rooms  # noqa: F401
+    from signaling.api import messaging, nodes, openapi, rooms  # noqa: F401
 
     app[_LIMITERS] = {}
     for ep in ENDPOINTS:

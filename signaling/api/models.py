@@ -34,6 +34,7 @@ EventType = Annotated[
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 TrackId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
 def _bounded_json(value: dict[str, Any], limit: int, what: str) -> dict[str, Any]:
@@ -173,6 +174,9 @@ class RoomDetail(RoomOut):
     participants: list[ParticipantOut]
     calls: list[CallOut] = Field(description="1:1 / small calls of this conversation, not ended")
     media: list[MediaParticipantOut] = Field(description="the group call (SFU) session")
+    mediaNode: str | None = Field(
+        default=None, description="the node hosting the group call's media, while it lives"
+    )
 
 
 class CallList(Out):
@@ -289,3 +293,47 @@ class TokenOut(Out):
     token: str
     userId: str
     expiresAt: int = Field(description="epoch seconds")
+
+
+# -- nodes (media placement) ------------------------------------------------------------
+
+
+class NodeLimits(Out):
+    rooms: int = Field(description="0: no limit")
+    participants: int = Field(description="0: no limit")
+    cpu: float = Field(description="cores; 0: no limit")
+
+
+class NodeOut(Out):
+    nodeId: str
+    hostsMedia: bool = Field(description="whether group calls may be placed on this node")
+    draining: bool
+    open: bool = Field(description="takes new group call rooms now")
+    reason: str | None = Field(description="why it takes no new room, if it does not")
+    cpu: float = Field(description="CPU used over the last heartbeat interval, in cores")
+    rooms: int
+    participants: int
+    tracks: int = Field(description="forwarded streams (one per subscriber per track)")
+    score: float = Field(description="placement measure: lower is chosen first")
+    limits: NodeLimits
+    mediaAddress: str = Field(description="the address in this node's ICE candidates")
+    udpPorts: str = Field(description="the UDP port range its media uses")
+
+
+class NodeList(Out):
+    nodes: list[NodeOut]
+
+
+class DrainBody(Body):
+    deadline: float | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="seconds calls may go on before they move (default sfu_drain_deadline)",
+    )
+
+
+class DrainOut(Out):
+    nodeId: str
+    draining: bool
+    deadline: float

@@ -96,7 +96,7 @@ def _operation(ep: Endpoint, refs: dict[tuple[type[BaseModel], str], Any]) -> di
 
 def build_document() -> dict[str, Any]:
     # The handler modules register their endpoints when imported.
-    from signaling.api import messaging, rooms  # noqa: F401
+    from signaling.api import messaging, nodes, rooms  # noqa: F401
 
     refs, components = models_json_schema(_models(), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}

@@ -123,6 +123,7 @@ async def get_room(ctx: Context) -> RoomDetail:
         participants=await _participants(hub, room),
         calls=calls,
         media=[MediaParticipantOut.model_validate(p) for p in room.media_participants()],
+        mediaNode=await hub.state.get_room_host(room.id),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from signaling.state.models import (
@@ -37,6 +38,10 @@ def node_of(conn_id: str) -> str:
 LostConnections = Callable[[list[RemoteConnection]], Awaitable[None]]
 #: Runs a control command (kick, close, mute, ...) against this node's sockets of the users.
 ControlHandler = Callable[[list[str], dict[str, Any]], Awaitable[None]]
+#: Handles a message another node (or this one) addressed to this node.
+NodeMessageHandler = Callable[[dict[str, Any]], Awaitable[None]]
+#: This node's load and media facts, published with its heartbeat (see media.placement).
+LoadProvider = Callable[[], dict[str, Any]]
 
 
 class HubState(ABC):
@@ -44,6 +49,10 @@ class HubState(ABC):
     node_id: str = "local"
     #: Set by the hub: applies control commands to the sockets this node holds.
     control_handler: ControlHandler | None = None
+    #: Set by the media layer: messages addressed to this node (SFU signaling relay).
+    node_message_handler: NodeMessageHandler | None = None
+    #: Set by the media layer: what the heartbeat publishes as this node's load.
+    load_provider: LoadProvider | None = None
 
     def new_connection_id(self) -> str:
         return f"c_{self.node_id}.{secrets.token_hex(6)}"
@@ -84,6 +93,13 @@ class HubState(ABC):
     @abstractmethod
     async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
         """Write ``frame`` to one connection; returns how many writes were made."""
+
+    async def deliver_to_connections(self, conn_ids: Iterable[str], frame: bytes) -> int:
+        """Write ``frame`` to each connection (a group call room's participants)."""
+        count = 0
+        for conn_id in conn_ids:
+            count += await self.deliver_to_connection(conn_id, frame)
+        return count
 
     @abstractmethod
     async def deliver_to_users(
@@ -161,6 +177,40 @@ class HubState(ABC):
     async def send_control(self, user_ids: Iterable[str], command: dict[str, Any]) -> None:
         """Run ``command`` through :attr:`control_handler` on every node holding a socket
         of one of the users (the room API's kick, close, mute act on remote sockets)."""
+
+    # -- the cluster: node-to-node messages, live nodes, where group call media lives -------
+
+    @abstractmethod
+    async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:
+        """Hand ``message`` to :attr:`node_message_handler` on ``node_id`` (this node
+        included); ``False`` if no such node is listening. Messages from one sender to one
+        node arrive in the order they were sent."""
+
+    @abstractmethod
+    async def cluster_nodes(self) -> dict[str, dict[str, Any]]:
+        """The live nodes (this one included), each with the load it last published."""
+
+    @abstractmethod
+    async def publish_load_now(self) -> None:
+        """Publish this node's load at once (draining started), not at the next beat."""
+
+    @abstractmethod
+    def placement_lock(self, room_id: str, ttl: float = 5.0) -> AbstractAsyncContextManager[None]:
+        """Hold the short lock under which a room's media node is read, chosen and
+        written, so two nodes never both place one room. The lock expires after ``ttl``
+        seconds if its holder dies; waiting longer than ``ttl`` raises ``unavailable``."""
+
+    @abstractmethod
+    async def get_room_host(self, room_id: str) -> str | None:
+        """The node hosting the room's group call media, if it has one."""
+
+    @abstractmethod
+    async def set_room_host(self, room_id: str, node_id: str) -> None:
+        """Record the room's media node (call under :meth:`placement_lock`)."""
+
+    @abstractmethod
+    async def release_room_host(self, room_id: str, node_id: str) -> bool:
+        """Forget the room's media node if it is still ``node_id`` (compare and delete)."""
 
     # -- webhook queue: per ordering key, delivered by one node at a time --------------------
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import heapq
 import itertools
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,6 +30,7 @@ from signaling.state.models import (
 if TYPE_CHECKING:
     pass
 
+log = logging.getLogger("switchboard.state")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -80,6 +84,9 @@ class MemoryState(HubState):
         self._room_info: dict[str, RoomInfo] = {}
         self._wh_queues: dict[str, deque[bytes]] = {}
         self._wh_leases: dict[str, tuple[str, float]] = {}
+        self._hosts: dict[str, str] = {}
+        self._placing: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._node_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, on_lost: LostConnections) -> None:
         """Nothing to connect to: one node, no other node can die."""
@@ -242,6 +249,56 @@ class MemoryState(HubState):
         users = [u for u in dict.fromkeys(user_ids) if u in self.local.user_conns]
         if users and self.control_handler is not None:
             await self.control_handler(users, command)
+
+    # -- the cluster (one node: itself) ------------------------------------------------------
+
+    async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:
+        if node_id != self.node_id or self.node_message_handler is None:
+            return False
+        task = asyncio.create_task(self._node_message(message))
+        self._node_tasks.add(task)
+        task.add_done_callback(self._node_tasks.discard)
+        return True
+
+    async def _node_message(self, message: dict[str, Any]) -> None:
+        assert self.node_message_handler is not None
+        try:
+            await self.node_message_handler(message)
+        except Exception:
+            log.exception("node message failed")
+
+    async def cluster_nodes(self) -> dict[str, dict[str, Any]]:
+        load = self.load_provider() if self.load_provider is not None else {}
+        return {self.node_id: load}
+
+    async def publish_load_now(self) -> None:
+        """Nobody else reads it: :meth:`cluster_nodes` asks the provider directly."""
+
+    @contextlib.asynccontextmanager
+    async def placement_lock(self, room_id: str, ttl: float = 5.0) -> AsyncIterator[None]:
+        lock, users = self._placing.get(room_id, (asyncio.Lock(), 0))
+        self._placing[room_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._placing[room_id]
+            if users == 1:
+                del self._placing[room_id]
+            else:
+                self._placing[room_id] = (lock, users - 1)
+
+    async def get_room_host(self, room_id: str) -> str | None:
+        return self._hosts.get(room_id)
+
+    async def set_room_host(self, room_id: str, node_id: str) -> None:
+        self._hosts[room_id] = node_id
+
+    async def release_room_host(self, room_id: str, node_id: str) -> bool:
+        if self._hosts.get(room_id) != node_id:
+            return False
+        del self._hosts[room_id]
+        return True
 
     # -- webhook queue -----------------------------------------------------------------------
 

@@ -46,6 +46,14 @@ class Keys:
         """JSON room record (:class:`signaling.state.models.RoomInfo`)."""
         return f"{self.prefix}:{{r:{room_id}}}:info"
 
+    def room_host(self, room_id: str) -> str:
+        """The node hosting the room's group call media (its SFU), while the call lives."""
+        return f"{self.prefix}:{{r:{room_id}}}:host"
+
+    def room_placing(self, room_id: str) -> str:
+        """Short lock (expiring) held while a node reads, chooses and writes the host."""
+        return f"{self.prefix}:{{r:{room_id}}}:placing"
+
     @property
     def rooms(self) -> str:
         """Sorted set of room ids with a record, by creation time (the room listing)."""

@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -134,17 +135,24 @@ class NodeLifecycle:
                 self.state.online = self.state.synced = False
                 log.warning("Redis at %s unavailable (%s); retrying in %.1f s", url, exc, delay)
             else:
-                return
+                if self.state.online:
+                    return
+                # Lost again while re-publishing (another task's command failed): the
+                # failure could not start a reconnect while this one ran, so go round.
+                self.state.synced = False
+                log.warning("Redis lost again while reconnecting; retrying in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _come_online(self) -> None:
         state, keys, me = self.state, self.state.keys, self.state.node_id
+        # Pooled connections to a Redis that restarted fail on first use: start afresh.
+        await state.client.connection_pool.disconnect()
         await state.client.ping()
         channels = [keys.node_channel(me), *(keys.room_channel(r) for r in state.local.room_conns)]
         await state.bus.open(state.client, channels)
         reaped = await state.client.get(keys.node_reaper(me))
-        await self._beat()
+        await self.beat()
         state.online = True
         self.online_since = time.monotonic()
         if reaped is not None and state.local.conns:
@@ -183,9 +191,12 @@ class NodeLifecycle:
 
     # -- heartbeat and reaping -------------------------------------------------------------------
 
-    async def _beat(self) -> None:
+    async def beat(self) -> None:
+        """Announce this node alive, with its load (what media placement reads)."""
         keys, me = self.state.keys, self.state.node_id
         info = {**self.info, "connections": len(self.state.local.conns), "beatAt": now_ms()}
+        if self.state.load_provider is not None:
+            info["load"] = orjson.dumps(self.state.load_provider()).decode()
         async with self.state.client.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.nodes, {me: now_ms()})
             pipe.hset(keys.node_info(me), mapping={k: str(v) for k, v in info.items()})
@@ -201,7 +212,7 @@ class NodeLifecycle:
                 state.failed(ConnectionError("pub/sub connection lost"))
                 continue
             try:
-                await self._beat()
+                await self.beat()
                 await self.reap()
             except UNREACHABLE as exc:
                 state.failed(exc)

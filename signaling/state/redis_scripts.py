@@ -163,3 +163,11 @@ if current and (cjson.decode(current).version or 0) >= tonumber(ARGV[2]) then re
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
+
+# Delete a key only if it still holds the caller's value (a lock's token, a room's media
+# node). KEYS: key. ARGV: expected value.
+DELETE_IF = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""

@@ -111,6 +111,7 @@ class RedisState(HubState):
                 "WEBHOOK_RENEW",
                 "WEBHOOK_RELEASE",
                 "PUT_NEWER_CALL",
+                "DELETE_IF",
             )
         }
         self._control_tasks: set[asyncio.Task[None]] = set()
@@ -177,6 +178,20 @@ class RedisState(HubState):
             return self.local.to_connection(conn_id, frame)
         return await self._publish([(self.keys.node_channel(node), pack({"c": conn_id}, frame))])
 
+    async def deliver_to_connections(self, conn_ids: Iterable[str], frame: bytes) -> int:
+        """One message per node for all its connections, not one per connection."""
+        by_node: dict[str, list[str]] = {}
+        for conn_id in conn_ids:
+            by_node.setdefault(node_of(conn_id), []).append(conn_id)
+        sent = sum(self.local.to_connection(c, frame) for c in by_node.pop(self.node_id, []))
+        if not self.online:
+            return sent
+        messages = [
+            (self.keys.node_channel(node), pack({"cs": conns}, frame))
+            for node, conns in by_node.items()
+        ]
+        return sent + await self._publish(messages)
+
     async def _remote_nodes_of(self, users: list[str]) -> dict[str, list[str]]:
         """Other nodes holding a socket of any of the users, each with those users."""
         async with self.client.pipeline(transaction=False) as pipe:
@@ -240,18 +255,97 @@ class RedisState(HubState):
         return await self._publish(messages)
 
     def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
-        if "k" in header:
+        if "n" in header:
+            if self.node_message_handler is not None:
+                self._spawn(self._node_message(header["n"]))
+        elif "k" in header:
             here = [u for u in header["u"] if u in self.local.user_conns]
             if here and self.control_handler is not None:
-                task = asyncio.create_task(self._control(here, header["k"]))
-                self._control_tasks.add(task)
-                task.add_done_callback(self._control_tasks.discard)
+                self._spawn(self._control(here, header["k"]))
         elif "r" in header:
             self.local.to_room_share(header["r"], header["i"], frame, header.get("x"))
         elif "u" in header:
             self.local.to_users(header["u"], frame, header.get("x"))
         elif "c" in header:
             self.local.to_connection(header["c"], frame)
+        elif "cs" in header:
+            for conn_id in header["cs"]:
+                self.local.to_connection(conn_id, frame)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _node_message(self, message: dict[str, Any]) -> None:
+        assert self.node_message_handler is not None
+        try:
+            await self.node_message_handler(message)
+        except Exception:
+            log.exception("node message failed", extra={"op": message.get("op")})
+
+    # -- the cluster: node messages, live nodes, media placement -------------------------------
+
+    async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:
+        if not self.online:
+            if node_id == self.node_id and self.node_message_handler is not None:
+                self._spawn(self._node_message(message))
+                return True
+            return False
+        channel = self.keys.node_channel(node_id)
+        return await self._publish([(channel, pack({"n": message}, b""))]) > 0
+
+    async def cluster_nodes(self) -> dict[str, dict[str, Any]]:
+        async with self._shared():
+            cutoff = now_ms() - int(self.node.dead_after * 1000)
+            names = [
+                n.decode() for n in await self.client.zrangebyscore(self.keys.nodes, cutoff, "+inf")
+            ]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hget(self.keys.node_info(name), "load")
+                loads = await pipe.execute()
+        out = {
+            name: orjson.loads(raw) if raw else {} for name, raw in zip(names, loads, strict=True)
+        }
+        if self.load_provider is not None:
+            out[self.node_id] = self.load_provider()  # its own load is known first-hand
+        return out
+
+    async def publish_load_now(self) -> None:
+        if self.online:
+            with self._or_local():
+                await self.node.beat()
+
+    @contextlib.asynccontextmanager
+    async def placement_lock(self, room_id: str, ttl: float = 5.0) -> AsyncIterator[None]:
+        key, token = self.keys.room_placing(room_id), secrets.token_hex(8)
+        deadline = asyncio.get_running_loop().time() + ttl
+        async with self._shared():
+            while not await self.client.set(key, token, nx=True, px=int(ttl * 1000)):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise HubError(
+                        ErrorCode.UNAVAILABLE, f"room '{room_id}' is being placed; retry shortly"
+                    )
+                await asyncio.sleep(0.02)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*UNREACHABLE):
+                await self._run("DELETE_IF", [key], [token])
+
+    async def get_room_host(self, room_id: str) -> str | None:
+        async with self._shared():
+            raw = await self.client.get(self.keys.room_host(room_id))
+        return raw.decode() if raw else None
+
+    async def set_room_host(self, room_id: str, node_id: str) -> None:
+        async with self._shared():
+            await self.client.set(self.keys.room_host(room_id), node_id)
+
+    async def release_room_host(self, room_id: str, node_id: str) -> bool:
+        async with self._shared():
+            return bool(await self._run("DELETE_IF", [self.keys.room_host(room_id)], [node_id]))
 
     async def _control(self, users: list[str], command: dict[str, Any]) -> None:
         assert self.control_handler is not None

@@ -1,0 +1,75 @@
+"""Which node hosts a room's group call media, chosen once and kept while the call lives.
+
+A room's media must meet on one SFU, whichever node each participant's WebSocket landed
+on. The first join places the room: under the room's short placement lock, the node
+reads the recorded host; if there is none (or it is dead, or being drained away from),
+it picks the least-loaded open node (see :mod:`media.load`) and records it. The lock
+makes the read-choose-write one step across the cluster, so two simultaneous first joins
+on different nodes place the room once. The host releases the record when its room
+empties (compare-and-delete: a newer placement is never removed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from media.load import NodeLoad, least_loaded, with_rooms
+from signaling.protocol import ErrorCode, HubError
+
+if TYPE_CHECKING:
+    from signaling.state import HubState
+
+log = logging.getLogger("switchboard.placement")
+
+
+class Placement:
+    def __init__(self, state: HubState, window: float) -> None:
+        self.state = state
+        self.window = window
+        self._recent: dict[str, deque[float]] = {}  # node -> when this node placed rooms there
+
+    async def loads(self) -> dict[str, NodeLoad]:
+        """Published loads, plus the rooms this node placed since (a burst of first
+        joins must not all go to the node that looked idlest at its last beat)."""
+        nodes = await self.state.cluster_nodes()
+        horizon = time.monotonic() - self.window
+        for stamps in self._recent.values():
+            while stamps and stamps[0] < horizon:
+                stamps.popleft()
+        return {
+            name: with_rooms(NodeLoad.from_wire(name, data), len(self._recent.get(name, ())))
+            for name, data in nodes.items()
+        }
+
+    async def host_for(self, room_id: str, *, avoid: str | None = None) -> tuple[str, bool]:
+        """The room's live media node, placing the room if it has none.
+
+        ``avoid``: a node that must not keep the room (a dead or drained host the caller
+        saw). Returns ``(node, placed_now)``.
+        """
+        host = await self.state.get_room_host(room_id)
+        if host is not None and host != avoid and host in await self.state.cluster_nodes():
+            return host, False  # the common case, without the lock
+        async with self.state.placement_lock(room_id):
+            loads = await self.loads()
+            host = await self.state.get_room_host(room_id)
+            if host is not None and host != avoid and host in loads:
+                return host, False
+            chosen = least_loaded(list(loads.values()), exclude={avoid} if avoid else None)
+            if chosen is None:
+                raise HubError(ErrorCode.NO_CAPACITY, no_capacity_message(list(loads.values())))
+            await self.state.set_room_host(room_id, chosen.node)
+            self._recent.setdefault(chosen.node, deque()).append(time.monotonic())
+        log.info(
+            "room placed",
+            extra={"room": room_id, "node": chosen.node, "previous": host, "score": chosen.score},
+        )
+        return chosen.node, True
+
+
+def no_capacity_message(loads: list[NodeLoad]) -> str:
+    reasons = "; ".join(f"{n.node}: {n.full()}" for n in loads if n.full()) or "no media node"
+    return f"every media node is full or draining, try again later ({reasons})"

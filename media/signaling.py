@@ -1,0 +1,344 @@
+"""The WebSocket side of group calls: ``sfu:*`` events from this node's clients, routed to
+the node hosting each room's media.
+
+A client may be connected to any node. On ``sfu:join`` this node finds the room's media
+node (placing the room if it has none, see :mod:`media.placement`) and remembers the
+session (connection -> room, media node, participant). Every later request of that
+session is relayed to the media node and its answer becomes the client's ``ack`` or
+``error``; events from the media node reach the client through the hub's delivery, and
+the client's ICE candidates carry the media node's own addresses, so media flows between
+the client and that node directly.
+
+This node also watches the cluster: when a session's media node dies, the room is placed
+on a live node and the client is told to ``sfu:rejoin``; when a participant hosted here
+loses its WebSocket's node, it is detached (media kept) until it resumes or the grace ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from media.placement import Placement
+from media.relay import NodeRelay
+from media.service import SfuService
+from signaling import events
+from signaling.protocol import CloseCode, ErrorCode, HubError
+from signaling.state.base import node_of
+
+if TYPE_CHECKING:
+    from media.participant import Participant
+    from signaling.connection import Connection
+    from signaling.hub import Hub
+
+log = logging.getLogger("switchboard.sfu")
+
+SFU_KEY: web.AppKey[SfuSignaling] = web.AppKey("sfu")
+MOVED_RETRIES = 3
+
+
+@dataclass(slots=True)
+class Session:
+    room_id: str
+    host: str
+    participant_id: str
+
+
+class SfuSignaling:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.settings = hub.settings
+        self.placement = Placement(hub.state, 2 * self.settings.node_heartbeat_interval)
+        self.relay = NodeRelay(hub.state, hub.metrics, self.settings.sfu_relay_timeout)
+        self.media = SfuService(hub, self.placement, self._session_ended)
+        self.sessions: dict[str, Session] = {}  # by connection id
+        self._watcher: asyncio.Task[None] | None = None
+        self._host_ops = {
+            "join": self.media.join,
+            "resume": self.media.resume,
+            "leave": self.media.leave,
+            "publish": self.media.publish,
+            "answer": self.media.answer,
+            "ice": self.media.ice_candidate,
+            "mute": self.media.mute,
+            "toggle": self.media.toggle,
+            "stats": self.media.stats,
+            "evict": self.media.evict,
+            "permissions": self.media.apply_permissions,
+            "server-mute": self.media.server_mute,
+        }
+        self.relay.handler = self._on_relayed
+        e = events
+        hub.add_route("sfu:join", e.RoomRef, self.on_join)
+        hub.add_route("sfu:resume", e.SfuResume, self.on_resume)
+        hub.add_route("sfu:leave", e.RoomRef, self.on_leave)
+        hub.add_route("sfu:publish", e.SfuPublish, self.on_publish)
+        hub.add_route("sfu:answer", e.SfuAnswer, self.on_answer)
+        hub.add_route("sfu:ice-candidate", e.SfuIce, self.on_ice)
+        hub.add_route("sfu:mute", e.SfuMute, self.on_mute)
+        hub.add_route("sfu:stats", e.RoomRef, self.on_stats)
+        hub.group_toggle = self.on_toggle
+        hub.disconnect_hooks.append(self.connection_gone)
+        hub.room_lifecycle.media = self
+
+    # The media node's rooms, for tests and the room API's statistics.
+    @property
+    def rooms(self) -> dict[str, Any]:
+        return self.media.rooms
+
+    def start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch(), name="sfu-cluster-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.media.stop()
+
+    # -- relayed operations ---------------------------------------------------------------
+
+    async def _on_relayed(
+        self, op: str, body: dict[str, Any], sender: str
+    ) -> dict[str, Any] | None:
+        handler = self._host_ops.get(op)
+        if handler is not None:
+            return await handler(body)
+        if op == "conn-gone":
+            await self.media.connection_gone(body)
+        elif op == "session-ended":
+            await self._deliver_session_end(body)
+        elif op == "drain":
+            self.media.spawn(self.drain(float(body["deadline"])))
+        else:
+            raise HubError(ErrorCode.INTERNAL_ERROR, f"unknown relayed operation '{op}'")
+        return None
+
+    async def _to_host(self, conn: Connection, room_id: str, op: str, **body: Any) -> Any:
+        session = self.sessions.get(conn.id)
+        if session is None or session.room_id != room_id:
+            raise HubError(ErrorCode.NOT_IN_ROOM, f"not in group call room '{room_id}'")
+        body.update(room=room_id, participant=session.participant_id)
+        return await self.relay.call(session.host, op, body)
+
+    # -- client events ----------------------------------------------------------------------
+
+    async def on_join(self, conn: Connection, payload: events.RoomRef) -> dict[str, Any]:
+        room_id = payload.roomId
+        if not conn.principal.may_join(room_id):
+            raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
+        current = self.sessions.get(conn.id)
+        if current is not None:
+            raise HubError(
+                ErrorCode.INVALID_STATE, f"already in group call room '{current.room_id}'"
+            )
+        await self.hub.room_lifecycle.ensure(room_id)
+        body = {
+            "room": room_id,
+            "conn": conn.id,
+            "user": conn.user_id,
+            "name": conn.principal.name,
+        }
+        for _ in range(MOVED_RETRIES):
+            host, _ = await self.placement.host_for(room_id)
+            result = await self.relay.call(host, "join", body)
+            if "moved" not in result:
+                break
+        else:
+            raise HubError(ErrorCode.UNAVAILABLE, f"room '{room_id}' is moving; retry shortly")
+        self.sessions[conn.id] = Session(room_id, host, result["participantId"])
+        if conn.closed:  # gone while joining: its disconnect clean-up already ran
+            await self.connection_gone(conn)
+        result["iceServers"] = self.settings.ice_servers(conn.user_id)
+        return result
+
+    async def on_resume(self, conn: Connection, payload: events.SfuResume) -> dict[str, Any]:
+        room_id = payload.roomId
+        if conn.id in self.sessions:
+            raise HubError(ErrorCode.INVALID_STATE, "this connection is already in a group call")
+        host = await self.hub.state.get_room_host(room_id)
+        if host is None or host not in await self.hub.state.cluster_nodes():
+            raise HubError(
+                ErrorCode.RESUME_FAILED,
+                f"room '{room_id}' lost its media node; join again",
+            )
+        body = {
+            "room": room_id,
+            "participant": payload.participantId,
+            "token": payload.resumeToken,
+            "conn": conn.id,
+            "user": conn.user_id,
+        }
+        result = await self.relay.call(host, "resume", body)
+        self.sessions[conn.id] = Session(room_id, host, payload.participantId)
+        result["iceServers"] = self.settings.ice_servers(conn.user_id)
+        return result
+
+    async def on_leave(self, conn: Connection, payload: events.RoomRef) -> dict[str, Any]:
+        result = await self._to_host(conn, payload.roomId, "leave", reason="left")
+        self.sessions.pop(conn.id, None)
+        return result
+
+    async def on_publish(self, conn: Connection, payload: events.SfuPublish) -> dict[str, Any]:
+        sources = dict(payload.sources)
+        return await self._to_host(
+            conn, payload.roomId, "publish", sdp=payload.sdp, sources=sources
+        )
+
+    async def on_answer(self, conn: Connection, payload: events.SfuAnswer) -> dict[str, Any]:
+        return await self._to_host(conn, payload.roomId, "answer", sdp=payload.sdp)
+
+    async def on_ice(self, conn: Connection, payload: events.SfuIce) -> dict[str, Any]:
+        candidate = payload.candidate.model_dump() if payload.candidate is not None else None
+        return await self._to_host(
+            conn, payload.roomId, "ice", target=payload.target, candidate=candidate
+        )
+
+    async def on_mute(self, conn: Connection, payload: events.SfuMute) -> dict[str, Any]:
+        return await self._to_host(
+            conn, payload.roomId, "mute", trackId=payload.trackId, muted=payload.muted
+        )
+
+    async def on_stats(self, conn: Connection, payload: events.RoomRef) -> dict[str, Any]:
+        return await self._to_host(conn, payload.roomId, "stats")
+
+    async def on_toggle(
+        self, conn: Connection, room_id: str, kind: str, enabled: bool
+    ) -> dict[str, Any]:
+        return await self._to_host(conn, room_id, "toggle", kind=kind, enabled=enabled)
+
+    async def connection_gone(self, conn: Connection) -> None:
+        session = self.sessions.pop(conn.id, None)
+        if session is None:
+            return
+        # A client that said goodbye (close code 1000) leaves at once; a lost connection,
+        # or one the server closed (drain, restart), may resume on any node.
+        graceful = conn.close_code is None and conn.ws.close_code == CloseCode.NORMAL
+        body = {
+            "room": session.room_id,
+            "participant": session.participant_id,
+            "conn": conn.id,
+            "graceful": graceful,
+        }
+        with contextlib.suppress(HubError):
+            await self.relay.notify(session.host, "conn-gone", body)
+
+    # -- what the room API does (control commands run on the WebSocket's node) -------------
+
+    def _in_room(self, conn: Connection, room_id: str) -> bool:
+        session = self.sessions.get(conn.id)
+        return session is not None and session.room_id == room_id
+
+    async def evict(self, conn: Connection, room_id: str, reason: str) -> None:
+        if self._in_room(conn, room_id):
+            with contextlib.suppress(HubError):
+                await self._to_host(conn, room_id, "evict", reason=reason)
+
+    async def apply_permissions(
+        self, conn: Connection, room_id: str, permissions: dict[str, bool]
+    ) -> None:
+        if self._in_room(conn, room_id):
+            await self._to_host(conn, room_id, "permissions", permissions=permissions)
+
+    async def server_mute(self, conn: Connection, room_id: str, track_id: str, muted: bool) -> None:
+        if self._in_room(conn, room_id):
+            await self._to_host(conn, room_id, "server-mute", trackId=track_id, muted=muted)
+
+    # -- session ends (from the media node) -------------------------------------------------
+
+    async def _session_ended(
+        self, participant: Participant, type_: str, data: dict[str, Any]
+    ) -> None:
+        """Called on the media node: the WebSocket's node forgets the session and tells
+        the client, in that order (a ``sfu:join`` the client sends next must not find the
+        old session)."""
+        if participant.conn_id is None:
+            return
+        body = {
+            "conn": participant.conn_id,
+            "participant": participant.id,
+            "type": type_,
+            "data": data,
+        }
+        with contextlib.suppress(HubError):
+            await self.relay.notify(node_of(participant.conn_id), "session-ended", body)
+
+    async def _deliver_session_end(self, body: dict[str, Any]) -> None:
+        conn_id = body["conn"]
+        session = self.sessions.get(conn_id)
+        if session is not None and session.participant_id != body["participant"]:
+            return  # a newer session of this connection; the notice is stale
+        self.sessions.pop(conn_id, None)
+        await self.hub.to_conns([conn_id], body["type"], body["data"])
+
+    # -- the cluster watch ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        interval = self.settings.node_heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                live = set(await self.hub.state.cluster_nodes())
+            except HubError:
+                continue  # shared state away: no verdict on anyone
+            except Exception:
+                log.exception("cluster watch failed")
+                continue
+            self.media.detach_lost(live)
+            lost: dict[tuple[str, str], list[str]] = {}
+            for conn_id, session in self.sessions.items():
+                if session.host not in live:
+                    lost.setdefault((session.room_id, session.host), []).append(conn_id)
+            for (room_id, dead), conns in lost.items():
+                try:
+                    await self._host_lost(room_id, dead, conns)
+                except Exception:
+                    log.exception("moving a room off a dead node failed", extra={"room": room_id})
+
+    async def _host_lost(self, room_id: str, dead: str, conns: list[str]) -> None:
+        """Place the room on a live node, drop the dead node's media summary, and tell
+        this node's clients in the room to re-join (their media reconnects there)."""
+        target: str | None
+        try:
+            target, placed = await self.placement.host_for(room_id, avoid=dead)
+        except HubError as exc:
+            log.warning("room not re-placed", extra={"room": room_id, "code": exc.code})
+            target, placed = None, False
+        if placed:
+            self.hub.metrics.sfu_relocations.labels("node_lost").inc()
+            log.warning(
+                "media node lost; room moved", extra={"room": room_id, "from": dead, "to": target}
+            )
+
+        def forget(info: Any) -> None:
+            info.media.pop(dead, None)
+
+        with contextlib.suppress(KeyError, HubError):
+            await self.hub.state.update_room(room_id, forget)
+        data = {"roomId": room_id, "reason": "media_node_lost", "mediaNode": target}
+        for conn_id in conns:
+            session = self.sessions.get(conn_id)
+            if session is not None and session.host == dead:
+                del self.sessions[conn_id]
+                await self.hub.to_conns([conn_id], "sfu:rejoin", data)
+
+    # -- draining -----------------------------------------------------------------------------
+
+    async def drain(self, deadline: float | None = None) -> None:
+        await self.media.drain(self.settings.sfu_drain_deadline if deadline is None else deadline)
+
+    async def drain_node(self, node: str, deadline: float | None) -> bool:
+        """Tell ``node`` (this one or another) to drain; ``False`` if it is not alive."""
+        if node not in await self.hub.state.cluster_nodes():
+            return False
+        if deadline is None:
+            deadline = self.settings.sfu_drain_deadline
+        if node == self.hub.state.node_id:
+            self.media.spawn(self.drain(deadline))
+            return True
+        return await self.relay.notify(node, "drain", {"deadline": deadline})

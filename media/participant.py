@@ -66,6 +66,8 @@ class Participant:
         self.room = room
         self.id = f"PA_{secrets.token_urlsafe(9)}"
         self.conn_id: str | None = conn_id
+        # Its WebSocket while its node seemed dead (re-attached if the node comes back).
+        self.lost_conn: str | None = None
         self.resume_token = secrets.token_urlsafe(18)
         self.user_id = user_id
         self.name = name
@@ -295,6 +297,7 @@ class Participant:
     async def attach(self, conn_id: str) -> None:
         """A resumed connection takes over; an offer still waiting is sent to it again."""
         self.conn_id = conn_id
+        self.lost_conn = None
         if self.grace is not None:
             self.grace.cancel()
             self.grace = None

@@ -54,15 +54,17 @@ class Placement:
         if host is not None and host != avoid and host in await self.state.cluster_nodes():
             return host, False  # the common case, without the lock
         async with self.state.placement_lock(room_id):
-            loads = await self.loads()
             host = await self.state.get_room_host(room_id)
+            loads = await self.loads()
             if host is not None and host != avoid and host in loads:
                 return host, False
+            # Choose and count the choice with no await in between: concurrent placements
+            # of other rooms on this node then see it.
             chosen = least_loaded(list(loads.values()), exclude={avoid} if avoid else None)
             if chosen is None:
                 raise HubError(ErrorCode.NO_CAPACITY, no_capacity_message(list(loads.values())))
-            await self.state.set_room_host(room_id, chosen.node)
             self._recent.setdefault(chosen.node, deque()).append(time.monotonic())
+            await self.state.set_room_host(room_id, chosen.node)
         log.info(
             "room placed",
             extra={"room": room_id, "node": chosen.node, "previous": host, "score": chosen.score},

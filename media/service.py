@@ -36,6 +36,7 @@ log = logging.getLogger("switchboard.sfu")
 
 TOGGLE_EVENTS = {"audio": "peer:audio-toggled", "video": "peer:video-toggled"}
 TOGGLE_SOURCES = {"audio": ("microphone",), "video": ("camera",), "screen": ("screen",)}
+MIGRATE_CLOSE_DELAY = 3.0
 #: Tells the WebSocket's node that a participant's session ended, and with which event.
 SessionEnded = Callable[[Participant, str, dict[str, Any]], Awaitable[None]]
 
@@ -216,8 +217,9 @@ class SfuService:
     async def connection_gone(self, body: dict[str, Any]) -> None:
         """The participant's WebSocket closed: a goodbye removes it, a loss detaches it."""
         participant = self.participants.get(body["participant"])
-        if participant is None or participant.conn_id != body["conn"]:
+        if participant is None or body["conn"] not in (participant.conn_id, participant.lost_conn):
             return  # already resumed elsewhere (or gone)
+        participant.lost_conn = None  # closed for sure: never re-attach to it
         if body["graceful"] or not self.settings.sfu_reconnect_grace:
             await self._remove(participant, "disconnected")
         else:
@@ -236,11 +238,18 @@ class SfuService:
             lambda: self.spawn(self._remove(participant, "disconnected")),
         )
 
-    def detach_lost(self, live: set[str]) -> None:
-        """Detach participants whose WebSocket's node is no longer alive."""
+    async def check_connections(self, live: set[str]) -> None:
+        """Detach participants whose WebSocket's node left the live set; re-attach them if
+        it comes back without having been declared dead (a late heartbeat, not a death:
+        their sockets are still open; a reaped node closes them, which detaches again)."""
         for participant in list(self.participants.values()):
-            if participant.conn_id is not None and node_of(participant.conn_id) not in live:
+            conn = participant.conn_id
+            if conn is not None and node_of(conn) not in live:
+                participant.lost_conn = conn
                 self.detach(participant)
+            elif conn is None and participant.lost_conn and node_of(participant.lost_conn) in live:
+                lost, participant.lost_conn = participant.lost_conn, None
+                await participant.attach(lost)
 
     # -- media operations -------------------------------------------------------------------
 
@@ -386,8 +395,7 @@ class SfuService:
             self._no_rooms.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_rooms.wait(), deadline)
-        for room_id in list(self.rooms):
-            await self.migrate(room_id, "migrating")
+        await asyncio.gather(*(self.migrate(r, "migrating") for r in list(self.rooms)))
 
     async def migrate(self, room_id: str, reason: str) -> None:
         room = self.rooms.get(room_id)
@@ -408,8 +416,13 @@ class SfuService:
                 "sfu:rejoin",
                 {"roomId": room_id, "reason": reason, "mediaNode": target},
             )
-        await room.close()
+            participant.detach()  # nothing more goes to it from here (no sfu:left later)
         await self._record(room_id)
+        # Close the old connections a little later: a client tears its side down when it
+        # reads sfu:rejoin, and one that sees the server hang up first may lose what it
+        # was sending (aiortc stops a sender's track when its transport closes).
+        await asyncio.sleep(MIGRATE_CLOSE_DELAY)
+        await room.close()
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -289,7 +289,7 @@ class SfuSignaling:
             except Exception:
                 log.exception("cluster watch failed")
                 continue
-            self.media.detach_lost(live)
+            await self.media.check_connections(live)
             lost: dict[tuple[str, str], list[str]] = {}
             for conn_id, session in self.sessions.items():
                 if session.host not in live:

@@ -122,6 +122,16 @@ async def wait_healthy(node: Node, timeout: float = 20.0) -> dict[str, Any]:
     raise AssertionError(f"node {node.name} not healthy:\n{node.output()}")
 
 
+#: Group call settings for nodes of media tests (real UDP on loopback, short timers).
+MEDIA_ENV = {
+    "SWITCHBOARD_SFU_LISTEN_IPS": "127.0.0.1",
+    "SWITCHBOARD_SFU_ICE_TIMEOUT": "8",
+    "SWITCHBOARD_SFU_STATS_LOG_INTERVAL": "0",
+    "SWITCHBOARD_SFU_RECONNECT_GRACE": "10",
+}
+MEDIA_PORT_BASE = 42000
+
+
 class Cluster:
     """Nodes started by a test, all stopped (and their clients closed) afterwards."""
 
@@ -130,11 +140,31 @@ class Cluster:
         self.redis_url = redis_url
         self.prefix = "c" + secrets.token_hex(5)
         self.nodes: list[Node] = []
+        self._ports: dict[str, int] = {}
 
     async def start(self, name: str, *, wait: bool = True, **extra: str) -> Node:
         node = await start_node(self.tmp, self.redis_url, self.prefix, name, wait=wait, **extra)
         self.nodes.append(node)
         return node
+
+    async def start_media(self, name: str, *, media: bool = True, **extra: str) -> Node:
+        """A node for group call tests: ``media=False`` makes it signaling-only; each
+        node gets its own 1000-port UDP range (``ports``), so a candidate's port says
+        which node it belongs to."""
+        low, high = self.ports(name)
+        env = {
+            **MEDIA_ENV,
+            "SWITCHBOARD_SFU_HOST_ROOMS": "true" if media else "false",
+            "SWITCHBOARD_SFU_UDP_MIN_PORT": str(low),
+            "SWITCHBOARD_SFU_UDP_MAX_PORT": str(high),
+            **extra,
+        }
+        return await self.start(name, **env)
+
+    def ports(self, name: str) -> tuple[int, int]:
+        if name not in self._ports:
+            self._ports[name] = MEDIA_PORT_BASE + 1000 * len(self._ports)
+        return self._ports[name], self._ports[name] + 999
 
     async def close(self) -> None:
         for node in self.nodes:

@@ -26,15 +26,7 @@ from tests.cluster import Cluster, Node, token
 from tests.redis_server import RedisServer
 
 API_KEY, API_SECRET = "backend", "cluster-api-secret-0123456789abcdef0123"
-MEDIA_ENV = {
-    "SWITCHBOARD_SFU_LISTEN_IPS": "127.0.0.1",
-    "SWITCHBOARD_SFU_ICE_TIMEOUT": "8",
-    "SWITCHBOARD_SFU_STATS_LOG_INTERVAL": "0",
-    "SWITCHBOARD_SFU_RECONNECT_GRACE": "10",
-    "SWITCHBOARD_API_KEY": API_KEY,
-    "SWITCHBOARD_API_SECRET": API_SECRET,
-}
-PORTS = {"m1": (42000, 42999), "m2": (43000, 43999), "a": (44000, 44999), "b": (45000, 45999)}
+API_ENV = {"SWITCHBOARD_API_KEY": API_KEY, "SWITCHBOARD_API_SECRET": API_SECRET}
 
 
 @pytest.fixture
@@ -45,15 +37,7 @@ async def cluster(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Cl
 
 
 async def start(cluster: Cluster, name: str, *, media: bool = True, **extra: str) -> Node:
-    low, high = PORTS[name]
-    env = {
-        **MEDIA_ENV,
-        "SWITCHBOARD_SFU_HOST_ROOMS": "true" if media else "false",
-        "SWITCHBOARD_SFU_UDP_MIN_PORT": str(low),
-        "SWITCHBOARD_SFU_UDP_MAX_PORT": str(high),
-        **extra,
-    }
-    return await cluster.start(name, **env)
+    return await cluster.start_media(name, media=media, **API_ENV, **extra)
 
 
 @pytest.fixture
@@ -122,7 +106,7 @@ def candidate_ports(sdp: str) -> set[int]:
     return {int(m.group(1)) for m in re.finditer(r"a=candidate:\S+ \d+ udp \d+ \S+ (\d+)", sdp)}
 
 
-async def test_three_participants_on_three_nodes_meet_on_one_media_node(nodes):
+async def test_three_participants_on_three_nodes_meet_on_one_media_node(cluster, nodes):
     a, b, m2 = nodes["a"], nodes["b"], nodes["m2"]
     alice = await member(a, "alice", "standup")
     bob = await member(b, "bob", "standup")
@@ -134,12 +118,25 @@ async def test_three_participants_on_three_nodes_meet_on_one_media_node(nodes):
     answers = [await publish_audio(c, video=c is alice) for c in clients]
     # The answers' candidates are the media node's own (its UDP port range), whichever
     # node relayed them.
-    low, high = PORTS[host]
+    low, high = cluster.ports(host)
     for answer in answers:
         ports = candidate_ports(answer["sdp"])
         assert ports and all(low <= p <= high for p in ports), (ports, host)
     await flowing(clients)
     assert any(r.info["kind"] == "video" for r in bob.remote_of(alice.participant_id))
+    # Room events from the media node reach each WebSocket's node: track announcements
+    # and active speakers (everyone sends a tone).
+    for c in (bob, carol):
+        published = await c.hub.expect(
+            "sfu:track-published", where=lambda d: d["track"]["kind"] == "video"
+        )
+        assert published["track"]["participantId"] == alice.participant_id
+        speaking = await c.hub.expect(
+            "sfu:active-speakers", timeout=5, where=lambda d: len(d["speakers"]) >= 2
+        )
+        assert {s["participantId"] for s in speaking["speakers"]} <= {
+            x.participant_id for x in clients
+        }
     # One room on the host, none anywhere else; the room API shows where it lives.
     status, room = await api(a, "GET", "/rooms/standup")
     assert status == 200 and room["mediaNode"] == host

@@ -74,3 +74,47 @@ async def test_webhook_queue_leases_keys_to_one_owner(state):
     assert await state.webhook_ack("k1", "C") is True
     assert await state.webhook_head("k1") is None
     assert await state.webhook_claim("D", 10, 5.0) == []  # emptied keys are not ready
+
+
+async def test_room_host_is_placed_once_under_the_lock(state):
+    """Many placers at once: each reads, chooses and writes under the lock, so only the
+    first one writes and everyone sees its choice."""
+    writes: list[str] = []
+
+    async def place(node: str) -> str:
+        async with state.placement_lock("call"):
+            current = await state.get_room_host("call")
+            if current is not None:
+                return current
+            await asyncio.sleep(0.01)  # a slow chooser: the others must wait, not choose
+            await state.set_room_host("call", node)
+            writes.append(node)
+            return node
+
+    chosen = await asyncio.gather(*(place(f"n{i}") for i in range(6)))
+    assert len(writes) == 1 and set(chosen) == {writes[0]}
+    # Only the recorded node releases it (compare and delete).
+    assert await state.release_room_host("call", "someone-else") is False
+    assert await state.get_room_host("call") == writes[0]
+    assert await state.release_room_host("call", writes[0]) is True
+    assert await state.get_room_host("call") is None
+
+
+async def test_node_messages_and_cluster_view(state):
+    got: list[dict] = []
+    arrived = asyncio.Event()
+
+    async def handler(message: dict) -> None:
+        got.append(message)
+        arrived.set()
+
+    state.node_message_handler = handler
+    state.load_provider = lambda: {"rooms": 3, "cpu": 0.25}
+    assert await state.send_to_node(state.node_id, {"op": "ping", "n": 1}) is True
+    await asyncio.wait_for(arrived.wait(), 5)
+    assert got == [{"op": "ping", "n": 1}]
+    assert await state.send_to_node("no-such-node", {"op": "ping"}) is False
+    await state.publish_load_now()
+    nodes = await state.cluster_nodes()
+    assert nodes[state.node_id] == {"rooms": 3, "cpu": 0.25}
+    assert set(nodes) == {state.node_id}

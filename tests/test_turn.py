@@ -45,7 +45,16 @@ def hardened_coturn(tmp_path_factory):
 
 
 async def allocate(server, username: str, password: str):
-    return await create_turn_endpoint(Sink, server.address, username, password, lifetime=60)
+    """Allocate a relay. On 437 (an allocation already exists for this 5-tuple: the kernel
+    reused a local port an earlier test's allocation still holds), retry from a new local
+    port, as RFC 8656 section 7.2 tells clients to."""
+    for attempt in range(3):
+        try:
+            return await create_turn_endpoint(Sink, server.address, username, password, lifetime=60)
+        except stun.TransactionFailed as exc:
+            if exc.response.attributes["ERROR-CODE"][0] != 437 or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def test_switchboard_credentials_allocate_and_relay(coturn):

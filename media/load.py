@@ -105,9 +105,6 @@ class NodeLoad:
             return f"at its CPU limit ({self.cpu:.2f} of {self.max_cpu:g} cores)"
         return None
 
-    def takes_participant(self) -> bool:
-        return not (self.max_participants and self.participants >= self.max_participants)
-
 
 def least_loaded(loads: list[NodeLoad], exclude: set[str] | None = None) -> NodeLoad | None:
     """The open node with the lowest score (ties: fewer rooms, then the node id)."""

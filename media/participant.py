@@ -291,9 +291,6 @@ class Participant:
 
     # -- the signaling connection ----------------------------------------------------------
 
-    def detach(self) -> None:
-        self.conn_id = None
-
     async def attach(self, conn_id: str) -> None:
         """A resumed connection takes over; an offer still waiting is sent to it again."""
         self.conn_id = conn_id

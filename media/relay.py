@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.relay")
 
-Handler = Callable[[str, dict[str, Any], str], Awaitable[dict[str, Any] | None]]
+Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
 class NodeUnreachable(HubError):
@@ -55,7 +55,7 @@ class NodeRelay:
         """Run ``op`` on ``node`` and return its result (its ``HubError`` is raised here)."""
         assert self.handler is not None
         if node == self.me:
-            return await self.handler(op, body, self.me) or {}
+            return await self.handler(op, body) or {}
         rid = f"{self.me}.{next(self._ids)}"
         waiter = self._waiting[rid] = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
@@ -79,7 +79,7 @@ class NodeRelay:
         """One-way notice; ``False`` if ``node`` is not listening."""
         assert self.handler is not None
         if node == self.me:
-            await self.handler(op, body, self.me)
+            await self.handler(op, body)
             return True
         return await self.state.send_to_node(
             node, {"t": "note", "from": self.me, "op": op, "body": body}
@@ -93,16 +93,16 @@ class NodeRelay:
                 waiter.set_result(message)
             return
         assert self.handler is not None
-        op, body, sender = message["op"], message["body"], message["from"]
+        op, body = message["op"], message["body"]
         if kind == "note":
-            await self.handler(op, body, sender)
+            await self.handler(op, body)
             return
         answer: dict[str, Any] = {"t": "res", "id": message["id"]}
         try:
-            answer["ok"] = await self.handler(op, body, sender) or {}
+            answer["ok"] = await self.handler(op, body) or {}
         except HubError as exc:
             answer["err"] = [exc.code.value, exc.message]
         except Exception:
             log.exception("relayed request failed", extra={"op": op})
             answer["err"] = [ErrorCode.INTERNAL_ERROR.value, "internal error"]
-        await self.state.send_to_node(sender, answer)
+        await self.state.send_to_node(message["from"], answer)

@@ -121,8 +121,9 @@ class SfuService:
                 del self._joining[room_id]
 
     async def _join(self, room_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        if not await self._hosts(room_id):
-            return {"moved": await self.hub.state.get_room_host(room_id)}
+        host = await self._claim(room_id)
+        if host != self.node:
+            return {"moved": host}
         info = await self.hub.room_lifecycle.ensure(room_id)
         room = self.rooms.get(room_id)
         capacity = min(self.settings.sfu_room_capacity, info.capacity or 1 << 30)
@@ -175,20 +176,18 @@ class SfuService:
             "tracks": [t.info.to_wire(t.muted) for t in room.tracks_for(participant)],
         }
 
-    async def _hosts(self, room_id: str) -> bool:
-        """Whether this node is the room's media node (claiming it if nobody is: the
-        previous host released it after the room emptied, just before this join)."""
+    async def _claim(self, room_id: str) -> str:
+        """The room's media node, claimed by this node if nobody holds it (the previous
+        host released it after the room emptied, just before this join)."""
         host = await self.hub.state.get_room_host(room_id)
-        if host == self.node:
-            return True
         if host is not None:
-            return False
+            return host
         async with self.hub.state.placement_lock(room_id):
             host = await self.hub.state.get_room_host(room_id)
             if host is None:
                 await self.hub.state.set_room_host(room_id, self.node)
-                return True
-            return host == self.node
+                host = self.node
+        return host
 
     async def resume(self, body: dict[str, Any]) -> dict[str, Any]:
         participant = self.participants.get(body["participant"])
@@ -232,7 +231,7 @@ class SfuService:
             "sfu participant detached; media kept for the reconnect grace",
             extra={"room": participant.room.id, "participant": participant.id},
         )
-        participant.detach()
+        participant.conn_id = None
         participant.grace = asyncio.get_running_loop().call_later(
             self.settings.sfu_reconnect_grace,
             lambda: self.spawn(self._remove(participant, "disconnected")),
@@ -416,7 +415,7 @@ class SfuService:
                 "sfu:rejoin",
                 {"roomId": room_id, "reason": reason, "mediaNode": target},
             )
-            participant.detach()  # nothing more goes to it from here (no sfu:left later)
+            participant.conn_id = None  # nothing more goes to it from here (no sfu:left later)
         await self._record(room_id)
         # Close the old connections a little later: a client tears its side down when it
         # reads sfu:rejoin, and one that sees the server hang up first may lose what it

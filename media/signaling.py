@@ -103,9 +103,7 @@ class SfuSignaling:
 
     # -- relayed operations ---------------------------------------------------------------
 
-    async def _on_relayed(
-        self, op: str, body: dict[str, Any], sender: str
-    ) -> dict[str, Any] | None:
+    async def _on_relayed(self, op: str, body: dict[str, Any]) -> dict[str, Any] | None:
         handler = self._host_ops.get(op)
         if handler is not None:
             return await handler(body)
@@ -114,7 +112,7 @@ class SfuSignaling:
         elif op == "session-ended":
             await self._deliver_session_end(body)
         elif op == "drain":
-            self.media.spawn(self.drain(float(body["deadline"])))
+            self.media.spawn(self.media.drain(float(body["deadline"])))
         else:
             raise HubError(ErrorCode.INTERNAL_ERROR, f"unknown relayed operation '{op}'")
         return None
@@ -320,25 +318,16 @@ class SfuSignaling:
 
         with contextlib.suppress(KeyError, HubError):
             await self.hub.state.update_room(room_id, forget)
+        told = [c for c in conns if (s := self.sessions.get(c)) is not None and s.host == dead]
+        for conn_id in told:
+            del self.sessions[conn_id]
         data = {"roomId": room_id, "reason": "media_node_lost", "mediaNode": target}
-        for conn_id in conns:
-            session = self.sessions.get(conn_id)
-            if session is not None and session.host == dead:
-                del self.sessions[conn_id]
-                await self.hub.to_conns([conn_id], "sfu:rejoin", data)
+        await self.hub.to_conns(told, "sfu:rejoin", data)
 
     # -- draining -----------------------------------------------------------------------------
 
-    async def drain(self, deadline: float | None = None) -> None:
-        await self.media.drain(self.settings.sfu_drain_deadline if deadline is None else deadline)
-
-    async def drain_node(self, node: str, deadline: float | None) -> bool:
+    async def drain_node(self, node: str, deadline: float) -> bool:
         """Tell ``node`` (this one or another) to drain; ``False`` if it is not alive."""
         if node not in await self.hub.state.cluster_nodes():
             return False
-        if deadline is None:
-            deadline = self.settings.sfu_drain_deadline
-        if node == self.hub.state.node_id:
-            self.media.spawn(self.drain(deadline))
-            return True
         return await self.relay.notify(node, "drain", {"deadline": deadline})

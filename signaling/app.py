@@ -81,7 +81,7 @@ async def drain(app: web.Application, media_deadline: float | None = None) -> No
         return
     hub.draining = True
     if media_deadline is not None:
-        await app[SFU_KEY].drain(media_deadline)
+        await app[SFU_KEY].media.drain(media_deadline)
     conns = hub.state.local_connections()
     log.info("draining", extra={"count": len(conns)})
     if not conns:

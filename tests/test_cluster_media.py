@@ -206,13 +206,19 @@ async def test_simultaneous_first_joins_on_different_nodes_place_each_room_once(
     assert {acks[i]["mediaNode"] for i in range(len(rooms))} == {"m1", "m2"}
 
 
-async def test_media_node_dies_room_moves_participants_rejoin(nodes):
-    a, b = nodes["a"], nodes["b"]
-    alice = await member(a, "alice", "sync")
-    bob = await member(b, "bob", "sync")
+async def talking_pair(a: Node, b: Node, room: str) -> tuple[SfuClient, SfuClient]:
+    """Alice on ``a`` and Bob on ``b`` in one group call, hearing each other."""
+    alice = await member(a, "alice", room)
+    bob = await member(b, "bob", room)
     for c in (alice, bob):
         await publish_audio(c)
     await flowing([alice, bob])
+    return alice, bob
+
+
+async def test_media_node_dies_room_moves_participants_rejoin(nodes):
+    a = nodes["a"]
+    alice, bob = await talking_pair(a, nodes["b"], "sync")
     host = alice.media_node
     assert host is not None and bob.media_node == host
     survivor = "m2" if host == "m1" else "m1"
@@ -244,11 +250,7 @@ async def test_media_node_dies_room_moves_participants_rejoin(nodes):
 async def test_drain_by_sigterm_lets_the_call_run_then_moves_it(cluster):
     a = await start(cluster, "a", media=False)
     m1 = await start(cluster, "m1", SWITCHBOARD_SFU_DRAIN_DEADLINE="3")
-    alice = await member(a, "alice", "weekly")
-    bob = await member(a, "bob", "weekly")
-    for c in (alice, bob):
-        await publish_audio(c)
-    await flowing([alice, bob])
+    alice, bob = await talking_pair(a, a, "weekly")
     assert alice.media_node == "m1"
     m2 = await start(cluster, "m2")
     m1.signal(signal.SIGTERM)
@@ -301,12 +303,8 @@ async def test_admin_drain_and_full_cluster_answer_no_capacity(cluster):
 
 
 async def test_signaling_node_dies_session_resumes_without_media_teardown(nodes):
-    a, b = nodes["a"], nodes["b"]
-    alice = await member(a, "alice", "resume")
-    bob = await member(b, "bob", "resume")
-    for c in (alice, bob):
-        await publish_audio(c)
-    await flowing([alice, bob])
+    b = nodes["b"]
+    alice, bob = await talking_pair(nodes["a"], b, "resume")
     nodes["a"].signal(signal.SIGKILL)
     await nodes["a"].wait()
     await alice.hub.closed.wait()

@@ -8,6 +8,7 @@ nodes, including delivery to a user's connections wherever they are, lives here.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from signaling.connection import Connection
     from signaling.state.local import LocalIndex
 
+log = logging.getLogger("switchboard.state")
 T = TypeVar("T")
 
 
@@ -91,15 +93,9 @@ class HubState(ABC):
         return list(self.local.user_conns.get(user_id, {}).values())
 
     @abstractmethod
-    async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
-        """Write ``frame`` to one connection; returns how many writes were made."""
-
     async def deliver_to_connections(self, conn_ids: Iterable[str], frame: bytes) -> int:
-        """Write ``frame`` to each connection (a group call room's participants)."""
-        count = 0
-        for conn_id in conn_ids:
-            count += await self.deliver_to_connection(conn_id, frame)
-        return count
+        """Write ``frame`` to each connection (one, or a group call room's participants),
+        wherever it is; returns how many writes (or node messages) were made."""
 
     @abstractmethod
     async def deliver_to_users(
@@ -179,6 +175,15 @@ class HubState(ABC):
         of one of the users (the room API's kick, close, mute act on remote sockets)."""
 
     # -- the cluster: node-to-node messages, live nodes, where group call media lives -------
+
+    async def _node_message(self, message: dict[str, Any]) -> None:
+        """Run :attr:`node_message_handler` on one message (in its own task: a failure
+        is logged and touches nothing else)."""
+        assert self.node_message_handler is not None
+        try:
+            await self.node_message_handler(message)
+        except Exception:
+            log.exception("node message failed", extra={"op": message.get("op")})
 
     @abstractmethod
     async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:

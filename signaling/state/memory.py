@@ -7,7 +7,6 @@ import contextlib
 import copy
 import heapq
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -30,7 +29,6 @@ from signaling.state.models import (
 if TYPE_CHECKING:
     pass
 
-log = logging.getLogger("switchboard.state")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -93,8 +91,8 @@ class MemoryState(HubState):
 
     # -- connections & delivery --------------------------------------------------------------
 
-    async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
-        return self.local.to_connection(conn_id, frame)
+    async def deliver_to_connections(self, conn_ids: Iterable[str], frame: bytes) -> int:
+        return sum(self.local.to_connection(conn_id, frame) for conn_id in conn_ids)
 
     async def deliver_to_users(
         self, user_ids: Iterable[str], frame: bytes, *, exclude_conn: str | None = None
@@ -259,13 +257,6 @@ class MemoryState(HubState):
         self._node_tasks.add(task)
         task.add_done_callback(self._node_tasks.discard)
         return True
-
-    async def _node_message(self, message: dict[str, Any]) -> None:
-        assert self.node_message_handler is not None
-        try:
-            await self.node_message_handler(message)
-        except Exception:
-            log.exception("node message failed")
 
     async def cluster_nodes(self) -> dict[str, dict[str, Any]]:
         load = self.load_provider() if self.load_provider is not None else {}

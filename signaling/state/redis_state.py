@@ -172,12 +172,6 @@ class RedisState(HubState):
                 return sum(await pipe.execute())
         return 0
 
-    async def deliver_to_connection(self, conn_id: str, frame: bytes) -> int:
-        node = node_of(conn_id)
-        if node == self.node_id or not self.online:
-            return self.local.to_connection(conn_id, frame)
-        return await self._publish([(self.keys.node_channel(node), pack({"c": conn_id}, frame))])
-
     async def deliver_to_connections(self, conn_ids: Iterable[str], frame: bytes) -> int:
         """One message per node for all its connections, not one per connection."""
         by_node: dict[str, list[str]] = {}
@@ -266,8 +260,6 @@ class RedisState(HubState):
             self.local.to_room_share(header["r"], header["i"], frame, header.get("x"))
         elif "u" in header:
             self.local.to_users(header["u"], frame, header.get("x"))
-        elif "c" in header:
-            self.local.to_connection(header["c"], frame)
         elif "cs" in header:
             for conn_id in header["cs"]:
                 self.local.to_connection(conn_id, frame)
@@ -276,13 +268,6 @@ class RedisState(HubState):
         task = asyncio.create_task(coro)
         self._control_tasks.add(task)
         task.add_done_callback(self._control_tasks.discard)
-
-    async def _node_message(self, message: dict[str, Any]) -> None:
-        assert self.node_message_handler is not None
-        try:
-            await self.node_message_handler(message)
-        except Exception:
-            log.exception("node message failed", extra={"op": message.get("op")})
 
     # -- the cluster: node messages, live nodes, media placement -------------------------------
 

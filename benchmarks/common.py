@@ -21,9 +21,20 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
+    """CPU time of a process, from /proc (Linux), to the nanosecond where the kernel allows.
+
+    `stat` counts in clock ticks (10 ms), so a quiet window (the idle scenario's quick mode)
+    can read as zero CPU and make "per CPU-second" undefined. Each live thread's `schedstat`
+    counts nanoseconds on CPU; `stat` still includes threads that have exited, so the larger
+    of the two is taken.
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    precise = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            precise += int((task / "schedstat").read_text().split()[0])
+    return max(ticks, precise / 1e9)
 
 
 def _status_kb(pid: int, field: str) -> int:

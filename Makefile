@@ -42,6 +42,7 @@ test: install-test system-deps
 bench: install-test system-deps
 	$(BIN)/python -m benchmarks signaling
 	$(BIN)/python -m benchmarks media
+	$(BIN)/python -m benchmarks cluster
 
 lint: install-test
 	$(BIN)/ruff check .

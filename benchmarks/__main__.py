@@ -1,12 +1,12 @@
-"""Entry point: ``python -m benchmarks {signaling,media} [options]``."""
+"""Entry point: ``python -m benchmarks {signaling,media,cluster} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import media, signaling
+from benchmarks import cluster, media, signaling
 
-SCENARIOS = {"signaling": signaling.main, "media": media.main}
+SCENARIOS = {"signaling": signaling.main, "media": media.main, "cluster": cluster.main}
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,4 +90,5 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
     if binary is None:
         raise SystemExit("redis-server is missing (apt-get install redis-server)")
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    return start_pinned(cmd, dict(os.environ), port)
+    # its log goes to stderr: stdout carries only the report
+    return start_pinned(cmd, dict(os.environ), port, stdout=sys.stderr.fileno())

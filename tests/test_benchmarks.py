@@ -71,3 +71,28 @@ def test_media_quick_mode_compares_with_janus_and_mediarelay(tmp_path):
     assert ratios["janus-videoroom"]["packets_per_server_cpu_s"] > 0
     assert ratios["aiortc-mediarelay"]["packets_per_server_cpu_s"] > 0
     assert "measuring" in stderr
+
+
+def test_cluster_quick_mode_compares_relayed_with_local_signaling(tmp_path):
+    started = time.monotonic()
+    report, stderr = run_quick("cluster", tmp_path)
+    assert time.monotonic() - started < 60
+    local, relayed = report["results"]
+    assert (local["topology"], local["websocket_node"]) == ("local", "m1")
+    assert (relayed["topology"], relayed["websocket_node"]) == ("relayed", "a")
+    for result in (local, relayed):
+        ops = result["ops_ms"]
+        assert ops["join"]["n"] == ops["publish"]["n"] == 4  # 2 rooms x 2 participants
+        assert ops["stats"]["n"] > 0 and ops["stats"]["p50"] > 0
+        # every toggle reached the room's other participant, nothing refused
+        assert ops["mute_event"]["n"] == result["mute_events_expected"] > 0
+        assert result["errors"] == {}
+        assert result["cpu_s"]["m1"] > 0 and result["cpu_s"]["redis"] > 0
+    # only the relayed run went through the relay, and its metric saw it
+    assert local["relay_metric_mean_ms_on_a"] == {}
+    assert relayed["relay_metric_mean_ms_on_a"]["stats"] > 0
+    assert relayed["cpu_s"]["a"] > local["cpu_s"]["a"]
+    comparison = report["relayed_over_local"]
+    assert set(comparison) == {"join", "publish", "stats", "mute", "mute_event"}
+    assert all("added_p50_ms" in v and v["ratio_p50"] > 0 for v in comparison.values())
+    assert "relayed so far" in stderr  # progress is shown

@@ -37,10 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiortc import RTCPeerConnection
 
-from benchmarks.common import SECRET, cpu_seconds, free_port, pct, start_pinned, start_redis, stop
+from benchmarks.common import (
+    SECRET,
+    cpu_seconds,
+    emit_report,
+    free_port,
+    pct,
+    start_pinned,
+    start_redis,
+    stop,
+)
+from benchmarks.media import SWITCHBOARD_ENV
 from benchmarks.preencoded import PreEncodedAudio, opus_loop
 from media import ice
 from media.client import BUNDLED, SfuClient
@@ -50,15 +59,7 @@ from signaling.tokens import mint_token
 TOPOLOGIES = ("local", "relayed")
 OPS = ("join", "publish", "stats", "mute", "mute_event")
 RelayMetric = dict[str, dict[str, float]]  # op -> {"count", "sum"} of a node's relay histogram
-NODE_ENV = {
-    "SWITCHBOARD_JWT_SECRET": SECRET,
-    "SWITCHBOARD_SFU_LISTEN_IPS": "127.0.0.1",
-    "SWITCHBOARD_LOG_LEVEL": "WARNING",
-    "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "1000",
-    "SWITCHBOARD_RATE_LIMIT_BURST": "1000",
-    "SWITCHBOARD_SFU_ICE_TIMEOUT": "60",
-    "SWITCHBOARD_SFU_STATS_LOG_INTERVAL": "0",
-}
+NODE_ENV = {**SWITCHBOARD_ENV, "SWITCHBOARD_SFU_STATS_LOG_INTERVAL": "0"}  # as the media bench
 
 
 def log(msg: str) -> None:
@@ -390,13 +391,9 @@ def main(argv: list[str]) -> int:
         "results": results,
         "relayed_over_local": compare(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    plot(
-        results,
-        args.out.with_suffix(".png"),
+    title = (
         f"{args.rooms} rooms x {args.participants} participants, Opus flowing; WebSockets on "
-        "the media node (local) or on a signaling-only node (relayed over Redis)",
+        "the media node (local) or on a signaling-only node (relayed over Redis)"
     )
-    print(orjson.dumps(report).decode())
+    emit_report(report, args.out, lambda png: plot(results, png, title))
     return 0

@@ -9,8 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 SECRET = "benchmark-secret-0123456789abcdef0123"
 
@@ -92,3 +95,11 @@ def start_redis(port: int) -> subprocess.Popen[bytes]:
     cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     # its log goes to stderr: stdout carries only the report
     return start_pinned(cmd, dict(os.environ), port, stdout=sys.stderr.fileno())
+
+
+def emit_report(report: dict[str, Any], out: Path, draw: Callable[[Path], None]) -> None:
+    """Every benchmark's ending: JSON into ``out``, the plot beside it, JSON on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    draw(out.with_suffix(".png"))
+    print(orjson.dumps(report).decode())

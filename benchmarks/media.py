@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from benchmarks.common import (
     SECRET,
     cpu_seconds,
+    emit_report,
     free_port,
     pct,
     peak_rss_bytes,
@@ -552,13 +552,9 @@ def main(argv: list[str]) -> int:
         "results": results,
         "ratios_switchboard_over": ratios(results),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    plot(
-        results,
-        args.out.with_suffix(".png"),
+    title = (
         f"{args.rooms} room(s) x {args.publishers} publishers x {args.subscribers} subscribers, "
-        f"{args.video_kbps} kbps VP8; each server on one core",
+        f"{args.video_kbps} kbps VP8; each server on one core"
     )
-    print(orjson.dumps(report).decode())
+    emit_report(report, args.out, lambda png: plot(results, png, title))
     return 0

@@ -34,6 +34,7 @@ import orjson
 from benchmarks.common import (
     SECRET,
     cpu_seconds,
+    emit_report,
     free_port,
     pct,
     peak_rss_bytes,
@@ -420,8 +421,5 @@ def main(argv: list[str]) -> int:
         "runs": runs,
         "ratios_switchboard_over_socketio": ratios(runs),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    plot(runs, args.out.with_suffix(".png"))
-    print(orjson.dumps(report).decode())
+    emit_report(report, args.out, lambda png: plot(runs, png))
     return 0

@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import random
 import subprocess
 import sys
 import time
@@ -94,11 +95,11 @@ async def timed(timings: Timings, op: str, call: Any) -> Any:
     return result
 
 
-def on_track_muted(timings: Timings, own_track: list[str]) -> Any:
+def on_track_muted(timings: Timings, own_track: str) -> Any:
     def handle(data: dict[str, Any]) -> None:
         key = (data.get("trackId", ""), bool(data.get("muted")))
         sent = timings.mute_sent.get(key)
-        if sent is not None and data.get("trackId") not in own_track:
+        if sent is not None and key[0] != own_track:
             timings.ms["mute_event"].append((time.perf_counter() - sent) * 1000)
 
     return handle
@@ -115,7 +116,7 @@ async def join_room(url: str, room: str, people: int, timings: Timings) -> list[
         pc.addTransceiver(PreEncodedAudio(opus_loop()), direction="sendonly")
         ack = await timed(timings, "publish", sfu.renegotiate_publish({}, timeout=30))
         member = Member(hub, sfu, ack["tracks"][0]["trackId"])
-        hub.listeners["sfu:track-muted"] = on_track_muted(timings, [member.track_id])
+        hub.listeners["sfu:track-muted"] = on_track_muted(timings, member.track_id)
         members.append(member)
     for m in members:
         await m.sfu.wait_for(lambda c: len(c.remote) == people - 1, timeout=60)
@@ -123,9 +124,12 @@ async def join_room(url: str, room: str, people: int, timings: Timings) -> list[
 
 
 async def drive(member: Member, room: str, rate: float, until: float, timings: Timings) -> None:
-    """``sfu:stats`` at ``rate`` per second, and a mute toggle every fifth request."""
+    """``sfu:stats`` at ``rate`` per second, and a mute toggle every fifth request; paced by
+    the clock, so a slow answer does not lower the offered rate."""
     muted = False
     n = 0
+    await asyncio.sleep(random.uniform(0, 1 / rate))  # participants spread, not in step
+    start = time.perf_counter()
     while time.perf_counter() < until:
         n += 1
         try:
@@ -138,7 +142,7 @@ async def drive(member: Member, room: str, rate: float, until: float, timings: T
                 await timed(timings, "stats", member.hub.request("sfu:stats", {"roomId": room}))
         except Exception as exc:  # counted and reported, the run goes on
             timings.error(exc)
-        await asyncio.sleep(1 / rate)
+        await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
 
 
 async def relay_metric(base: str) -> RelayMetric:

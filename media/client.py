@@ -91,7 +91,9 @@ class SfuClient:
         self.changed = asyncio.Event()
         self.resume_token: str | None = None
         self.media_node: str | None = None
-        self.rejoins: list[dict[str, Any]] = []  # each sfu:rejoin, with when it was handled
+        #: each sfu:rejoin handled: the notice, when it arrived (perf_counter) and how long
+        #: the re-join took
+        self.rejoins: list[dict[str, Any]] = []
         self._sources: list[tuple[MediaStreamTrack, str]] = []
         self._listen(hub)
 
@@ -152,7 +154,9 @@ class SfuClient:
         except Exception as exc:  # surfaced to tests through .errors
             self.errors.append(exc)
             return
-        self.rejoins.append({**(notice or {}), "seconds": time.perf_counter() - started})
+        self.rejoins.append(
+            {**(notice or {}), "receivedAt": started, "seconds": time.perf_counter() - started}
+        )
         self.changed.set()
 
     async def publish(

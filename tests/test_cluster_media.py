@@ -247,12 +247,48 @@ async def test_media_node_dies_room_moves_participants_rejoin(nodes):
         await c.close()
 
 
+async def test_media_node_dies_with_every_websocket_on_it_the_room_finishes(cluster):
+    """No live node holds a session to move the room: the node that reaps the dead one
+    releases its rooms, so the room API stops showing the call and the room can end."""
+    a = await start(cluster, "a", media=False)
+    m1 = await start(cluster, "m1")
+    status, _ = await api(a, "POST", "/rooms", {"roomId": "orphan", "emptyTimeout": 1})
+    assert status == 201
+    alice = await member(m1, "alice", "orphan")
+    await member(m1, "bob", "orphan")
+    await publish_audio(alice)
+    status, detail = await api(a, "GET", "/rooms/orphan")
+    assert detail["mediaNode"] == "m1" and len(detail["media"]) == 2
+    m1.signal(signal.SIGKILL)
+    await m1.wait()
+
+    # a reaps m1 (dead after 1.5 s): its sockets leave the room, then the room loses its
+    # media node and media summary, and its 1 s empty timeout runs.
+    seen: list[Any] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        status, detail = await api(a, "GET", "/rooms/orphan")
+        seen.append(detail if status == 200 else status)
+        if status == 404:
+            break
+        await asyncio.sleep(0.2)
+    assert seen[-1] == 404, seen[-5:]
+    emptied = [d for d in seen if isinstance(d, dict) and not d["participants"]]
+    assert emptied and emptied[-1]["mediaNode"] is None and emptied[-1]["media"] == []
+    # Joining again is not sent to the dead node: no node is left to host media.
+    hub = await a.connect("carol")
+    with pytest.raises(RequestError) as err:
+        await hub.request("sfu:join", {"roomId": "orphan"})
+    assert err.value.code == "no_capacity"
+
+
 async def test_drain_by_sigterm_lets_the_call_run_then_moves_it(cluster):
     a = await start(cluster, "a", media=False)
-    m1 = await start(cluster, "m1", SWITCHBOARD_SFU_DRAIN_DEADLINE="3")
+    m1 = await start(cluster, "m1", SWITCHBOARD_SFU_DRAIN_DEADLINE="5")
     alice, bob = await talking_pair(a, a, "weekly")
     assert alice.media_node == "m1"
     m2 = await start(cluster, "m2")
+    terminated = time.perf_counter()
     m1.signal(signal.SIGTERM)
     await wait_for_load(a, "m1", draining=True)
     # While it drains, the call goes on there, and new rooms go elsewhere.
@@ -260,12 +296,13 @@ async def test_drain_by_sigterm_lets_the_call_run_then_moves_it(cluster):
     carol = await member(a, "carol", "other")
     assert carol.media_node == "m2"
     await asyncio.sleep(1.0)
-    assert packets_from(bob, alice.participant_id) > before
-    assert not alice.rejoins
-    # At the deadline the call moves to m2 and the clients follow.
+    if not bob.rejoins:  # (a machine this slow has already seen the deadline pass)
+        assert packets_from(bob, alice.participant_id) > before
+    # At the deadline, not before, the call moves to m2 and the clients follow.
     for c in (alice, bob):
         await c.wait_for(lambda c: bool(c.rejoins), timeout=15)
         assert c.rejoins[0]["reason"] == "migrating" and c.media_node == "m2"
+        assert c.rejoins[0]["receivedAt"] - terminated >= 5.0
     await flowing([alice, bob])
     assert await m1.wait(20) == 0
     assert m2.proc.returncode is None

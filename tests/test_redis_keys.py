@@ -28,7 +28,10 @@ def test_a_rooms_keys_share_a_slot(room):
 def test_a_nodes_keys_share_a_slot_and_tags_spread():
     k = Keys("sb")
     node = "node-1"
-    assert len(slots(k.node_info(node), k.node_conns(node), k.node_rooms(node))) == 1
+    assert (
+        len(slots(k.node_info(node), k.node_conns(node), k.node_rooms(node), k.node_hosted(node)))
+        == 1
+    )
     assert len(slots(k.node_reaper(node), k.node_conns(node))) == 1
     # Different users, rooms and calls are spread over the cluster, not pinned to one slot.
     assert len(slots(*(k.presence(f"user{i}") for i in range(50)))) > 40

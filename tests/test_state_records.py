@@ -118,3 +118,35 @@ async def test_node_messages_and_cluster_view(state):
     nodes = await state.cluster_nodes()
     assert nodes[state.node_id] == {"rooms": 3, "cpu": 0.25}
     assert set(nodes) == {state.node_id}
+
+
+async def test_reaper_hands_over_the_rooms_a_dead_node_still_hosts(request):
+    """Redis only (one node never reaps itself): the hosted-rooms index follows the host
+    records, and reaping a dead node names the rooms still recorded on it."""
+    state = make_state("redis", request)
+    reaped: list[tuple[str, list[str]]] = []
+
+    async def nothing(_):
+        return None
+
+    async def host_lost(node: str, rooms: list[str]) -> None:
+        reaped.append((node, rooms))
+
+    state.media_host_lost_handler = host_lost
+    await state.start(nothing)
+    try:
+        for room in ("r1", "r2", "r3"):
+            await state.set_room_host(room, "m-dead")
+        await state.set_room_host("r2", "m-live")  # moved elsewhere
+        assert await state.release_room_host("r3", "m-dead") is True  # its call ended
+        hosted = await state.client.smembers(state.keys.node_hosted("m-dead"))
+        assert hosted == {b"r1"}
+        assert await state.client.smembers(state.keys.node_hosted("m-live")) == {b"r2"}
+        # m-dead stopped beating long ago; this node has been up long enough to judge.
+        await state.client.zadd(state.keys.nodes, {"m-dead": 1})
+        state.node.online_since -= state.node.dead_after
+        await state.node.reap()
+        assert reaped == [("m-dead", ["r1"])]
+        assert not await state.client.exists(state.keys.node_hosted("m-dead"))
+    finally:
+        await state.close()

@@ -42,6 +42,8 @@ LostConnections = Callable[[list[RemoteConnection]], Awaitable[None]]
 ControlHandler = Callable[[list[str], dict[str, Any]], Awaitable[None]]
 #: Handles a message another node (or this one) addressed to this node.
 NodeMessageHandler = Callable[[dict[str, Any]], Awaitable[None]]
+#: Told which rooms a reaped node was hosting media for: ``(dead node, room ids)``.
+MediaHostLost = Callable[[str, list[str]], Awaitable[None]]
 #: This node's load and media facts, published with its heartbeat (see media.placement).
 LoadProvider = Callable[[], dict[str, Any]]
 
@@ -55,6 +57,9 @@ class HubState(ABC):
     node_message_handler: NodeMessageHandler | None = None
     #: Set by the media layer: what the heartbeat publishes as this node's load.
     load_provider: LoadProvider | None = None
+    #: Set by the media layer: run by the node that reaps a dead node, for the rooms whose
+    #: media that node hosted (only shared state has other nodes to reap).
+    media_host_lost_handler: MediaHostLost | None = None
 
     def new_connection_id(self) -> str:
         return f"c_{self.node_id}.{secrets.token_hex(6)}"
@@ -211,7 +216,8 @@ class HubState(ABC):
 
     @abstractmethod
     async def set_room_host(self, room_id: str, node_id: str) -> None:
-        """Record the room's media node (call under :meth:`placement_lock`)."""
+        """Record the room's media node (call under :meth:`placement_lock`), and the room
+        among the rooms that node hosts."""
 
     @abstractmethod
     async def release_room_host(self, room_id: str, node_id: str) -> bool:

@@ -110,6 +110,11 @@ class Keys:
         """Set of ``<conn> <room>`` memberships of the node's sockets."""
         return f"{self.prefix}:{{n:{node_id}}}:rooms"
 
+    def node_hosted(self, node_id: str) -> str:
+        """Set of rooms whose group call media the node hosts (recorded with each room's
+        host record), so the node that reaps it can find rooms nobody else moves."""
+        return f"{self.prefix}:{{n:{node_id}}}:hosted"
+
     def node_reaper(self, node_id: str) -> str:
         """Lock held by the one surviving node cleaning up after a dead node."""
         return f"{self.prefix}:{{n:{node_id}}}:reaper"

@@ -186,6 +186,7 @@ class NodeLifecycle:
             async with self.state.client.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.nodes, me)
                 pipe.delete(keys.node_info(me), keys.node_conns(me), keys.node_rooms(me))
+                pipe.delete(keys.node_hosted(me))  # emptied by the media service's stop
                 await pipe.execute()
         log.info("left the cluster", extra={"node": me})
 
@@ -240,8 +241,13 @@ class NodeLifecycle:
             )
             if lost and self._on_lost is not None:
                 await self._on_lost(lost)
+            # After its connections left: rooms it hosted may now be empty.
+            hosted = sorted(r.decode() for r in await state.client.smembers(keys.node_hosted(node)))
+            if hosted and state.media_host_lost_handler is not None:
+                await state.media_host_lost_handler(node, hosted)
             async with state.client.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.node_conns(node), keys.node_rooms(node), keys.node_info(node))
+                pipe.delete(keys.node_hosted(node))
                 pipe.zrem(keys.nodes, node)
                 await pipe.execute()
 

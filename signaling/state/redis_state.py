@@ -326,11 +326,19 @@ class RedisState(HubState):
 
     async def set_room_host(self, room_id: str, node_id: str) -> None:
         async with self._shared():
-            await self.client.set(self.keys.room_host(room_id), node_id)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.room_host(room_id), node_id, get=True)
+                pipe.sadd(self.keys.node_hosted(node_id), room_id)
+                previous, _ = await pipe.execute()
+            if previous is not None and previous.decode() != node_id:
+                await self.client.srem(self.keys.node_hosted(previous.decode()), room_id)
 
     async def release_room_host(self, room_id: str, node_id: str) -> bool:
         async with self._shared():
-            return bool(await self._run("DELETE_IF", [self.keys.room_host(room_id)], [node_id]))
+            if not await self._run("DELETE_IF", [self.keys.room_host(room_id)], [node_id]):
+                return False
+            await self.client.srem(self.keys.node_hosted(node_id), room_id)
+            return True
 
     async def _control(self, users: list[str], command: dict[str, Any]) -> None:
         assert self.control_handler is not None

@@ -55,6 +55,7 @@ from benchmarks.preencoded import PreEncodedAudio, opus_loop
 from media import ice
 from media.client import BUNDLED, SfuClient
 from signaling.client import HubClient
+from signaling.metrics import relay_totals
 from signaling.tokens import mint_token
 
 TOPOLOGIES = ("local", "relayed")
@@ -147,16 +148,8 @@ async def drive(member: Member, room: str, rate: float, until: float, timings: T
 
 async def relay_metric(base: str) -> RelayMetric:
     """``switchboard_sfu_relay_seconds`` per op from a node's /metrics: count and sum."""
-    out: dict[str, dict[str, float]] = {}
     async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        for part in ("_count", "_sum"):
-            prefix = f"switchboard_sfu_relay_seconds{part}{{"
-            if line.startswith(prefix):
-                op = line.split('op="', 1)[1].split('"', 1)[0]
-                out.setdefault(op, {})[part[1:]] = float(line.rsplit(" ", 1)[1])
-    return out
+        return relay_totals(await resp.text())
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -300,8 +300,9 @@ class SfuSignaling:
                     log.exception("moving a room off a dead node failed", extra={"room": room_id})
 
     async def _host_lost(self, room_id: str, dead: str, conns: list[str]) -> None:
-        """Place the room on a live node, drop the dead node's media summary, and tell
-        this node's clients in the room to re-join (their media reconnects there)."""
+        """Place the room on a live node and tell this node's clients in the room to
+        re-join (their media reconnects there). The dead node's part of the room record
+        is the reaper's to drop (:meth:`_host_reaped`)."""
         target: str | None
         try:
             target, placed = await self.placement.host_for(room_id, avoid=dead)
@@ -314,38 +315,33 @@ class SfuSignaling:
                 "media node lost; room moved", extra={"room": room_id, "from": dead, "to": target}
             )
 
-        await self._forget_media(room_id, dead)
         told = [c for c in conns if (s := self.sessions.get(c)) is not None and s.host == dead]
         for conn_id in told:
             del self.sessions[conn_id]
         data = {"roomId": room_id, "reason": "media_node_lost", "mediaNode": target}
         await self.hub.to_conns(told, "sfu:rejoin", data)
 
-    async def _forget_media(self, room_id: str, dead: str) -> None:
-        """Drop a dead node's part of the room record's media summary."""
+    async def _host_reaped(self, dead: str, rooms: list[str]) -> None:
+        """Run by the node that reaps ``dead``, after its connections left: the rooms it
+        hosted lose it as media node and its part of the media summary. A room with
+        participants connected elsewhere was already moved by their nodes' cluster watch
+        (its host record names the new node, so the compare-and-delete leaves it alone);
+        one whose participants were all connected through the dead node would otherwise
+        keep a call that is gone, and never reach its empty timeout."""
 
         def forget(info: Any) -> None:
             info.media.pop(dead, None)
 
-        with contextlib.suppress(KeyError, HubError):
-            await self.hub.state.update_room(room_id, forget)
-
-    async def _host_reaped(self, dead: str, rooms: list[str]) -> None:
-        """Run by the node that reaps ``dead``, after its connections left: the rooms it
-        hosted lose it as media node and its media summary. A room with participants
-        connected elsewhere was already moved by their nodes' cluster watch (its host
-        record names the new node, so the compare-and-delete leaves it alone); one whose
-        participants were all connected through the dead node would otherwise keep a call
-        that is gone, and never reach its empty timeout."""
         for room_id in rooms:
             try:
-                async with self.hub.state.placement_lock(room_id):
-                    await self.hub.state.release_room_host(room_id, dead)
+                await self.hub.state.release_room_host(room_id, dead)
+                await self.hub.state.update_room(room_id, forget)
+            except KeyError:  # the room record is gone already
+                continue
             except HubError as exc:
                 extra = {"room": room_id, "code": exc.code}
                 log.warning("dead media node's room not released", extra=extra)
                 continue
-            await self._forget_media(room_id, dead)
             with contextlib.suppress(HubError):
                 await self.hub.room_lifecycle.check_empty(room_id)
 

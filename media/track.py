@@ -319,7 +319,6 @@ class SendSlot:
         self.suspend()
         track.detach(self)
         self.track = None
-        self.started = False
         self.payload_type = None
         self.transceiver.direction = "inactive"
 

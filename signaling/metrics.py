@@ -5,6 +5,23 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
+
+RELAY_SECONDS = "switchboard_sfu_relay_seconds"
+
+
+def relay_totals(exposition: str) -> dict[str, dict[str, float]]:
+    """The relay histogram read back from a node's ``/metrics`` text: each operation's
+    ``count`` and ``sum`` (seconds), for load tests comparing two readings."""
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != RELAY_SECONDS:
+            continue
+        for sample in family.samples:
+            kind = sample.name.removeprefix(RELAY_SECONDS + "_")
+            if kind in ("count", "sum"):
+                out.setdefault(sample.labels["op"], {})[kind] = sample.value
+    return out
 
 
 class HubMetrics:
@@ -84,7 +101,7 @@ class HubMetrics:
             registry=self.registry,
         )
         self.relay_seconds = Histogram(
-            "switchboard_sfu_relay_seconds",
+            RELAY_SECONDS,
             "Round trip of SFU signaling relayed to the room's media node on another node "
             "(request out, answer back), by operation",
             ["op"],

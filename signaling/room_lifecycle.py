@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from signaling.protocol import ErrorCode, HubError
-from signaling.state.models import RoomInfo, RoomType, now_ms
+from signaling.state.models import Call, RoomInfo, RoomType, now_ms
 
 if TYPE_CHECKING:
     from signaling.connection import Connection
@@ -168,6 +168,11 @@ class RoomLifecycle:
         media = [p["userId"] for p in room.media_participants()]
         return list(dict.fromkeys([*members, *media]))
 
+    async def open_calls(self, room_id: str) -> list[Call]:
+        """The room's calls that have not ended (calls started in its conversation)."""
+        calls = await self.hub.state.list_calls()
+        return [c for c in calls if c.conversation_id == room_id and c.state != "ended"]
+
     async def close(self, room_id: str, reason: str) -> RoomInfo:
         """Everyone leaves with ``room:closed``, the room's calls end, the record goes."""
         room = await self.hub.state.delete_room(room_id)
@@ -177,9 +182,8 @@ class RoomLifecycle:
         users = await self.users_in(room)
         command = {"op": "remove", "roomId": room_id, "reason": reason, "event": "room:closed"}
         await self.hub.state.send_control(users, command)
-        for call in await self.hub.state.list_calls():
-            if call.conversation_id == room_id and call.state != "ended":
-                await self.hub.calls.end_call(call.id, "room_closed")
+        for call in await self.open_calls(room_id):
+            await self.hub.calls.end_call(call.id, "room_closed")
         self._finished(room, reason)
         return room
 

@@ -22,6 +22,7 @@ from media.client import SfuClient
 from media.synthetic import PatternTrack, ToneTrack
 from signaling.api.auth import mint_api_token
 from signaling.client import HubClient, RequestError
+from signaling.metrics import relay_totals
 from tests.cluster import Cluster, Node, token
 from tests.redis_server import RedisServer
 
@@ -173,12 +174,7 @@ async def wait_for_load(node: Node, host: str, **expected: Any) -> dict[str, Any
 async def relay_seconds(node: Node) -> dict[str, dict[str, float]]:
     """``switchboard_sfu_relay_seconds`` from a node's /metrics: count and mean by op."""
     async with aiohttp.ClientSession() as http, http.get(f"{node.base}/metrics") as resp:
-        text = await resp.text()
-    out: dict[str, dict[str, float]] = {}
-    for kind, op, value in re.findall(
-        r'switchboard_sfu_relay_seconds_(count|sum)\{op="([^"]+)"\} (\S+)', text
-    ):
-        out.setdefault(op, {})[kind] = float(value)
+        out = relay_totals(await resp.text())
     for entry in out.values():
         entry["mean_ms"] = round(1000 * entry["sum"] / max(entry["count"], 1), 3)
     return out

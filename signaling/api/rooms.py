@@ -113,11 +113,7 @@ async def get_room(ctx: Context) -> RoomDetail:
     """A room with its participants, their presence, its calls and group call media."""
     hub = ctx.hub
     room = await _room(hub, ctx.params["roomId"])
-    calls = [
-        call_out(c)
-        for c in await hub.state.list_calls()
-        if c.conversation_id == room.id and c.state != "ended"
-    ]
+    calls = [call_out(c) for c in await hub.room_lifecycle.open_calls(room.id)]
     return RoomDetail(
         **await _summary(hub, room),
         participants=await _participants(hub, room),

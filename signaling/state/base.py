@@ -8,6 +8,7 @@ nodes, including delivery to a user's connections wherever they are, lives here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from abc import ABC, abstractmethod
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from signaling.state.local import LocalIndex
 from signaling.state.models import (
     Call,
     Member,
@@ -25,8 +27,9 @@ from signaling.state.models import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from signaling.connection import Connection
-    from signaling.state.local import LocalIndex
 
 log = logging.getLogger("switchboard.state")
 T = TypeVar("T")
@@ -61,6 +64,14 @@ class HubState(ABC):
     #: media that node hosted (only shared state has other nodes to reap).
     media_host_lost_handler: MediaHostLost | None = None
 
+    def __init__(self) -> None:
+        # Both implementations keep this node's sockets in a LocalIndex; only what happens
+        # beyond this node differs.
+        self.local = LocalIndex()
+        # Work started by an incoming message (node messages, control commands), each in
+        # its own task so one slow handler holds up no other message.
+        self._tasks: set[asyncio.Task[None]] = set()
+
     def new_connection_id(self) -> str:
         return f"c_{self.node_id}.{secrets.token_hex(6)}"
 
@@ -74,10 +85,6 @@ class HubState(ABC):
         return {"backend": "memory"}
 
     # -- connections on this node, and delivery to connections on any node -----------------
-
-    # Both implementations keep this node's sockets in a LocalIndex; only what happens
-    # beyond this node differs.
-    local: LocalIndex
 
     def attach(self, conn: Connection) -> None:
         """Make a local connection reachable for delivery."""
@@ -181,14 +188,25 @@ class HubState(ABC):
 
     # -- the cluster: node-to-node messages, live nodes, where group call media lives -------
 
-    async def _node_message(self, message: dict[str, Any]) -> None:
-        """Run :attr:`node_message_handler` on one message (in its own task: a failure
-        is logged and touches nothing else)."""
-        assert self.node_message_handler is not None
-        try:
-            await self.node_message_handler(message)
-        except Exception:
-            log.exception("node message failed", extra={"op": message.get("op")})
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _run_node_message(self, message: dict[str, Any]) -> None:
+        """Run :attr:`node_message_handler` on one message in its own task (a failure is
+        logged and touches nothing else)."""
+        handler = self.node_message_handler
+        if handler is None:
+            return
+
+        async def run() -> None:
+            try:
+                await handler(message)
+            except Exception:
+                log.exception("node message failed", extra={"op": message.get("op")})
+
+        self._spawn(run())
 
     @abstractmethod
     async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:

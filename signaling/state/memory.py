@@ -11,11 +11,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.base import HubState, LostConnections
-from signaling.state.local import LocalIndex
 from signaling.state.models import (
     Call,
     Member,
@@ -25,9 +24,6 @@ from signaling.state.models import (
     aggregate_status,
     now_ms,
 )
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -69,7 +65,7 @@ class _Typing:
 
 class MemoryState(HubState):
     def __init__(self) -> None:
-        self.local = LocalIndex()
+        super().__init__()
         self._typing: dict[tuple[str, str], _Typing] = {}
         self._timers: dict[str, tuple[float, int]] = {}
         self._timer_heap: list[tuple[float, int, str]] = []
@@ -84,7 +80,6 @@ class MemoryState(HubState):
         self._wh_leases: dict[str, tuple[str, float]] = {}
         self._hosts: dict[str, str] = {}
         self._placing: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._node_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, on_lost: LostConnections) -> None:
         """Nothing to connect to: one node, no other node can die."""
@@ -253,9 +248,7 @@ class MemoryState(HubState):
     async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:
         if node_id != self.node_id or self.node_message_handler is None:
             return False
-        task = asyncio.create_task(self._node_message(message))
-        self._node_tasks.add(task)
-        task.add_done_callback(self._node_tasks.discard)
+        self._run_node_message(message)
         return True
 
     async def cluster_nodes(self) -> dict[str, dict[str, Any]]:

@@ -115,6 +115,16 @@ class Keys:
         host record), so the node that reaps it can find rooms nobody else moves."""
         return f"{self.prefix}:{{n:{node_id}}}:hosted"
 
+    def node_keys(self, node_id: str) -> list[str]:
+        """What a node leaves behind (deleted when it stops or is reaped; the reaper mark
+        stays, so a node cut off meanwhile learns it was declared dead)."""
+        return [
+            self.node_info(node_id),
+            self.node_conns(node_id),
+            self.node_rooms(node_id),
+            self.node_hosted(node_id),
+        ]
+
     def node_reaper(self, node_id: str) -> str:
         """Lock held by the one surviving node cleaning up after a dead node."""
         return f"{self.prefix}:{{n:{node_id}}}:reaper"

@@ -185,8 +185,8 @@ class NodeLifecycle:
         with contextlib.suppress(Exception):
             async with self.state.client.pipeline(transaction=False) as pipe:
                 pipe.zrem(keys.nodes, me)
-                pipe.delete(keys.node_info(me), keys.node_conns(me), keys.node_rooms(me))
-                pipe.delete(keys.node_hosted(me))  # emptied by the media service's stop
+                # (its hosted rooms were released by the media service's stop)
+                pipe.delete(*keys.node_keys(me))
                 await pipe.execute()
         log.info("left the cluster", extra={"node": me})
 
@@ -246,8 +246,7 @@ class NodeLifecycle:
             if hosted and state.media_host_lost_handler is not None:
                 await state.media_host_lost_handler(node, hosted)
             async with state.client.pipeline(transaction=False) as pipe:
-                pipe.delete(keys.node_conns(node), keys.node_rooms(node), keys.node_info(node))
-                pipe.delete(keys.node_hosted(node))
+                pipe.delete(*keys.node_keys(node))
                 pipe.zrem(keys.nodes, node)
                 await pipe.execute()
 

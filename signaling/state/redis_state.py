@@ -35,7 +35,6 @@ from redis.exceptions import WatchError
 from signaling.protocol import ErrorCode, HubError
 from signaling.state import redis_scripts as lua
 from signaling.state.base import HubState, LostConnections, node_of
-from signaling.state.local import LocalIndex
 from signaling.state.models import (
     Call,
     Member,
@@ -80,10 +79,10 @@ class RedisState(HubState):
         dead_after: float = 15.0,
         node_info: dict[str, Any] | None = None,
     ) -> None:
+        super().__init__()
         self.url = url
         self.node_id = node_id or secrets.token_hex(4)
         self.keys = Keys(prefix)
-        self.local = LocalIndex()
         self.client: Redis = connect_client(url)
         self.bus = Bus(self._on_bus)
         self.online = False
@@ -114,7 +113,6 @@ class RedisState(HubState):
                 "DELETE_IF",
             )
         }
-        self._control_tasks: set[asyncio.Task[None]] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -250,8 +248,7 @@ class RedisState(HubState):
 
     def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
         if "n" in header:
-            if self.node_message_handler is not None:
-                self._spawn(self._node_message(header["n"]))
+            self._run_node_message(header["n"])
         elif "k" in header:
             here = [u for u in header["u"] if u in self.local.user_conns]
             if here and self.control_handler is not None:
@@ -264,17 +261,12 @@ class RedisState(HubState):
             for conn_id in header["cs"]:
                 self.local.to_connection(conn_id, frame)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._control_tasks.add(task)
-        task.add_done_callback(self._control_tasks.discard)
-
     # -- the cluster: node messages, live nodes, media placement -------------------------------
 
     async def send_to_node(self, node_id: str, message: dict[str, Any]) -> bool:
         if not self.online:
             if node_id == self.node_id and self.node_message_handler is not None:
-                self._spawn(self._node_message(message))
+                self._run_node_message(message)
                 return True
             return False
         channel = self.keys.node_channel(node_id)

@@ -36,6 +36,7 @@ system-deps:
 test: install-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # Full-size benchmarks (see benchmarks/README.md); the tests run their quick mode.
@@ -46,6 +47,7 @@ bench: install-test system-deps
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 format: install-test
 	$(BIN)/ruff format .

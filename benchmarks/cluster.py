@@ -188,7 +188,7 @@ def start_nodes(heartbeat: float) -> Nodes:
             "SWITCHBOARD_NODE_HEARTBEAT_INTERVAL": str(heartbeat),
             "SWITCHBOARD_SFU_HOST_ROOMS": "true" if name == "m1" else "false",
         }
-        cmd = [sys.executable, "-m", "signaling", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
         servers[name] = start_pinned(cmd, env, port)
     return Nodes(redis, servers, ports)
 

@@ -414,7 +414,7 @@ def start_system(
         server, folder = start_janus(port, janus_media_ip)
         return server, lambda: shutil.rmtree(folder, ignore_errors=True)
     if name == "switchboard-sfu":
-        cmd = [sys.executable, "-m", "signaling", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
         env = {**os.environ, **SWITCHBOARD_ENV}
     else:
         cmd = [sys.executable, "-m", "benchmarks.relay_baseline", "--port", str(port)]

@@ -110,7 +110,7 @@ def start_node(system: str, port: int, redis_url: str | None) -> subprocess.Pope
         }
         if redis_url:
             env["SWITCHBOARD_REDIS_URL"] = redis_url
-        cmd = [sys.executable, "-m", "signaling", "serve", "--port", str(port)]
+        cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
     else:
         env = {**os.environ, "PORT": str(port), "JWT_SECRET": SECRET}
         if redis_url:

@@ -11,6 +11,13 @@ the media path at the RTP level:
 * :class:`SilentTrack` is attached to senders so their encode loop waits forever and never
   builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
+* :func:`send_rtp` writes a rewritten packet straight to a transport's selected pair;
+  :func:`negotiated_codecs`, :func:`sender_ssrc`, :func:`set_stream_id` read and set what
+  aiortc keeps private about transceivers and senders.
+* :func:`use_ice_connection` and :func:`add_host_protocol` let :mod:`media.ice` gather the
+  server's host candidates by its own rules (port range, announced address).
+
+Nothing outside this module touches a private attribute of aiortc or aioice.
 
 The pinned aiortc version (1.16.x) is the one these name-mangled attributes were read from.
 """
@@ -21,12 +28,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aioice.ice
+import aiortc.rtcicetransport
 from aioice.ice import StunProtocol
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
 
-PacketHandler = Callable[[RtpPacket], Awaitable[None] | None]
+PacketHandler = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
 
 
@@ -54,9 +64,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
         if tap.pending:
             packets, tap.pending = tap.pending, []
             for item in packets:
-                pending = on_packet(item)
-                if pending is not None:
-                    await pending
+                on_packet(item)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
     original_receive = receiver.receive
@@ -128,3 +136,27 @@ def set_sender_report(
 async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
     """Send a PLI for ``media_ssrc`` to the publisher through its receiver's RTCP."""
     await receiver._send_rtcp_pli(media_ssrc)
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiation settled for a transceiver (empty before it did)."""
+    return list(transceiver._codecs)
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    return sender._ssrc
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """The ``msid`` stream the subscriber sees the track in (the publisher's participant)."""
+    sender._stream_id = stream_id
+
+
+def use_ice_connection(cls: type[aioice.ice.Connection]) -> None:
+    """Make aiortc build ``cls`` for every ICE transport (idempotent)."""
+    aiortc.rtcicetransport.Connection = cls  # type: ignore[misc]
+
+
+def add_host_protocol(connection: aioice.ice.Connection, protocol: StunProtocol) -> None:
+    """Register a socket bound by the caller as one of the connection's host sockets."""
+    connection._protocols.append(protocol)

@@ -6,11 +6,12 @@ the opposite: a fixed port range to open in the firewall, chosen interfaces, and
 1:1 NAT on a cloud VM) a public address written into its candidates while the socket stays
 bound to the private one, as mediasoup's ``announcedAddress`` does.
 
-:func:`install` swaps aiortc's ``Connection`` for :class:`PolicyConnection`, which behaves
-exactly like the original unless an :class:`IcePolicy` is active in the current context
-(:data:`ICE_POLICY`). The SFU sets the policy in the tasks that build its peer
-connections; clients in the same process (tests, benchmarks) keep aioice's behaviour unless
-they set one of their own (loopback only, say).
+:func:`install` swaps aiortc's ``Connection`` (through :mod:`media.aiortc_hooks`) for
+:class:`PolicyConnection`, which behaves exactly like the original unless an
+:class:`IcePolicy` is active in the current context (:data:`ICE_POLICY`). The SFU sets
+the policy in the tasks that build its peer connections; clients in the same process
+(tests, benchmarks) keep aioice's behaviour unless they set one of their own (loopback
+only, say).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import aioice.ice
-import aiortc.rtcicetransport
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+
+from media import aiortc_hooks
 
 BIND_ATTEMPTS = 64
 
@@ -97,7 +99,7 @@ class PolicyConnection(aioice.ice.Connection):
                 port=port,
                 type="host",
             )
-            self._protocols.append(protocol)
+            aiortc_hooks.add_host_protocol(self, protocol)
             candidates.append(protocol.local_candidate)
         # STUN (server-reflexive) needs no host sockets of ours to be useful behind an
         # announced address; TURN relays are gathered by aioice as usual.
@@ -111,4 +113,4 @@ class PolicyConnection(aioice.ice.Connection):
 
 def install() -> None:
     """Make aiortc build :class:`PolicyConnection` objects (idempotent)."""
-    aiortc.rtcicetransport.Connection = PolicyConnection  # type: ignore[misc]
+    aiortc_hooks.use_ice_connection(PolicyConnection)

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -31,17 +31,29 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import aiortc_hooks, ice
-from media.track import PublishedTrack, SendSlot, TrackInfo
+from media.published_track import PublishedTrack, TrackInfo
+from media.send_slot import SendSlot
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
-    from media.room import SfuRoom
+    from config.sfu import SfuSettings
 
 log = logging.getLogger("switchboard.sfu")
 
 SENDING = ("sendonly", "sendrecv")
 CLOSE_TIMEOUT = 5.0
 SOURCES = ("camera", "microphone", "screen", "screen-audio")
+
+
+class CallRoom(Protocol):
+    """The group call a participant is in (:class:`media.group_call.GroupCall`)."""
+
+    id: str
+    settings: SfuSettings
+
+    def tracks_for(self, participant: Participant) -> Iterable[PublishedTrack]: ...
+
+    async def send(self, participants: Iterable[Participant], type_: str, data: Any) -> None: ...
 
 
 class Participant:
@@ -55,7 +67,7 @@ class Participant:
 
     def __init__(
         self,
-        room: SfuRoom,
+        room: CallRoom,
         conn_id: str,
         user_id: str,
         name: str,
@@ -203,8 +215,9 @@ class Participant:
             mid = transceiver.mid
             media = offered.get(mid) if mid is not None else None
             sending = media is not None and media.direction in SENDING and media.port != 0
-            if sending and mid not in self.tracks and transceiver._codecs:
-                track = self._track_for(transceiver, mid, sources.get(mid))
+            codecs = aiortc_hooks.negotiated_codecs(transceiver)
+            if sending and mid not in self.tracks and codecs:
+                track = self._track_for(transceiver, codecs[0], mid, sources.get(mid))
                 self.tracks[mid] = track
                 added.append(track)
             elif not sending and mid in self.tracks:
@@ -213,11 +226,12 @@ class Participant:
             track.close()
         return pc.localDescription.sdp, added, removed
 
-    def _track_for(self, transceiver: Any, mid: str, source: str | None) -> PublishedTrack:
+    def _track_for(
+        self, transceiver: Any, codec: Any, mid: str, source: str | None
+    ) -> PublishedTrack:
         kind = transceiver.kind
         if source not in SOURCES:
             source = "microphone" if kind == "audio" else "camera"
-        codec = transceiver._codecs[0]
         info = TrackInfo(
             track_id=f"TR_{secrets.token_urlsafe(8)}",
             participant_id=self.id,
@@ -370,7 +384,7 @@ class Participant:
         for track in tracks:
             track.close()
         for slot in self.slots:
-            slot.unbind()
+            slot.close()
         return tracks
 
     async def close(self) -> list[PublishedTrack]:

@@ -20,21 +20,23 @@ from media.load import NodeLoad, least_loaded, with_rooms
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
-    from signaling.state import HubState
+    from signaling.state.media_hosts import MediaHosts
+    from signaling.state.nodes import NodeRegistry
 
 log = logging.getLogger("switchboard.placement")
 
 
 class Placement:
-    def __init__(self, state: HubState, window: float) -> None:
-        self.state = state
+    def __init__(self, nodes: NodeRegistry, hosts: MediaHosts, window: float) -> None:
+        self.nodes = nodes
+        self.hosts = hosts
         self.window = window
         self._recent: dict[str, deque[float]] = {}  # node -> when this node placed rooms there
 
     async def loads(self) -> dict[str, NodeLoad]:
         """Published loads, plus the rooms this node placed since (a burst of first
         joins must not all go to the node that looked idlest at its last beat)."""
-        nodes = await self.state.cluster_nodes()
+        nodes = await self.nodes.live_nodes()
         horizon = time.monotonic() - self.window
         for stamps in self._recent.values():
             while stamps and stamps[0] < horizon:
@@ -50,11 +52,11 @@ class Placement:
         ``avoid``: a node that must not keep the room (a dead or drained host the caller
         saw). Returns ``(node, placed_now)``.
         """
-        host = await self.state.get_room_host(room_id)
-        if host is not None and host != avoid and host in await self.state.cluster_nodes():
+        host = await self.hosts.get(room_id)
+        if host is not None and host != avoid and host in await self.nodes.live_nodes():
             return host, False  # the common case, without the lock
-        async with self.state.placement_lock(room_id):
-            host = await self.state.get_room_host(room_id)
+        async with self.hosts.placement_lock(room_id):
+            host = await self.hosts.get(room_id)
             loads = await self.loads()
             if host is not None and host != avoid and host in loads:
                 return host, False
@@ -64,7 +66,7 @@ class Placement:
             if chosen is None:
                 raise HubError(ErrorCode.NO_CAPACITY, no_capacity_message(list(loads.values())))
             self._recent.setdefault(chosen.node, deque()).append(time.monotonic())
-            await self.state.set_room_host(room_id, chosen.node)
+            await self.hosts.set(room_id, chosen.node)
         log.info(
             "room placed",
             extra={"room": room_id, "node": chosen.node, "previous": host, "score": chosen.score},

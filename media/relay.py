@@ -24,7 +24,7 @@ from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
     from signaling.metrics import HubMetrics
-    from signaling.state import HubState
+    from signaling.state.nodes import NodeRegistry
 
 log = logging.getLogger("switchboard.relay")
 
@@ -38,22 +38,22 @@ class NodeUnreachable(HubError):
 
 
 class NodeRelay:
-    def __init__(self, state: HubState, metrics: HubMetrics, timeout: float) -> None:
-        self.state = state
+    """Requests and notices to other nodes; messages addressed to this node come in
+    through :meth:`on_message` (the node's backend handler hands them over)."""
+
+    def __init__(
+        self, nodes: NodeRegistry, metrics: HubMetrics, timeout: float, handler: Handler
+    ) -> None:
+        self.nodes = nodes
+        self.me = nodes.node_id
         self.metrics = metrics
         self.timeout = timeout
-        self.handler: Handler | None = None
+        self.handler = handler
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        state.node_message_handler = self._on_message
-
-    @property
-    def me(self) -> str:
-        return self.state.node_id
 
     async def call(self, node: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
         """Run ``op`` on ``node`` and return its result (its ``HubError`` is raised here)."""
-        assert self.handler is not None
         if node == self.me:
             return await self.handler(op, body) or {}
         rid = f"{self.me}.{next(self._ids)}"
@@ -61,7 +61,7 @@ class NodeRelay:
         started = time.perf_counter()
         try:
             message = {"t": "req", "id": rid, "from": self.me, "op": op, "body": body}
-            if not await self.state.send_to_node(node, message):
+            if not await self.nodes.send_to_node(node, message):
                 raise NodeUnreachable(node, "is not reachable")
             try:
                 answer = await asyncio.wait_for(waiter, self.timeout)
@@ -77,22 +77,20 @@ class NodeRelay:
 
     async def notify(self, node: str, op: str, body: dict[str, Any]) -> bool:
         """One-way notice; ``False`` if ``node`` is not listening."""
-        assert self.handler is not None
         if node == self.me:
             await self.handler(op, body)
             return True
-        return await self.state.send_to_node(
+        return await self.nodes.send_to_node(
             node, {"t": "note", "from": self.me, "op": op, "body": body}
         )
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    async def on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("t")
         if kind == "res":
             waiter = self._waiting.get(message["id"])
             if waiter is not None and not waiter.done():
                 waiter.set_result(message)
             return
-        assert self.handler is not None
         op, body = message["op"], message["body"]
         if kind == "note":
             await self.handler(op, body)
@@ -105,4 +103,4 @@ class NodeRelay:
         except Exception:
             log.exception("relayed request failed", extra={"op": op})
             answer["err"] = [ErrorCode.INTERNAL_ERROR.value, "internal error"]
-        await self.state.send_to_node(message["from"], answer)
+        await self.nodes.send_to_node(message["from"], answer)

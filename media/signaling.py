@@ -5,7 +5,7 @@ A client may be connected to any node. On ``sfu:join`` this node finds the room'
 node (placing the room if it has none, see :mod:`media.placement`) and remembers the
 session (connection -> room, media node, participant). Every later request of that
 session is relayed to the media node and its answer becomes the client's ``ack`` or
-``error``; events from the media node reach the client through the hub's delivery, and
+``error``; events from the media node reach the client through the fan-out, and
 the client's ICE candidates carry the media node's own addresses, so media flows between
 the client and that node directly.
 
@@ -22,23 +22,33 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
+from media.admin import node_out
+from media.host import MediaHost
+from media.operations import MediaOps
 from media.placement import Placement
 from media.relay import NodeRelay
-from media.service import SfuService
-from signaling import events
-from signaling.protocol import CloseCode, ErrorCode, HubError
-from signaling.state.base import node_of
+from signaling.api.models import NodeList
+from signaling.background import cancel_and_wait
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.delivery import node_of
 
 if TYPE_CHECKING:
+    from config.sfu import SfuSettings
     from media.participant import Participant
-    from signaling.connection import Connection
-    from signaling.hub import Hub
+    from signaling import events
+    from signaling.metrics import HubMetrics
+    from signaling.room_lifecycle import RoomLifecycle
+    from signaling.state.delivery import Fanout
+    from signaling.state.media_hosts import MediaHosts
+    from signaling.state.models import RoomInfo
+    from signaling.state.nodes import NodeRegistry
+    from signaling.state.room_records import RoomRecords
+    from signaling.webhooks.outbox import WebhookOutbox
+    from signaling.websocket import Connection
+    from turn.credentials import IceServers
 
 log = logging.getLogger("switchboard.sfu")
 
-SFU_KEY: web.AppKey[SfuSignaling] = web.AppKey("sfu")
 MOVED_RETRIES = 3
 
 
@@ -50,42 +60,66 @@ class Session:
 
 
 class SfuSignaling:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.settings = hub.settings
-        self.placement = Placement(hub.state, 2 * self.settings.node_heartbeat_interval)
-        self.relay = NodeRelay(hub.state, hub.metrics, self.settings.sfu_relay_timeout)
-        self.media = SfuService(hub, self.placement, self._session_ended)
+    """This node's group call signaling, and (through :attr:`media` and :attr:`ops`) the
+    calls whose media it hosts."""
+
+    def __init__(
+        self,
+        *,
+        settings: SfuSettings,
+        heartbeat_interval: float,
+        nodes: NodeRegistry,
+        hosts: MediaHosts,
+        records: RoomRecords,
+        lifecycle: RoomLifecycle,
+        fanout: Fanout,
+        webhooks: WebhookOutbox,
+        metrics: HubMetrics,
+        ice_servers: IceServers,
+    ) -> None:
+        self.settings = settings
+        self.heartbeat_interval = heartbeat_interval
+        self.nodes = nodes
+        self.hosts = hosts
+        self.records = records
+        self.lifecycle = lifecycle
+        self.fanout = fanout
+        self.metrics = metrics
+        self.ice_servers = ice_servers
+        self.placement = Placement(nodes, hosts, 2 * heartbeat_interval)
+        self.relay = NodeRelay(nodes, metrics, settings.sfu_relay_timeout, self._on_relayed)
+        self.media = MediaHost(
+            node_id=nodes.node_id,
+            settings=settings,
+            hosts=hosts,
+            records=records,
+            nodes=nodes,
+            lifecycle=lifecycle,
+            placement=self.placement,
+            fanout=fanout,
+            webhooks=webhooks,
+            metrics=metrics,
+            ice_servers=ice_servers,
+            session_ended=self._session_ended,
+        )
+        self.ops = MediaOps(self.media)
         self.sessions: dict[str, Session] = {}  # by connection id
         self._watcher: asyncio.Task[None] | None = None
+        host, ops = self.media, self.ops
         self._host_ops = {
-            "join": self.media.join,
-            "resume": self.media.resume,
-            "leave": self.media.leave,
-            "publish": self.media.publish,
-            "answer": self.media.answer,
-            "ice": self.media.ice_candidate,
-            "mute": self.media.mute,
-            "toggle": self.media.toggle,
-            "stats": self.media.stats,
-            "evict": self.media.evict,
-            "permissions": self.media.apply_permissions,
-            "server-mute": self.media.server_mute,
+            "join": host.join,
+            "resume": host.resume,
+            "leave": host.leave,
+            "evict": host.evict,
+            "publish": ops.publish,
+            "answer": ops.answer,
+            "ice": ops.ice_candidate,
+            "mute": ops.mute,
+            "toggle": ops.toggle,
+            "stats": ops.stats,
+            "permissions": ops.apply_permissions,
+            "server-mute": ops.server_mute,
         }
-        self.relay.handler = self._on_relayed
-        e = events
-        hub.add_route("sfu:join", e.RoomRef, self.on_join)
-        hub.add_route("sfu:resume", e.SfuResume, self.on_resume)
-        hub.add_route("sfu:leave", e.RoomRef, self.on_leave)
-        hub.add_route("sfu:publish", e.SfuPublish, self.on_publish)
-        hub.add_route("sfu:answer", e.SfuAnswer, self.on_answer)
-        hub.add_route("sfu:ice-candidate", e.SfuIce, self.on_ice)
-        hub.add_route("sfu:mute", e.SfuMute, self.on_mute)
-        hub.add_route("sfu:stats", e.RoomRef, self.on_stats)
-        hub.group_toggle = self.on_toggle
-        hub.disconnect_hooks.append(self.connection_gone)
-        hub.room_lifecycle.media = self
-        hub.state.media_host_lost_handler = self._host_reaped
 
     # The media node's rooms, for tests and the room API's statistics.
     @property
@@ -96,10 +130,7 @@ class SfuSignaling:
         self._watcher = asyncio.create_task(self._watch(), name="sfu-cluster-watch")
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel_and_wait(self._watcher)
         await self.media.stop()
 
     # -- relayed operations ---------------------------------------------------------------
@@ -136,12 +167,12 @@ class SfuSignaling:
             raise HubError(
                 ErrorCode.INVALID_STATE, f"already in group call room '{current.room_id}'"
             )
-        await self.hub.room_lifecycle.ensure(room_id)
+        await self.lifecycle.ensure(room_id)
         body = {
             "room": room_id,
             "conn": conn.id,
             "user": conn.user_id,
-            "name": conn.principal.name,
+            "name": conn.name,
         }
         for _ in range(MOVED_RETRIES):
             host, _ = await self.placement.host_for(room_id)
@@ -153,15 +184,15 @@ class SfuSignaling:
         self.sessions[conn.id] = Session(room_id, host, result["participantId"])
         if conn.closed:  # gone while joining: its disconnect clean-up already ran
             await self.connection_gone(conn)
-        result["iceServers"] = self.settings.ice_servers(conn.user_id)
+        result["iceServers"] = self.ice_servers.for_user(conn.user_id)
         return result
 
     async def on_resume(self, conn: Connection, payload: events.SfuResume) -> dict[str, Any]:
         room_id = payload.roomId
         if conn.id in self.sessions:
             raise HubError(ErrorCode.INVALID_STATE, "this connection is already in a group call")
-        host = await self.hub.state.get_room_host(room_id)
-        if host is None or host not in await self.hub.state.cluster_nodes():
+        host = await self.hosts.get(room_id)
+        if host is None or host not in await self.nodes.live_nodes():
             raise HubError(
                 ErrorCode.RESUME_FAILED,
                 f"room '{room_id}' lost its media node; join again",
@@ -175,7 +206,7 @@ class SfuSignaling:
         }
         result = await self.relay.call(host, "resume", body)
         self.sessions[conn.id] = Session(room_id, host, payload.participantId)
-        result["iceServers"] = self.settings.ice_servers(conn.user_id)
+        result["iceServers"] = self.ice_servers.for_user(conn.user_id)
         return result
 
     async def on_leave(self, conn: Connection, payload: events.RoomRef) -> dict[str, Any]:
@@ -217,12 +248,11 @@ class SfuSignaling:
             return
         # A client that said goodbye (close code 1000) leaves at once; a lost connection,
         # or one the server closed (drain, restart), may resume on any node.
-        graceful = conn.close_code is None and conn.ws.close_code == CloseCode.NORMAL
         body = {
             "room": session.room_id,
             "participant": session.participant_id,
             "conn": conn.id,
-            "graceful": graceful,
+            "graceful": conn.said_goodbye,
         }
         with contextlib.suppress(HubError):
             await self.relay.notify(session.host, "conn-gone", body)
@@ -273,16 +303,15 @@ class SfuSignaling:
         if session is not None and session.participant_id != body["participant"]:
             return  # a newer session of this connection; the notice is stale
         self.sessions.pop(conn_id, None)
-        await self.hub.to_conns([conn_id], body["type"], body["data"])
+        await self.fanout.to_conns([conn_id], body["type"], body["data"])
 
     # -- the cluster watch ----------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        interval = self.settings.node_heartbeat_interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.heartbeat_interval)
             try:
-                live = set(await self.hub.state.cluster_nodes())
+                live = set(await self.nodes.live_nodes())
             except HubError:
                 continue  # shared state away: no verdict on anyone
             except Exception:
@@ -310,7 +339,7 @@ class SfuSignaling:
             log.warning("room not re-placed", extra={"room": room_id, "code": exc.code})
             target, placed = None, False
         if placed:
-            self.hub.metrics.sfu_relocations.labels("node_lost").inc()
+            self.metrics.sfu_relocations.labels("node_lost").inc()
             log.warning(
                 "media node lost; room moved", extra={"room": room_id, "from": dead, "to": target}
             )
@@ -319,9 +348,9 @@ class SfuSignaling:
         for conn_id in told:
             del self.sessions[conn_id]
         data = {"roomId": room_id, "reason": "media_node_lost", "mediaNode": target}
-        await self.hub.to_conns(told, "sfu:rejoin", data)
+        await self.fanout.to_conns(told, "sfu:rejoin", data)
 
-    async def _host_reaped(self, dead: str, rooms: list[str]) -> None:
+    async def host_reaped(self, dead: str, rooms: list[str]) -> None:
         """Run by the node that reaps ``dead``, after its connections left: the rooms it
         hosted lose it as media node and its part of the media summary. A room with
         participants connected elsewhere was already moved by their nodes' cluster watch
@@ -329,13 +358,13 @@ class SfuSignaling:
         one whose participants were all connected through the dead node would otherwise
         keep a call that is gone, and never reach its empty timeout."""
 
-        def forget(info: Any) -> None:
+        def forget(info: RoomInfo) -> None:
             info.media.pop(dead, None)
 
         for room_id in rooms:
             try:
-                await self.hub.state.release_room_host(room_id, dead)
-                await self.hub.state.update_room(room_id, forget)
+                await self.hosts.release(room_id, dead)
+                await self.records.update(room_id, forget)
             except KeyError:  # the room record is gone already
                 continue
             except HubError as exc:
@@ -343,12 +372,17 @@ class SfuSignaling:
                 log.warning("dead media node's room not released", extra=extra)
                 continue
             with contextlib.suppress(HubError):
-                await self.hub.room_lifecycle.check_empty(room_id)
+                await self.lifecycle.check_empty(room_id)
 
     # -- draining -----------------------------------------------------------------------------
 
     async def drain_node(self, node: str, deadline: float) -> bool:
         """Tell ``node`` (this one or another) to drain; ``False`` if it is not alive."""
-        if node not in await self.hub.state.cluster_nodes():
+        if node not in await self.nodes.live_nodes():
             return False
         return await self.relay.notify(node, "drain", {"deadline": deadline})
+
+    async def list_nodes(self) -> NodeList:
+        """The live nodes with the load they last published, as placement ranks them."""
+        nodes = await self.nodes.live_nodes()
+        return NodeList(nodes=[node_out(name, data) for name, data in sorted(nodes.items())])

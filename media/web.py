@@ -13,14 +13,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from signaling.settings import Settings
+from config.server import ServerSettings
 from signaling.tokens import mint_token
 
 STATIC = Path(__file__).parent / "static"
 DEMO_TOKEN_TTL = 3600
 
 
-def add_web_routes(app: web.Application, settings: Settings) -> None:
+def web_routes(settings: ServerSettings) -> list[web.RouteDef]:
     sdk = (STATIC / "switchboard.js").read_bytes()
     demo = (STATIC / "demo.html").read_bytes()
 
@@ -48,6 +48,8 @@ def add_web_routes(app: web.Application, settings: Settings) -> None:
         )
         return web.json_response({"token": token, "userId": user})
 
-    app.router.add_get("/sdk/switchboard.js", get_sdk)
-    app.router.add_get("/demo", get_demo)
-    app.router.add_get("/demo/token", get_demo_token)
+    return [
+        web.get("/sdk/switchboard.js", get_sdk),
+        web.get("/demo", get_demo),
+        web.get("/demo/token", get_demo_token),
+    ]

@@ -10,7 +10,7 @@ from aiohttp import web
 from signaling.tokens import Principal, TokenError, verify_token
 
 if TYPE_CHECKING:
-    from signaling.settings import Settings
+    from config.server import ServerSettings
 
 
 def json_error(status: int, code: str, message: str, **headers: str) -> web.Response:
@@ -31,7 +31,7 @@ def request_token(request: web.Request, *, allow_query: bool) -> str | None:
 
 
 def authenticate(
-    request: web.Request, settings: Settings, *, allow_query: bool
+    request: web.Request, settings: ServerSettings, *, allow_query: bool
 ) -> Principal | web.Response:
     """The verified principal, or a 401 response saying precisely why not."""
     token = request_token(request, allow_query=allow_query)

@@ -3,6 +3,8 @@ in tests). Label children are cached so the hot path does a dict lookup, not a l
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +24,64 @@ def relay_totals(exposition: str) -> dict[str, dict[str, float]]:
             if kind in ("count", "sum"):
                 out.setdefault(sample.labels["op"], {})[kind] = sample.value
     return out
+
+
+class _Labels:
+    """Label children cached by (metric, label): a dict lookup on the hot path."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
+
+    def child(self, metric: MetricWrapperBase, label: str) -> MetricWrapperBase:
+        key = (id(metric), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(label)
+        return child
+
+
+class FanoutMetrics:
+    """What the fan-out measures; owned by the delivery (which the state backend builds
+    before the node exists) and registered in the node's registry by the node."""
+
+    def __init__(self) -> None:
+        self.events_out = Counter(
+            "switchboard_events_out",
+            "Outbound event deliveries by type",
+            ["type"],
+            registry=None,
+        )
+        self.fanout_seconds = Histogram(
+            "switchboard_fanout_seconds",
+            "Time to write one event to all its recipients",
+            buckets=(
+                0.00005,
+                0.0001,
+                0.00025,
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                1.0,
+            ),
+            registry=None,
+        )
+        self._labels = _Labels()
+
+    def collectors(self) -> list[MetricWrapperBase]:
+        return [self.events_out, self.fanout_seconds]
+
+    def observe(self, type_: str, started: float, count: int) -> None:
+        """One fan-out of ``type_`` that began at ``started`` (perf_counter) and made
+        ``count`` writes."""
+        self.fanout_seconds.observe(time.perf_counter() - started)
+        if count:
+            self._labels.child(self.events_out, type_).inc(count)  # type: ignore[attr-defined]
 
 
 class HubMetrics:
@@ -44,12 +104,6 @@ class HubMetrics:
         self.events_in = Counter(
             "switchboard_events_in", "Inbound events by type", ["type"], registry=self.registry
         )
-        self.events_out = Counter(
-            "switchboard_events_out",
-            "Outbound event deliveries by type",
-            ["type"],
-            registry=self.registry,
-        )
         self.errors = Counter(
             "switchboard_errors", "Error replies by code", ["code"], registry=self.registry
         )
@@ -57,26 +111,6 @@ class HubMetrics:
             "switchboard_server_closes",
             "Connections closed by the server, by close code",
             ["code"],
-            registry=self.registry,
-        )
-        self.fanout_seconds = Histogram(
-            "switchboard_fanout_seconds",
-            "Time to write one event to all its recipients",
-            buckets=(
-                0.00005,
-                0.0001,
-                0.00025,
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                1.0,
-            ),
             registry=self.registry,
         )
         self.calls_active = Gauge(
@@ -114,21 +148,18 @@ class HubMetrics:
             ["reason"],
             registry=self.registry,
         )
-        self._children: dict[tuple[int, str], MetricWrapperBase] = {}
+        self._labels = _Labels()
+
+    def include(self, collectors: list[MetricWrapperBase]) -> None:
+        """Register metrics another part owns (the fan-out's) in this node's registry."""
+        for collector in collectors:
+            self.registry.register(collector)
 
     def _child(self, metric: MetricWrapperBase, label: str) -> MetricWrapperBase:
-        key = (id(metric), label)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(label)
-        return child
+        return self._labels.child(metric, label)
 
     def event_in(self, type_: str) -> None:
         self._child(self.events_in, type_).inc()  # type: ignore[attr-defined]
-
-    def event_out(self, type_: str, count: int) -> None:
-        if count:
-            self._child(self.events_out, type_).inc(count)  # type: ignore[attr-defined]
 
     def error(self, code: str) -> None:
         self._child(self.errors, code).inc()  # type: ignore[attr-defined]

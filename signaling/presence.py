@@ -11,36 +11,48 @@ from typing import TYPE_CHECKING, Any
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
-    from signaling.connection import Connection
     from signaling.events import PresenceQuery, PresenceUpdate
-    from signaling.hub import Hub
+    from signaling.state.delivery import Fanout
+    from signaling.state.membership import MembershipStore
     from signaling.state.models import PresenceChange, RemoteConnection
+    from signaling.state.presence import PresenceStore
+    from signaling.webhooks.outbox import WebhookOutbox
+    from signaling.websocket import Connection
 
 
 class PresenceService:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        *,
+        store: PresenceStore,
+        membership: MembershipStore,
+        fanout: Fanout,
+        webhooks: WebhookOutbox,
+        max_query: int,
+    ) -> None:
+        self.store = store
+        self.membership = membership
+        self.fanout = fanout
+        self.webhooks = webhooks
+        self.max_query = max_query
 
     async def device_connected(self, conn: Connection) -> None:
-        change = await self.hub.state.set_device_status(conn.user_id, conn.id, conn.status)
-        await self._announce(change)
+        await self._announce(await self.store.set_device(conn.user_id, conn.id, conn.status))
 
     async def device_gone(self, conn: Connection | RemoteConnection) -> None:
-        change = await self.hub.state.set_device_status(conn.user_id, conn.id, None)
-        await self._announce(change)
+        await self._announce(await self.store.set_device(conn.user_id, conn.id, None))
 
     async def on_update(self, conn: Connection, payload: PresenceUpdate) -> dict[str, Any]:
         conn.status = payload.status
-        change = await self.hub.state.set_device_status(conn.user_id, conn.id, payload.status)
+        change = await self.store.set_device(conn.user_id, conn.id, payload.status)
         await self._announce(change)
         return {"deviceStatus": payload.status, **change.after.to_wire()}
 
     async def on_query(self, conn: Connection, payload: PresenceQuery) -> dict[str, Any]:
-        limit = self.hub.settings.max_presence_query
         wanted = list(dict.fromkeys(payload.userIds))
-        if len(wanted) > limit:
+        if len(wanted) > self.max_query:
             raise HubError(
-                ErrorCode.INVALID_PAYLOAD, f"data.userIds: at most {limit} users per query"
+                ErrorCode.INVALID_PAYLOAD, f"data.userIds: at most {self.max_query} users per query"
             )
         principal = conn.principal
         allowed, denied = [], []
@@ -48,21 +60,21 @@ class PresenceService:
             if (
                 user_id == principal.user_id
                 or principal.may_see_presence_of(user_id)
-                or await self.hub.state.shares_room(principal.user_id, user_id)
+                or await self.membership.share_a_room(principal.user_id, user_id)
             ):
                 allowed.append(user_id)
             else:
                 denied.append(user_id)
-        found = await self.hub.state.get_presence(allowed)
+        found = await self.store.get(allowed)
         return {"users": [found[u].to_wire() for u in allowed], "denied": denied}
 
     async def _announce(self, change: PresenceChange) -> None:
         if not change.changed:
             return
         user_id = change.after.user_id
-        self.hub.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())
-        rooms = await self.hub.state.rooms_of_user(user_id)
+        self.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())
+        rooms = await self.membership.rooms_of(user_id)
         if rooms:
-            await self.hub.to_rooms(
+            await self.fanout.to_rooms(
                 rooms, "presence:changed", change.after.to_wire(), exclude_user=user_id
             )

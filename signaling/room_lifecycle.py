@@ -3,41 +3,33 @@ first join), close it, kick, change metadata and permissions, mute a published t
 
 Rooms without members (and without group call media) for their ``empty_timeout`` are
 finished by a state timer, so any node may close them. Actions on users' sockets go out
-as control commands through the state, so they reach sockets on every node; each node
-applies them to its own sockets with :meth:`RoomLifecycle.on_control`.
+as control commands through the delivery, so they reach sockets on every node; each node
+applies them to its own sockets (:mod:`signaling.room_control`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.models import Call, RoomInfo, RoomType, now_ms
 
 if TYPE_CHECKING:
-    from signaling.connection import Connection
-    from signaling.hub import Hub
+    from config.hub import HubSettings
+    from signaling.calls import CallService
+    from signaling.state.calls import CallStore
+    from signaling.state.delivery import Delivery
+    from signaling.state.membership import MembershipStore
+    from signaling.state.room_records import RoomRecords
+    from signaling.state.timers import TimerStore
+    from signaling.webhooks.outbox import WebhookOutbox
 
 log = logging.getLogger("switchboard.rooms")
+T = TypeVar("T")
 
 EMPTY = "room-empty"
-
-
-class MediaControl(Protocol):
-    """What the SFU offers the room API for a connection's group call participant."""
-
-    async def evict(self, conn: Connection, room_id: str, reason: str) -> None: ...
-
-    async def apply_permissions(
-        self, conn: Connection, room_id: str, permissions: dict[str, bool]
-    ) -> None: ...
-
-    async def server_mute(
-        self, conn: Connection, room_id: str, track_id: str, muted: bool
-    ) -> None: ...
-
-    async def drain_node(self, node: str, deadline: float) -> bool: ...
 
 
 def room_wire(room: RoomInfo) -> dict[str, Any]:
@@ -53,11 +45,26 @@ def room_wire(room: RoomInfo) -> dict[str, Any]:
 
 
 class RoomLifecycle:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.media: MediaControl | None = None
-        hub.timers.on(EMPTY, self._empty_expired)
-        hub.state.control_handler = self.on_control
+    def __init__(
+        self,
+        *,
+        records: RoomRecords,
+        membership: MembershipStore,
+        call_store: CallStore,
+        calls: CallService,
+        timers: TimerStore,
+        delivery: Delivery,
+        webhooks: WebhookOutbox,
+        settings: HubSettings,
+    ) -> None:
+        self.records = records
+        self.membership = membership
+        self.call_store = call_store
+        self.calls = calls
+        self.timers = timers
+        self.delivery = delivery
+        self.webhooks = webhooks
+        self.settings = settings
 
     # -- opening --------------------------------------------------------------------------
 
@@ -68,18 +75,18 @@ class RoomLifecycle:
         While the shared state is away, joins go on (this node serves its own users) with
         the default settings: capacity and permissions are not enforced meanwhile."""
         default = RoomInfo(
-            id=room_id, created_at=now_ms(), empty_timeout=self.hub.settings.room_empty_timeout
+            id=room_id, created_at=now_ms(), empty_timeout=self.settings.room_empty_timeout
         )
         try:
-            room = await self.hub.state.get_room(room_id)
+            room = await self.records.get(room_id)
             if room is not None:
                 return room
-            if not self.hub.settings.room_auto_create:
+            if not self.settings.room_auto_create:
                 raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist")
             if await self.create(default):
                 return default
             # Another node opened it meanwhile: use its record.
-            return await self.hub.state.get_room(room_id) or default
+            return await self.records.get(room_id) or default
         except HubError as exc:
             if exc.code is not ErrorCode.UNAVAILABLE:
                 raise
@@ -87,12 +94,12 @@ class RoomLifecycle:
 
     async def create(self, room: RoomInfo) -> bool:
         """Store the record and announce ``room_started``; ``False`` if it existed."""
-        if not await self.hub.state.create_room(room):
+        if not await self.records.create(room):
             return False
-        self.hub.webhooks.emit("room_started", room.id, {"room": room_wire(room)})
+        self.webhooks.emit("room_started", room.id, {"room": room_wire(room)})
         log.info("room opened", extra={"room": room.id, "by": room.created_by})
         # Nobody may ever come: the empty timeout runs from the start.
-        await self.hub.timers.arm(room.empty_timeout, EMPTY, room.id)
+        await self.timers.arm(EMPTY, [room.id], room.empty_timeout)
         return True
 
     def new_room(
@@ -104,7 +111,7 @@ class RoomLifecycle:
         empty_timeout: float | None,
         metadata: dict[str, Any],
     ) -> RoomInfo:
-        timeout = self.hub.settings.room_empty_timeout if empty_timeout is None else empty_timeout
+        timeout = self.settings.room_empty_timeout if empty_timeout is None else empty_timeout
         return RoomInfo(
             id=room_id,
             created_at=now_ms(),
@@ -115,15 +122,15 @@ class RoomLifecycle:
             created_by="api",
         )
 
-    # -- membership hooks (from the room and SFU services) --------------------------------
+    # -- membership hooks (from the membership and SFU services) --------------------------
 
     def member_joined(self, room_id: str, user_id: str, name: str) -> None:
-        self.hub.webhooks.emit(
+        self.webhooks.emit(
             "participant_joined", room_id, {"roomId": room_id, "userId": user_id, "name": name}
         )
 
     async def member_left(self, room_id: str, user_id: str, reason: str) -> None:
-        self.hub.webhooks.emit(
+        self.webhooks.emit(
             "participant_left", room_id, {"roomId": room_id, "userId": user_id, "reason": reason}
         )
         await self.check_empty(room_id)
@@ -131,30 +138,31 @@ class RoomLifecycle:
     async def check_empty(self, room_id: str) -> None:
         """Start the empty timeout once the last member and group call participant left.
         (With the shared state away it is not started: the room then stays open.)"""
-        if await self.hub.state.room_members(room_id):
+        if await self.membership.members(room_id):
             return
         try:
-            room = await self.hub.state.get_room(room_id)
+            room = await self.records.get(room_id)
         except HubError as exc:
             if exc.code is not ErrorCode.UNAVAILABLE:
                 raise
             return
         if room is None or room.media_participants():
             return
-        await self.hub.timers.arm(room.empty_timeout, EMPTY, room_id)
+        await self.timers.arm(EMPTY, [room_id], room.empty_timeout)
 
-    async def _empty_expired(self, room_id: str) -> None:
-        room = await self.hub.state.get_room(room_id)
+    async def empty_expired(self, room_id: str) -> None:
+        """The ``room-empty`` timer fired: finish the room if it is still empty."""
+        room = await self.records.get(room_id)
         if room is None or room.media_participants():
             return
-        if await self.hub.state.room_members(room_id):
+        if await self.membership.members(room_id):
             return
-        if await self.hub.state.delete_room(room_id) is not None:
+        if await self.records.delete(room_id) is not None:
             self._finished(room, "empty_timeout")
 
     def _finished(self, room: RoomInfo, reason: str) -> None:
         duration = round((now_ms() - room.created_at) / 1000, 3)
-        self.hub.webhooks.emit(
+        self.webhooks.emit(
             "room_finished",
             room.id,
             {"room": room_wire(room), "reason": reason, "duration": duration},
@@ -163,27 +171,33 @@ class RoomLifecycle:
 
     # -- what the API does ------------------------------------------------------------------
 
+    async def room(self, room_id: str) -> RoomInfo:
+        room = await self.records.get(room_id)
+        if room is None:
+            raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist")
+        return room
+
     async def users_in(self, room: RoomInfo) -> list[str]:
-        members = [m.user_id for m in await self.hub.state.room_members(room.id)]
+        members = [m.user_id for m in await self.membership.members(room.id)]
         media = [p["userId"] for p in room.media_participants()]
         return list(dict.fromkeys([*members, *media]))
 
     async def open_calls(self, room_id: str) -> list[Call]:
         """The room's calls that have not ended (calls started in its conversation)."""
-        calls = await self.hub.state.list_calls()
+        calls = await self.call_store.list_all()
         return [c for c in calls if c.conversation_id == room_id and c.state != "ended"]
 
     async def close(self, room_id: str, reason: str) -> RoomInfo:
         """Everyone leaves with ``room:closed``, the room's calls end, the record goes."""
-        room = await self.hub.state.delete_room(room_id)
+        room = await self.records.delete(room_id)
         if room is None:
             raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist")
-        await self.hub.timers.disarm(EMPTY, room_id)
+        await self.timers.disarm(EMPTY, [room_id])
         users = await self.users_in(room)
         command = {"op": "remove", "roomId": room_id, "reason": reason, "event": "room:closed"}
-        await self.hub.state.send_control(users, command)
+        await self.delivery.send_control(users, command)
         for call in await self.open_calls(room_id):
-            await self.hub.calls.end_call(call.id, "room_closed")
+            await self.calls.end_call(call.id, "room_closed")
         self._finished(room, reason)
         return room
 
@@ -191,14 +205,14 @@ class RoomLifecycle:
         if user_id not in await self.users_in(room):
             raise HubError(ErrorCode.NOT_IN_ROOM, f"user '{user_id}' is not in room '{room.id}'")
         command = {"op": "remove", "roomId": room.id, "reason": reason, "event": "room:removed"}
-        await self.hub.state.send_control([user_id], command)
+        await self.delivery.send_control([user_id], command)
 
     async def set_metadata(self, room_id: str, metadata: dict[str, Any]) -> RoomInfo:
         def apply(room: RoomInfo) -> None:
             room.metadata = metadata
 
         room, _ = await self._update(room_id, apply)
-        await self.hub.to_rooms(
+        await self.delivery.to_rooms(
             [room_id], "room:metadata-updated", {"roomId": room_id, "metadata": metadata}
         )
         return room
@@ -216,7 +230,7 @@ class RoomLifecycle:
 
         _, permissions = await self._update(room_id, apply)
         command = {"op": "permissions", "roomId": room_id, "permissions": permissions}
-        await self.hub.state.send_control([user_id], command)
+        await self.delivery.send_control([user_id], command)
         return permissions
 
     async def mute_track(self, room: RoomInfo, user_id: str, track_id: str, muted: bool) -> None:
@@ -230,32 +244,10 @@ class RoomLifecycle:
                 f"user '{user_id}' publishes no track '{track_id}' in room '{room.id}'",
             )
         command = {"op": "mute", "roomId": room.id, "trackId": track_id, "muted": muted}
-        await self.hub.state.send_control([user_id], command)
+        await self.delivery.send_control([user_id], command)
 
-    async def _update(self, room_id: str, mutate: Any) -> tuple[RoomInfo, Any]:
+    async def _update(self, room_id: str, mutate: Callable[[RoomInfo], T]) -> tuple[RoomInfo, T]:
         try:
-            return await self.hub.state.update_room(room_id, mutate)
+            return await self.records.update(room_id, mutate)
         except KeyError:
             raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' does not exist") from None
-
-    # -- control commands, run on the node holding the sockets ---------------------------
-
-    async def on_control(self, users: list[str], command: dict[str, Any]) -> None:
-        room_id = command["roomId"]
-        for user_id in users:
-            for conn in self.hub.state.local_connections_of(user_id):
-                await self._apply_control(conn, room_id, command)
-
-    async def _apply_control(self, conn: Connection, room_id: str, command: dict[str, Any]) -> None:
-        op = command["op"]
-        if op == "remove":
-            reason = command["reason"]
-            if room_id in conn.rooms:
-                conn.send(command["event"], {"roomId": room_id, "reason": reason})
-                await self.hub.rooms.leave(conn, room_id, reason)
-            if self.media is not None:
-                await self.media.evict(conn, room_id, reason)
-        elif op == "permissions" and self.media is not None:
-            await self.media.apply_permissions(conn, room_id, command["permissions"])
-        elif op == "mute" and self.media is not None:
-            await self.media.server_mute(conn, room_id, command["trackId"], command["muted"])

@@ -15,13 +15,13 @@ import pytest
 import uvloop
 from aiohttp.test_utils import TestServer
 
+from config import Settings
 from signaling.api.auth import mint_api_token
-from signaling.app import create_app
 from signaling.client import HubClient
-from signaling.settings import Settings
-from signaling.state import HubState, MemoryState
+from signaling.state import State
+from signaling.state.memory import MemoryState
 from signaling.tokens import mint_token
-from signaling.ws import HUB_KEY
+from switchboard.app import NODE_KEY, create_app
 from tests.redis_server import RedisServer
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -82,11 +82,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def make_state(kind: str, request: pytest.FixtureRequest) -> HubState:
+def make_state(kind: str, request: pytest.FixtureRequest) -> State:
     if kind == "memory":
         return MemoryState()
     if kind == "redis":
-        from signaling.state.redis_state import RedisState
+        from signaling.state.redis import RedisState
 
         server: RedisServer = request.getfixturevalue("redis_server")
         return RedisState(server.url, prefix="t" + secrets.token_hex(6))
@@ -119,7 +119,8 @@ class Hub:
 
     @property
     def hub(self) -> Any:
-        return self.server.app[HUB_KEY]
+        """The node behind the server (its state, metrics, hub and SFU)."""
+        return self.server.app[NODE_KEY]
 
     def token(self, user: str, **claims: Any) -> str:
         return mint_token(SECRET, user, **claims)

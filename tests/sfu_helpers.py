@@ -11,9 +11,10 @@ from aiortc import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
 from media.client import RemoteTrack, SfuClient
-from media.signaling import SFU_KEY, SfuSignaling
+from media.published_track import PublishedTrack
+from media.signaling import SfuSignaling
 from media.synthetic import PatternTrack, ToneTrack
-from media.track import PublishedTrack
+from switchboard.app import NODE_KEY
 
 SFU = {"sfu_listen_ips": ["127.0.0.1"], "sfu_ice_timeout": 3.0, "sfu_stats_log_interval": 0}
 
@@ -85,7 +86,7 @@ async def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> None
 
 
 def sfu_of(hub: Any) -> SfuSignaling:
-    return hub.server.app[SFU_KEY]
+    return hub.server.app[NODE_KEY].sfu
 
 
 def only_track(hub: Any, room: str) -> PublishedTrack:

@@ -261,9 +261,9 @@ async def test_fuzzed_envelopes_never_break_the_hub(frames):
     """Random envelopes: never an internal error, and the connection keeps answering."""
     from aiohttp.test_utils import TestServer
 
-    from signaling.app import create_app
-    from signaling.settings import Settings
+    from config import Settings
     from signaling.tokens import mint_token
+    from switchboard.app import create_app
     from tests.conftest import FAST, SECRET
 
     app = create_app(Settings(**{**FAST, "error_budget": 1000}))

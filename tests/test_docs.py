@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from signaling.app import create_app
+from config import Settings
 from signaling.protocol import CloseCode, ErrorCode
-from signaling.settings import Settings
-from signaling.ws import HUB_KEY
+from switchboard.app import NODE_KEY, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
@@ -29,7 +28,7 @@ def outbound_event_names() -> set[str]:
 
 
 def test_every_inbound_event_is_documented():
-    hub = create_app(Settings(jwt_secret="x" * 32))[HUB_KEY]
+    hub = create_app(Settings(jwt_secret="x" * 32))[NODE_KEY].hub
     missing = [name for name in hub.routes if f"`{name}`" not in PROTOCOL]
     assert not missing
 

@@ -30,7 +30,7 @@ async def test_metrics_count_events_errors_and_fanout(hub, http):
 
 
 async def test_draining_hub_refuses_upgrades(hub, http):
-    from signaling.app import drain
+    from switchboard.app import drain
 
     client = await hub.connect("alice")
     await drain(hub.server.app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.crc import key_slot
 
-from signaling.state.redis_keys import Keys
+from signaling.state.redis.keys import Keys
 
 
 def slots(*keys: str) -> set[int]:

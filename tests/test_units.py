@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from config import load_settings
 from signaling.protocol import close_frame, encode, text_frame
 from signaling.ratelimit import TokenBucket
-from signaling.settings import load_settings
 from signaling.state.models import Call, CallParticipant, aggregate_status
 from signaling.tokens import TokenError, load_or_create_dev_secret, mint_token, verify_token
 

@@ -1,4 +1,6 @@
-"""TURN support: short-lived coturn credentials (TURN REST API) and a hardened config.
+"""TURN: short-lived coturn credentials for clients (:mod:`turn.credentials`), the
+hardened coturn config rendered from the ``[turn]`` settings (:mod:`turn.config`), and the
+reachability probe ``/health`` reports (:mod:`turn.health`).
 
-This package is empty until the TURN issue lands; the signaling hub does not depend on it.
+Above :mod:`config` only: the hub and the SFU use it; it uses neither.
 """

@@ -14,7 +14,10 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config.turn import TurnSettings
 
 MIN_TTL = 300
 MAX_TTL = 24 * 3600
@@ -56,3 +59,23 @@ def ice_servers(
             {"urls": list(turn_urls), "username": cred.username, "credential": cred.credential}
         )
     return servers
+
+
+class IceServers:
+    """Hands each user the ICE servers of the ``[turn]`` section, with TURN credentials
+    minted for that user (in ``session:ready``, call answers and ``/api/ice-servers``)."""
+
+    def __init__(self, settings: TurnSettings) -> None:
+        self.stun_urls = list(settings.stun_urls)
+        self.turn_urls = list(settings.turn_urls)
+        self.secrets = [s.get_secret_value() for s in settings.turn_secret]
+        self.ttl = settings.turn_ttl
+
+    def for_user(self, user_id: str) -> list[dict[str, Any]]:
+        return ice_servers(
+            stun_urls=self.stun_urls,
+            turn_urls=self.turn_urls,
+            turn_secrets=self.secrets,
+            user_id=user_id,
+            ttl=self.ttl,
+        )

@@ -1,6 +1,6 @@
 """The room API for the chat backend (``/api/v1``): rooms, participants, pushing events,
-presence, join tokens and calls, plus its OpenAPI document."""
+presence, join tokens, calls and nodes, plus its OpenAPI document.
 
-from signaling.api.endpoints import add_api_routes
-
-__all__ = ["add_api_routes"]
+:mod:`.routes` is the route table; :mod:`.endpoints` the request pipeline;
+:mod:`.rooms`, :mod:`.messaging`, :mod:`.nodes` the handlers; :mod:`.models` the bodies.
+"""

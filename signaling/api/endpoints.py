@@ -1,17 +1,19 @@
-"""The room API's route table and the one request pipeline every endpoint goes through:
-authenticate, rate-limit, validate path, query and body, run, answer JSON.
+"""The room API's request pipeline, which every endpoint goes through: authenticate,
+rate-limit, validate path, query and body, run, answer JSON.
 
-Each :class:`Endpoint` declares its models, statuses and parameters once; the router and the
-OpenAPI document (:mod:`signaling.api.openapi`) are both built from this table, so the
-document cannot drift from what the server does.
+Each :class:`Endpoint` declares its models, statuses and parameters once, in the one route
+table (:mod:`signaling.api.routes`); the router and the OpenAPI document
+(:mod:`signaling.api.openapi`) are both built from that table, so the document cannot
+drift from what the server does. Handlers get a :class:`Context` carrying the parts of the
+node the API uses (:class:`ApiServices`), not the node itself.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -20,13 +22,21 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from signaling import events
 from signaling.api.auth import authenticate_api
 from signaling.api.errors import ApiError
-from signaling.api.models import CallId, NodeId, TrackId
+from signaling.api.models import CallId, NodeId, NodeList, TrackId
 from signaling.protocol import HubError
 from signaling.ratelimit import TokenBucket
-from signaling.ws import HUB_KEY
 
 if TYPE_CHECKING:
-    from signaling.hub import Hub
+    from config import Settings
+    from signaling.calls import CallService
+    from signaling.metrics import HubMetrics
+    from signaling.room_lifecycle import RoomLifecycle
+    from signaling.state.calls import CallStore
+    from signaling.state.delivery import Fanout
+    from signaling.state.media_hosts import MediaHosts
+    from signaling.state.membership import MembershipStore
+    from signaling.state.presence import PresenceStore
+    from signaling.state.room_records import RoomRecords
 
 log = logging.getLogger("switchboard.api")
 
@@ -45,6 +55,32 @@ PATH_PARAMS: dict[str, TypeAdapter[Any]] = {
 }
 
 
+class MediaAdmin(Protocol):
+    """What the SFU offers the API about the cluster's media nodes."""
+
+    async def list_nodes(self) -> NodeList: ...
+
+    async def drain_node(self, node: str, deadline: float) -> bool:
+        """Tell ``node`` (this one or another) to drain; ``False`` if it is not alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    """The parts of a node the room API uses."""
+
+    settings: Settings
+    records: RoomRecords
+    membership: MembershipStore
+    presence: PresenceStore
+    calls: CallStore
+    hosts: MediaHosts
+    lifecycle: RoomLifecycle
+    call_service: CallService
+    fanout: Fanout
+    media: MediaAdmin
+    metrics: HubMetrics
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     name: str
@@ -54,7 +90,7 @@ class Query:
 
 @dataclass(slots=True)
 class Context:
-    hub: Hub
+    api: ApiServices
     params: dict[str, Any]
     query: dict[str, Any]
     body: Any
@@ -82,33 +118,13 @@ class Endpoint:
         return self.handler.__name__
 
 
-ENDPOINTS: list[Endpoint] = []
-
-
-def endpoint(method: str, path: str, **options: Any) -> Callable[[Handler], Handler]:
-    """Register a handler; its docstring's first line is the operation's summary."""
-
-    def register(handler: Handler) -> Handler:
-        summary = (handler.__doc__ or handler.__name__).strip()
-        ENDPOINTS.append(Endpoint(method, PREFIX + path, handler, summary, **options))
-        return handler
-
-    return register
+def route(method: str, path: str, handler: Handler, **options: Any) -> Endpoint:
+    """One row of the route table; the handler's docstring is the operation's summary."""
+    summary = (handler.__doc__ or handler.__name__).strip()
+    return Endpoint(method, PREFIX + path, handler, summary, **options)
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-
-_LIMITERS = web.AppKey("api_limiters", dict)
-
-
-def _limit(request: web.Request, hub: Hub, key: str) -> None:
-    limiters: dict[str, TokenBucket] = request.app[_LIMITERS]
-    bucket = limiters.get(key)
-    if bucket is None:
-        s = hub.settings
-        bucket = limiters[key] = TokenBucket(s.api_rate_limit_per_second, s.api_rate_limit_burst)
-    if not bucket.take():
-        raise ApiError.rate_limited(bucket.retry_after(), bucket.rate)
 
 
 def _invalid(where: str, exc: ValidationError) -> ApiError:
@@ -140,10 +156,50 @@ async def _read_body(request: web.Request, ep: Endpoint, limit: int) -> Any:
         raise _invalid("body", exc) from None
 
 
-async def _run(request: web.Request, ep: Endpoint) -> web.Response:
-    hub: Hub = request.app[HUB_KEY]
-    key = authenticate_api(request, hub.settings)
-    _limit(request, hub, key)
+class RoomApi:
+    """The room API's HTTP routes, built from a route table over the node's services."""
+
+    def __init__(self, services: ApiServices, endpoints: Sequence[Endpoint]) -> None:
+        self.services = services
+        self.endpoints = tuple(endpoints)
+        self._limiters: dict[str, TokenBucket] = {}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route(ep.method, ep.path, self._aiohttp_handler(ep)) for ep in self.endpoints]
+
+    def _limit(self, key: str) -> None:
+        bucket = self._limiters.get(key)
+        if bucket is None:
+            s = self.services.settings
+            bucket = TokenBucket(s.api_rate_limit_per_second, s.api_rate_limit_burst)
+            self._limiters[key] = bucket
+        if not bucket.take():
+            raise ApiError.rate_limited(bucket.retry_after(), bucket.rate)
+
+    async def _run(self, request: web.Request, ep: Endpoint) -> web.Response:
+        services = self.services
+        key = authenticate_api(request, services.settings)
+        self._limit(key)
+        return await _answer(request, ep, services)
+
+    def _aiohttp_handler(self, ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            try:
+                response = await self._run(request, ep)
+            except ApiError as exc:
+                response = exc.response()
+            except HubError as exc:
+                response = ApiError.from_hub(exc).response()
+            except Exception:
+                log.exception("room API handler failed", extra={"operation": ep.operation_id})
+                response = ApiError(500, "internal_error", "internal error").response()
+            self.services.metrics.api_request(response.status)
+            return response
+
+        return handle
+
+
+async def _answer(request: web.Request, ep: Endpoint, services: ApiServices) -> web.Response:
     params = {}
     for name, raw in request.match_info.items():
         try:
@@ -157,8 +213,9 @@ async def _run(request: web.Request, ep: Endpoint) -> web.Response:
                 query[q.name] = q.adapter.validate_python(request.query[q.name])
             except ValidationError as exc:
                 raise _invalid(q.name, exc) from None
-    body = await _read_body(request, ep, hub.settings.api_max_body_bytes) if ep.body else None
-    result = await ep.handler(Context(hub, params, query, body))
+    limit = services.settings.api_max_body_bytes
+    body = await _read_body(request, ep, limit) if ep.body else None
+    result = await ep.handler(Context(services, params, query, body))
     if result is None:
         return web.Response(status=204)
     return web.Response(
@@ -166,30 +223,3 @@ async def _run(request: web.Request, ep: Endpoint) -> web.Response:
         status=ep.status,
         content_type="application/json",
     )
-
-
-def _aiohttp_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
-        try:
-            response = await _run(request, ep)
-        except ApiError as exc:
-            response = exc.response()
-        except HubError as exc:
-            response = ApiError.from_hub(exc).response()
-        except Exception:
-            log.exception("room API handler failed", extra={"operation": ep.operation_id})
-            response = ApiError(500, "internal_error", "internal error").response()
-        request.app[HUB_KEY].metrics.api_request(response.status)
-        return response
-
-    return handle
-
-
-def add_api_routes(app: web.Application) -> None:
-    # Importing the handler modules registers their endpoints.
-    from signaling.api import messaging, nodes, openapi, rooms  # noqa: F401
-
-    app[_LIMITERS] = {}
-    for ep in ENDPOINTS:
-        app.router.add_route(ep.method, ep.path, _aiohttp_handler(ep))
-    openapi.add_document_routes(app)

@@ -1,4 +1,5 @@
-"""Room API: pushing events to sockets, presence, join tokens, calls."""
+"""Room API handlers: pushing events to sockets, presence, join tokens, calls (routes in
+:mod:`signaling.api.routes`)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,21 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import TypeAdapter
 
-from signaling.api.endpoints import AUTH_ERRORS, BODY_ERRORS, Context, Query, endpoint
+from signaling.api.endpoints import Context, Query
 from signaling.api.models import (
-    BatchIn,
     BatchOut,
     CallList,
     CallOut,
     Delivery,
-    EndCallBody,
     EventIn,
     PresenceList,
     PresenceOut,
-    PresenceQueryIn,
     RoomEventIn,
     TokenIn,
     TokenOut,
     UsersEventIn,
 )
-from signaling.calls import call_duration
+from signaling.call_transitions import call_duration
 from signaling.events import RoomId, UserId
 from signaling.protocol import ErrorCode, HubError
 from signaling.tokens import mint_token
@@ -40,57 +38,35 @@ def call_out(call: Call) -> CallOut:
 # -- pushing events -------------------------------------------------------------------------
 
 
-@endpoint(
-    "POST",
-    "/rooms/{roomId}/events",
-    tag="messaging",
-    body=EventIn,
-    response=Delivery,
-    errors=BODY_ERRORS,
-)
 async def push_to_room(ctx: Context) -> Delivery:
     """Send an event (e.g. message:new) to every socket joined to a room."""
     body: EventIn = ctx.body
-    count = await ctx.hub.to_rooms([ctx.params["roomId"]], body.type, body.data)
+    count = await ctx.api.fanout.to_rooms([ctx.params["roomId"]], body.type, body.data)
     return Delivery(delivered=count)
 
 
-@endpoint(
-    "POST",
-    "/users/{userId}/events",
-    tag="messaging",
-    body=EventIn,
-    response=Delivery,
-    errors=BODY_ERRORS,
-)
 async def push_to_user(ctx: Context) -> Delivery:
     """Send an event to every device of one user."""
     body: EventIn = ctx.body
-    count = await ctx.hub.to_users([ctx.params["userId"]], body.type, body.data)
+    count = await ctx.api.fanout.to_users([ctx.params["userId"]], body.type, body.data)
     return Delivery(delivered=count)
 
 
-@endpoint(
-    "POST", "/events", tag="messaging", body=UsersEventIn, response=Delivery, errors=BODY_ERRORS
-)
 async def push_to_users(ctx: Context) -> Delivery:
     """Send one event to every device of each listed user (encoded once)."""
     body: UsersEventIn = ctx.body
-    count = await ctx.hub.to_users(body.userIds, body.type, body.data)
+    count = await ctx.api.fanout.to_users(body.userIds, body.type, body.data)
     return Delivery(delivered=count)
 
 
-@endpoint(
-    "POST", "/events/batch", tag="messaging", body=BatchIn, response=BatchOut, errors=BODY_ERRORS
-)
 async def push_batch(ctx: Context) -> BatchOut:
     """Up to 100 events, each to a room or to users, sent in the given order."""
     results = []
     for item in ctx.body.events:
         if isinstance(item, RoomEventIn):
-            count = await ctx.hub.to_rooms([item.roomId], item.type, item.data)
+            count = await ctx.api.fanout.to_rooms([item.roomId], item.type, item.data)
         else:
-            count = await ctx.hub.to_users(item.userIds, item.type, item.data)
+            count = await ctx.api.fanout.to_users(item.userIds, item.type, item.data)
         results.append(Delivery(delivered=count))
     return BatchOut(results=results)
 
@@ -98,37 +74,20 @@ async def push_batch(ctx: Context) -> BatchOut:
 # -- presence -------------------------------------------------------------------------------
 
 
-@endpoint(
-    "POST",
-    "/presence/query",
-    tag="presence",
-    body=PresenceQueryIn,
-    response=PresenceList,
-    errors=BODY_ERRORS,
-)
 async def query_presence(ctx: Context) -> PresenceList:
     """Status and last-seen of up to 1000 users."""
     wanted = list(dict.fromkeys(ctx.body.userIds))
-    found = await ctx.hub.state.get_presence(wanted)
+    found = await ctx.api.presence.get(wanted)
     return PresenceList(users=[PresenceOut(**found[u].to_wire()) for u in wanted])
 
 
 # -- tokens ---------------------------------------------------------------------------------
 
 
-@endpoint(
-    "POST",
-    "/tokens",
-    tag="tokens",
-    body=TokenIn,
-    response=TokenOut,
-    status=201,
-    errors=BODY_ERRORS,
-)
 async def create_token(ctx: Context) -> TokenOut:
     """Mint a client join token (the same format as `switchboard token`)."""
     body: TokenIn = ctx.body
-    secret = ctx.hub.settings.jwt_secret
+    secret = ctx.api.settings.jwt_secret
     assert secret is not None
     issued = int(time.time())
     token = mint_token(
@@ -152,11 +111,10 @@ CALL_QUERY = (
 )
 
 
-@endpoint("GET", "/calls", tag="calls", response=CallList, query=CALL_QUERY, errors=AUTH_ERRORS)
 async def list_calls(ctx: Context) -> CallList:
     """Calls still held: active, ringing, and ended ones within call_history_ttl."""
     q = ctx.query
-    calls = await ctx.hub.state.list_calls()
+    calls = await ctx.api.calls.list_all()
     chosen = [
         call_out(c)
         for c in sorted(calls, key=lambda c: c.created_at)
@@ -168,28 +126,18 @@ async def list_calls(ctx: Context) -> CallList:
 
 
 async def _call(ctx: Context) -> Call:
-    call = await ctx.hub.state.get_call(ctx.params["callId"])
+    call = await ctx.api.calls.get(ctx.params["callId"])
     if call is None:
         raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{ctx.params['callId']}'")
     return call
 
 
-@endpoint("GET", "/calls/{callId}", tag="calls", response=CallOut, errors=(*AUTH_ERRORS, 404))
 async def get_call(ctx: Context) -> CallOut:
     """One call's status and participants."""
     return call_out(await _call(ctx))
 
 
-@endpoint(
-    "POST",
-    "/calls/{callId}/end",
-    tag="calls",
-    body=EndCallBody,
-    body_optional=True,
-    response=CallOut,
-    errors=(*BODY_ERRORS, 404, 409),
-)
 async def end_call(ctx: Context) -> CallOut:
     """End a call for everyone (call:ended with the given reason)."""
-    call = await ctx.hub.calls.end_call(ctx.params["callId"], ctx.body.reason)
+    call = await ctx.api.call_service.end_call(ctx.params["callId"], ctx.body.reason)
     return call_out(call)

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document of the room API, built from the route table, and a docs page.
+"""The OpenAPI 3.1 document of the room API, built from the route table
+(:mod:`signaling.api.routes`), and a docs page.
 
 Both are served without authentication: they describe the API, they hold no data.
 """
@@ -15,8 +16,9 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from signaling import __version__
-from signaling.api.endpoints import ENDPOINTS, PATH_PARAMS, Endpoint
+from signaling.api.endpoints import PATH_PARAMS, Endpoint
 from signaling.api.models import ErrorBody
+from signaling.api.routes import ENDPOINTS
 
 REF = "#/components/schemas/{model}"
 STATUS_TEXT = {
@@ -95,9 +97,6 @@ def _operation(ep: Endpoint, refs: dict[tuple[type[BaseModel], str], Any]) -> di
 
 
 def build_document() -> dict[str, Any]:
-    # The handler modules register their endpoints when imported.
-    from signaling.api import messaging, nodes, rooms  # noqa: F401
-
     refs, components = models_json_schema(_models(), ref_template=REF)
     paths: dict[str, dict[str, Any]] = {}
     for ep in ENDPOINTS:
@@ -145,7 +144,8 @@ text-align:left;vertical-align:top}}pre{{background:#f6f6f6;padding:1rem;overflo
 <h2>Schemas</h2><pre>{html.escape(schemas.decode())}</pre></body></html>"""
 
 
-def add_document_routes(app: web.Application) -> None:
+def document_routes() -> list[web.RouteDef]:
+    """``/api/openapi.json`` and ``/api/docs`` (built once, served as is)."""
     document = build_document()
     body = orjson.dumps(document)
     page = _docs_page(document)
@@ -156,5 +156,4 @@ def add_document_routes(app: web.Application) -> None:
     async def docs(_: web.Request) -> web.Response:
         return web.Response(text=page, content_type="text/html")
 
-    app.router.add_get("/api/openapi.json", openapi_json)
-    app.router.add_get("/api/docs", docs)
+    return [web.get("/api/openapi.json", openapi_json), web.get("/api/docs", docs)]

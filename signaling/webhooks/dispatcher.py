@@ -21,13 +21,14 @@ import aiohttp
 import orjson
 
 from signaling import __version__
+from signaling.background import cancel_and_wait
 from signaling.state.models import now_ms
 from signaling.webhooks.signing import sign
 
 if TYPE_CHECKING:
+    from config.api import WebhookSettings
     from signaling.metrics import HubMetrics
-    from signaling.settings import Settings
-    from signaling.state import HubState
+    from signaling.state.webhook_queue import WebhookQueue
 
 log = logging.getLogger("switchboard.webhooks")
 
@@ -40,9 +41,14 @@ class LeaseLost(Exception):
 
 class WebhookDispatcher:
     def __init__(
-        self, state: HubState, metrics: HubMetrics, settings: Settings, secret: str
+        self,
+        queue: WebhookQueue,
+        metrics: HubMetrics,
+        settings: WebhookSettings,
+        secret: str,
+        node_id: str,
     ) -> None:
-        self.state = state
+        self.queue = queue
         self.metrics = metrics
         self.secret = secret
         self.timeout = settings.webhook_timeout
@@ -53,7 +59,7 @@ class WebhookDispatcher:
         # Long enough to cover a full attempt plus the longest back-off sleep between
         # renewals, so a live node never loses its lease while it waits.
         self.lease = 2 * (self.timeout + self.backoff_max) + 5
-        self.owner = f"{state.node_id}:{secrets.token_hex(4)}"
+        self.owner = f"{node_id}:{secrets.token_hex(4)}"
         self._active: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -65,12 +71,8 @@ class WebhookDispatcher:
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
-        tasks = [*self._active.values(), *([self._task] if self._task else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in [*([self._task] if self._task else []), *self._active.values()]:
+            await cancel_and_wait(task)
         if self._session is not None:
             await self._session.close()
 
@@ -79,7 +81,7 @@ class WebhookDispatcher:
             free = self.concurrency - len(self._active)
             if free > 0:
                 try:
-                    keys = await self.state.webhook_claim(self.owner, free, self.lease)
+                    keys = await self.queue.claim(self.owner, free, self.lease)
                 except Exception as exc:  # store away: deliveries wait, nothing is lost
                     log.debug("webhook claim failed: %s", exc)
                     keys = []
@@ -94,11 +96,11 @@ class WebhookDispatcher:
         """Send the key's deliveries in order until its queue is empty."""
         try:
             while True:
-                raw = await self.state.webhook_head(key)
+                raw = await self.queue.head(key)
                 if raw is None:
                     break
                 await self._deliver(key, orjson.loads(raw))
-                if not await self.state.webhook_ack(key, self.owner):
+                if not await self.queue.ack(key, self.owner):
                     raise LeaseLost
         except LeaseLost:
             log.warning("webhook key taken over by another node", extra={"key": key})
@@ -106,14 +108,14 @@ class WebhookDispatcher:
         except Exception:
             log.exception("webhook delivery loop failed", extra={"key": key})
         with contextlib.suppress(Exception):
-            await self.state.webhook_release(key, self.owner)
+            await self.queue.release(key, self.owner)
 
     async def _deliver(self, key: str, item: dict[str, Any]) -> None:
         """Attempt until delivered or out of time; either way the head is then done."""
         body = item["body"].encode()
         attempt = 0
         while True:
-            if not await self.state.webhook_renew(key, self.owner, self.lease):
+            if not await self.queue.renew(key, self.owner, self.lease):
                 raise LeaseLost
             attempt += 1
             started = time.perf_counter()

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from signaling.background import cancel_and_wait
 from signaling.state.models import now_ms
 
 if TYPE_CHECKING:
     from signaling.metrics import HubMetrics
-    from signaling.state import HubState
+    from signaling.state.webhook_queue import WebhookQueue
 
 log = logging.getLogger("switchboard.webhooks")
 
@@ -35,14 +36,14 @@ def receiver_tag(url: str) -> str:
 class WebhookOutbox:
     def __init__(
         self,
-        state: HubState,
+        queue: WebhookQueue,
         metrics: HubMetrics,
         urls: list[str],
         events: set[str],
         node_id: str,
         limit: int,
     ) -> None:
-        self.state = state
+        self.queue = queue
         self.metrics = metrics
         self.urls = urls
         self._tags = {url: receiver_tag(url) for url in urls}
@@ -84,16 +85,14 @@ class WebhookOutbox:
         """Move what is still buffered (bounded), then stop."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._flush(), 2.0)
 
     async def _flush(self) -> None:
         while self._pending:
             batch = list(self._pending)
-            await self.state.webhook_push(batch)
+            await self.queue.push(batch)
             for _ in batch:
                 self._pending.popleft()
 

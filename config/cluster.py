@@ -1,0 +1,21 @@
+"""``[cluster]``: sharing state with other nodes through Redis, and this node's place in
+the node registry."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+
+class ClusterSettings(BaseModel):
+    toml_table: ClassVar[str] = "cluster"
+    toml_prefix: ClassVar[str] = ""
+
+    redis_url: str | None = Field(
+        default=None, description="share state with other nodes through this Redis"
+    )
+    redis_prefix: str = Field(default="sb", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    node_heartbeat_interval: float = Field(default=5.0, gt=0)
+    node_dead_after: float = Field(default=15.0, gt=0)

@@ -1,0 +1,37 @@
+"""``[server]``: the process and its WebSocket endpoint (listen address, join tokens,
+per-connection abuse limits, shutdown, logging)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from config.fields import CommaList
+
+
+class ServerSettings(BaseModel):
+    toml_table: ClassVar[str] = "server"
+    toml_prefix: ClassVar[str] = ""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=7880, ge=0, le=65535)
+
+    jwt_secret: SecretStr | None = None
+    jwt_leeway: float = Field(default=5.0, ge=0, description="clock skew allowed on exp/nbf")
+    dev_secret_file: Path = Path(".switchboard/dev-secret")
+    allowed_origins: CommaList = Field(default_factory=list)
+
+    max_frame_bytes: int = Field(default=64 * 1024, ge=256)
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
+    error_budget: int = Field(default=20, ge=1, description="errors tolerated before close 1008")
+    error_refill_per_second: float = Field(default=1.0, gt=0)
+    heartbeat_interval: float = Field(default=25.0, gt=0)
+    send_buffer_limit: int = Field(default=1024 * 1024, ge=4096)
+
+    demo_tokens: bool = False
+    drain_timeout: float = Field(default=10.0, ge=0)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "INFO"

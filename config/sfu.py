@@ -1,0 +1,36 @@
+"""``[sfu]``: group calls: media sockets, timeouts, speaker detection, and what a node
+hosts in a cluster (placement limits, reconnect grace, draining, the signaling relay)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, Field
+
+from config.fields import CommaList
+
+
+class SfuSettings(BaseModel):
+    toml_table: ClassVar[str] = "sfu"
+    toml_prefix: ClassVar[str] = "sfu_"
+
+    sfu_room_capacity: int = Field(default=50, ge=2, le=500)
+    sfu_listen_ips: CommaList = Field(default_factory=list)
+    sfu_announced_ip: str | None = None
+    sfu_udp_min_port: int = Field(default=40000, ge=1024, le=65535)
+    sfu_udp_max_port: int = Field(default=49999, ge=1024, le=65535)
+    sfu_use_ice_servers: bool = False
+    sfu_ice_timeout: float = Field(default=20.0, gt=0)
+    sfu_negotiation_timeout: float = Field(default=15.0, gt=0)
+    sfu_keyframe_min_interval: float = Field(default=1.0, ge=0)
+    sfu_speaker_interval: float = Field(default=0.3, gt=0)
+    sfu_speaker_threshold_dbov: int = Field(default=60, ge=0, le=127)
+    sfu_stats_log_interval: float = Field(default=30.0, ge=0)
+    # Media placement in a cluster (0: no limit) and what survives a lost node.
+    sfu_host_rooms: bool = True
+    sfu_max_rooms: int = Field(default=0, ge=0)
+    sfu_max_participants: int = Field(default=0, ge=0)
+    sfu_max_cpu: float = Field(default=0.0, ge=0)
+    sfu_reconnect_grace: float = Field(default=20.0, ge=0)
+    sfu_drain_deadline: float = Field(default=300.0, ge=0)
+    sfu_relay_timeout: float = Field(default=10.0, gt=0)

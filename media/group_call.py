@@ -1,0 +1,188 @@
+"""A group call hosted on this node: participants, their tracks, active speakers,
+statistics.
+
+Media state is node-local by nature (the packets arrive at this process); the call's
+events go out through the fan-out, so they reach every participant's WebSocket, on
+whichever node it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from media.participant import Participant
+from media.published_track import PublishedTrack
+
+if TYPE_CHECKING:
+    from config.sfu import SfuSettings
+    from signaling.state.delivery import Fanout
+    from signaling.webhooks.outbox import WebhookOutbox
+
+log = logging.getLogger("switchboard.sfu")
+
+
+class GroupCall:
+    """One room's group call on its media node (the room keeps its id)."""
+
+    def __init__(
+        self,
+        room_id: str,
+        *,
+        settings: SfuSettings,
+        fanout: Fanout,
+        webhooks: WebhookOutbox,
+        on_empty: Callable[[GroupCall], None],
+    ) -> None:
+        self.id = room_id
+        self.settings = settings
+        self.fanout = fanout
+        self.webhooks = webhooks
+        self.participants: dict[str, Participant] = {}
+        self.created_at = time.time()
+        self._on_empty = on_empty
+        self._speakers: list[str] = []
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    # -- membership and tracks --------------------------------------------------------------
+
+    def tracks(self) -> list[PublishedTrack]:
+        return [t for p in self.participants.values() for t in p.tracks.values()]
+
+    def tracks_for(self, participant: Participant) -> Iterable[PublishedTrack]:
+        if not participant.can_subscribe:
+            return
+        for other in self.participants.values():
+            if other is not participant:
+                yield from other.tracks.values()
+
+    async def send(self, participants: Iterable[Participant], type_: str, data: Any) -> None:
+        """Encode once, queue for each participant's WebSocket, on whichever node it is
+        (detached participants miss it; they learn the room's state when resuming)."""
+        conns = [p.conn_id for p in participants if p.conn_id is not None]
+        if conns:
+            await self.fanout.to_conns(conns, type_, data)
+
+    async def broadcast(self, type_: str, data: Any, exclude: str | None = None) -> None:
+        await self.send([p for p in self.participants.values() if p.id != exclude], type_, data)
+
+    def resubscribe_all(self, exclude: str | None = None) -> None:
+        for participant in self.participants.values():
+            if participant.id != exclude:
+                participant.resubscribe()
+
+    async def announce_published(self, tracks: Iterable[PublishedTrack], exclude: str) -> None:
+        for track in tracks:
+            wire = {"roomId": self.id, "track": track.info.to_wire(track.muted)}
+            self.webhooks.emit("track_published", self.id, wire)
+            await self.broadcast("sfu:track-published", wire, exclude)
+
+    async def announce_unpublished(
+        self, tracks: Iterable[PublishedTrack], exclude: str | None = None
+    ) -> None:
+        for track in tracks:
+            self.webhooks.emit(
+                "track_unpublished",
+                self.id,
+                {"roomId": self.id, "track": track.info.to_wire(track.muted)},
+            )
+            await self.broadcast(
+                "sfu:track-unpublished",
+                {
+                    "roomId": self.id,
+                    "trackId": track.info.track_id,
+                    "participantId": track.info.participant_id,
+                },
+                exclude,
+            )
+
+    async def remove(self, participant: Participant, reason: str) -> None:
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        await self.announce_unpublished(participant.stop_media())
+        await self.broadcast(
+            "sfu:participant-left", {"roomId": self.id, **participant.to_wire(), "reason": reason}
+        )
+        self.resubscribe_all()
+        await participant.close()
+        if not self.participants:
+            await self.close()
+            self._on_empty(self)
+
+    async def close(self) -> None:
+        self._ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._ticker
+        for participant in list(self.participants.values()):
+            await participant.close()
+        self.participants.clear()
+
+    # -- periodic work: active speakers, bitrates, sender reports, stats logs ----------------
+
+    async def _tick(self) -> None:
+        interval = self.settings.sfu_speaker_interval
+        last_second = last_log = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                last_second, last_log = await self._tick_once(last_second, last_log)
+            except Exception:
+                log.exception("sfu room tick failed", extra={"room": self.id})
+
+    async def _tick_once(self, last_second: float, last_log: float) -> tuple[float, float]:
+        await self._update_speakers()
+        now = time.monotonic()
+        if now - last_second >= 1.0:
+            last_second = now
+            for participant in self.participants.values():
+                for track in participant.tracks.values():
+                    track.tick()
+                for slot in participant.slots:
+                    slot.sync_sender_report()
+        log_every = self.settings.sfu_stats_log_interval
+        if log_every and now - last_log >= log_every:
+            last_log = now
+            log.info("sfu room stats", extra={"room": self.id, "stats": self.stats()})
+        return last_second, last_log
+
+    async def _update_speakers(self) -> None:
+        threshold = self.settings.sfu_speaker_threshold_dbov
+        levels: list[tuple[float, PublishedTrack]] = []
+        for track in self.tracks():
+            if track.kind != "audio":
+                continue
+            level = track.take_level()
+            if level is not None and level < threshold and not track.muted:
+                levels.append((level, track))
+        levels.sort(key=lambda item: item[0])
+        speakers = [t.info.participant_id for _, t in levels]
+        if speakers == self._speakers:
+            return
+        self._speakers = speakers
+        await self.broadcast(
+            "sfu:active-speakers",
+            {
+                "roomId": self.id,
+                "speakers": [
+                    {
+                        "participantId": t.info.participant_id,
+                        "userId": t.info.user_id,
+                        "trackId": t.info.track_id,
+                        "level": round(-level, 1),
+                    }
+                    for level, t in levels
+                ],
+            },
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "roomId": self.id,
+            "participants": len(self.participants),
+            "tracks": [t.stats() for t in self.tracks()],
+        }

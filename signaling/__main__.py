@@ -1,5 +1,0 @@
-"""Allow ``python -m signaling`` as an alias of the ``switchboard`` console script."""
-
-from signaling.cli import main
-
-raise SystemExit(main())

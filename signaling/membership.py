@@ -1,0 +1,97 @@
+"""Room membership (``room:join``/``room:leave``): joins are per connection, membership
+events per user.
+
+``room:member-joined`` fires when a user's first device joins and ``room:member-left``
+when the last one leaves, so multi-device users do not spam their rooms.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.models import Member
+
+if TYPE_CHECKING:
+    from signaling.events import RoomRef
+    from signaling.room_lifecycle import RoomLifecycle
+    from signaling.state.delivery import Fanout
+    from signaling.state.membership import MembershipStore
+    from signaling.state.models import RemoteConnection
+    from signaling.state.presence import PresenceStore
+    from signaling.typing_indicators import TypingService
+    from signaling.websocket import Connection
+
+
+class MembershipService:
+    def __init__(
+        self,
+        *,
+        store: MembershipStore,
+        presence: PresenceStore,
+        fanout: Fanout,
+        lifecycle: RoomLifecycle,
+        typing: TypingService,
+        max_rooms_per_connection: int,
+    ) -> None:
+        self.store = store
+        self.presence = presence
+        self.fanout = fanout
+        self.lifecycle = lifecycle
+        self.typing = typing
+        self.max_rooms = max_rooms_per_connection
+
+    async def on_join(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
+        room_id = payload.roomId
+        if not conn.principal.may_join(room_id):
+            raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
+        room = await self.lifecycle.ensure(room_id)
+        if room_id not in conn.rooms:
+            if len(conn.rooms) >= self.max_rooms:
+                raise HubError(
+                    ErrorCode.TOO_MANY_ROOMS, f"at most {self.max_rooms} rooms per connection"
+                )
+            first = await self.store.join(
+                room_id, Member(conn.user_id, conn.name), conn.id, room.capacity
+            )
+            conn.rooms.add(room_id)
+            if first:
+                self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
+                me = (await self.presence.get([conn.user_id]))[conn.user_id]
+                await self.fanout.to_rooms(
+                    [room_id],
+                    "room:member-joined",
+                    {"roomId": room_id, "name": conn.name, **me.to_wire()},
+                    exclude_user=conn.user_id,
+                )
+        members = await self.store.members(room_id)
+        presence = await self.presence.get([m.user_id for m in members])
+        return {
+            "roomId": room_id,
+            "type": room.type,
+            "metadata": room.metadata,
+            "members": [{"name": m.name, **presence[m.user_id].to_wire()} for m in members],
+        }
+
+    async def on_leave(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
+        if payload.roomId not in conn.rooms:
+            raise HubError(ErrorCode.NOT_IN_ROOM, f"not joined to room '{payload.roomId}'")
+        await self.leave(conn, payload.roomId, "left")
+        return {"roomId": payload.roomId}
+
+    async def connection_gone(self, conn: Connection | RemoteConnection) -> None:
+        for room_id in list(conn.rooms):
+            await self.leave(conn, room_id, "disconnected")
+
+    async def leave(self, conn: Connection | RemoteConnection, room_id: str, reason: str) -> None:
+        """Take one device out of the room (``reason`` goes to the webhook)."""
+        await self.typing.clear(conn, room_id)
+        conn.rooms.discard(room_id)
+        if await self.store.leave(room_id, conn.user_id, conn.id):
+            await self.fanout.to_rooms(
+                [room_id],
+                "room:member-left",
+                {"roomId": room_id, "userId": conn.user_id},
+                exclude_user=conn.user_id,
+            )
+            await self.lifecycle.member_left(room_id, conn.user_id, reason)

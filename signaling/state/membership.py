@@ -1,0 +1,31 @@
+"""Room membership: which connections (devices) of which users joined which rooms."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from signaling.state.models import Member
+
+
+class MembershipStore(ABC):
+    @abstractmethod
+    async def join(
+        self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
+    ) -> bool:
+        """Join a connection to a room; ``True`` if it is the user's first device there.
+
+        With ``capacity``, a user who is not yet a member is refused (``room_full``) when
+        the room already has that many members; the check and the join are one step."""
+
+    @abstractmethod
+    async def leave(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        """Remove a connection from a room; ``True`` if it was the user's last device."""
+
+    @abstractmethod
+    async def members(self, room_id: str) -> list[Member]: ...
+
+    @abstractmethod
+    async def rooms_of(self, user_id: str) -> set[str]: ...
+
+    async def share_a_room(self, user_a: str, user_b: str) -> bool:
+        return not (await self.rooms_of(user_a)).isdisjoint(await self.rooms_of(user_b))

@@ -1,0 +1,201 @@
+"""The node's link to Redis: one client, whether Redis is reachable now, and the two ways
+an operation behaves while it is not.
+
+- :meth:`RedisLink.or_local`: Redis first, this node's own view as the fallback (presence,
+  rooms and delivery keep serving this node's users through an outage).
+- :meth:`RedisLink.shared`: operations only Redis can answer (calls, typing, records)
+  refuse at once with ``unavailable`` while it is away.
+
+A failed command marks the link offline and sets :attr:`RedisLink.lost`; the node's
+lifecycle (:mod:`signaling.state.redis.lifecycle`) reconnects and re-publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.redis import scripts as lua
+from signaling.state.redis.keys import Keys
+
+log = logging.getLogger("switchboard.redis")
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Failures that mean "Redis is not reachable right now", as opposed to bugs.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+#: Commands wait for one of these connections instead of opening more: a burst of joins
+#: must not exhaust Redis's maxclients (which would look like an outage).
+POOL_SIZE = 64
+
+SCRIPTS = (
+    "SET_DEVICE",
+    "JOIN_ROOM",
+    "LEAVE_ROOM",
+    "TYPING_START",
+    "TYPING_STOP",
+    "TYPING_EXPIRE",
+    "CLAIM_TIMERS",
+    "WEBHOOK_CLAIM",
+    "WEBHOOK_ACK",
+    "WEBHOOK_RENEW",
+    "WEBHOOK_RELEASE",
+    "PUT_NEWER_CALL",
+    "DELETE_IF",
+)
+
+
+def connect_client(url: str) -> Redis:
+    """A client that fails fast (the node decides when to retry).
+
+    ``redis://``, ``rediss://`` and ``unix://`` URLs are Redis's own. Sentinel:
+    ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": 3.0,
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if url.startswith("redis+sentinel://"):
+        parts = urlsplit(url)
+        hosts = parts.netloc.rsplit("@", 1)[-1]
+        service, _, db = parts.path.strip("/").partition("/")
+        sentinels = []
+        for host in hosts.split(","):
+            name, _, port = host.rpartition(":")
+            sentinels.append((name, int(port or 26379)))
+        sentinel = Sentinel(sentinels, **options)
+        return sentinel.master_for(
+            service,
+            password=parts.password,
+            db=int(db or 0),
+            max_connections=POOL_SIZE,
+            **options,
+        )
+    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5.0, **options)
+    return Redis(connection_pool=pool)
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+class StateUnavailable(HubError):
+    def __init__(self) -> None:
+        super().__init__(
+            ErrorCode.UNAVAILABLE, "shared state is unreachable right now; retry shortly"
+        )
+
+
+class RedisLink:
+    def __init__(self, url: str, prefix: str, node_id: str) -> None:
+        self.url = url
+        self.node_id = node_id
+        self.keys = Keys(prefix)
+        self.client: Redis = connect_client(url)
+        self.online = False
+        #: Whether this node's first-hand state is back in Redis after (re)connecting.
+        self.synced = False
+        #: Set when a command failed for lack of Redis: the lifecycle reconnects.
+        self.lost = asyncio.Event()
+        self.scripts: dict[str, AsyncScript] = {
+            name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
+        }
+
+    async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        if client is None:
+            return await self.scripts[name](keys=keys, args=args)
+        return await self.scripts[name](keys=keys, args=args, client=client)
+
+    def failed(self, exc: BaseException) -> None:
+        """A command failed for lack of Redis: serve locally until it is back.
+
+        The Redis client reports a command cancelled mid-read (the task awaiting it was
+        cancelled: a client hung up, the node is stopping) as a closed connection. That
+        is no outage: the cancellation goes on as such."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError() from exc
+        if self.online:
+            log.warning("Redis connection lost (%s); serving local users only", exc)
+        self.online = self.synced = False
+        self.lost.set()
+
+    @contextlib.contextmanager
+    def or_local(self) -> Iterator[None]:
+        """Redis first, this node's own view as the fallback: a lost connection is noted
+        and the caller goes on to answer from the local index."""
+        try:
+            yield
+        except UNREACHABLE as exc:
+            self.failed(exc)
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """For operations only Redis can answer: refuse at once while it is away, and
+        turn a lost connection into ``unavailable``."""
+        if not self.online:
+            raise StateUnavailable()
+        try:
+            yield
+        except UNREACHABLE as exc:
+            self.failed(exc)
+            raise StateUnavailable() from exc
+
+    async def publish(self, messages: list[tuple[str, bytes]]) -> int:
+        """PUBLISH each ``(channel, data)`` in one round trip; receivers counted."""
+        if not messages:
+            return 0
+        with self.or_local():
+            async with self.client.pipeline(transaction=False) as pipe:
+                for channel, data in messages:
+                    pipe.publish(channel, data)
+                return sum(await pipe.execute())
+        return 0
+
+    async def update_json(
+        self,
+        key: str,
+        record_id: str,
+        load: Callable[[dict[str, Any]], R],
+        mutate: Callable[[R], T],
+    ) -> tuple[R, T, bytes]:
+        """Optimistic transaction on one JSON record: concurrent updates (two devices
+        accepting a call) make all but one retry on top of the winner's result."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                await pipe.watch(key)
+                raw = await pipe.get(key)
+                if raw is None:
+                    await pipe.reset()
+                    raise KeyError(record_id)
+                record = load(orjson.loads(raw))
+                result = mutate(record)
+                new_raw = orjson.dumps(record.to_dict())  # type: ignore[attr-defined]
+                pipe.multi()
+                pipe.set(key, new_raw)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    continue
+                return record, result, new_raw

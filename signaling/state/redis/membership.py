@@ -1,0 +1,104 @@
+"""Room membership in Redis: per room a members hash (user -> name) and a device set per
+user, changed by scripts that answer first/last device; per user the set of rooms; per
+node the memberships of its sockets (what the reaper releases if the node dies)."""
+
+from __future__ import annotations
+
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.delivery import node_of
+from signaling.state.membership import MembershipStore
+from signaling.state.models import Member
+from signaling.state.redis.delivery import RedisDelivery
+from signaling.state.redis.link import RedisLink
+
+
+class RedisMembership(MembershipStore):
+    def __init__(self, link: RedisLink, delivery: RedisDelivery) -> None:
+        self.link = link
+        self.delivery = delivery
+
+    def _here(self, room_id: str, user_id: str) -> bool:
+        """Whether one of the user's sockets on this node is in the room (the answer to
+        first/last device while Redis is away)."""
+        return any(s.user_id == user_id for s in self.delivery.local_room_members(room_id))
+
+    async def join(
+        self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
+    ) -> bool:
+        locally_first = not self._here(room_id, member.user_id)
+        await self.delivery.room_joined(room_id, conn_id)
+        if not self.link.online:
+            return locally_first
+        with self.link.or_local():
+            first = await self._write_join(room_id, member.user_id, member.name, conn_id, capacity)
+            if first < 0:
+                await self.delivery.room_left(room_id, conn_id)
+                raise HubError(
+                    ErrorCode.ROOM_FULL, f"room '{room_id}' is full ({capacity} members)"
+                )
+            return first == 1
+        return locally_first
+
+    async def _write_join(
+        self, room_id: str, user_id: str, name: str, conn_id: str, capacity: int | None = None
+    ) -> int:
+        """1: first device, 0: another device, -1: refused (the room is full)."""
+        k = self.link.keys
+        first = int(
+            await self.link.run(
+                "JOIN_ROOM",
+                [k.room_members(room_id), k.room_devices(room_id, user_id)],
+                [user_id, name, conn_id, "" if capacity is None else capacity],
+            )
+        )
+        if first >= 0:
+            async with self.link.client.pipeline(transaction=False) as pipe:
+                pipe.sadd(k.user_rooms(user_id), room_id)
+                pipe.sadd(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
+                await pipe.execute()
+        return first
+
+    async def leave(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        await self.delivery.room_left(room_id, conn_id)
+        locally_last = not self._here(room_id, user_id)
+        if not self.link.online:
+            return locally_last
+        k = self.link.keys
+        with self.link.or_local():
+            async with self.link.client.pipeline(transaction=False) as pipe:
+                await self.link.run(
+                    "LEAVE_ROOM",
+                    [k.room_members(room_id), k.room_devices(room_id, user_id)],
+                    [user_id, conn_id],
+                    pipe,
+                )
+                pipe.srem(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
+                last = bool((await pipe.execute())[0])
+            if last:
+                await self.link.client.srem(k.user_rooms(user_id), room_id)
+            return last
+        return locally_last
+
+    async def members(self, room_id: str) -> list[Member]:
+        if self.link.online:
+            with self.link.or_local():
+                row = await self.link.client.hgetall(self.link.keys.room_members(room_id))
+                return [Member(u.decode(), n.decode()) for u, n in row.items()]
+        here = {
+            s.user_id: Member(s.user_id, s.name) for s in self.delivery.local_room_members(room_id)
+        }
+        return list(here.values())
+
+    async def rooms_of(self, user_id: str) -> set[str]:
+        if self.link.online:
+            with self.link.or_local():
+                rooms = await self.link.client.smembers(self.link.keys.user_rooms(user_id))
+                return {r.decode() for r in rooms}
+        return {r for r in self.delivery.room_conns if self._here(r, user_id)}
+
+    async def republish(self) -> None:
+        """Write this node's memberships back (each re-checked, as presence does)."""
+        for room_id, conns in list(self.delivery.room_conns.items()):
+            for conn_id, socket in list(conns.items()):
+                if conn_id in self.delivery.room_conns.get(room_id, {}):
+                    await self._write_join(room_id, socket.user_id, socket.name, conn_id)

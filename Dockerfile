@@ -3,9 +3,11 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY config ./config
+COPY turn ./turn
 COPY signaling ./signaling
 COPY media ./media
-COPY turn ./turn
+COPY switchboard ./switchboard
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

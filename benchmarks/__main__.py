@@ -1,12 +1,17 @@
-"""Entry point: ``python -m benchmarks {signaling,media,cluster} [options]``."""
+"""Entry point: ``python -m benchmarks {signaling,media,cluster,connectivity} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import cluster, media, signaling
+from benchmarks import cluster, connectivity, media, signaling
 
-SCENARIOS = {"signaling": signaling.main, "media": media.main, "cluster": cluster.main}
+SCENARIOS = {
+    "signaling": signaling.main,
+    "media": media.main,
+    "cluster": cluster.main,
+    "connectivity": connectivity.main,
+}
 
 
 def main() -> int:

@@ -28,6 +28,10 @@ class TurnSettings(BaseModel):
     turn_external_ip: str | None = None
     turn_cert: str | None = None
     turn_pkey: str | None = None
+    turn_allowed_peer_ips: CommaList = Field(
+        default_factory=list,
+        description="ranges the relay may reach despite the denied private ranges",
+    )
 
     @field_validator("turn_urls", "stun_urls")
     @classmethod

@@ -160,3 +160,17 @@ def use_ice_connection(cls: type[aioice.ice.Connection]) -> None:
 def add_host_protocol(connection: aioice.ice.Connection, protocol: StunProtocol) -> None:
     """Register a socket bound by the caller as one of the connection's host sockets."""
     connection._protocols.append(protocol)
+
+
+def nominated_pair(pc: Any) -> tuple[aioice.ice.Connection, aioice.ice.CandidatePair] | None:
+    """The ICE connection under a peer connection and the pair it nominated (component 1),
+    or ``None`` before ICE completes."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if dtls is None:
+            continue
+        connection = dtls.transport._connection
+        pair = connection._nominated.get(1)
+        if pair is not None:
+            return connection, pair
+    return None

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtp import RtpPacket
 
@@ -27,6 +34,16 @@ from signaling.client import HubClient
 
 # aiortc's default "balanced" policy mis-bundles two sections of one kind in one offer.
 BUNDLED = RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+
+
+def configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
+    """A bundled configuration with the ICE servers the server handed out (the first
+    STUN URL is aiortc's; every TURN URL is gathered through :class:`media.ice.IcePolicy`)."""
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in ice_servers
+    ]
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 @dataclass
@@ -78,6 +95,7 @@ class SfuClient:
         self.decode = decode
         self.keep_arrivals = keep_arrivals
         self.policy = policy or ice.IcePolicy(listen_ips=("127.0.0.1",))
+        self.config = BUNDLED
         self.publisher: RTCPeerConnection | None = None
         self.subscriber: RTCPeerConnection | None = None
         self.participant_id: str | None = None
@@ -111,6 +129,12 @@ class SfuClient:
         self.participant_id = ack["participantId"]
         self.resume_token = ack["resumeToken"]
         self.media_node = ack["mediaNode"]
+        # Like a browser: the ICE servers of the join answer, every TURN URL of them.
+        servers = ack.get("iceServers") or []
+        self.config = configuration(servers)
+        turn = ice.turn_servers(servers)
+        if turn and not self.policy.turn_servers:
+            self.policy = dataclasses.replace(self.policy, turn_servers=turn)
 
     async def resume(self, hub: HubClient) -> dict[str, Any]:
         """Take the session over from a new WebSocket (the old one, or its node, is gone)."""
@@ -164,7 +188,7 @@ class SfuClient:
     ) -> dict[str, Any]:
         """Publish ``(track, source)`` pairs on a fresh or existing publish connection."""
         ice.ICE_POLICY.set(self.policy)
-        pc = self.publisher = self.publisher or RTCPeerConnection(BUNDLED)
+        pc = self.publisher = self.publisher or RTCPeerConnection(self.config)
         self._sources.extend(tracks)
         senders = {}
         for track, source in tracks:
@@ -209,7 +233,7 @@ class SfuClient:
     async def _apply_offer(self, data: dict[str, Any]) -> None:
         ice.ICE_POLICY.set(self.policy)
         if self.subscriber is None:
-            self.subscriber = RTCPeerConnection(BUNDLED)
+            self.subscriber = RTCPeerConnection(self.config)
         pc = self.subscriber
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())

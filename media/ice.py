@@ -1,25 +1,31 @@
-"""Where the server's ICE sockets live: listen addresses, a UDP port range, an announced IP.
+"""Where ICE sockets live and which candidates are gathered: listen addresses, a UDP port
+range, an announced IP, and every TURN server a client was given.
 
 aiortc creates its aioice ``Connection`` deep inside ``RTCPeerConnection``, with host
-addresses taken from every interface and ports chosen by the kernel. A media server needs
-the opposite: a fixed port range to open in the firewall, chosen interfaces, and (behind
-1:1 NAT on a cloud VM) a public address written into its candidates while the socket stays
-bound to the private one, as mediasoup's ``announcedAddress`` does.
+addresses taken from every interface, ports chosen by the kernel, and at most one STUN and
+one TURN server. A media server needs a fixed port range to open in the firewall, chosen
+interfaces, and (behind 1:1 NAT on a cloud VM) a public address written into its
+candidates while the socket stays bound to the private one, as mediasoup's
+``announcedAddress`` does. A client behind a firewall needs what browsers do: a relay
+candidate from each TURN server it was given (UDP, TCP and TLS on 443), so that one of
+them gets through whatever the network lets out.
 
 :func:`install` swaps aiortc's ``Connection`` (through :mod:`media.aiortc_hooks`) for
 :class:`PolicyConnection`, which behaves exactly like the original unless an
 :class:`IcePolicy` is active in the current context (:data:`ICE_POLICY`). The SFU sets
 the policy in the tasks that build its peer connections; clients in the same process
-(tests, benchmarks) keep aioice's behaviour unless they set one of their own (loopback
-only, say).
+(tests, benchmarks, bots) set one of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import aioice.ice
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -27,16 +33,71 @@ from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from media import aiortc_hooks
 
 BIND_ATTEMPTS = 64
+#: Relay candidates are preferred over UDP to the TURN server, then TCP, then TLS (as
+#: browsers rank them): a network that lets UDP through gets the cheapest relay.
+RELAY_PREFERENCE = {"udp": 2, "tcp": 1, "tls": 0}
+#: Once a relay candidate is in, the others get this much longer (seconds): aiortc does
+#: not trickle, so a STUN or TURN server the network blocks would otherwise hold every
+#: offer for the whole gathering timeout (5 s) although the call can already connect.
+AFTER_FIRST_RELAY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnServer:
+    """One TURN URL with its credentials: where relayed candidates come from."""
+
+    host: str
+    port: int
+    transport: str  # "udp", "tcp" or "tls"
+    username: str
+    password: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.transport}:{self.host}:{self.port}"
+
+
+def turn_servers(ice_servers: Iterable[dict[str, Any]]) -> tuple[TurnServer, ...]:
+    """Every TURN server of an ``RTCIceServer`` list (as ``session:ready`` hands it out):
+    ``turn:host:port?transport=udp|tcp`` and ``turns:host:port?transport=tcp`` (TLS)."""
+    found = []
+    for server in ice_servers:
+        urls = server.get("urls") or []
+        for url in [urls] if isinstance(urls, str) else urls:
+            scheme, _, rest = url.partition(":")
+            if scheme not in ("turn", "turns"):
+                continue
+            address, _, query = rest.partition("?")
+            parts = urlsplit("//" + address)
+            transport = "tcp" if "transport=tcp" in query else "udp"
+            if scheme == "turns":
+                transport = "tls"
+            default = 5349 if scheme == "turns" else 3478
+            found.append(
+                TurnServer(
+                    parts.hostname or "",
+                    parts.port or default,
+                    transport,
+                    str(server.get("username") or ""),
+                    str(server.get("credential") or ""),
+                )
+            )
+    return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
 class IcePolicy:
-    """Host-candidate rules for peer connections created while this policy is active."""
+    """Candidate rules for peer connections created while this policy is active.
+
+    ``turn_servers``: relay candidates from each of them (instead of aiortc's first TURN
+    URL only). ``announced_ip``: written into host candidates (and no server-reflexive
+    candidate is gathered: the announced address is the public one)."""
 
     listen_ips: tuple[str, ...] = ()
     min_port: int = 0
     max_port: int = 0
     announced_ip: str | None = None
+    turn_servers: tuple[TurnServer, ...] = ()
 
     def host_addresses(self) -> list[str]:
         if self.listen_ips:
@@ -73,11 +134,13 @@ async def _bind(
 
 
 class PolicyConnection(aioice.ice.Connection):
-    """aioice's Connection, with host candidates gathered by the active :class:`IcePolicy`."""
+    """aioice's Connection, with candidates gathered by the active :class:`IcePolicy`."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._policy = ICE_POLICY.get()
+        #: Which TURN server each relayed candidate came from (by its relay address).
+        self.relays: dict[tuple[str, int], TurnServer] = {}
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
@@ -86,6 +149,7 @@ class PolicyConnection(aioice.ice.Connection):
         if policy is None:
             return await super().get_component_candidates(component, addresses, timeout)
         candidates: list[Candidate] = []
+        protocols = []
         for address in policy.host_addresses():
             protocol = await _bind(self, address, policy)
             port = protocol.transport.get_extra_info("sockname")[1]
@@ -100,15 +164,107 @@ class PolicyConnection(aioice.ice.Connection):
                 type="host",
             )
             aiortc_hooks.add_host_protocol(self, protocol)
+            protocols.append(protocol)
             candidates.append(protocol.local_candidate)
-        # STUN (server-reflexive) needs no host sockets of ours to be useful behind an
-        # announced address; TURN relays are gathered by aioice as usual.
-        stun, self.stun_server = self.stun_server, None
-        try:
-            candidates += await super().get_component_candidates(component, [], timeout)
-        finally:
-            self.stun_server = stun
-        return candidates
+        tasks: list[asyncio.Task[tuple[Candidate, Any]]] = []
+        if self.stun_server and policy.announced_ip is None:
+            tasks += [
+                asyncio.create_task(aioice.ice.server_reflexive_candidate(p, self.stun_server))
+                for p in protocols
+            ]
+        servers = policy.turn_servers or self._aiortc_turn_server()
+        relay_tasks = {asyncio.create_task(self._relayed(component, s)): s for s in servers}
+        tasks += relay_tasks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(tasks)
+        relayed: list[tuple[Candidate, Any, TurnServer]] = []
+        while pending:
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, deadline - loop.time()), return_when="FIRST_COMPLETED"
+            )
+            if not done:
+                break
+            for task in done:
+                if task.cancelled() or task.exception() is not None:
+                    continue  # that server is unreachable from here: others may not be
+                candidate, relay_protocol = task.result()
+                if relay_protocol is None:
+                    candidates.append(candidate)
+                else:
+                    relayed.append((candidate, relay_protocol, relay_tasks[task]))
+                    deadline = min(deadline, loop.time() + AFTER_FIRST_RELAY)
+        for task in pending:
+            task.cancel()
+        return candidates + self._keep_relays(relayed)
+
+    def _keep_relays(self, relayed: list[tuple[Candidate, Any, TurnServer]]) -> list[Candidate]:
+        """Relays over TCP or TLS only where UDP to the TURN server failed: with a UDP relay
+        in hand they add only a heavier path (and aioice's aggressive nomination might
+        take whichever answers first)."""
+        if any(server.transport == "udp" for _, _, server in relayed):
+            for _, protocol, server in relayed:
+                if server.transport != "udp":
+                    protocol.transport.close()
+            relayed = [entry for entry in relayed if entry[2].transport == "udp"]
+        for candidate, protocol, server in relayed:
+            aiortc_hooks.add_host_protocol(self, protocol)
+            self.relays[(candidate.host, candidate.port)] = server
+        return [candidate for candidate, _, _ in relayed]
+
+    def _aiortc_turn_server(self) -> tuple[TurnServer, ...]:
+        """The one TURN server aiortc configured, when the policy names none."""
+        if not self.turn_server:
+            return ()
+        transport = "tls" if self.turn_ssl else self.turn_transport
+        host, port = self.turn_server
+        return (TurnServer(host, port, transport, self.turn_username, self.turn_password),)
+
+    async def _relayed(self, component: int, server: TurnServer) -> tuple[Candidate, Any]:
+        candidate, protocol = await aioice.ice.relayed_candidate(
+            component=component,
+            hide_related_address=False,
+            protocol_factory=lambda: aioice.ice.StunProtocol(self),
+            turn_server=(server.host, server.port),
+            turn_username=server.username,
+            turn_password=server.password,
+            turn_ssl=server.transport == "tls",
+            turn_transport="udp" if server.transport == "udp" else "tcp",
+        )
+        candidate.priority = candidate_priority(
+            component, "relay", local_pref=65535 - 2 + RELAY_PREFERENCE[server.transport]
+        )
+        candidate.foundation = candidate_foundation("relay", server.transport, candidate.host)
+        return candidate, protocol
+
+
+def selected_pair(pc: Any) -> dict[str, Any] | None:
+    """The candidate pair a peer connection's ICE transport nominated, both ends described
+    (type, address, transport; for a relay of ours, how it reaches its TURN server)."""
+    found = aiortc_hooks.nominated_pair(pc)
+    if found is None:
+        return None
+    connection, pair = found
+    local, remote = pair.local_candidate, pair.remote_candidate
+    relays = getattr(connection, "relays", {})
+    described = {
+        "local": {
+            "type": local.type,
+            "address": local.host,
+            "port": local.port,
+            "transport": local.transport,
+        },
+        "remote": {
+            "type": remote.type,
+            "address": remote.host,
+            "port": remote.port,
+            "transport": remote.transport,
+        },
+    }
+    server = relays.get((local.host, local.port))
+    if server is not None:
+        described["local"]["relayTransport"] = server.transport
+    return described
 
 
 def install() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from media.ice import selected_pair
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
@@ -82,6 +83,11 @@ class MediaOps:
         stats = participant.room.stats()
         stats["mediaNode"] = self.host.node
         stats["subscriptions"] = [s.stats() for s in participant.slots if s.track is not None]
+        # How this participant reaches the server: direct (host, srflx/prflx) or relayed.
+        stats["connection"] = {
+            "publisher": selected_pair(participant.publisher) if participant.publisher else None,
+            "subscriber": selected_pair(participant.subscriber),
+        }
         return stats
 
     # -- what the room API changes -------------------------------------------------------------

@@ -70,4 +70,8 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Libraries that narrate every ICE check and packet at INFO: their warnings only,
+    # unless the operator asked for DEBUG.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
+    for name in ("aiohttp.access", "aioice", "aiortc"):
+        logging.getLogger(name).setLevel(quiet)

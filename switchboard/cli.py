@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     turn.add_argument("--min-port", type=int, help="first relay port")
     turn.add_argument("--max-port", type=int, help="last relay port")
     turn.add_argument(
+        "--allowed-peer-ip",
+        action="append",
+        default=[],
+        metavar="RANGE",
+        help="a range the relay may reach despite the denied ranges (repeatable)",
+    )
+    turn.add_argument(
         "--allow-loopback-peers",
         action="store_true",
         help="TESTS ONLY: let the relay reach 127.0.0.0/8",
@@ -147,6 +154,7 @@ def _turn_config(settings: Settings, args: argparse.Namespace) -> int:
         cert=settings.turn_cert,
         pkey=settings.turn_pkey,
         allow_loopback_peers=args.allow_loopback_peers,
+        allowed_peer_ips=[*settings.turn_allowed_peer_ips, *args.allowed_peer_ip],
     )
     try:
         text = render(config)

@@ -96,3 +96,19 @@ def test_cluster_quick_mode_compares_relayed_with_local_signaling(tmp_path):
     assert set(comparison) == {"join", "publish", "stats", "mute", "mute_event"}
     assert all("added_p50_ms" in v and v["ratio_p50"] > 0 for v in comparison.values())
     assert "relayed so far" in stderr  # progress is shown
+
+
+def test_connectivity_quick_mode_connects_through_the_lab(tmp_path):
+    """One 1:1 call that only a relay can carry and one group join over TURN/TCP, in the
+    network lab; every scenario of the full run is also a test of tests/test_netlab.py."""
+    started = time.monotonic()
+    report, stderr = run_quick("connectivity", tmp_path)
+    assert time.monotonic() - started < 60
+    assert report["all_connected"] is True
+    one_to_one, group = report["scenarios"]
+    (path,) = one_to_one["paths"]  # symmetric NAT to a filtering NAT: only a relay works
+    assert "relay/udp" in path or path.endswith("-> relay"), path
+    assert group["paths"] == {"relay/tcp; server sees relay": 1}
+    for scenario in report["scenarios"]:
+        assert scenario["success_rate"] == 1.0 and scenario["first_media_ms"]["p50"] > 0
+    assert "lab up in" in stderr  # progress is shown

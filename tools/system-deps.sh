@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system programs the test suite runs for real, where they are missing:
 # coturn (turnserver, turnutils_uclient), redis-server, Chromium for the browser tests, and
-# for the benchmarks' quick runs Node.js with npm (the Socket.IO peer) and Janus (VideoRoom).
+# for the benchmarks' quick runs Node.js with npm (the Socket.IO peer) and Janus (VideoRoom),
+# and for the network lab (tests/netlab) iproute2 (ip, tc) and nftables.
 # Debian/Ubuntu; as root, or through sudo.
 set -euo pipefail
 missing=()
@@ -14,6 +15,8 @@ need node nodejs
 need npm npm
 need janus janus
 need ip iproute2
+need tc iproute2
+need nft nftables
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -48,6 +48,9 @@ class TurnConfig:
     total_quota: int = 1200
     max_bps: int = 0
     allow_loopback_peers: bool = False  # tests only: relaying to 127.0.0.1
+    #: Ranges (``a.b.c.d`` or ``a.b.c.d-e.f.g.h``) the relay may reach although they are
+    #: in a denied range: the SFU's private network when coturn sits beside it.
+    allowed_peer_ips: list[str] = field(default_factory=list)
 
 
 def render(config: TurnConfig) -> str:
@@ -95,5 +98,7 @@ def render(config: TurnConfig) -> str:
         "max_bps": config.max_bps,
         "loopback": loopback,
         "denied_peers": "\n".join(f"denied-peer-ip={r}" for r in denied),
+        "allowed_peers": "\n".join(f"allowed-peer-ip={r}" for r in config.allowed_peer_ips)
+        or "# allowed-peer-ip: none (add the SFU's private range if coturn relays to it)",
     }
     return Template(TEMPLATE.read_text()).substitute(values)

@@ -1,4 +1,6 @@
-"""Is each configured TURN/STUN server answering? A STUN binding request per server.
+"""Is each configured TURN/STUN server answering? A STUN binding request per server, over
+the transport its URL names: UDP, TCP, or TLS (the certificate is verified as a client's
+would be), so a TLS listener with a bad certificate reads as down.
 
 Results are cached for a few seconds so a load balancer polling ``/health`` cannot turn the
 hub into a STUN traffic generator.
@@ -7,6 +9,7 @@ hub into a STUN traffic generator.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,17 +54,30 @@ class _Probe(asyncio.DatagramProtocol):
             self.answered.set_result(True)
 
 
+async def _stream_exchange(target: Target, request: stun.Message, timeout: float) -> bool:
+    """One binding request over TCP or TLS: STUN messages are self-delimiting there (a
+    20-byte header carrying the body length, RFC 8489 section 6.2.2)."""
+    context = ssl.create_default_context() if target.transport == "tls" else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(target.host, target.port, ssl=context), timeout
+    )
+    try:
+        writer.write(bytes(request))
+        header = await asyncio.wait_for(reader.readexactly(20), timeout)
+        body = await asyncio.wait_for(reader.readexactly(int.from_bytes(header[2:4])), timeout)
+        answer = stun.parse_message(header + body)
+        return answer.transaction_id == request.transaction_id
+    finally:
+        writer.close()
+
+
 async def probe(target: Target, timeout: float = 1.0) -> bool:
-    """UDP: a STUN binding request must be answered. TCP/TLS: the port must accept."""
+    """A STUN binding request must be answered, over the target's transport."""
     loop = asyncio.get_running_loop()
+    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     try:
         if target.transport != "udp":
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port), timeout
-            )
-            writer.close()
-            return True
-        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+            return await _stream_exchange(target, request, timeout)
         transport, protocol = await loop.create_datagram_endpoint(
             lambda: _Probe(request.transaction_id), remote_addr=(target.host, target.port)
         )
@@ -74,7 +90,7 @@ async def probe(target: Target, timeout: float = 1.0) -> bool:
             return False
         finally:
             transport.close()
-    except (OSError, TimeoutError):
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
         return False
 
 

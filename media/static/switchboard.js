@@ -378,6 +378,27 @@ export class GroupCall extends EventTarget {
     return out;
   }
 
+  /** How each connection reaches the server: the selected candidate pair's two ends
+   *  (`candidateType` host/srflx/prflx/relay, `protocol`, `address`, and for a local relay
+   *  `relayProtocol`: how it reaches the TURN server, udp/tcp/tls). */
+  async connectionStats() {
+    const out = {};
+    for (const [role, pc] of [["publisher", this.publisher], ["subscriber", this.subscriber]]) {
+      if (!pc) continue;
+      const report = await pc.getStats();
+      let pairId = null;
+      report.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+      const pair = pairId ? report.get(pairId) : null;
+      if (!pair) continue;
+      const end = (id) => {
+        const c = report.get(id) || {};
+        return { candidateType: c.candidateType, protocol: c.protocol, address: c.address, relayProtocol: c.relayProtocol };
+      };
+      out[role] = { local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) };
+    }
+    return out;
+  }
+
   _teardown() {
     for (const [type, handler] of this._handlers) this.sb.removeEventListener(type, handler);
     this._handlers = [];

@@ -44,6 +44,7 @@ bench: install-test system-deps
 	$(BIN)/python -m benchmarks signaling
 	$(BIN)/python -m benchmarks media
 	$(BIN)/python -m benchmarks cluster
+	$(BIN)/python -m benchmarks connectivity
 
 lint: install-test
 	$(BIN)/ruff check .

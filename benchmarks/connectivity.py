@@ -122,17 +122,18 @@ def summarize(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     watched = [r["watch"] for r in ok if r.get("watch")]
     if watched:
-        summary["watch"] = {
-            key: round(sum(w[key] or 0 for w in watched) / len(watched), 2)
-            for key in (
-                "videoFps",
-                "freezes",
-                "longestGapMs",
-                "lossPercent",
-                "signalingRoundTripMs",
-            )
-        }
+        keys = ("videoFps", "freezes", "longestGapMs", "lossPercent", "signalingRoundTripMs")
+        summary["watch"] = {key: _mean([w.get(key) for w in watched]) for key in keys}
+        # a signaling answer that never came within the agent's timeout
+        summary["watch"]["signalingStalls"] = sum(
+            1 for w in watched if w.get("signalingRoundTripMs") is None
+        )
     return summary
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 2) if known else None
 
 
 async def run_all(args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:

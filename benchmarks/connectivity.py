@@ -82,7 +82,12 @@ async def run_one_to_one(net: Internet, a: str, b: str) -> dict[str, Any]:
     mine, theirs = report_a["pair"], report_b["pair"]
     return {
         "first_media_ms": max(report_a["firstMediaMs"], report_b["firstMediaMs"]),
-        "path": f"{pair_kind(mine['local'])}; peer sees {pair_kind(theirs['remote'])}",
+        # both ends as the first side sees them, and the first side as its peer sees it
+        # (a relay may sit on either side: "host -> relay" is the peer's TURN relay)
+        "path": (
+            f"{pair_kind(mine['local'])} -> {pair_kind(mine['remote'])}; "
+            f"peer sees {pair_kind(theirs['remote'])}"
+        ),
     }
 
 

@@ -52,6 +52,7 @@ from benchmarks.common import (
 )
 from benchmarks.janus import JanusSession, local_ipv4, start_janus
 from benchmarks.preencoded import PreEncodedAudio, PreEncodedVideo, loop_kbps, opus_loop, vp8_loop
+from benchmarks.simulcast import SimulcastSender, layer_loops, simulcast_offer
 from media import aiortc_hooks, ice
 from media.client import BUNDLED, RtpCounter, SfuClient
 from signaling.client import HubClient
@@ -59,6 +60,9 @@ from signaling.tokens import mint_token
 
 LOOPBACK = ice.IcePolicy(listen_ips=("127.0.0.1",))
 TS_MOD = 1 << 32
+#: With simulcast, what a subscriber asks for a publisher's video: (thumbnail, speaker).
+PREFERENCE = ("low", "high")
+JANUS_SUBSTREAM = (0, 2)
 
 
 def log(msg: str) -> None:
@@ -73,6 +77,8 @@ class Load:
     video: tuple[bytes, ...]
     audio: tuple[bytes, ...]
     ice: ice.IcePolicy = LOOPBACK  # where the clients' media sockets listen
+    #: the three simulcast layers' loops, when publishers send simulcast
+    layers: tuple[tuple[bytes, ...], ...] | None = None
 
 
 @dataclass
@@ -84,6 +90,13 @@ class Publisher:
     video_ssrc: int
     sent: dict[int, float] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
+    layers: SimulcastSender | None = None  # writes the video when it is simulcast
+    participant: str | None = None  # its participant id (Switchboard)
+
+    def record(self, ts: int) -> None:
+        if ts not in self.sent:
+            self.sent[ts] = time.perf_counter()
+            self.order.append(ts)
 
     def watch(self, transport: RTCDtlsTransport) -> None:
         original = transport._send_rtp
@@ -92,13 +105,20 @@ class Publisher:
             if len(data) >= 12 and not 192 <= data[1] <= 223:  # RTP, not RTCP
                 ssrc = int.from_bytes(data[8:12], "big")
                 if ssrc == self.video_ssrc:
-                    ts = int.from_bytes(data[4:8], "big")
-                    if ts not in self.sent:
-                        self.sent[ts] = time.perf_counter()
-                        self.order.append(ts)
+                    self.record(int.from_bytes(data[4:8], "big"))
             await original(data)
 
         transport._send_rtp = send  # type: ignore[method-assign]
+
+    def offer(self, sdp: str) -> str:
+        """The offer as sent: with the simulcast layers listed, for a simulcast publisher."""
+        if self.layers is None:
+            return sdp
+        return simulcast_offer(sdp, self.layers.video.mid or "")
+
+    def answered(self, sdp: str) -> None:
+        if self.layers is not None:
+            self.layers.start(sdp, self.record)
 
 
 @dataclass
@@ -123,6 +143,9 @@ def new_publisher(room: int, load: Load) -> Publisher:
     ice.ICE_POLICY.set(load.ice)
     pc = RTCPeerConnection(BUNDLED)
     pc.addTransceiver(PreEncodedAudio(load.audio), direction="sendonly")
+    if load.layers is not None:
+        video = pc.addTransceiver(aiortc_hooks.SilentTrack("video"), direction="sendonly")
+        return Publisher(room, pc, 0, layers=SimulcastSender(video, load.layers))
     video = pc.addTransceiver(PreEncodedVideo(load.video), direction="sendonly")
     pub = Publisher(room, pc, video.sender._ssrc)
     pub.watch(video.sender.transport)
@@ -158,9 +181,13 @@ async def sfu_clients(base: str, load: Load) -> Setup:
             await client.join()
             pub = new_publisher(room, load)
             client.publisher = pub.pc
-            await client.renegotiate_publish({}, timeout=20)
+            ack = await client.renegotiate_publish({}, timeout=20, edit_offer=pub.offer)
+            pub.answered(ack["sdp"])
+            pub.participant = client.participant_id
             setup.pubs.append(pub)
             setup.closers += [client.close, hub.close]
+            if pub.layers is not None:
+                setup.closers.append(pub.layers.stop)
         for i in range(load.subscribers):
             hub = await HubClient.connect(url, mint_token(SECRET, f"sub{room}-{i}"))
             client = SfuClient(hub, f"bench{room}", decode=False, keep_arrivals=True)
@@ -172,6 +199,21 @@ async def sfu_clients(base: str, load: Load) -> Setup:
     for client, sub in clients:
         await client.wait_for(lambda c: len(c.remote) == 2 * load.publishers, timeout=60)
         sub.counters = [r.counter for r in client.remote.values() if r.counter is not None]
+        if load.layers is not None:
+            # The room's first publisher is the speaker, shown large; the others are
+            # thumbnails.
+            speaker = next(p.participant for p in setup.pubs if p.room == sub.room)
+            wishes = [
+                {
+                    "trackId": r.info["trackId"],
+                    "quality": PREFERENCE[r.info["participantId"] == speaker],
+                }
+                for r in client.remote.values()
+                if r.info["kind"] == "video"
+            ]
+            await client.hub.request(
+                "sfu:subscription", {"roomId": client.room_id, "tracks": wishes}
+            )
     return setup
 
 
@@ -203,14 +245,17 @@ async def janus_clients(base: str, load: Load) -> Setup:
             )
             pub = new_publisher(room, load)
             await pub.pc.setLocalDescription(await pub.pc.createOffer())
-            offer = {"type": "offer", "sdp": pub.pc.localDescription.sdp}
+            offer = {"type": "offer", "sdp": pub.offer(pub.pc.localDescription.sdp)}
             event = await session.message(
                 handle, {"request": "publish", "audio": True, "video": True}, offer
             )
             await pub.pc.setRemoteDescription(RTCSessionDescription(**event["jsep"]))
+            pub.answered(event["jsep"]["sdp"])
             feeds.append(joined["plugindata"]["data"]["id"])
             setup.pubs.append(pub)
             setup.closers.append(pub.pc.close)
+            if pub.layers is not None:
+                setup.closers.append(pub.layers.stop)
         # A feed can be subscribed to once its publisher's PeerConnection is up.
         await wait_connected([p.pc for p in setup.pubs if p.room == room])
         for _ in range(load.subscribers):
@@ -222,7 +267,7 @@ async def janus_clients(base: str, load: Load) -> Setup:
                     "request": "join",
                     "ptype": "subscriber",
                     "room": room_id,
-                    "streams": [{"feed": feed} for feed in feeds],
+                    "streams": janus_streams(feeds, load.layers is not None),
                 },
             )
             ice.ICE_POLICY.set(load.ice)
@@ -235,6 +280,18 @@ async def janus_clients(base: str, load: Load) -> Setup:
             setup.subs.append(sub)
             setup.closers.append(pc.close)
     return setup
+
+
+def janus_streams(feeds: list[int], simulcast: bool) -> list[dict[str, Any]]:
+    """A Janus subscription to every feed; with simulcast, the first feed (the speaker)
+    in its highest substream and the others in their lowest, as in Switchboard's run."""
+    if not simulcast:
+        return [{"feed": feed} for feed in feeds]
+    streams: list[dict[str, Any]] = []
+    for i, feed in enumerate(feeds):
+        streams.append({"feed": feed, "mid": "0"})
+        streams.append({"feed": feed, "mid": "1", "substream": JANUS_SUBSTREAM[i == 0]})
+    return streams
 
 
 async def relay_clients(base: str, load: Load) -> Setup:
@@ -285,9 +342,11 @@ def match_latencies(
     Audio streams (no match) give nothing.
     """
     arrivals = sorted(counter.arrivals.items(), key=lambda kv: kv[1])
-    if len(arrivals) < 10:
+    # Probe with frames from the window: a server that switched simulcast layers before
+    # it (or after a start on a stand-in layer) changed its timestamp offset then.
+    probe = [ts for ts, at in arrivals if at >= since][:40]
+    if len(probe) < 10:
         return [], 0, 0
-    probe = [ts for ts, _ in arrivals[:40]]
     best: tuple[int, Publisher | None, int] = (0, None, 0)
     for pub in pubs:
         sent = pub.sent
@@ -410,10 +469,10 @@ def start_system(
     name: str, port: int, janus_media_ip: str
 ) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
     """Start one server; returns it and its clean-up."""
-    if name == "janus-videoroom":
+    if name.startswith("janus-"):
         server, folder = start_janus(port, janus_media_ip)
         return server, lambda: shutil.rmtree(folder, ignore_errors=True)
-    if name == "switchboard-sfu":
+    if name.startswith("switchboard-"):
         cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
         env = {**os.environ, **SWITCHBOARD_ENV}
     else:
@@ -424,7 +483,9 @@ def start_system(
 
 CLIENTS = {
     "switchboard-sfu": sfu_clients,
+    "switchboard-simulcast": sfu_clients,
     "janus-videoroom": janus_clients,
+    "janus-simulcast": janus_clients,
     "aiortc-mediarelay": relay_clients,
 }
 
@@ -434,19 +495,21 @@ async def run(args: argparse.Namespace, load: Load) -> list[dict[str, Any]]:
     if len(cpus) > 1:
         os.sched_setaffinity(0, set(cpus[1:]))
     ice.install()
+    aiortc_hooks.extend_header_extensions()  # publishers offer the rid extension
     results = []
     for name in args.systems.split(","):
         port = free_port()
-        janus_ip = local_ipv4() if name == "janus-videoroom" else ""
+        janus_ip = local_ipv4() if name.startswith("janus-") else ""
         server, cleanup = start_system(name, port, janus_ip)
         policy = ice.IcePolicy(listen_ips=(janus_ip,)) if janus_ip else LOOPBACK
+        layers = layer_loops(args.keyframe_interval) if name.endswith("-simulcast") else None
         try:
             result = await measure(
                 name,
                 server,
                 CLIENTS[name],
                 f"http://127.0.0.1:{port}",
-                dataclasses.replace(load, ice=policy),
+                dataclasses.replace(load, ice=policy, layers=layers),
                 args.duration,
                 args.warmup,
             )
@@ -466,6 +529,8 @@ async def run(args: argparse.Namespace, load: Load) -> list[dict[str, Any]]:
 def ratios(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Switchboard's SFU over each other system, per metric."""
     ours = next((r for r in results if r["system"] == "switchboard-sfu"), None)
+    if any(r["system"] == "switchboard-simulcast" for r in results):
+        ours = next(r for r in results if r["system"] == "switchboard-simulcast")
     out: dict[str, dict[str, float]] = {}
     if ours is None:
         return out
@@ -513,6 +578,11 @@ def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+DEFAULT_SYSTEMS = "switchboard-sfu,janus-videoroom,aiortc-mediarelay"
+SIMULCAST_SYSTEMS = "switchboard-sfu,switchboard-simulcast,janus-simulcast"
+DEFAULT_OUT = Path("benchmarks/results/media.json")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks media", description=__doc__)
     parser.add_argument("--rooms", type=int, default=2)
@@ -522,18 +592,31 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keyframe-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--systems", default="switchboard-sfu,janus-videoroom,aiortc-mediarelay")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/media.json"))
+    parser.add_argument("--systems", default=DEFAULT_SYSTEMS)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--simulcast",
+        action="store_true",
+        help="publishers send 720p (plain) or three layers (the -simulcast systems); "
+        "subscribers want the room's first publisher high and the others low",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny run (< 60 s) for CI")
     args = parser.parse_args(argv)
+    if args.simulcast:
+        if args.systems == DEFAULT_SYSTEMS:
+            args.systems = SIMULCAST_SYSTEMS
+        args.video_kbps = 1500
+        if args.out == DEFAULT_OUT:
+            args.out = DEFAULT_OUT.with_name("media-simulcast.json")
     if args.quick:
-        args.rooms, args.publishers, args.subscribers = 1, 1, 2
+        args.rooms, args.publishers, args.subscribers = 1, 2 if args.simulcast else 1, 2
         args.duration, args.warmup, args.keyframe_interval = 3.0, 0.5, 1.0
     unknown = set(args.systems.split(",")) - set(CLIENTS)
     if unknown:
         parser.error(f"unknown systems: {sorted(unknown)}")
     log("pre-encoding the media loops ...")
-    video = vp8_loop(args.video_kbps, args.keyframe_interval)
+    size = (1280, 720) if args.simulcast else (640, 360)
+    video = vp8_loop(args.video_kbps, args.keyframe_interval, *size)
     load = Load(args.rooms, args.publishers, args.subscribers, video, opus_loop())
     results = asyncio.run(run(args, load))
     report = {
@@ -548,6 +631,7 @@ def main(argv: list[str]) -> int:
             "video_kbps_real": round(loop_kbps(video), 1),
             "keyframe_interval_s": args.keyframe_interval,
             "duration_s": args.duration,
+            "simulcast": args.simulcast,
         },
         "results": results,
         "ratios_switchboard_over": ratios(results),

@@ -23,6 +23,8 @@ class SfuSettings(BaseModel):
     sfu_ice_timeout: float = Field(default=20.0, gt=0)
     sfu_negotiation_timeout: float = Field(default=15.0, gt=0)
     sfu_keyframe_min_interval: float = Field(default=1.0, ge=0)
+    # Simulcast: publishers pause the layers nobody watches (sfu:layers).
+    sfu_dynacast: bool = True
     sfu_speaker_interval: float = Field(default=0.3, gt=0)
     sfu_speaker_threshold_dbov: int = Field(default=60, ge=0, le=127)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)

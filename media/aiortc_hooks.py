@@ -12,10 +12,16 @@ the media path at the RTP level:
   builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
 * :func:`send_rtp` writes a rewritten packet straight to a transport's selected pair;
-  :func:`negotiated_codecs`, :func:`sender_ssrc`, :func:`set_stream_id` read and set what
+  :func:`negotiated_codecs`, :func:`sender_ssrc`, :func:`sender_rtx_ssrc`,
+  :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
-* :func:`use_ice_connection` and :func:`add_host_protocol` let :mod:`media.ice` gather the
-  server's host candidates by its own rules (port range, announced address).
+* :func:`use_ice_connection`, :func:`add_host_protocol`, :func:`nominated_components`
+  and :func:`check_list` let :mod:`media.ice` gather the server's host candidates by its
+  own rules (port range, announced address) and hold relayed pairs back while a direct
+  path may win.
+* :func:`extend_header_extensions`, :func:`route_rtp_first`, :func:`route_rtcp_of`,
+  :func:`send_rtcp` and :func:`send_rtcp_bytes` let :mod:`media.ingest` receive simulcast
+  sections, which aiortc's receiver cannot, and send publishers congestion feedback.
 
 Nothing outside this module touches a private attribute of aiortc or aioice.
 
@@ -35,6 +41,8 @@ from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransce
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
+
+from media import twcc
 
 PacketHandler = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
@@ -147,6 +155,11 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return sender._ssrc
 
 
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC aiortc announces for the sender's retransmissions (``ssrc-group:FID``)."""
+    return sender._rtx_ssrc
+
+
 def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
     """The ``msid`` stream the subscriber sees the track in (the publisher's participant)."""
     sender._stream_id = stream_id
@@ -162,6 +175,16 @@ def add_host_protocol(connection: aioice.ice.Connection, protocol: StunProtocol)
     connection._protocols.append(protocol)
 
 
+def nominated_components(connection: aioice.ice.Connection) -> set[int]:
+    """The components an ICE connection has nominated a pair for."""
+    return set(connection._nominated)
+
+
+def check_list(connection: aioice.ice.Connection) -> list[aioice.ice.CandidatePair]:
+    """An ICE connection's candidate pairs, best first."""
+    return list(connection._check_list)
+
+
 def nominated_pair(pc: Any) -> tuple[aioice.ice.Connection, aioice.ice.CandidatePair] | None:
     """The ICE connection under a peer connection and the pair it nominated (component 1),
     or ``None`` before ICE completes."""
@@ -174,3 +197,64 @@ def nominated_pair(pc: Any) -> tuple[aioice.ice.Connection, aioice.ice.Candidate
         if pair is not None:
             return connection, pair
     return None
+
+
+RID_EXTENSIONS = (
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+)
+
+
+def extend_header_extensions() -> None:
+    """Let aiortc negotiate what it parses but never offers or accepts: the rid and
+    repaired-rid extensions for video (simulcast layers are told apart by them) and the
+    transport-wide sequence number for both kinds (congestion feedback to publishers).
+    Idempotent."""
+    from aiortc.codecs import HEADER_EXTENSIONS
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+
+    wanted = {"video": (*RID_EXTENSIONS, twcc.URI), "audio": (twcc.URI,)}
+    # One id per URI over both kinds: bundled sections must not map an id two ways.
+    ids = {ext.uri: ext.id for exts in HEADER_EXTENSIONS.values() for ext in exts}
+    for kind, uris in wanted.items():
+        extensions = HEADER_EXTENSIONS[kind]
+        for uri in uris:
+            if uri not in {ext.uri for ext in extensions}:
+                if uri not in ids:
+                    ids[uri] = max(ids.values()) + 1
+                extensions.append(RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri))
+
+
+def route_rtp_first(transport: RTCDtlsTransport, route: Callable[[RtpPacket], Any]) -> None:
+    """Ask ``route(packet)`` for each RTP packet before aiortc's router does; a result of
+    ``None`` leaves the packet to aiortc. The result gets ``_handle_rtp_packet``."""
+    router = transport._rtp_router
+    original = router.route_rtp
+
+    def route_rtp(packet: RtpPacket) -> Any:
+        target = route(packet)
+        return target if target is not None else original(packet)
+
+    router.route_rtp = route_rtp  # type: ignore[method-assign]
+
+
+def route_rtcp_of(transport: RTCDtlsTransport, ssrc: int, receiver: Any) -> None:
+    """RTCP about ``ssrc`` (its sender reports) goes to ``receiver._handle_rtcp_packet``."""
+    transport._rtp_router.ssrc_table[ssrc] = receiver
+
+
+async def send_rtcp(transport: RTCDtlsTransport, packet: AnyRtcpPacket) -> None:
+    """Send an RTCP packet on a transport; nothing if it is not connected (any more)."""
+    await send_rtcp_bytes(transport, bytes(packet))
+
+
+async def send_rtcp_bytes(transport: RTCDtlsTransport, data: bytes) -> bool:
+    """Send serialized RTCP; ``False`` if the transport is closed (nothing is sent before
+    it connects, nor after it closed)."""
+    if transport._state is State.CLOSED or transport._state is State.FAILED:
+        return False
+    try:
+        await transport._send_rtp(data)
+    except ConnectionError:
+        pass
+    return True

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,17 +57,29 @@ class RtpCounter:
     gaps: int = 0
     keep_arrivals: bool = False
     arrivals: dict[int, float] = field(default_factory=dict)  # RTP timestamp -> first arrival
+    #: in-order packets whose timestamp went backwards (a broken stream)
+    timestamps_backwards: int = 0
+    last_timestamp: int | None = None
+    #: every packet's (sequence number, timestamp, payload), for tests that look closer
+    keep_packets: bool = False
+    kept: list[tuple[int, int, bytes]] = field(default_factory=list)
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets += 1
         self.bytes += len(packet.payload)
         seq = packet.sequence_number
+        if self.keep_packets:
+            self.kept.append((seq, packet.timestamp, packet.payload))
         if self.highest is not None:
             step = (seq - self.highest) % 65536
             if 1 < step < 0x8000:
                 self.gaps += step - 1
             if step >= 0x8000:
                 return
+        if self.last_timestamp is not None:
+            if (packet.timestamp - self.last_timestamp) % (1 << 32) >= 1 << 31:
+                self.timestamps_backwards += 1
+        self.last_timestamp = packet.timestamp
         self.highest = seq
         if self.keep_arrivals and packet.timestamp not in self.arrivals:
             self.arrivals[packet.timestamp] = time.perf_counter()
@@ -88,12 +101,14 @@ class SfuClient:
         *,
         decode: bool = True,
         keep_arrivals: bool = False,
+        keep_packets: bool = False,
         policy: ice.IcePolicy | None = None,
     ) -> None:
         self.hub = hub
         self.room_id = room_id
         self.decode = decode
         self.keep_arrivals = keep_arrivals
+        self.keep_packets = keep_packets
         self.policy = policy or ice.IcePolicy(listen_ips=("127.0.0.1",))
         self.config = BUNDLED
         self.publisher: RTCPeerConnection | None = None
@@ -204,15 +219,23 @@ class SfuClient:
                 transceiver.direction = "inactive"
         return await self.renegotiate_publish({}, timeout)
 
-    async def renegotiate_publish(self, sources: dict[int, str], timeout: float) -> dict[str, Any]:
+    async def renegotiate_publish(
+        self,
+        sources: dict[int, str],
+        timeout: float,
+        edit_offer: Callable[[str], str] | None = None,
+    ) -> dict[str, Any]:
+        """Offer the publish connection again; ``edit_offer`` may add to the SDP what
+        aiortc cannot offer (a benchmark's emulated simulcast)."""
         pc = self.publisher
         assert pc is not None
         await pc.setLocalDescription(await pc.createOffer())
         by_mid = {t.mid: sources[id(t)] for t in pc.getTransceivers() if id(t) in sources and t.mid}
+        sdp = pc.localDescription.sdp
+        if edit_offer is not None:
+            sdp = edit_offer(sdp)
         ack = await self.hub.request(
-            "sfu:publish",
-            {"roomId": self.room_id, "sdp": pc.localDescription.sdp, "sources": by_mid},
-            timeout=timeout,
+            "sfu:publish", {"roomId": self.room_id, "sdp": sdp, "sources": by_mid}, timeout=timeout
         )
         await pc.setRemoteDescription(RTCSessionDescription(sdp=ack["sdp"], type="answer"))
         self.published = ack["tracks"]
@@ -248,7 +271,9 @@ class SfuClient:
             if not self.decode:
                 counter = self._counters.get(mid)
                 if counter is None:
-                    counter = self._counters[mid] = RtpCounter(keep_arrivals=self.keep_arrivals)
+                    counter = self._counters[mid] = RtpCounter(
+                        keep_arrivals=self.keep_arrivals, keep_packets=self.keep_packets
+                    )
                     aiortc_hooks.tap_receiver(transceiver.receiver, counter.on_packet)
             remote[info["trackId"]] = RemoteTrack(
                 info, mid, transceiver.receiver.track if self.decode else None, counter

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.sfu")
 
+#: Wishes collected this long before a publisher is told which layers to send: a grid
+#: resizing sends many sfu:subscription updates, the publisher hears one change.
+DYNACAST_DELAY = 0.3
+
 
 class GroupCall:
     """One room's group call on its media node (the room keeps its id)."""
@@ -46,6 +50,10 @@ class GroupCall:
         self.created_at = time.time()
         self._on_empty = on_empty
         self._speakers: list[str] = []
+        # dynacast: the simulcast layers each publisher was last told to send
+        self._layers_sent: dict[str, tuple[str, ...]] = {}
+        self._demand_dirty: dict[str, PublishedTrack] = {}
+        self._demand_timer: asyncio.TimerHandle | None = None
         self._ticker = asyncio.ensure_future(self._tick())
 
     # -- membership and tracks --------------------------------------------------------------
@@ -85,6 +93,10 @@ class GroupCall:
         self, tracks: Iterable[PublishedTrack], exclude: str | None = None
     ) -> None:
         for track in tracks:
+            self._layers_sent.pop(track.info.track_id, None)
+            self._demand_dirty.pop(track.info.track_id, None)
+            for participant in self.participants.values():
+                participant.forget_track(track.info.track_id)
             self.webhooks.emit(
                 "track_unpublished",
                 self.id,
@@ -115,12 +127,43 @@ class GroupCall:
             self._on_empty(self)
 
     async def close(self) -> None:
+        if self._demand_timer is not None:
+            self._demand_timer.cancel()
+            self._demand_timer = None
         self._ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._ticker
         for participant in list(self.participants.values()):
             await participant.close()
         self.participants.clear()
+
+    # -- dynacast: publishers send only the layers someone watches ----------------------------
+
+    def demand_changed(self, track: PublishedTrack) -> None:
+        """Subscribers' wishes for ``track`` changed; its publisher hears which simulcast
+        layers are wanted shortly after (changes within the window are coalesced)."""
+        if not track.simulcast or not self.settings.sfu_dynacast:
+            return
+        self._demand_dirty[track.info.track_id] = track
+        if self._demand_timer is None:
+            self._demand_timer = asyncio.get_running_loop().call_later(
+                DYNACAST_DELAY, self._flush_demand
+            )
+
+    def _flush_demand(self) -> None:
+        self._demand_timer = None
+        dirty, self._demand_dirty = self._demand_dirty, {}
+        for track_id, track in dirty.items():
+            publisher = self.participants.get(track.info.participant_id)
+            if publisher is None or publisher.closed:
+                continue
+            active = tuple(layer.rid for layer in track.demand() if layer.rid is not None)
+            if self._layers_sent.get(track_id) == active:
+                continue
+            self._layers_sent[track_id] = active
+            data = {"roomId": self.id, "trackId": track_id, "active": list(active)}
+            task = asyncio.ensure_future(self.send([publisher], "sfu:layers", data))
+            task.add_done_callback(_log_failure)
 
     # -- periodic work: active speakers, bitrates, sender reports, stats logs ----------------
 
@@ -186,3 +229,8 @@ class GroupCall:
             "participants": len(self.participants),
             "tracks": [t.stats() for t in self.tracks()],
         }
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sfu task failed", exc_info=task.exception())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
-from media import ice
+from media import aiortc_hooks, ice
 from media.group_call import GroupCall
 from media.load import CpuMeter
 from media.participant import Participant
@@ -90,6 +90,7 @@ class MediaHost:
             announced_ip=s.sfu_announced_ip,
         )
         ice.install()
+        aiortc_hooks.extend_header_extensions()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room
         self._no_rooms = asyncio.Event()  # set whenever the last room here ends

@@ -28,7 +28,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aioice.ice
+from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aioice.ice import CandidatePair
 
 from media import aiortc_hooks
 
@@ -40,6 +42,12 @@ RELAY_PREFERENCE = {"udp": 2, "tcp": 1, "tls": 0}
 #: not trickle, so a STUN or TURN server the network blocks would otherwise hold every
 #: offer for the whole gathering timeout (5 s) although the call can already connect.
 AFTER_FIRST_RELAY = 1.0
+#: When this side picks the pair (controlling: aioice nominates the first pair whose
+#: check succeeds), a pair through a TURN relay is nominated this much later (seconds),
+#: so a direct path that works wins over the relay even when the relay answers first.
+RELAYED_NOMINATION_DELAY = 0.5
+#: ... and up to this much longer while a better pair is still being checked.
+RELAYED_NOMINATION_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,82 @@ class PolicyConnection(aioice.ice.Connection):
         self._policy = ICE_POLICY.get()
         #: Which TURN server each relayed candidate came from (by its relay address).
         self.relays: dict[tuple[str, int], TurnServer] = {}
+        #: Relayed pairs whose check passed, waiting to be nominated, by component.
+        self._relayed_valid: dict[int, list[CandidatePair]] = {}
+
+    async def check_start(self, pair: aioice.ice.CandidatePair) -> None:
+        """aioice nominates the first pair whose check succeeds when it controls. A pair
+        through a TURN relay is checked at once (so the relay's permission exists for the
+        other side's checks) but nominated only :data:`RELAYED_NOMINATION_DELAY` later,
+        and not at all if a direct pair was nominated meanwhile."""
+        relayed = "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+        if not (relayed and self.ice_controlling and not self.remote_is_lite):
+            await super().check_start(pair)
+            return
+        if not await self._check(pair, nominate=False):
+            return
+        waiting = self._relayed_valid.setdefault(pair.component, [])
+        waiting.append(pair)
+        await asyncio.sleep(RELAYED_NOMINATION_DELAY)
+        # A better relayed pair still being checked (UDP to the TURN server, where this
+        # one is TCP) gets a little longer.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELAYED_NOMINATION_WAIT
+        while self._better_pending(pair) and loop.time() < deadline:  # noqa: ASYNC110 (aioice has no event for pair states)
+            await asyncio.sleep(0.05)
+        # Of the relayed pairs that passed, the best is nominated; the others just succeed.
+        best = max(waiting, key=self._pair_priority)
+        if best is pair and pair.component not in aiortc_hooks.nominated_components(self):
+            if not await self._check(pair, nominate=True):
+                waiting.remove(pair)
+                return
+            pair.nominated = True
+        self.check_state(pair, CandidatePair.State.SUCCEEDED)
+        self.check_complete(pair)
+
+    def _better_pending(self, pair: CandidatePair) -> bool:
+        """Whether a better relayed pair of the component is still being checked."""
+        mine = self._pair_priority(pair)
+        pending = (
+            CandidatePair.State.FROZEN,
+            CandidatePair.State.WAITING,
+            CandidatePair.State.IN_PROGRESS,
+        )
+        return any(
+            other.component == pair.component
+            and "relay" in (other.local_candidate.type, other.remote_candidate.type)
+            and other.state in pending
+            and other not in self._relayed_valid.get(pair.component, ())
+            and self._pair_priority(other) > mine
+            for other in aiortc_hooks.check_list(self)
+        )
+
+    def _pair_priority(self, pair: CandidatePair) -> int:
+        return aioice.ice.candidate_pair_priority(
+            pair.local_candidate, pair.remote_candidate, self.ice_controlling
+        )
+
+    async def _check(self, pair: CandidatePair, nominate: bool) -> bool:
+        """One connectivity check of ``pair``; on failure the pair is marked failed."""
+        assert self.remote_password is not None
+        self.check_state(pair, CandidatePair.State.IN_PROGRESS)
+        request = self.build_request(pair, nominate=nominate)
+        try:
+            _, addr = await pair.protocol.request(
+                request, pair.remote_addr, integrity_key=self.remote_password.encode("utf8")
+            )
+        except stun.TransactionError as exc:
+            if exc.response is not None and exc.response.error_code == 487:
+                # Role conflict (RFC 8445 7.2.5.1): aioice's own check sorts it out.
+                self.check_state(pair, CandidatePair.State.WAITING)
+                await super().check_start(pair)
+                return False
+            addr = None
+        if addr != pair.remote_addr:
+            self.check_state(pair, CandidatePair.State.FAILED)
+            self.check_complete(pair)
+            return False
+        return True
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5

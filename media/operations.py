@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from media.forwarder import Preference
 from media.ice import selected_pair
 from signaling.protocol import ErrorCode, HubError
 
@@ -37,6 +38,7 @@ class MediaOps:
             "roomId": room.id,
             "sdp": answer,
             "tracks": [t.info.to_wire(t.muted) for t in participant.tracks.values()],
+            "mids": {mid: t.info.track_id for mid, t in participant.tracks.items()},
         }
 
     async def answer(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +60,31 @@ class MediaOps:
             raise HubError(ErrorCode.FORBIDDEN, "this track was muted by the server")
         await self._set_muted(participant, [track], body["muted"])
         return {"trackId": track.info.track_id, "muted": track.muted}
+
+    async def subscription(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What a subscriber needs of remote videos (size, visibility, quality, frame rate):
+        its forwarders pick the layers; unknown tracks are reported, not an error (a track
+        may have gone while the request was on its way)."""
+        participant = self.host.participant(body)
+        known = {t.info.track_id for t in participant.room.tracks_for(participant)}
+        applied, unknown = [], []
+        for entry in body["tracks"]:
+            track_id = entry["trackId"]
+            if track_id not in known:
+                unknown.append(track_id)
+                continue
+            participant.prefer(
+                track_id,
+                Preference(
+                    width=entry.get("width"),
+                    height=entry.get("height"),
+                    visible=entry.get("visible", True),
+                    quality=entry.get("quality"),
+                    fps=entry.get("fps"),
+                ),
+            )
+            applied.append(track_id)
+        return {"applied": applied, "unknown": unknown}
 
     async def toggle(self, body: dict[str, Any]) -> dict[str, Any]:
         """``media:toggle-*`` and ``screen:share-*`` with a roomId: tell the whole room."""
@@ -89,6 +116,14 @@ class MediaOps:
             "subscriber": selected_pair(participant.subscriber),
         }
         return stats
+
+    async def room_media(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The room API's live view of a room's media on this node: every published track
+        with its statistics (and, for simulcast, each layer's size, bitrate and viewers)."""
+        room = self.host.rooms.get(body["room"])
+        if room is None:
+            return {"mediaNode": self.host.node, "tracks": []}
+        return {"mediaNode": self.host.node, "tracks": [t.stats() for t in room.tracks()]}
 
     # -- what the room API changes -------------------------------------------------------------
 

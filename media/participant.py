@@ -31,6 +31,9 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import aiortc_hooks, ice
+from media.answer_sdp import accept_layers, accept_transport_cc, offered_layers
+from media.forwarder import Preference
+from media.ingest import PublisherRouting, SimulcastIngest
 from media.published_track import PublishedTrack, TrackInfo
 from media.send_slot import SendSlot
 from signaling.protocol import ErrorCode, HubError
@@ -52,6 +55,8 @@ class CallRoom(Protocol):
     settings: SfuSettings
 
     def tracks_for(self, participant: Participant) -> Iterable[PublishedTrack]: ...
+
+    def demand_changed(self, track: PublishedTrack) -> None: ...
 
     async def send(self, participants: Iterable[Participant], type_: str, data: Any) -> None: ...
 
@@ -92,7 +97,10 @@ class Participant:
         self.publisher: RTCPeerConnection | None = None
         self.subscriber = self._new_pc()
         self.tracks: dict[str, PublishedTrack] = {}  # by mid on the publish connection
+        self._routing: PublisherRouting | None = None  # made at the first publish
         self.slots: list[SendSlot] = []
+        #: what this participant asked for each remote video (sfu:subscription), by track id
+        self.preferences: dict[str, Preference] = {}
         self.closed = False
         # Room permissions (the room API may change them while the participant is in).
         self.can_publish = True
@@ -101,7 +109,9 @@ class Participant:
         self._negotiator: asyncio.Task[None] | None = None
         self._answer: asyncio.Future[str] | None = None
         self._ice_timers: list[asyncio.TimerHandle] = []
-        self._watch(self.subscriber, "subscriber")
+        # Watched from its first offer on: a participant alone in the room has nothing to
+        # receive, and its subscribe connection rightly never connects until then.
+        self._subscriber_watched = False
 
     def to_wire(self) -> dict[str, Any]:
         return {"participantId": self.id, "userId": self.user_id, "name": self.name}
@@ -191,6 +201,7 @@ class Participant:
             self.publisher = self._new_pc()
         pc = self.publisher
         assert pc is not None
+        layers = offered_layers(sdp)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             answer = await pc.createAnswer()
@@ -217,17 +228,26 @@ class Participant:
             sending = media is not None and media.direction in SENDING and media.port != 0
             codecs = aiortc_hooks.negotiated_codecs(transceiver)
             if sending and mid not in self.tracks and codecs:
-                track = self._track_for(transceiver, codecs[0], mid, sources.get(mid))
+                rids = layers.get(mid, []) if transceiver.kind == "video" else []
+                track = self._track_for(transceiver, codecs, mid, sources.get(mid), rids)
                 self.tracks[mid] = track
                 added.append(track)
             elif not sending and mid in self.tracks:
                 removed.append(self.tracks.pop(mid))
+                if self._routing is not None:
+                    self._routing.remove(mid)
         for track in removed:
             track.close()
-        return pc.localDescription.sdp, added, removed
+        simulcast = {
+            mid: list(track.info.rids) for mid, track in self.tracks.items() if track.simulcast
+        }
+        if self._routing is None and pc.getTransceivers():
+            self._routing = PublisherRouting(pc.getTransceivers()[0].receiver.transport)
+        answer = accept_transport_cc(sdp, accept_layers(pc.localDescription.sdp, simulcast))
+        return answer, added, removed
 
     def _track_for(
-        self, transceiver: Any, codec: Any, mid: str, source: str | None
+        self, transceiver: Any, codecs: list[Any], mid: str, source: str | None, rids: list[str]
     ) -> PublishedTrack:
         kind = transceiver.kind
         if source not in SOURCES:
@@ -238,12 +258,32 @@ class Participant:
             user_id=self.user_id,
             kind=kind,
             source=source,
-            codec=codec.mimeType,
+            codec=codecs[0].mimeType,
+            rids=tuple(rids),
         )
-        track = PublishedTrack(
-            info, transceiver.receiver, codec, self.room.settings.sfu_keyframe_min_interval
-        )
-        aiortc_hooks.tap_receiver(transceiver.receiver, track.on_packet)
+        interval = self.room.settings.sfu_keyframe_min_interval
+        if not rids:
+            receiver = transceiver.receiver
+
+            async def request_pli(ssrc: int) -> None:
+                await aiortc_hooks.request_keyframe(receiver, ssrc)
+
+            track = PublishedTrack(info, codecs[0], interval, request_pli)
+            aiortc_hooks.tap_receiver(receiver, track.on_packet)
+        else:
+            transport = transceiver.receiver.transport
+            if self._routing is None:
+                self._routing = PublisherRouting(transport)
+            ingest: SimulcastIngest | None = None
+
+            async def request_layer_pli(ssrc: int) -> None:
+                if ingest is not None:
+                    await ingest.send_pli(ssrc)
+
+            track = PublishedTrack(info, codecs[0], interval, request_layer_pli)
+            ingest = SimulcastIngest(transport, track, codecs)
+            self._routing.add(mid, ingest)
+        track.on_demand = self.room.demand_changed
         return track
 
     # -- subscribing ----------------------------------------------------------------------
@@ -273,6 +313,9 @@ class Participant:
             if not self._apply_subscriptions():
                 continue
             await pc.setLocalDescription(await pc.createOffer())
+            if not self._subscriber_watched:
+                self._subscriber_watched = True
+                self._watch(pc, "subscriber")
             mids = {
                 slot.mid: slot.track.info.to_wire(slot.track.muted)
                 for slot in self.slots
@@ -350,9 +393,19 @@ class Participant:
                 slot = SendSlot(transceiver)
                 self.slots.append(slot)
             slot.transceiver.setCodecPreferences(_preferences(track))
-            slot.bind(track)
+            slot.bind(track, self.preferences.get(track_id))
             changed = True
         return changed
+
+    def prefer(self, track_id: str, preference: Preference) -> None:
+        """This participant's wishes for one remote video (kept for later bindings)."""
+        self.preferences[track_id] = preference
+        for slot in self.slots:
+            if slot.track is not None and slot.track.info.track_id == track_id:
+                slot.prefer(preference)
+
+    def forget_track(self, track_id: str) -> None:
+        self.preferences.pop(track_id, None)
 
     def activate_slots(self) -> None:
         if self.subscriber.connectionState != "connected" or self._answer is not None:
@@ -383,6 +436,8 @@ class Participant:
         self.tracks.clear()
         for track in tracks:
             track.close()
+        if self._routing is not None:
+            self._routing.close()
         for slot in self.slots:
             slot.close()
         return tracks
@@ -398,12 +453,14 @@ class Participant:
 
 
 def _preferences(track: PublishedTrack) -> list[RTCRtpCodecCapability]:
-    """The subscriber must receive exactly the codec the publisher sends (no transcoding)."""
+    """The subscriber must receive exactly the codec the publisher sends (no transcoding),
+    and for video RTX, so retransmissions come on their own SSRC (RFC 4588)."""
     codec = track.codec
     caps = RTCRtpSender.getCapabilities(track.kind).codecs
     same = [c for c in caps if c.mimeType.lower() == codec.mimeType.lower()]
     exact = [c for c in same if c.parameters == codec.parameters]
-    return (exact or same)[:1]
+    rtx = [c for c in caps if c.mimeType.lower() == f"{track.kind}/rtx"]
+    return (exact or same)[:1] + rtx[:1]
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:

@@ -1,10 +1,15 @@
-"""A published track: the receiving half of the SFU's per-packet path.
+"""A published track and its layers: the receiving half of the SFU's per-packet path.
 
-Per publisher packet, work done once: statistics, the NACK cache, the audio level, the
-keyframe test (only while some subscriber waits for one); then each subscriber slot
-(:mod:`media.send_slot`) that may take the packet rewrites and sends it. The track also
-decides when to ask the publisher for a keyframe (throttled). Nothing is decoded or
-re-encoded.
+A track has one layer per encoding the publisher sends: three for a simulcast camera
+(rids such as ``q``, ``h``, ``f``, lowest first), one for a plain track. Per received
+packet, work done once: the layer's statistics, its NACK cache, the audio level, and what
+the subscribers may need of the payload (the VP8 descriptor, whether it starts a keyframe,
+the picture size a keyframe carries), computed at most once and only if asked. Then each
+subscriber slot (:mod:`media.send_slot`) takes the packet or not, as its forwarder
+(:mod:`media.forwarder`) decides. Nothing is decoded or re-encoded.
+
+Keyframe requests go to one layer's SSRC, at most once per ``keyframe_min_interval`` per
+layer however many subscribers ask.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiortc import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 
-from media import aiortc_hooks
+from media import vp8
 from media.rtp import SEQ_MOD, PacketCache, keyframe_detector, seq_newer
 
 if TYPE_CHECKING:
@@ -26,22 +31,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.sfu")
 
-
-class Subscriber(Protocol):
-    """A subscriber's slot as the track drives it (:class:`media.send_slot.SendSlot`)."""
-
-    started: bool
-    packets_out: int
-    bytes_out: int
-
-    def start(self, packet: RtpPacket) -> None:
-        """Begin forwarding at ``packet`` (a keyframe, for video)."""
-
-    def write(self, packet: RtpPacket) -> None:
-        """Rewrite and send one packet, without waiting."""
-
-    def suspend(self) -> None:
-        """Stop forwarding until the next :meth:`start`."""
+#: A layer that sent nothing for this long is not flowing (paused by the publisher, or
+#: its bandwidth ran out): subscribers are not moved onto it.
+FLOWING_FOR = 1.0
+#: Keyframe requests for one layer: a PLI to its SSRC.
+RequestPli = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +48,11 @@ class TrackInfo:
     kind: str
     source: str
     codec: str
+    #: the simulcast layers' rids, lowest quality first ([] for a plain track)
+    rids: tuple[str, ...] = ()
 
     def to_wire(self, muted: bool) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "trackId": self.track_id,
             "participantId": self.participant_id,
             "userId": self.user_id,
@@ -65,6 +61,171 @@ class TrackInfo:
             "codec": self.codec,
             "muted": muted,
         }
+        if self.rids:
+            wire["simulcast"] = list(self.rids)
+        return wire
+
+
+class Layer:
+    """One encoding of a published track: what arrived on its SSRC."""
+
+    __slots__ = (
+        "_bitrate_mark",
+        "_bitrate_since",
+        "_last_pli",
+        "_pli_timer",
+        "bitrate",
+        "bytes_in",
+        "cache",
+        "first_seq",
+        "height",
+        "highest_seq",
+        "highest_ts",
+        "index",
+        "keyframes",
+        "last_packet_at",
+        "packets_in",
+        "plis_sent",
+        "rid",
+        "seq_cycles",
+        "sr",
+        "ssrc",
+        "width",
+    )
+
+    def __init__(self, rid: str | None, index: int) -> None:
+        self.rid = rid
+        self.index = index
+        self.ssrc: int | None = None
+        self.cache = PacketCache()
+        self.packets_in = self.bytes_in = 0
+        self.first_seq: int | None = None
+        self.highest_seq = self.seq_cycles = self.highest_ts = 0
+        self.width: int | None = None
+        self.height: int | None = None
+        self.keyframes = 0
+        self.last_packet_at = -1e9
+        #: the publisher's last sender report: (unix seconds, RTP timestamp)
+        self.sr: tuple[float, int] | None = None
+        self.bitrate = 0.0
+        self._bitrate_mark = 0
+        self._bitrate_since = time.monotonic()
+        self._last_pli = -1e9
+        self._pli_timer: asyncio.TimerHandle | None = None
+        self.plis_sent = 0
+
+    def account(self, packet: RtpPacket, now: float) -> None:
+        self.packets_in += 1
+        self.bytes_in += len(packet.payload)
+        self.last_packet_at = now
+        seq = packet.sequence_number
+        if self.first_seq is None:
+            self.first_seq = self.highest_seq = seq
+            self.highest_ts = packet.timestamp
+            if self.ssrc is None:
+                self.ssrc = packet.ssrc
+        elif seq_newer(seq, self.highest_seq):
+            if seq < self.highest_seq:
+                self.seq_cycles += 1
+            self.highest_seq = seq
+            self.highest_ts = packet.timestamp
+        self.cache.put(packet)
+
+    def sender_report(self, unix_seconds: float, rtp_timestamp: int) -> None:
+        self.sr = (unix_seconds, rtp_timestamp)
+
+    def wallclock(self, timestamp: int, clock_rate: int) -> float | None:
+        """When the picture stamped ``timestamp`` was captured, in the publisher's clock
+        (from its last sender report; ``None`` before one arrived). Layers of one track
+        share that clock, so this lines up their timestamps."""
+        if self.sr is None:
+            return None
+        unix, rtp = self.sr
+        delta = (timestamp - rtp + (1 << 31)) % (1 << 32) - (1 << 31)
+        return unix + delta / clock_rate
+
+    def flowing(self, now: float) -> bool:
+        return now - self.last_packet_at < FLOWING_FOR
+
+    def packets_lost(self) -> int:
+        if self.first_seq is None:
+            return 0
+        expected = self.seq_cycles * SEQ_MOD + self.highest_seq - self.first_seq + 1
+        return max(0, expected - self.packets_in)
+
+    def tick(self, now: float) -> None:
+        elapsed = now - self._bitrate_since
+        if elapsed > 0:
+            self.bitrate = (self.bytes_in - self._bitrate_mark) * 8 / elapsed
+        self._bitrate_mark = self.bytes_in
+        self._bitrate_since = now
+
+    def stats(self, now: float) -> dict[str, Any]:
+        return {
+            "rid": self.rid,
+            "ssrc": self.ssrc,
+            "width": self.width,
+            "height": self.height,
+            "bitrate": round(self.bitrate),
+            "packetsIn": self.packets_in,
+            "packetsLost": self.packets_lost(),
+            "flowing": self.flowing(now),
+        }
+
+
+class Arrival:
+    """One received packet as the subscribers see it; what they ask of its payload is
+    worked out once, the first time one asks."""
+
+    __slots__ = ("_descriptor", "_keyframe", "layer", "now", "packet", "track")
+
+    def __init__(self, track: PublishedTrack, layer: Layer, packet: RtpPacket, now: float) -> None:
+        self.track = track
+        self.layer = layer
+        self.packet = packet
+        self.now = now
+        self._descriptor: vp8.Descriptor | bool | None = False
+        self._keyframe: bool | None = None
+
+    @property
+    def descriptor(self) -> vp8.Descriptor | None:
+        """The VP8 payload descriptor (``None`` for other codecs or a bad payload)."""
+        if self._descriptor is False:
+            self._descriptor = vp8.parse(self.packet.payload) if self.track.vp8 else None
+        return self._descriptor  # type: ignore[return-value]
+
+    @property
+    def keyframe(self) -> bool:
+        if self._keyframe is None:
+            track, payload = self.track, self.packet.payload
+            if track.vp8:
+                d = self.descriptor
+                self._keyframe = d is not None and vp8.is_keyframe(payload, d)
+            else:
+                detect = track.keyframe_detector
+                self._keyframe = detect is None or detect(payload)
+        return self._keyframe
+
+
+class LayerChoice(Protocol):
+    """Which layer a subscriber wants and gets (:class:`media.forwarder.Forwarder`)."""
+
+    target: Layer | None
+    current: Layer | None
+
+
+class Subscriber(Protocol):
+    """A subscriber's slot as the track drives it (:class:`media.send_slot.SendSlot`)."""
+
+    packets_out: int
+    bytes_out: int
+    forwarder: LayerChoice | None
+
+    def offer(self, arrival: Arrival) -> None:
+        """Forward the packet if this subscriber takes its layer (never waits)."""
+
+    def suspend(self) -> None:
+        """Stop forwarding until the next keyframe."""
 
 
 class PublishedTrack:
@@ -73,39 +234,29 @@ class PublishedTrack:
     def __init__(
         self,
         info: TrackInfo,
-        receiver: RTCRtpReceiver,
         codec: RTCRtpCodecParameters,
         keyframe_min_interval: float,
+        request_pli: RequestPli,
     ) -> None:
         self.info = info
-        self.receiver = receiver
         self.codec = codec
         self.clock_rate = codec.clockRate
+        self.vp8 = codec.mimeType.lower() == "video/vp8"
+        self.keyframe_detector = keyframe_detector(codec.mimeType)
+        self.layers = [Layer(rid, i) for i, rid in enumerate(info.rids)] or [Layer(None, 0)]
         self.muted = False
         # Set by the server (room API mute, publish permission revoked): packets are not
         # forwarded, and only the server may lift it.
         self.blocked = False
         self.slots: list[Subscriber] = []
-        self.cache = PacketCache()
-        self._is_keyframe = keyframe_detector(codec.mimeType)
+        self._request_pli = request_pli
+        #: called when the set of layers subscribers want may have changed (dynacast)
+        self.on_demand: Callable[[PublishedTrack], None] | None = None
         self._keyframe_min_interval = keyframe_min_interval
-        self._last_pli = -1e9
-        self._pli_timer: asyncio.TimerHandle | None = None
-        self.media_ssrc: int | None = None
         # statistics
-        self.packets_in = 0
-        self.bytes_in = 0
-        self.first_seq: int | None = None
-        self.highest_seq = 0
-        self.seq_cycles = 0
-        self.highest_ts = 0
         self.keyframes_requested = 0
-        self.plis_sent = 0
         self.nacks_answered = 0
         self.nacks_missed = 0
-        self._bitrate_mark = 0  # bytes_in at the last tick
-        self._bitrate_since = time.monotonic()
-        self.bitrate_in = 0.0
         # audio levels (RFC 6464: 0 loudest .. 127 silence) over the current speaker window
         self.level_sum = 0
         self.level_count = 0
@@ -114,41 +265,42 @@ class PublishedTrack:
     def kind(self) -> str:
         return self.info.kind
 
+    @property
+    def simulcast(self) -> bool:
+        return len(self.layers) > 1
+
+    def layer_for_rid(self, rid: str) -> Layer | None:
+        return next((layer for layer in self.layers if layer.rid == rid), None)
+
     # -- the hot path ------------------------------------------------------------------------
 
     def on_packet(self, packet: RtpPacket) -> None:
-        payload = packet.payload
-        self.packets_in += 1
-        self.bytes_in += len(payload)
-        seq = packet.sequence_number
-        if self.first_seq is None:
-            self.first_seq = self.highest_seq = seq
-            self.media_ssrc = packet.ssrc
-            self.highest_ts = packet.timestamp
-        elif seq_newer(seq, self.highest_seq):
-            if seq < self.highest_seq:
-                self.seq_cycles += 1
-            self.highest_seq = seq
-            self.highest_ts = packet.timestamp
-        self.cache.put(packet)
+        """A packet of a plain track (aiortc's receiver, tapped)."""
+        self.on_layer_packet(self.layers[0], packet)
+
+    def on_layer_packet(self, layer: Layer, packet: RtpPacket) -> None:
+        now = time.monotonic()
+        layer.account(packet, now)
         level = packet.extensions.audio_level
         if level is not None:
             self.level_sum += level[1]
             self.level_count += 1
+        arrival = Arrival(self, layer, packet, now)
+        if self.vp8 and (layer.width is None or self.simulcast) and arrival.keyframe:
+            self._keyframe(layer, arrival)
         if self.blocked:
             return
-        keyframe: bool | None = None
         for slot in self.slots:
-            if not slot.started:
-                if self._is_keyframe is not None:
-                    if keyframe is None:
-                        keyframe = self._is_keyframe(payload)
-                    if not keyframe:
-                        continue
-                slot.start(packet)
-            # Never waits: a subscriber whose transport cannot take the packet now (a TURN
-            # relay) queues it, bounded, so it cannot delay the others (see SendSlot.write).
-            slot.write(packet)
+            # Never waits: a subscriber whose transport cannot take the packet now (a
+            # TURN relay) queues it, bounded, so it cannot delay the others.
+            slot.offer(arrival)
+
+    def _keyframe(self, layer: Layer, arrival: Arrival) -> None:
+        layer.keyframes += 1
+        d = arrival.descriptor
+        size = vp8.keyframe_size(arrival.packet.payload, d) if d is not None else None
+        if size is not None:
+            layer.width, layer.height = size
 
     def block(self, blocked: bool) -> None:
         """Stop or resume forwarding. Subscribers resume at a keyframe, their sequence
@@ -159,70 +311,99 @@ class PublishedTrack:
         if blocked:
             for slot in self.slots:
                 slot.suspend()
-        elif self.slots:
-            self.request_keyframe()
+        else:
+            for layer in self.demand():
+                self.request_keyframe(layer)
 
     # -- keyframes ------------------------------------------------------------------------------
 
-    def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe, at most once per ``keyframe_min_interval``.
+    def request_keyframe(self, layer: Layer | None = None) -> None:
+        """Ask the publisher for a keyframe on ``layer`` (default: the plain track's one),
+        at most once per ``keyframe_min_interval`` per layer.
 
         A request inside the window is not lost: one PLI goes out when the window ends,
         however many subscribers asked meanwhile (50 joiners cause one or two PLIs).
         """
-        if self._is_keyframe is None:
+        if self.keyframe_detector is None:
             return
+        layer = layer or self.layers[0]
         self.keyframes_requested += 1
-        if self._pli_timer is not None:
+        if layer._pli_timer is not None:
             return
-        wait = self._last_pli + self._keyframe_min_interval - time.monotonic()
+        wait = layer._last_pli + self._keyframe_min_interval - time.monotonic()
         if wait <= 0:
-            self._send_pli()
+            self._send_pli(layer)
         else:
-            self._pli_timer = asyncio.get_running_loop().call_later(wait, self._send_pli)
+            layer._pli_timer = asyncio.get_running_loop().call_later(wait, self._send_pli, layer)
 
-    def _send_pli(self) -> None:
-        self._pli_timer = None
-        if self.media_ssrc is None:
+    def _send_pli(self, layer: Layer) -> None:
+        layer._pli_timer = None
+        if layer.ssrc is None:
             return  # nothing received yet: the encoder's first frame is a keyframe anyway
-        self._last_pli = time.monotonic()
-        self.plis_sent += 1
-        task = asyncio.ensure_future(aiortc_hooks.request_keyframe(self.receiver, self.media_ssrc))
+        layer._last_pli = time.monotonic()
+        layer.plis_sent += 1
+        task = asyncio.ensure_future(self._request_pli(layer.ssrc))
         task.add_done_callback(_ignore_result)
 
     # -- subscribers ------------------------------------------------------------------------------
 
     def attach(self, slot: Subscriber) -> None:
         self.slots.append(slot)
-        self.request_keyframe()  # a no-op for codecs without keyframes (audio)
+        self.demand_changed()
 
     def detach(self, slot: Subscriber) -> None:
         if slot in self.slots:
             self.slots.remove(slot)
 
+    def demand(self) -> list[Layer]:
+        """The layers some subscriber wants or is being sent, lowest first."""
+        wanted: set[int] = set()
+        for slot in self.slots:
+            forwarder = slot.forwarder
+            if forwarder is not None:
+                for layer in (forwarder.target, forwarder.current):
+                    if layer is not None:
+                        wanted.add(layer.index)
+        return [layer for layer in self.layers if layer.index in wanted]
+
+    def demand_changed(self) -> None:
+        if self.on_demand is not None:
+            self.on_demand(self)
+
     def close(self) -> None:
         """Stop forwarding now; each subscriber frees its slot at its next renegotiation."""
-        if self._pli_timer is not None:
-            self._pli_timer.cancel()
-            self._pli_timer = None
+        for layer in self.layers:
+            if layer._pli_timer is not None:
+                layer._pli_timer.cancel()
+                layer._pli_timer = None
         self.slots.clear()
 
     # -- statistics --------------------------------------------------------------------------------
 
+    @property
+    def packets_in(self) -> int:
+        return sum(layer.packets_in for layer in self.layers)
+
+    @property
+    def bytes_in(self) -> int:
+        return sum(layer.bytes_in for layer in self.layers)
+
+    @property
+    def bitrate_in(self) -> float:
+        return sum(layer.bitrate for layer in self.layers)
+
+    @property
+    def plis_sent(self) -> int:
+        return sum(layer.plis_sent for layer in self.layers)
+
     def packets_lost(self) -> int:
-        if self.first_seq is None:
-            return 0
-        expected = self.seq_cycles * SEQ_MOD + self.highest_seq - self.first_seq + 1
-        return max(0, expected - self.packets_in)
+        return sum(layer.packets_lost() for layer in self.layers)
 
     def tick(self) -> None:
-        """Roll the bitrate window (called about once a second)."""
+        """Roll the bitrate windows (called about once a second)."""
         now = time.monotonic()
-        elapsed = now - self._bitrate_since
-        if elapsed > 0:
-            self.bitrate_in = (self.bytes_in - self._bitrate_mark) * 8 / elapsed
-        self._bitrate_mark = self.bytes_in
-        self._bitrate_since = now
+        for layer in self.layers:
+            layer.tick(now)
 
     def take_level(self) -> float | None:
         """Mean RFC 6464 level since the last call (lower is louder), None if no samples."""
@@ -233,7 +414,7 @@ class PublishedTrack:
         return mean
 
     def stats(self) -> dict[str, Any]:
-        return {
+        stats = {
             **self.info.to_wire(self.muted),
             "packetsIn": self.packets_in,
             "bytesIn": self.bytes_in,
@@ -247,6 +428,18 @@ class PublishedTrack:
             "nacksAnswered": self.nacks_answered,
             "nacksMissed": self.nacks_missed,
         }
+        if self.simulcast:
+            now = time.monotonic()
+            sent: dict[int, int] = {}  # subscribers by the layer they are sent
+            for slot in self.slots:
+                current = slot.forwarder.current if slot.forwarder is not None else None
+                if current is not None:
+                    sent[current.index] = sent.get(current.index, 0) + 1
+            stats["layers"] = [
+                {**layer.stats(now), "subscribers": sent.get(layer.index, 0)}
+                for layer in self.layers
+            ]
+        return stats
 
 
 def _ignore_result(task: asyncio.Future[Any]) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from aiortc.rtp import RtpPacket
 
+from media import vp8
+
 HEADER = struct.Struct("!BBHII")
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -28,30 +30,8 @@ H264_FU_A = 28
 
 def vp8_keyframe_start(payload: bytes) -> bool:
     """True if this VP8 RTP payload is the first packet of a keyframe."""
-    if len(payload) < 1:
-        return False
-    first = payload[0]
-    start_of_partition = first & 0x10
-    partition_id = first & 0x07
-    if not start_of_partition or partition_id != 0:
-        return False
-    pos = 1
-    if first & 0x80:  # X: extended control bits present
-        if len(payload) < 2:
-            return False
-        ext = payload[1]
-        pos = 2
-        if ext & 0x80:  # I: picture id, 7 or 15 bits
-            if len(payload) <= pos:
-                return False
-            pos += 2 if payload[pos] & 0x80 else 1
-        if ext & 0x40:  # L: TL0PICIDX
-            pos += 1
-        if ext & 0x30:  # T or K: TID/KEYIDX byte
-            pos += 1
-    if len(payload) <= pos:
-        return False
-    return not payload[pos] & 0x01  # P bit clear: key frame
+    d = vp8.parse(payload)
+    return d is not None and vp8.is_keyframe(payload, d)
 
 
 def h264_keyframe_start(payload: bytes) -> bool:
@@ -85,9 +65,13 @@ def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     return None
 
 
-def rewrite(packet: RtpPacket, payload_type: int, seq: int, ts: int, ssrc: int) -> bytes:
-    """Serialize ``packet``'s payload under a new header; header extensions are dropped."""
-    return HEADER.pack(0x80, (packet.marker << 7) | payload_type, seq, ts, ssrc) + packet.payload
+def rewrite(
+    packet: RtpPacket, payload_type: int, seq: int, ts: int, ssrc: int, payload: bytes | None = None
+) -> bytes:
+    """Serialize ``packet``'s payload (or ``payload``, a rewritten copy of it) under a new
+    header; header extensions are dropped."""
+    body = packet.payload if payload is None else payload
+    return HEADER.pack(0x80, (packet.marker << 7) | payload_type, seq, ts, ssrc) + body
 
 
 def seq_newer(a: int, b: int) -> bool:

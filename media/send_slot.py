@@ -1,22 +1,26 @@
-"""One subscriber's sending side of a forwarded track: rewriting and sending.
+"""One subscriber's sending side of a forwarded track: switching layers, rewriting, sending.
 
-A :class:`SendSlot` keeps what must differ per subscriber (its SSRC, payload type and the
-sequence number and timestamp offsets that keep its stream continuous across the tracks
-it carries), answers the subscriber's NACKs from the track's cache and passes its
-keyframe requests on. Writes never wait: on a host socket they are synchronous; on a TURN
-relay (where aioice's send is a coroutine) they go through a bounded per-subscriber
-:class:`RelayedWrites` queue, so one subscriber behind a slow relay delays nobody else and
-loses only its own packets (counted) when it cannot keep up.
+A :class:`SendSlot` keeps what must differ per subscriber: its SSRC and payload type, its
+:class:`~media.forwarder.Forwarder` (which layer it wants), and the numbering that keeps
+its stream continuous across the layers and tracks it carries. A layer switch happens only
+at a keyframe of the new layer; from there its sequence numbers continue the last one
+sent, its timestamps continue by the capture time between the two pictures (lined up by
+the publisher's sender reports, else by arrival time), and for VP8 its PictureID and
+TL0PICIDX continue too (:mod:`media.vp8`). Pictures of temporal layers above the
+subscriber's frame rate are not sent, and the numbers close over the gap.
+
+NACKs are answered from the layer's cache through a small ring that remembers, for each
+sequence number sent, where the packet came from; the retransmission goes on the slot's RTX
+stream when the subscriber negotiated one (RFC 4588), else on the media SSRC. Writes never wait (see
+:mod:`media.relayed_writes`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import random
+import struct
 import time
-from collections import deque
-from collections.abc import Awaitable, Coroutine
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
@@ -30,64 +34,61 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
-    RtpPacket,
 )
 
-from media import aiortc_hooks
-from media.rtp import SEQ_MOD, TS_MOD, rewrite
+from media import aiortc_hooks, vp8
+from media.forwarder import Forwarder, Preference
+from media.relayed_writes import RelayedWrites
+from media.rtp import SEQ_MOD, TS_MOD, rewrite, seq_newer
 
 if TYPE_CHECKING:
-    from media.published_track import PublishedTrack
+    from media.published_track import Arrival, Layer, PublishedTrack
 
-log = logging.getLogger("switchboard.sfu")
-
-#: Packets waiting for one subscriber's relayed transport before new ones are dropped:
-#: about half a second of 720p video.
-RELAY_QUEUE_LIMIT = 150
-
-
-class RelayedWrites:
-    """Sends one subscriber's packets through an asynchronous transport, in order, from
-    its own task; at most ``limit`` wait, further ones are dropped and counted."""
-
-    def __init__(self, limit: int = RELAY_QUEUE_LIMIT) -> None:
-        self.limit = limit
-        self.dropped = 0
-        self._queue: deque[Awaitable[None]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, pending: Awaitable[None]) -> None:
-        if len(self._queue) >= self.limit:
-            self.dropped += 1
-            _discard(pending)
-            return
-        self._queue.append(pending)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._drain())
-
-    async def _drain(self) -> None:
-        while self._queue:
-            pending = self._queue.popleft()
-            try:
-                await pending
-            except Exception as exc:  # the relay failed: ICE notices; later packets try again
-                log.debug("relayed RTP write failed: %s", exc)
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        while self._queue:
-            _discard(self._queue.popleft())
+#: Sequence numbers remembered per video subscriber to answer its NACKs (about 1.5 s of
+#: 720p video; a NACK comes within a round trip or two).
+RING = 512
+#: Longest gap between two layers' pictures the sender reports are trusted to measure.
+MAX_ALIGNED_GAP = 5.0
 
 
-def _discard(pending: Awaitable[None]) -> None:
-    """Drop a write that will never run (a coroutine must be closed, not forgotten)."""
-    if isinstance(pending, Coroutine):
-        pending.close()
+class _Run:
+    """How packets of one uninterrupted run of one layer are rewritten for a subscriber:
+    from the keyframe at ``first_in`` (that layer's sequence number) on."""
+
+    __slots__ = ("first_in", "layer", "numbers", "ts_offset")
+
+    def __init__(
+        self, layer: Layer, first_in: int, ts_offset: int, numbers: vp8.Renumbering | None
+    ) -> None:
+        self.layer = layer
+        self.first_in = first_in
+        self.ts_offset = ts_offset
+        self.numbers = numbers
+
+
+class _Sent:
+    """For each sequence number sent recently: which layer packet it was, and how it was
+    rewritten (three compact arrays: nothing allocated per packet)."""
+
+    __slots__ = ("inbound", "outbound", "runs")
+
+    def __init__(self) -> None:
+        self.outbound = array("i", [-1]) * RING
+        self.inbound = array("H", [0]) * RING
+        self.runs: list[_Run | None] = [None] * RING
+
+    def put(self, out_seq: int, in_seq: int, run: _Run) -> None:
+        i = out_seq % RING
+        self.outbound[i] = out_seq
+        self.inbound[i] = in_seq
+        self.runs[i] = run
+
+    def get(self, out_seq: int) -> tuple[int, _Run] | None:
+        i = out_seq % RING
+        run = self.runs[i]
+        if self.outbound[i] != out_seq or run is None:
+            return None
+        return self.inbound[i], run
 
 
 class SendSlot:
@@ -103,17 +104,31 @@ class SendSlot:
         self.sender: RTCRtpSender = transceiver.sender
         self.kind: str = transceiver.kind
         self.track: PublishedTrack | None = None
+        self.forwarder: Forwarder | None = None
         self.payload_type: int | None = None
-        self.started = False
+        self.ssrc = aiortc_hooks.sender_ssrc(self.sender)
+        # retransmissions, where the subscriber negotiated RTX: their own SSRC and numbers
+        self.rtx_payload_type: int | None = None
+        self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
+        self._rtx_seq = random.randrange(1 << 15)
+        # numbering: the last packet sent, and the offsets of the run being sent
+        self.last_seq_out = random.randrange(1 << 15)
+        self.last_ts_out = random.randrange(TS_MOD)
+        self.last_sent_at = time.monotonic()
+        self._last_in_ts = 0  # the timestamp the last packet had when it arrived
+        self._last_layer: Layer | None = None
         self.seq_offset = 0
-        self.ts_offset = 0
-        self.next_seq = random.randrange(1 << 15)
-        self.next_ts = random.randrange(TS_MOD)
-        self._idle_since = time.monotonic()
+        self._run: _Run | None = None
+        self._munger: vp8.Vp8Munger | None = None
+        self._sent = _Sent() if self.kind == "video" else None
+        # statistics
         self.packets_out = 0
         self.bytes_out = 0
         self.fraction_lost = 0
-        self.ssrc = aiortc_hooks.sender_ssrc(self.sender)
+        self.layer_switches = 0
+        self.pictures_dropped = 0
+        self.retransmitted = 0
+        self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
@@ -121,10 +136,17 @@ class SendSlot:
     def mid(self) -> str | None:
         return self.transceiver.mid
 
-    def bind(self, track: PublishedTrack) -> None:
+    @property
+    def started(self) -> bool:
+        return self.forwarder is not None and self.forwarder.current is not None
+
+    def bind(self, track: PublishedTrack, preference: Preference | None = None) -> None:
         self.unbind()
         self.track = track
-        self.packets_out = self.bytes_out = 0
+        self.forwarder = Forwarder(track, preference)
+        self._munger = vp8.Vp8Munger() if track.vp8 else None
+        self._packets_before += self.packets_out
+        self.packets_out = self.bytes_out = 0  # per track carried
         self.sender.replaceTrack(aiortc_hooks.SilentTrack(self.kind, track.info.track_id))
         aiortc_hooks.set_stream_id(self.sender, track.info.participant_id)
         self.transceiver.direction = "sendonly"
@@ -142,19 +164,42 @@ class SendSlot:
         if not codecs:
             return
         self.payload_type = codecs[0].payloadType
+        self.rtx_payload_type = next(
+            (
+                c.payloadType
+                for c in aiortc_hooks.negotiated_codecs(self.transceiver)
+                if c.mimeType.lower() == f"{self.kind}/rtx"
+                and str(c.parameters.get("apt")) == str(self.payload_type)
+            ),
+            None,
+        )
         track.attach(self)
+        self._want_keyframe()
+
+    def prefer(self, preference: Preference) -> None:
+        """The subscriber's wishes for this track changed (size, visibility, quality)."""
+        forwarder, track = self.forwarder, self.track
+        if forwarder is None or track is None:
+            return
+        before = forwarder.target
+        target = forwarder.prefer(preference)
+        if target is None:
+            forwarder.current = None  # hidden: stop sending; a keyframe restarts it
+        if target is not before:
+            if self.payload_type is not None:
+                self._want_keyframe()
+            track.demand_changed()
+
+    def _want_keyframe(self) -> None:
+        forwarder, track = self.forwarder, self.track
+        if forwarder is not None and track is not None and forwarder.switching:
+            track.request_keyframe(forwarder.target)
 
     def suspend(self) -> None:
-        """Stop sending; the next :meth:`start` continues after the last packet sent."""
-        track = self.track
-        if track is None:
-            return
-        if self.started:
-            # Continue after the last packet sent; start() adds the time spent idle.
-            self.next_seq = (track.highest_seq + self.seq_offset + 1) % SEQ_MOD
-            self.next_ts = (track.highest_ts + self.ts_offset) % TS_MOD
-            self.started = False
-        self._idle_since = time.monotonic()
+        """Stop sending; forwarding resumes at the next keyframe, numbered after the last
+        packet sent."""
+        if self.forwarder is not None:
+            self.forwarder.current = None
 
     def unbind(self) -> None:
         track = self.track
@@ -163,34 +208,165 @@ class SendSlot:
         self.suspend()
         track.detach(self)
         self.track = None
-        self.payload_type = None
+        self.forwarder = None
+        self.payload_type = self.rtx_payload_type = None
         self.transceiver.direction = "inactive"
+        track.demand_changed()
 
-    def start(self, packet: RtpPacket) -> None:
-        track = self.track
-        assert track is not None
-        idle = time.monotonic() - self._idle_since
-        next_ts = (self.next_ts + int(idle * track.clock_rate)) % TS_MOD
-        self.seq_offset = (self.next_seq - packet.sequence_number) % SEQ_MOD
-        self.ts_offset = (next_ts - packet.timestamp) % TS_MOD
-        self.started = True
+    # -- the hot path ----------------------------------------------------------------------
 
-    def write(self, packet: RtpPacket) -> None:
-        """Rewrite the header for this subscriber and send, without waiting."""
-        data = rewrite(
-            packet,
-            self.payload_type,  # type: ignore[arg-type]
-            (packet.sequence_number + self.seq_offset) % SEQ_MOD,
-            (packet.timestamp + self.ts_offset) % TS_MOD,
-            self.ssrc,
-        )
+    def offer(self, arrival: Arrival) -> None:
+        """Forward ``arrival`` if it belongs to this subscriber's stream (never waits)."""
+        forwarder = self.forwarder
+        if forwarder is None or self.payload_type is None:
+            return
+        layer = arrival.layer
+        current = forwarder.current
+        if layer is not current:
+            if current is not None and current is forwarder.target and current.flowing(arrival.now):
+                return  # steady on the layer it wants: other layers are not its business
+            if not arrival.keyframe or not forwarder.acceptable(layer):
+                return
+            self._switch(arrival)
+        packet = arrival.packet
+        run = self._run
+        assert run is not None
+        if (packet.sequence_number - run.first_in) % SEQ_MOD >= 0x8000:
+            return  # reordered from before the keyframe this run starts at: not ours
+        payload = None
+        munger = self._munger
+        seq = (packet.sequence_number + self.seq_offset) % SEQ_MOD
+        newest = seq_newer(seq, self.last_seq_out)  # not a late or repaired packet
+        if munger is not None:
+            d = arrival.descriptor
+            if d is not None:
+                if forwarder.max_tid is not None and not newest:
+                    return  # late, and pictures were left out since: its number is gone
+                if not forwarder.keep_temporal(d.tid, d.sync):
+                    self._drop(munger, d)
+                    return
+                payload = munger.rewrite(packet.payload, d, newest)
+        ts = (packet.timestamp + run.ts_offset) % TS_MOD
+        if newest:
+            self.last_seq_out = seq
+            self.last_ts_out = ts
+            self._last_in_ts = packet.timestamp
+            self.last_sent_at = arrival.now
+        if self._sent is not None:
+            self._sent.put(seq, packet.sequence_number, run)
         self.packets_out += 1
         self.bytes_out += len(packet.payload)
+        self._write(rewrite(packet, self.payload_type, seq, ts, self.ssrc, payload))
+
+    def _switch(self, arrival: Arrival) -> None:
+        """Start sending ``arrival``'s layer from this keyframe on, numbered after the
+        last packet sent."""
+        track, forwarder = self.track, self.forwarder
+        assert track is not None and forwarder is not None
+        packet, layer = arrival.packet, arrival.layer
+        gap = self._capture_gap(track, layer, packet.timestamp)
+        if gap is None:
+            gap = arrival.now - self.last_sent_at
+        step = max(1, round(gap * track.clock_rate))
+        ts_out = (self.last_ts_out + step) % TS_MOD
+        self.seq_offset = (self.last_seq_out + 1 - packet.sequence_number) % SEQ_MOD
+        numbers = None
+        if self._munger is not None:
+            d = arrival.descriptor
+            if d is not None:
+                self._munger.switch(d)
+            numbers = self._munger.numbers
+        self._run = _Run(
+            layer, packet.sequence_number, (ts_out - packet.timestamp) % TS_MOD, numbers
+        )
+        previous = forwarder.current
+        forwarder.switched(layer)
+        self._last_layer = layer
+        if previous is not None and previous is not layer:
+            self.layer_switches += 1
+            track.demand_changed()  # the layer left may be wanted by nobody now
+
+    def _capture_gap(self, track: PublishedTrack, layer: Layer, timestamp: int) -> float | None:
+        """Seconds between the capture of the last picture sent and this one, from the
+        publisher's sender reports (``None`` if they cannot tell: none yet, or the last
+        picture came from another track, whose clock is another)."""
+        last = self._last_layer
+        if last is None or last not in track.layers:
+            return None
+        then = last.wallclock(self._last_in_ts, track.clock_rate)
+        now = layer.wallclock(timestamp, track.clock_rate)
+        if then is None or now is None or not 0 <= now - then < MAX_ALIGNED_GAP:
+            return None
+        return now - then
+
+    def _drop(self, munger: vp8.Vp8Munger, d: vp8.Descriptor) -> None:
+        """Leave out a packet of a picture above the subscriber's temporal layer: the
+        following packets close up over it."""
+        self.seq_offset = (self.seq_offset - 1) % SEQ_MOD
+        if munger.drop(d):
+            self.pictures_dropped += 1
+            run = self._run
+            assert run is not None
+            self._run = _Run(run.layer, run.first_in, run.ts_offset, munger.numbers)
+
+    def _write(self, data: bytes) -> None:
         pending = aiortc_hooks.send_rtp(self.sender.transport, data)
         if pending is not None:
             if self._relayed is None:
                 self._relayed = RelayedWrites()
             self._relayed.put(pending)
+
+    # -- feedback from the subscriber ----------------------------------------------------------
+
+    async def _on_rtcp(self, packet: AnyRtcpPacket) -> None:
+        track = self.track
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if track is not None and self.payload_type is not None:
+                self._retransmit(track, packet.lost)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            wanted = self.forwarder.current or self.forwarder.target if self.forwarder else None
+            if track is not None and wanted is not None:
+                track.request_keyframe(wanted)
+        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            for report in packet.reports:
+                if report.ssrc == self.ssrc:
+                    self.fraction_lost = report.fraction_lost
+            await self._rr_handler(packet)
+
+    def _retransmit(self, track: PublishedTrack, lost: list[int]) -> None:
+        """Answer a subscriber's NACK from the layer's cache; never bother the publisher."""
+        sent = self._sent
+        for seq in lost:
+            found = sent.get(seq) if sent is not None else None
+            original = found[1].layer.cache.get(found[0]) if found is not None else None
+            if found is None or original is None:
+                track.nacks_missed += 1
+                continue
+            run = found[1]
+            payload = None
+            if run.numbers is not None:
+                d = vp8.parse(original.payload)
+                if d is not None:
+                    payload = vp8.renumber(original.payload, d, run.numbers)
+            track.nacks_answered += 1
+            self.retransmitted += 1
+            ts = (original.timestamp + run.ts_offset) % TS_MOD
+            if self.rtx_payload_type is None:
+                self._write(rewrite(original, self.payload_type, seq, ts, self.ssrc, payload))  # type: ignore[arg-type]
+                continue
+            # RFC 4588: the original sequence number leads the payload, on the RTX stream
+            body = struct.pack("!H", seq) + (original.payload if payload is None else payload)
+            self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
+            self._write(
+                rewrite(original, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc, body)
+            )
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    @property
+    def packets_total(self) -> int:
+        """Packets sent over the slot's life, whatever tracks it carried."""
+        return self._packets_before + self.packets_out
 
     @property
     def packets_dropped(self) -> int:
@@ -208,44 +384,31 @@ class SendSlot:
         track = self.track
         if track is None or not self.started:
             return
+        elapsed = time.monotonic() - self.last_sent_at
         aiortc_hooks.set_sender_report(
             self.sender,
             current_ntp_time(),
-            (track.highest_ts + self.ts_offset) % TS_MOD,
+            (self.last_ts_out + int(elapsed * track.clock_rate)) % TS_MOD,
             self.packets_out & 0xFFFFFFFF,
             self.bytes_out & 0xFFFFFFFF,
         )
 
-    async def _on_rtcp(self, packet: AnyRtcpPacket) -> None:
-        track = self.track
-        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            if track is not None and self.started:
-                self._retransmit(track, packet.lost)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            if track is not None:
-                track.request_keyframe()
-        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            for report in packet.reports:
-                if report.ssrc == self.ssrc:
-                    self.fraction_lost = report.fraction_lost
-            await self._rr_handler(packet)
-
-    def _retransmit(self, track: PublishedTrack, lost: list[int]) -> None:
-        """Answer a subscriber's NACK from the track's cache; never bother the publisher."""
-        for seq in lost:
-            original = track.cache.get((seq - self.seq_offset) % SEQ_MOD)
-            if original is None:
-                track.nacks_missed += 1
-                continue
-            track.nacks_answered += 1
-            self.write(original)
-
     def stats(self) -> dict[str, Any]:
-        return {
+        forwarder = self.forwarder
+        stats: dict[str, Any] = {
             "mid": self.mid,
             "trackId": self.track.info.track_id if self.track else None,
             "packetsOut": self.packets_out,
             "bytesOut": self.bytes_out,
             "fractionLost": self.fraction_lost,
             "packetsDropped": self.packets_dropped,
+            "packetsRetransmitted": self.retransmitted,
+            "rtx": self.rtx_payload_type is not None,
         }
+        if forwarder is not None and forwarder.track.simulcast:
+            stats["layer"] = forwarder.current.rid if forwarder.current else None
+            stats["targetLayer"] = forwarder.target.rid if forwarder.target else None
+            stats["layerSwitches"] = self.layer_switches
+        if self.pictures_dropped:
+            stats["picturesDropped"] = self.pictures_dropped
+        return stats

@@ -115,8 +115,10 @@ class SfuSignaling:
             "answer": ops.answer,
             "ice": ops.ice_candidate,
             "mute": ops.mute,
+            "subscription": ops.subscription,
             "toggle": ops.toggle,
             "stats": ops.stats,
+            "room-media": ops.room_media,
             "permissions": ops.apply_permissions,
             "server-mute": ops.server_mute,
         }
@@ -233,6 +235,12 @@ class SfuSignaling:
         return await self._to_host(
             conn, payload.roomId, "mute", trackId=payload.trackId, muted=payload.muted
         )
+
+    async def on_subscription(
+        self, conn: Connection, payload: events.SfuSubscription
+    ) -> dict[str, Any]:
+        tracks = [t.model_dump(exclude_none=True) for t in payload.tracks]
+        return await self._to_host(conn, payload.roomId, "subscription", tracks=tracks)
 
     async def on_stats(self, conn: Connection, payload: events.RoomRef) -> dict[str, Any]:
         return await self._to_host(conn, payload.roomId, "stats")
@@ -381,6 +389,13 @@ class SfuSignaling:
         if node not in await self.nodes.live_nodes():
             return False
         return await self.relay.notify(node, "drain", {"deadline": deadline})
+
+    async def room_media(self, room_id: str) -> dict[str, Any] | None:
+        """A room's live media statistics from its media node (``None``: no group call)."""
+        host = await self.hosts.get(room_id)
+        if host is None:
+            return None
+        return await self.relay.call(host, "room-media", {"room": room_id})
 
     async def list_nodes(self) -> NodeList:
         """The live nodes with the load they last published, as placement ranks them."""

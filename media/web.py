@@ -1,4 +1,5 @@
-"""The browser SDK (``/sdk/switchboard.js``, a plain ES module) and the ``/demo`` page.
+"""The browser SDK (``/sdk/switchboard.js`` and the modules it imports, plain ES modules)
+and the ``/demo`` page.
 
 With ``demo_tokens`` on (``switchboard serve --dev`` turns it on), ``/demo/token`` mints a
 short-lived guest token limited to rooms named ``demo-*``, so a person can try a call in
@@ -21,12 +22,16 @@ DEMO_TOKEN_TTL = 3600
 
 
 def web_routes(settings: ServerSettings) -> list[web.RouteDef]:
-    sdk = (STATIC / "switchboard.js").read_bytes()
+    # The SDK's modules, read once: /sdk/switchboard.js imports its siblings relatively.
+    modules = {path.name: path.read_bytes() for path in STATIC.glob("*.js")}
     demo = (STATIC / "demo.html").read_bytes()
 
-    async def get_sdk(_: web.Request) -> web.Response:
+    async def get_sdk(request: web.Request) -> web.Response:
+        body = modules.get(request.match_info["name"] + ".js")
+        if body is None:
+            raise web.HTTPNotFound(text="no such SDK module")
         return web.Response(
-            body=sdk,
+            body=body,
             content_type="text/javascript",
             headers={"Cache-Control": "no-cache", "Access-Control-Allow-Origin": "*"},
         )
@@ -49,7 +54,7 @@ def web_routes(settings: ServerSettings) -> list[web.RouteDef]:
         return web.json_response({"token": token, "userId": user})
 
     return [
-        web.get("/sdk/switchboard.js", get_sdk),
+        web.get("/sdk/{name:[a-z_]+}.js", get_sdk),
         web.get("/demo", get_demo),
         web.get("/demo/token", get_demo_token),
     ]

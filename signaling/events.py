@@ -132,6 +132,22 @@ class SfuMute(RoomRef):
     muted: bool
 
 
+class TrackSubscription(Payload):
+    """What a subscriber needs of one remote video: the size it is shown at, whether it is
+    visible at all, optionally a quality (overrides the size) and a frame rate."""
+
+    trackId: TrackId
+    width: Annotated[int, Field(ge=0, le=16384)] | None = None
+    height: Annotated[int, Field(ge=0, le=16384)] | None = None
+    visible: bool = True
+    quality: Literal["low", "medium", "high"] | None = None
+    fps: Annotated[int, Field(ge=1, le=120)] | None = None
+
+
+class SfuSubscription(RoomRef):
+    tracks: Annotated[list[TrackSubscription], Field(min_length=1, max_length=100)]
+
+
 def describe(error: ValidationError, limit: int = 3, root: str = "data") -> str:
     """Turn pydantic's report into one precise line: ``data.field: what is wrong``."""
     parts = []

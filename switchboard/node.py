@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from config import Settings
+from media.metrics import MediaCollector
 from media.signaling import SfuSignaling
 from signaling.api.endpoints import ApiServices, RoomApi
 from signaling.api.routes import ENDPOINTS
@@ -131,6 +132,7 @@ class Node:
             metrics=metrics,
             ice_servers=ice_servers,
         )
+        metrics.registry.register(MediaCollector(sfu.media))
         self.room_control = RoomControl(delivery=state.delivery, membership=membership, media=sfu)
         self.hub = hub = Hub(
             settings=s,

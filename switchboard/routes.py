@@ -72,6 +72,7 @@ def event_routes(
         "sfu:answer": Route(e.SfuAnswer, sfu.on_answer),
         "sfu:ice-candidate": Route(e.SfuIce, sfu.on_ice),
         "sfu:mute": Route(e.SfuMute, sfu.on_mute),
+        "sfu:subscription": Route(e.SfuSubscription, sfu.on_subscription),
         "sfu:stats": Route(e.RoomRef, sfu.on_stats),
     }
 

@@ -106,8 +106,9 @@ def test_connectivity_quick_mode_connects_through_the_lab(tmp_path):
     assert time.monotonic() - started < 60
     assert report["all_connected"] is True
     one_to_one, group = report["scenarios"]
-    (path,) = one_to_one["paths"]  # symmetric NAT to a filtering NAT: only a relay works
-    assert "relay/udp" in path or path.endswith("-> relay"), path
+    # symmetric NAT to a filtering NAT: only a relay works, on one side or the other
+    for path in one_to_one["paths"]:
+        assert "relay" in path.split(";")[0], path
     assert group["paths"] == {"relay/tcp; server sees relay": 1}
     for scenario in report["scenarios"]:
         assert scenario["success_rate"] == 1.0 and scenario["first_media_ms"]["p50"] > 0

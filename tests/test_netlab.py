@@ -110,6 +110,7 @@ async def test_group_call_join(internet: Internet, name: str, seen_as: str) -> N
     _, report = await group_call(internet, [internet.placements["direct-b"], placed])
     assert report["video"] >= 15 and report["audio"] >= 25, report
     for role in ("publisher", "subscriber"):
+        assert report["server"][role] is not None, (role, report["server"])
         server_sees = report["server"][role]["remote"]
         assert server_sees["type"] == seen_as, report["server"]
         mine = report[role]["local"]

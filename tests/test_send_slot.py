@@ -17,9 +17,14 @@ from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks
 from media.published_track import PublishedTrack, TrackInfo
-from media.send_slot import RELAY_QUEUE_LIMIT, SendSlot
+from media.relayed_writes import RELAY_QUEUE_LIMIT
+from media.send_slot import SendSlot
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+
+
+async def no_pli(ssrc: int) -> None:
+    raise AssertionError("audio needs no keyframe")
 
 
 @pytest.fixture
@@ -27,12 +32,16 @@ async def subscribers() -> AsyncIterator[tuple[PublishedTrack, SendSlot, SendSlo
     """One published audio track and two subscribers, each on its own peer connection."""
     pcs = [RTCPeerConnection(), RTCPeerConnection()]
     track = PublishedTrack(
-        TrackInfo("TR_a", "PA_p", "pub", "audio", "microphone", OPUS.mimeType), None, OPUS, 1.0
+        TrackInfo("TR_a", "PA_p", "pub", "audio", "microphone", OPUS.mimeType),
+        OPUS,
+        1.0,
+        no_pli,
     )
     slots = []
     for pc in pcs:
         slot = SendSlot(pc.addTransceiver("audio", direction="sendonly"))
-        slot.track, slot.payload_type = track, OPUS.payloadType
+        slot.bind(track)
+        slot.payload_type = OPUS.payloadType
         track.attach(slot)
         slots.append(slot)
     yield track, slots[0], slots[1]

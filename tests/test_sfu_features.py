@@ -167,6 +167,11 @@ async def test_subscriber_nacks_are_answered_from_the_cache_not_the_publisher(hu
         await wait_until(lambda: track.nacks_answered >= 3, 5)
         assert track.nacks_missed == 0
         assert remote.counter.packets > before
+        # on the RTX stream the subscriber negotiated (RFC 4588), which aiortc unwrapped
+        (slot,) = track.slots
+        assert slot.stats()["rtx"] and slot.stats()["packetsRetransmitted"] == 3
+        rtx_ssrcs = transceiver.receiver._RTCRtpReceiver__rtx_ssrc
+        assert rtx_ssrcs == {slot.rtx_ssrc: media_ssrc}
         assert retransmits == []  # the publisher was never asked
     finally:
         await viewer.close()

@@ -8,6 +8,15 @@
 //
 // The wire protocol is documented in docs/protocol.md ("Group calls (SFU)").
 
+import { Subscriptions } from "./subscriptions.js";
+
+/** Camera simulcast: three encodings, lowest first (the server picks one per subscriber). */
+export const SIMULCAST_LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
 /** An error answered by the server: `code` is one of the protocol's error codes. */
 export class SwitchboardError extends Error {
   constructor(code, message) {
@@ -153,6 +162,10 @@ export class GroupCall extends EventTarget {
     this.subscriber = null;
     this._subscriberQueue = Promise.resolve();
     this._handlers = [];
+    this.simulcast = true;
+    this.subscriptions = new Subscriptions((tracks) => {
+      this.sb.request("sfu:subscription", { roomId: this.roomId, tracks }).catch(() => {});
+    });
   }
 
   _on(type, fn) {
@@ -198,6 +211,7 @@ export class GroupCall extends EventTarget {
     });
     this._on("sfu:left", (d) => { this._teardown(); this._emit("left", d); });
     this._on("sfu:rejoin", (d) => this._rejoin(d).catch((err) => this._emit("error", err)));
+    this._on("sfu:layers", (d) => this._setLayers(d).catch((err) => this._emit("error", err)));
     const onReconnected = () => this._resume().catch((err) => this._emit("error", err));
     this.sb.addEventListener("reconnected", onReconnected);
     this._handlers.push(["reconnected", onReconnected]);
@@ -243,6 +257,7 @@ export class GroupCall extends EventTarget {
       }
     }
     if (tracks.length) await this._publishTracks(tracks);
+    this.subscriptions.resend();
     this._emit("reconnected", { resumed: false, mediaNode: this.mediaNode });
   }
 
@@ -266,10 +281,13 @@ export class GroupCall extends EventTarget {
     this.sb.request("sfu:ice-candidate", { roomId: this.roomId, target, candidate }).catch(() => {});
   }
 
-  /** Publish camera and/or microphone (getUserMedia constraints) or given tracks. */
-  async publish({ audio = true, video = true, tracks = null } = {}) {
+  /** Publish camera and/or microphone (getUserMedia constraints) or given tracks. The
+   *  camera is sent in three simulcast layers unless `simulcast` is false. */
+  async publish({ audio = true, video = true, tracks = null, simulcast = true } = {}) {
+    this.simulcast = simulcast;
     let list = tracks;
     if (!list) {
+      if (video === true && simulcast) video = { width: 1280, height: 720 };
       const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
       list = stream.getTracks().map((track) => ({ track, source: SOURCE_OF(track) }));
     }
@@ -286,10 +304,69 @@ export class GroupCall extends EventTarget {
     if (!this.publisher) this.publisher = this._newPeerConnection("publisher");
     const pc = this.publisher;
     const added = list.map(({ track, source }) => ({
-      track, source, transceiver: pc.addTransceiver(track, { direction: "sendonly" }),
+      track, source, transceiver: this._addTransceiver(pc, track, source),
     }));
     await this._renegotiatePublisher(added);
     return added.map((a) => a.track);
+  }
+
+  _addTransceiver(pc, track, source) {
+    if (!(this.simulcast && source === "camera" && track.kind === "video")) {
+      return pc.addTransceiver(track, { direction: "sendonly" });
+    }
+    // Three temporal layers let a subscriber take a lower frame rate (sfu:subscription fps).
+    const layers = SIMULCAST_LAYERS.map((l) => ({ ...l, scalabilityMode: "L1T3" }));
+    try {
+      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: layers });
+    } catch {
+      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: SIMULCAST_LAYERS.map((l) => ({ ...l })) });
+    }
+  }
+
+  /** The server says which layers of a simulcast track anybody watches: pause the rest. */
+  async _setLayers({ trackId, active }) {
+    const mid = Object.keys(this._publishedMids || {}).find((m) => this._publishedMids[m] === trackId);
+    const entry = mid !== undefined ? this.local.get(mid) : undefined;
+    if (!entry) {
+      // Came before the publish answer that names the track: applied once it arrives.
+      (this._pendingLayers ||= new Map()).set(trackId, active);
+      return;
+    }
+    const sender = entry.transceiver.sender;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    for (const encoding of params.encodings) {
+      const on = active.includes(encoding.rid);
+      if (encoding.active !== on) { encoding.active = on; changed = true; }
+    }
+    if (changed) await sender.setParameters(params);
+    this._emit("layers", { trackId, active });
+  }
+
+  /** Show a remote video track in `element`: the server then sends the layer that fits its
+   *  size, and nothing while it is off screen or the tab is hidden. An element that has
+   *  no `srcObject` yet gets the track's stream; one that has (say, a participant's tile
+   *  playing audio and video together) keeps its own. */
+  attach(trackId, element) {
+    const entry = this.remote.get(trackId);
+    if (entry && !element.srcObject) element.srcObject = entry.stream;
+    this.subscriptions.attach(trackId, element);
+  }
+
+  detach(element) {
+    this.subscriptions.detach(element);
+  }
+
+  /** The app's wishes for one remote video, over what `attach` measures: `quality`
+   *  ("low" | "medium" | "high", e.g. "high" for a pinned speaker), `fps`, `visible`. */
+  setTrackSettings(trackId, settings) {
+    this.subscriptions.set(trackId, settings);
+  }
+
+  /** The server's view of this call (sfu:stats): per-track layers, what you are sent. */
+  async serverStats() {
+    return this.sb.request("sfu:stats", { roomId: this.roomId });
   }
 
   /** Stop publishing a local track (the others see it go away). */
@@ -318,6 +395,10 @@ export class GroupCall extends EventTarget {
     const ack = await ask;
     await pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
     this.published = ack.tracks;
+    this._publishedMids = ack.mids || {};
+    const pending = this._pendingLayers || new Map();
+    this._pendingLayers = new Map();
+    for (const [trackId, active] of pending) await this._setLayers({ trackId, active });
     return ack;
   }
 
@@ -344,6 +425,7 @@ export class GroupCall extends EventTarget {
     for (const trackId of [...this.remote.keys()]) {
       if (!seen.has(trackId)) {
         this.remote.delete(trackId);
+        this.subscriptions.forget(trackId);
         this._emit("trackended", { trackId });
       }
     }
@@ -373,6 +455,32 @@ export class GroupCall extends EventTarget {
         packetsReceived: s.packetsReceived,
         framesDecoded: s.framesDecoded || 0,
         bytesReceived: s.bytesReceived,
+        frameWidth: s.frameWidth || 0,
+        frameHeight: s.frameHeight || 0,
+        framesPerSecond: s.framesPerSecond || 0,
+        pliCount: s.pliCount || 0,
+        freezeCount: s.freezeCount || 0,
+      };
+    });
+    return out;
+  }
+
+  /** Per published encoding (`rid`, or "" for a track without simulcast): what the
+   *  browser sends, so an app can show it (and tests can watch dynacast pause layers). */
+  async outboundStats() {
+    const out = {};
+    if (!this.publisher) return out;
+    const report = await this.publisher.getStats();
+    report.forEach((s) => {
+      if (s.type !== "outbound-rtp" || s.kind !== "video") return;
+      out[s.rid || ""] = {
+        mid: s.mid,
+        active: s.active !== false,
+        bytesSent: s.bytesSent,
+        packetsSent: s.packetsSent,
+        frameWidth: s.frameWidth || 0,
+        framesPerSecond: s.framesPerSecond || 0,
+        qualityLimitationReason: s.qualityLimitationReason,
       };
     });
     return out;
@@ -400,6 +508,7 @@ export class GroupCall extends EventTarget {
   }
 
   _teardown() {
+    this.subscriptions.close();
     for (const [type, handler] of this._handlers) this.sb.removeEventListener(type, handler);
     this._handlers = [];
     for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();

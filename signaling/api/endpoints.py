@@ -63,6 +63,9 @@ class MediaAdmin(Protocol):
     async def drain_node(self, node: str, deadline: float) -> bool:
         """Tell ``node`` (this one or another) to drain; ``False`` if it is not alive."""
 
+    async def room_media(self, room_id: str) -> dict[str, Any] | None:
+        """A room's live media statistics from its media node (``None``: no group call)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ApiServices:

@@ -104,6 +104,39 @@ class TrackOut(Out):
     source: str
     codec: str
     muted: bool
+    simulcast: list[str] | None = Field(
+        default=None, description="a simulcast video's layers (rids), lowest first"
+    )
+
+
+class LayerOut(Out):
+    rid: str
+    width: int | None = Field(description="from the layer's last keyframe")
+    height: int | None
+    bitrate: int = Field(description="bits per second the publisher sends on this layer")
+    packetsIn: int
+    packetsLost: int
+    flowing: bool = Field(description="false while the publisher pauses it (dynacast)")
+    subscribers: int = Field(description="subscribers being sent this layer")
+
+
+class TrackMediaOut(TrackOut):
+    bitrateIn: int
+    packetsIn: int
+    packetsLost: int
+    packetsOut: int
+    subscribers: int
+    keyframesRequested: int
+    plisSent: int
+    nacksAnswered: int
+    nacksMissed: int
+    layers: list[LayerOut] | None = None
+
+
+class RoomMediaOut(Out):
+    roomId: str
+    mediaNode: str | None = Field(description="the node the group call's media is on")
+    tracks: list[TrackMediaOut]
 
 
 class MediaParticipantOut(Out):

@@ -21,6 +21,7 @@ from signaling.api.models import (
     RoomCreate,
     RoomDetail,
     RoomList,
+    RoomMediaOut,
     RoomOut,
 )
 from signaling.protocol import ErrorCode, HubError
@@ -101,6 +102,16 @@ async def get_room(ctx: Context) -> RoomDetail:
         media=[MediaParticipantOut.model_validate(p) for p in room.media_participants()],
         mediaNode=await api.hosts.get(room.id),
     )
+
+
+async def room_media(ctx: Context) -> RoomMediaOut:
+    """Live statistics of a room's group call media, from its media node: every published
+    track, and for simulcast videos each layer's size, bitrate and viewers."""
+    room = await ctx.api.lifecycle.room(ctx.params["roomId"])
+    media = await ctx.api.media.room_media(room.id)
+    if media is None:
+        return RoomMediaOut(roomId=room.id, mediaNode=None, tracks=[])
+    return RoomMediaOut(roomId=room.id, **media)
 
 
 async def update_room(ctx: Context) -> RoomOut:

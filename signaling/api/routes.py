@@ -30,6 +30,7 @@ from signaling.api.models import (
     RoomCreate,
     RoomDetail,
     RoomList,
+    RoomMediaOut,
     RoomOut,
     RoomUpdate,
     TokenIn,
@@ -56,6 +57,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rooms.get_room,
         tag="rooms",
         response=RoomDetail,
+        errors=(*AUTH_ERRORS, 404),
+    ),
+    route(
+        "GET",
+        "/rooms/{roomId}/media",
+        rooms.room_media,
+        tag="rooms",
+        response=RoomMediaOut,
         errors=(*AUTH_ERRORS, 404),
     ),
     route(

@@ -43,6 +43,7 @@ test: install-test system-deps
 bench: install-test system-deps
 	$(BIN)/python -m benchmarks signaling
 	$(BIN)/python -m benchmarks media
+	$(BIN)/python -m benchmarks media --simulcast --rooms 1 --publishers 4 --subscribers 6
 	$(BIN)/python -m benchmarks cluster
 	$(BIN)/python -m benchmarks connectivity
 

@@ -97,17 +97,21 @@ def start_janus(port: int, media_ip: str) -> tuple[subprocess.Popen[bytes], Path
 
 
 class JanusSession:
-    """One Janus session; a long-poll task routes plugin events to each handle's queue."""
+    """One Janus session; a long-poll task hands each plugin event to the request that
+    caused it, by transaction. Events no request waits for (``publishers``, ``leaving``
+    notices, which a room with several publishers sends at any moment) are dropped."""
 
     def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
         self.http = http
         self.base = base
         self.session_url = ""
-        self.events: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._poller: asyncio.Task[None] | None = None
 
-    async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {**body, "transaction": str(next(_transactions))}
+    async def _post(
+        self, url: str, body: dict[str, Any], transaction: str | None = None
+    ) -> dict[str, Any]:
+        body = {**body, "transaction": transaction or str(next(_transactions))}
         async with self.http.post(url, json=body) as response:
             reply = await response.json(content_type=None)
         if reply.get("janus") == "error":
@@ -125,17 +129,16 @@ class JanusSession:
                 async with self.http.get(f"{self.session_url}?maxev=20") as response:
                     events = await response.json(content_type=None)
                 for event in events if isinstance(events, list) else [events]:
-                    queue = self.events.get(event.get("sender", -1))
-                    if queue is not None and event.get("janus") == "event":
-                        queue.put_nowait(event)
+                    waiter = self._waiting.pop(str(event.get("transaction")), None)
+                    if waiter is not None and event.get("janus") == "event":
+                        if not waiter.done():
+                            waiter.set_result(event)
 
     async def attach(self) -> int:
         reply = await self._post(
             self.session_url, {"janus": "attach", "plugin": "janus.plugin.videoroom"}
         )
-        handle = int(reply["data"]["id"])
-        self.events[handle] = asyncio.Queue()
-        return handle
+        return int(reply["data"]["id"])
 
     async def request(self, handle: int, body: dict[str, Any]) -> dict[str, Any]:
         """A synchronous plugin request (create, list...): the answer is in the reply."""
@@ -152,8 +155,13 @@ class JanusSession:
         payload: dict[str, Any] = {"janus": "message", "body": body}
         if jsep is not None:
             payload["jsep"] = jsep
-        await self._post(f"{self.session_url}/{handle}", payload)
-        event = await asyncio.wait_for(self.events[handle].get(), 30)
+        transaction = str(next(_transactions))
+        waiter = self._waiting[transaction] = asyncio.get_running_loop().create_future()
+        try:
+            await self._post(f"{self.session_url}/{handle}", payload, transaction)
+            event = await asyncio.wait_for(waiter, 30)
+        finally:
+            self._waiting.pop(transaction, None)
         data = event["plugindata"]["data"]
         if "error" in data:
             raise RuntimeError(f"videoroom: {data['error']}")

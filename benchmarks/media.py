@@ -246,6 +246,8 @@ async def janus_clients(base: str, load: Load) -> Setup:
             pub = new_publisher(room, load)
             await pub.pc.setLocalDescription(await pub.pc.createOffer())
             offer = {"type": "offer", "sdp": pub.offer(pub.pc.localDescription.sdp)}
+            if pub.layers is not None:
+                offer["rid_order"] = "lmh"  # our layers are listed lowest first
             event = await session.message(
                 handle, {"request": "publish", "audio": True, "video": True}, offer
             )

@@ -12,6 +12,7 @@ the layers' RTP itself, so the publisher spends no CPU encoding.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
@@ -119,3 +120,5 @@ class SimulcastSender:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

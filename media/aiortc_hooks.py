@@ -75,12 +75,17 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
                 on_packet(item)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    park_receiver(receiver)
+
+
+def park_receiver(receiver: RTCRtpReceiver) -> None:
+    """End the decoder thread aiortc starts when ``receiver`` starts receiving: it will
+    never get a frame (a tapped receiver, or one whose packets :mod:`media.ingest` takes),
+    so it must hold no thread (nor keep the process alive)."""
     original_receive = receiver.receive
 
     async def receive(parameters: Any) -> None:
         await original_receive(parameters)
-        # The decoder thread aiortc just started will never get a frame: end it now, so
-        # a tapped receiver holds no thread (and nothing can keep the process alive).
         stop_decoder(receiver)
 
     receiver.receive = receive  # type: ignore[method-assign]

@@ -272,6 +272,7 @@ class Participant:
             aiortc_hooks.tap_receiver(receiver, track.on_packet)
         else:
             transport = transceiver.receiver.transport
+            aiortc_hooks.park_receiver(transceiver.receiver)
             if self._routing is None:
                 self._routing = PublisherRouting(transport)
             ingest: SimulcastIngest | None = None

@@ -73,6 +73,28 @@ def test_media_quick_mode_compares_with_janus_and_mediarelay(tmp_path):
     assert "measuring" in stderr
 
 
+def test_media_simulcast_quick_mode_cuts_egress_like_janus(tmp_path):
+    """Three-layer publishers, subscribers wanting the speaker high and the others low:
+    less egress than every subscriber getting 720p, and as much as Janus sends for the
+    same wishes (so both forward the layers asked for)."""
+    started = time.monotonic()
+    report, stderr = run_quick("media", tmp_path, "--simulcast")
+    assert time.monotonic() - started < 90
+    plain, simulcast, janus = report["results"]
+    assert [plain["system"], simulcast["system"], janus["system"]] == [
+        "switchboard-sfu",
+        "switchboard-simulcast",
+        "janus-simulcast",
+    ]
+    assert report["parameters"]["simulcast"] is True
+    assert simulcast["payload_mbit_per_s"] < 0.75 * plain["payload_mbit_per_s"]
+    assert 0.7 < simulcast["payload_mbit_per_s"] / janus["payload_mbit_per_s"] < 1.3
+    for result in report["results"]:
+        assert result["video_frames_delivered_ratio"] > 0.9, result
+    assert report["ratios_switchboard_over"]["janus-simulcast"]["packets_per_server_cpu_s"] > 0
+    assert "measuring" in stderr
+
+
 def test_cluster_quick_mode_compares_relayed_with_local_signaling(tmp_path):
     started = time.monotonic()
     report, stderr = run_quick("cluster", tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -200,6 +201,8 @@ async def test_each_browser_gets_the_layer_its_tile_needs_and_switches_without_f
     await until(lambda: video_in(large), lambda s: s["frameWidth"] >= 960, 8, "large tile up")
     stats = track.stats()
     assert [layer["rid"] for layer in stats["layers"]] == ["q", "h", "f"]
+    # the receiver aiortc made for the simulcast section holds no (idle) decoder thread
+    assert not [t.name for t in threading.enumerate() if t.name.endswith("decoder")]
 
 
 def assert_numbering_continues(pics: list[Picture]) -> None:

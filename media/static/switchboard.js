@@ -282,9 +282,11 @@ export class GroupCall extends EventTarget {
   }
 
   /** Publish camera and/or microphone (getUserMedia constraints) or given tracks. The
-   *  camera is sent in three simulcast layers unless `simulcast` is false. */
-  async publish({ audio = true, video = true, tracks = null, simulcast = true } = {}) {
+   *  camera is sent in simulcast layers (`layers`, lowest first: RTCRtpEncodingParameters
+   *  with a `rid`; SIMULCAST_LAYERS by default) unless `simulcast` is false. */
+  async publish({ audio = true, video = true, tracks = null, simulcast = true, layers = SIMULCAST_LAYERS } = {}) {
     this.simulcast = simulcast;
+    this.layers = layers;
     let list = tracks;
     if (!list) {
       if (video === true && simulcast) video = { width: 1280, height: 720 };
@@ -315,11 +317,12 @@ export class GroupCall extends EventTarget {
       return pc.addTransceiver(track, { direction: "sendonly" });
     }
     // Three temporal layers let a subscriber take a lower frame rate (sfu:subscription fps).
-    const layers = SIMULCAST_LAYERS.map((l) => ({ ...l, scalabilityMode: "L1T3" }));
+    const chosen = this.layers || SIMULCAST_LAYERS;
+    const layers = chosen.map((l) => ({ scalabilityMode: "L1T3", ...l }));
     try {
       return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: layers });
     } catch {
-      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: SIMULCAST_LAYERS.map((l) => ({ ...l })) });
+      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: chosen.map((l) => ({ ...l })) });
     }
   }
 

@@ -27,6 +27,11 @@ class SfuSettings(BaseModel):
     sfu_dynacast: bool = True
     sfu_speaker_interval: float = Field(default=0.3, gt=0)
     sfu_speaker_threshold_dbov: int = Field(default=60, ge=0, le=127)
+    # Large rooms: above this many participants (0: never) only the N loudest microphones
+    # are forwarded, each for `hangover` seconds after it was last among them.
+    sfu_audio_loudest_above: int = Field(default=20, ge=0)
+    sfu_audio_loudest: int = Field(default=3, ge=1, le=50)
+    sfu_audio_hangover: float = Field(default=1.0, ge=0)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
     # Media placement in a cluster (0: no limit) and what survives a lost node.
     sfu_host_rooms: bool = True

@@ -12,8 +12,8 @@ the media path at the RTP level:
   builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
 * :func:`send_rtp` writes a rewritten packet straight to a transport's selected pair;
-  :func:`negotiated_codecs`, :func:`sender_ssrc`, :func:`sender_rtx_ssrc`,
-  :func:`set_stream_id` read and set what
+  :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
+  :func:`sender_rtx_ssrc`, :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
 * :func:`use_ice_connection`, :func:`add_host_protocol`, :func:`nominated_components`
   and :func:`check_list` let :mod:`media.ice` gather the server's host candidates by its
@@ -154,6 +154,11 @@ async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
     """The codecs negotiation settled for a transceiver (empty before it did)."""
     return list(transceiver._codecs)
+
+
+def negotiated_extension_id(transceiver: RTCRtpTransceiver, uri: str) -> int | None:
+    """The id negotiation gave a header extension on a transceiver (``None``: not agreed)."""
+    return next((ext.id for ext in transceiver._headerExtensions if ext.uri == uri), None)
 
 
 def sender_ssrc(sender: RTCRtpSender) -> int:

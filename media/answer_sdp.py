@@ -1,5 +1,5 @@
-"""What aiortc's answer to a publisher lacks, added to its SDP: simulcast and
-transport-wide congestion feedback, neither of which aiortc negotiates.
+"""What aiortc's answer to a publisher lacks, added to its SDP: simulcast, transport-wide
+congestion feedback and Opus DTX/FEC, none of which aiortc negotiates.
 
 **Simulcast** (RFC 8853).
 A browser offering simulcast lists each encoding as ``a=rid:<id> send`` and their order in
@@ -96,4 +96,33 @@ def accept_transport_cc(offer: str, answer: str) -> str:
         body = _ABS_SEND_TIME.sub("", body)
         body = _REMB.sub("", body)
         sections[i] = body + "".join(f"a=rtcp-fb:{pt} transport-cc{eol}" for pt in pts)
+    return "".join(sections)
+
+
+_OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)
+OPUS_WANTED = {"minptime": "10", "useinbandfec": "1", "usedtx": "1"}
+
+
+def ask_opus_dtx(answer: str) -> str:
+    """``answer`` asking the publisher's Opus encoder for in-band FEC (a lost packet is
+    rebuilt from the next one) and DTX (a silence costs a packet every 400 ms instead of
+    50 a second): receivers announce both in their ``a=fmtp``, as browsers do."""
+    eol = "\r\n" if "\r\n" in answer else "\n"
+    sections = _sections(answer)
+    for i, section in enumerate(sections[1:], start=1):
+        for pt in _OPUS.findall(section):
+            fmtp = re.search(rf"(?m)^a=fmtp:{pt} ([^\r\n]*)", section)
+            params = dict(OPUS_WANTED)
+            if fmtp is not None:
+                for item in fmtp.group(1).split(";"):
+                    key, _, value = item.strip().partition("=")
+                    if key and key not in OPUS_WANTED:
+                        params[key] = value
+            line = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params.items())
+            if fmtp is not None:
+                section = section[: fmtp.start()] + line + section[fmtp.end() :]
+            else:
+                body = section if section.endswith(eol) else section + eol
+                section = body + line + eol
+        sections[i] = section
     return "".join(sections)

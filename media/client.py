@@ -63,6 +63,9 @@ class RtpCounter:
     #: every packet's (sequence number, timestamp, payload), for tests that look closer
     keep_packets: bool = False
     kept: list[tuple[int, int, bytes]] = field(default_factory=list)
+    #: packets that carried an audio level (RFC 6464), and the last level seen
+    with_level: int = 0
+    last_level: int | None = None
 
     def on_packet(self, packet: RtpPacket) -> None:
         self.packets += 1
@@ -70,6 +73,10 @@ class RtpCounter:
         seq = packet.sequence_number
         if self.keep_packets:
             self.kept.append((seq, packet.timestamp, packet.payload))
+        level = packet.extensions.audio_level
+        if level is not None:
+            self.with_level += 1
+            self.last_level = level[1]
         if self.highest is not None:
             step = (seq - self.highest) % 65536
             if 1 < step < 0x8000:

@@ -203,6 +203,7 @@ class GroupCall:
             if level is not None and level < threshold and not track.muted:
                 levels.append((level, track))
         levels.sort(key=lambda item: item[0])
+        self._gate_audio([t for _, t in levels])
         speakers = [t.info.participant_id for _, t in levels]
         if speakers == self._speakers:
             return
@@ -222,6 +223,19 @@ class GroupCall:
                 ],
             },
         )
+
+    def _gate_audio(self, loudest_first: list[PublishedTrack]) -> None:
+        """In a large room only the loudest microphones are forwarded (each for a while
+        after it stops being among them, so words are not clipped): 50 open microphones
+        would otherwise send 49 copies of 50 streams of mostly silence."""
+        s = self.settings
+        gated = 0 < s.sfu_audio_loudest_above < len(self.participants)
+        until = time.monotonic() + s.sfu_audio_hangover
+        for track in loudest_first[: s.sfu_audio_loudest]:
+            track.audible_until = until
+        for track in self.tracks():
+            if track.kind == "audio":
+                track.gated = gated
 
     def stats(self) -> dict[str, Any]:
         return {

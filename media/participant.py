@@ -31,7 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import aiortc_hooks, ice
-from media.answer_sdp import accept_layers, accept_transport_cc, offered_layers
+from media.answer_sdp import accept_layers, accept_transport_cc, ask_opus_dtx, offered_layers
 from media.forwarder import Preference
 from media.ingest import PublisherRouting, SimulcastIngest
 from media.published_track import PublishedTrack, TrackInfo
@@ -244,6 +244,7 @@ class Participant:
         if self._routing is None and pc.getTransceivers():
             self._routing = PublisherRouting(pc.getTransceivers()[0].receiver.transport)
         answer = accept_transport_cc(sdp, accept_layers(pc.localDescription.sdp, simulcast))
+        answer = ask_opus_dtx(answer)
         return answer, added, removed
 
     def _track_for(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiortc.rtp import RtpPacket
 
 from media import vp8
-from media.rtp import SEQ_MOD, PacketCache, keyframe_detector, seq_newer
+from media.rtp import SEQ_MOD, PacketCache, keyframe_detector, one_byte_extension, seq_newer
 
 if TYPE_CHECKING:
     from aiortc import RTCRtpCodecParameters
@@ -36,6 +36,11 @@ log = logging.getLogger("switchboard.sfu")
 FLOWING_FOR = 1.0
 #: Keyframe requests for one layer: a PLI to its SSRC.
 RequestPli = Callable[[int], Awaitable[None]]
+#: RFC 6464 level of digital silence (-127 dBov), and how many silent packets in a row
+#: are still forwarded (the decoder's comfort noise starts from them) before the rest of
+#: the silence is left out.
+SILENCE = 127
+SILENT_KEPT = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,15 +182,34 @@ class Arrival:
     """One received packet as the subscribers see it; what they ask of its payload is
     worked out once, the first time one asks."""
 
-    __slots__ = ("_descriptor", "_keyframe", "layer", "now", "packet", "track")
+    __slots__ = ("_descriptor", "_keyframe", "_level", "layer", "now", "packet", "seq", "track")
 
-    def __init__(self, track: PublishedTrack, layer: Layer, packet: RtpPacket, now: float) -> None:
+    def __init__(
+        self, track: PublishedTrack, layer: Layer, packet: RtpPacket, now: float, seq: int
+    ) -> None:
         self.track = track
         self.layer = layer
         self.packet = packet
         self.now = now
+        #: the sequence number subscribers continue from: the packet's own, less the
+        #: packets the track left out before it (silence, an unheard microphone)
+        self.seq = seq
         self._descriptor: vp8.Descriptor | bool | None = False
         self._keyframe: bool | None = None
+        self._level: tuple[int, bytes] | None = None
+
+    def level_extension(self, ext_id: int) -> bytes:
+        """The packet's audio level as a header extension block for ``ext_id`` (made once
+        for all subscribers using that id; empty when the packet carries no level)."""
+        cached = self._level
+        if cached is not None and cached[0] == ext_id:
+            return cached[1]
+        level = self.packet.extensions.audio_level
+        block = b""
+        if level is not None:
+            block = one_byte_extension([(ext_id, bytes([(0x80 if level[0] else 0) | level[1]]))])
+        self._level = (ext_id, block)
+        return block
 
     @property
     def descriptor(self) -> vp8.Descriptor | None:
@@ -260,6 +284,14 @@ class PublishedTrack:
         # audio levels (RFC 6464: 0 loudest .. 127 silence) over the current speaker window
         self.level_sum = 0
         self.level_count = 0
+        # audio left out (silence, or not among the loudest in a large room)
+        self.seq_shift = 0
+        self.audio_left_out = 0
+        self._silent_run = 0
+        #: set by the room when only its loudest microphones are heard: this one is sent
+        #: until ``audible_until`` (monotonic seconds)
+        self.gated = False
+        self.audible_until = 0.0
 
     @property
     def kind(self) -> str:
@@ -285,7 +317,13 @@ class PublishedTrack:
         if level is not None:
             self.level_sum += level[1]
             self.level_count += 1
-        arrival = Arrival(self, layer, packet, now)
+            if self._leave_out(level[1], now):
+                # Not sent to anyone: the subscribers' numbering closes over it.
+                self.seq_shift = (self.seq_shift + 1) % SEQ_MOD
+                return
+        arrival = Arrival(
+            self, layer, packet, now, (packet.sequence_number - self.seq_shift) % SEQ_MOD
+        )
         if self.vp8 and (layer.width is None or self.simulcast) and arrival.keyframe:
             self._keyframe(layer, arrival)
         if self.blocked:
@@ -294,6 +332,23 @@ class PublishedTrack:
             # Never waits: a subscriber whose transport cannot take the packet now (a
             # TURN relay) queues it, bounded, so it cannot delay the others.
             slot.offer(arrival)
+
+    def _leave_out(self, level: int, now: float) -> bool:
+        """Whether an audio packet with this RFC 6464 level goes to nobody: silence after
+        :data:`SILENT_KEPT` silent packets in a row (what Opus DTX leaves of a silence:
+        a packet every 400 ms), or any packet of a microphone the room does not let
+        through now (only its loudest are heard in a large room)."""
+        if level >= SILENCE:
+            self._silent_run += 1
+        else:
+            self._silent_run = 0
+        if self.gated and now > self.audible_until:
+            self.audio_left_out += 1
+            return True
+        if self._silent_run > SILENT_KEPT:
+            self.audio_left_out += 1
+            return True
+        return False
 
     def _keyframe(self, layer: Layer, arrival: Arrival) -> None:
         layer.keyframes += 1
@@ -428,6 +483,9 @@ class PublishedTrack:
             "nacksAnswered": self.nacks_answered,
             "nacksMissed": self.nacks_missed,
         }
+        if self.kind == "audio":
+            stats["audioLeftOut"] = self.audio_left_out
+            stats["heard"] = not self.gated or time.monotonic() <= self.audible_until
         if self.simulcast:
             now = time.monotonic()
             sent: dict[int, int] = {}  # subscribers by the layer they are sent

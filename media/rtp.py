@@ -66,12 +66,29 @@ def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
 
 
 def rewrite(
-    packet: RtpPacket, payload_type: int, seq: int, ts: int, ssrc: int, payload: bytes | None = None
+    packet: RtpPacket,
+    payload_type: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    payload: bytes | None = None,
+    extension: bytes = b"",
 ) -> bytes:
     """Serialize ``packet``'s payload (or ``payload``, a rewritten copy of it) under a new
-    header; header extensions are dropped."""
+    header; the publisher's header extensions are dropped, ``extension`` (a whole
+    extension block, see :func:`one_byte_extension`) is written instead."""
     body = packet.payload if payload is None else payload
-    return HEADER.pack(0x80, (packet.marker << 7) | payload_type, seq, ts, ssrc) + body
+    first = 0x90 if extension else 0x80
+    header = HEADER.pack(first, (packet.marker << 7) | payload_type, seq, ts, ssrc)
+    return header + extension + body if extension else header + body
+
+
+def one_byte_extension(elements: list[tuple[int, bytes]]) -> bytes:
+    """An RTP header extension block (RFC 8285 one-byte form) holding ``(id, value)``
+    elements, padded to whole 32-bit words."""
+    data = b"".join(bytes([(ext_id << 4) | (len(value) - 1)]) + value for ext_id, value in elements)
+    data += bytes(-len(data) % 4)
+    return struct.pack("!HH", 0xBEDE, len(data) // 4) + data
 
 
 def seq_newer(a: int, b: int) -> bool:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 RING = 512
 #: Longest gap between two layers' pictures the sender reports are trusted to measure.
 MAX_ALIGNED_GAP = 5.0
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
 class _Run:
@@ -110,6 +111,7 @@ class SendSlot:
         # retransmissions, where the subscriber negotiated RTX: their own SSRC and numbers
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
+        self.level_id: int | None = None  # the audio-level extension's id, if negotiated
         self._rtx_seq = random.randrange(1 << 15)
         # numbering: the last packet sent, and the offsets of the run being sent
         self.last_seq_out = random.randrange(1 << 15)
@@ -164,6 +166,12 @@ class SendSlot:
         if not codecs:
             return
         self.payload_type = codecs[0].payloadType
+        # the audio level goes on to subscribers that negotiated it, to draw levels with
+        self.level_id = (
+            aiortc_hooks.negotiated_extension_id(self.transceiver, AUDIO_LEVEL)
+            if self.kind == "audio"
+            else None
+        )
         self.rtx_payload_type = next(
             (
                 c.payloadType
@@ -231,11 +239,12 @@ class SendSlot:
         packet = arrival.packet
         run = self._run
         assert run is not None
-        if (packet.sequence_number - run.first_in) % SEQ_MOD >= 0x8000:
+        in_seq = arrival.seq  # the track's numbering, with packets it left out closed up
+        if (in_seq - run.first_in) % SEQ_MOD >= 0x8000:
             return  # reordered from before the keyframe this run starts at: not ours
         payload = None
         munger = self._munger
-        seq = (packet.sequence_number + self.seq_offset) % SEQ_MOD
+        seq = (in_seq + self.seq_offset) % SEQ_MOD
         newest = seq_newer(seq, self.last_seq_out)  # not a late or repaired packet
         if munger is not None:
             d = arrival.descriptor
@@ -256,7 +265,8 @@ class SendSlot:
             self._sent.put(seq, packet.sequence_number, run)
         self.packets_out += 1
         self.bytes_out += len(packet.payload)
-        self._write(rewrite(packet, self.payload_type, seq, ts, self.ssrc, payload))
+        extension = arrival.level_extension(self.level_id) if self.level_id else b""
+        self._write(rewrite(packet, self.payload_type, seq, ts, self.ssrc, payload, extension))
 
     def _switch(self, arrival: Arrival) -> None:
         """Start sending ``arrival``'s layer from this keyframe on, numbered after the
@@ -269,16 +279,14 @@ class SendSlot:
             gap = arrival.now - self.last_sent_at
         step = max(1, round(gap * track.clock_rate))
         ts_out = (self.last_ts_out + step) % TS_MOD
-        self.seq_offset = (self.last_seq_out + 1 - packet.sequence_number) % SEQ_MOD
+        self.seq_offset = (self.last_seq_out + 1 - arrival.seq) % SEQ_MOD
         numbers = None
         if self._munger is not None:
             d = arrival.descriptor
             if d is not None:
                 self._munger.switch(d)
             numbers = self._munger.numbers
-        self._run = _Run(
-            layer, packet.sequence_number, (ts_out - packet.timestamp) % TS_MOD, numbers
-        )
+        self._run = _Run(layer, arrival.seq, (ts_out - packet.timestamp) % TS_MOD, numbers)
         previous = forwarder.current
         forwarder.switched(layer)
         self._last_layer = layer

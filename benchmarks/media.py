@@ -464,6 +464,10 @@ SWITCHBOARD_ENV = {
     "SWITCHBOARD_RATE_LIMIT_BURST": "1000",
     "SWITCHBOARD_SFU_ICE_TIMEOUT": "60",
     "SWITCHBOARD_SFU_ROOM_CAPACITY": "500",
+    # Forwarding cost is measured, every subscriber getting what it asks for as Janus's
+    # do: aiortc's receive-side estimator, starved of CPU by the load itself, reports a
+    # fraction of what loopback carries and would have videos paused.
+    "SWITCHBOARD_SFU_BANDWIDTH_ESTIMATION": "false",
 }
 
 

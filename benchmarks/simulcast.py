@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import random
 import re
+import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from aiortc import RTCRtpTransceiver
 from aiortc.codecs.vpx import Vp8Encoder
@@ -35,6 +37,39 @@ RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 def layer_loops(keyframe_interval: float) -> tuple[tuple[bytes, ...], ...]:
     """The three layers' frames, lowest first (cached per process)."""
     return tuple(vp8_loop(kbps, keyframe_interval, w, h) for _, w, h, kbps in LAYERS)
+
+
+def save_loops(loops: tuple[tuple[bytes, ...], ...], path: Path) -> Path:
+    """Write the layers' frames to ``path`` (length-prefixed), so processes replaying them
+    (lab agents, load workers) need not encode again."""
+    with path.open("wb") as out:
+        out.write(struct.pack("!I", len(loops)))
+        for frames in loops:
+            out.write(struct.pack("!I", len(frames)))
+            for frame in frames:
+                out.write(struct.pack("!I", len(frame)) + frame)
+    return path
+
+
+def load_loops(path: Path) -> tuple[tuple[bytes, ...], ...]:
+    data = path.read_bytes()
+    pos = 0
+
+    def take() -> int:
+        nonlocal pos
+        (value,) = struct.unpack_from("!I", data, pos)
+        pos += 4
+        return value
+
+    loops = []
+    for _ in range(take()):
+        frames = []
+        for _ in range(take()):
+            size = take()
+            frames.append(data[pos : pos + size])
+            pos += size
+        loops.append(tuple(frames))
+    return tuple(loops)
 
 
 def simulcast_offer(sdp: str, mid: str) -> str:

@@ -32,6 +32,13 @@ class SfuSettings(BaseModel):
     sfu_audio_loudest_above: int = Field(default=20, ge=0)
     sfu_audio_loudest: int = Field(default=3, ge=1, le=50)
     sfu_audio_hangover: float = Field(default=1.0, ge=0)
+    # Subscribers' downlinks: share each one's estimate (REMB) among its videos, starting
+    # from this many bits/s until its first report; off: every video gets what it asks for.
+    sfu_bandwidth_estimation: bool = True
+    # Publishers' uplinks: at most this many bits/s per participant, all tracks together
+    # (0: no cap; the room API sets caps per room and per user below this).
+    sfu_max_publish_bitrate: int = Field(default=0, ge=0)
+    sfu_start_bitrate: int = Field(default=600_000, ge=50_000)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
     # Media placement in a cluster (0: no limit) and what survives a lost node.
     sfu_host_rooms: bool = True

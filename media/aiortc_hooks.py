@@ -78,6 +78,24 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: PacketHandler) -> None:
     park_receiver(receiver)
 
 
+def cap_receiver_estimate(receiver: RTCRtpReceiver, cap: Callable[[], int]) -> None:
+    """Clamp the REMB aiortc's receiver sends its publisher (from its own estimator) to
+    ``cap()`` bits/s when that is not 0, so a publisher cap is not undone by it."""
+    estimator = getattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator", None)
+    if estimator is None:
+        return
+    original = estimator.add
+
+    def add(*args: Any, **kwargs: Any) -> Any:
+        remb = original(*args, **kwargs)
+        limit = cap()
+        if remb is not None and limit and remb[0] > limit:
+            return limit, remb[1]
+        return remb
+
+    estimator.add = add
+
+
 def park_receiver(receiver: RTCRtpReceiver) -> None:
     """End the decoder thread aiortc starts when ``receiver`` starts receiving: it will
     never get a frame (a tapped receiver, or one whose packets :mod:`media.ingest` takes),

@@ -47,11 +47,25 @@ class Preference:
 class Forwarder:
     """One subscriber's view of one track: the layer wanted, the layer being sent."""
 
-    __slots__ = ("current", "max_tid", "preference", "target", "track", "upgrading_temporal")
+    __slots__ = (
+        "current",
+        "limit",
+        "max_tid",
+        "preference",
+        "target",
+        "track",
+        "upgrading_temporal",
+        "wanted",
+    )
 
     def __init__(self, track: PublishedTrack, preference: Preference | None = None) -> None:
         self.track = track
         self.preference = preference or Preference()
+        #: the layer the preference asks for; ``target`` is it within the bandwidth limit
+        self.wanted: Layer | None = None
+        #: the highest layer (an index into :meth:`ordered_layers`) the subscriber's
+        #: bandwidth allows; -1 pauses the video; ``None``: no limit
+        self.limit: int | None = None
         #: the highest VP8 temporal layer sent (None: all of them)
         self.max_tid = self.preference.max_temporal()
         self.target: Layer | None = None
@@ -62,17 +76,28 @@ class Forwarder:
     # -- deciding ------------------------------------------------------------------------
 
     def choose(self) -> Layer | None:
-        """Set and return the target layer for the current preference."""
+        """Set and return the target layer: what the preference wants, within what the
+        subscriber's bandwidth allows (:mod:`media.bandwidth`)."""
         pref, layers = self.preference, self.track.layers
         if not pref.visible:
-            self.target = None
+            self.wanted = None
         elif len(layers) == 1:
-            self.target = layers[0]
+            self.wanted = layers[0]
         elif pref.quality is not None:
-            self.target = _by_quality(layers, pref.quality)
+            self.wanted = _by_quality(layers, pref.quality)
         else:
-            self.target = _by_size(layers, pref.width, pref.height)
+            self.wanted = _by_size(layers, pref.width, pref.height)
+        self.target = self.wanted
+        if self.wanted is not None and self.limit is not None:
+            ordered = self.ordered_layers()
+            allowed = min(ordered.index(self.wanted), self.limit)
+            self.target = ordered[allowed] if allowed >= 0 else None
         return self.target
+
+    def ordered_layers(self) -> list[Layer]:
+        """The track's layers from the smallest up (by the sizes keyframes showed, once
+        every layer sent one; by the offer's order before)."""
+        return _ordered(self.track.layers)
 
     def prefer(self, preference: Preference) -> Layer | None:
         before, after = self.max_tid, preference.max_temporal()
@@ -128,12 +153,18 @@ class Forwarder:
         self.upgrading_temporal = False
 
 
-def _by_quality(layers: list[Layer], quality: str) -> Layer:
-    """``low`` is the smallest layer, ``high`` the largest: by the sizes keyframes showed
-    once every layer sent one (a publisher may list its layers in any order), by the
-    offer's order (lowest first, as browsers list them) before."""
+def _ordered(layers: list[Layer]) -> list[Layer]:
+    """Smallest first: by the sizes keyframes showed once every layer sent one (a
+    publisher may list its layers in any order), by the offer's order (lowest first, as
+    browsers list them) before."""
     if all(layer.width and layer.height for layer in layers):
-        layers = sorted(layers, key=lambda layer: (layer.width or 0) * (layer.height or 0))
+        return sorted(layers, key=lambda layer: (layer.width or 0) * (layer.height or 0))
+    return layers
+
+
+def _by_quality(layers: list[Layer], quality: str) -> Layer:
+    """``low`` is the smallest layer, ``high`` the largest."""
+    layers = _ordered(layers)
     index = round(QUALITIES.index(quality) * (len(layers) - 1) / (len(QUALITIES) - 1))
     return layers[index]
 
@@ -142,8 +173,7 @@ def _by_size(layers: list[Layer], width: int | None, height: int | None) -> Laye
     """The smallest layer at least ``width`` x ``height`` (the largest if none is);
     layers whose size is not known yet count by their position (each twice the one
     below, as browsers scale simulcast layers)."""
-    if all(layer.width and layer.height for layer in layers):
-        layers = sorted(layers, key=lambda layer: (layer.width or 0) * (layer.height or 0))
+    layers = _ordered(layers)
     if not width and not height:
         return layers[-1]
     top = layers[-1]

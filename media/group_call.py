@@ -204,6 +204,9 @@ class GroupCall:
                 levels.append((level, track))
         levels.sort(key=lambda item: item[0])
         self._gate_audio([t for _, t in levels])
+        speaking = {t.info.participant_id for _, t in levels[: self.settings.sfu_audio_loudest]}
+        for participant in self.participants.values():
+            participant.share_bandwidth(speaking)
         speakers = [t.info.participant_id for _, t in levels]
         if speakers == self._speakers:
             return

@@ -182,6 +182,9 @@ class MediaHost:
         )
         participant.can_publish = info.permission(participant.user_id, "canPublish")
         participant.can_subscribe = info.permission(participant.user_id, "canSubscribe")
+        participant.publish_limit = (
+            info.publish_cap(participant.user_id) or info.max_publish_bitrate
+        )
         others = list(room.participants.values())
         room.participants[participant.id] = participant
         self.participants[participant.id] = participant

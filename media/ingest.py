@@ -51,6 +51,8 @@ log = logging.getLogger("switchboard.sfu")
 
 #: Unix time of the NTP epoch offset (RFC 3550 timestamps count from 1900).
 NTP_UNIX_OFFSET = 2_208_988_800
+#: How often a publish cap is repeated as REMB (seconds).
+CAP_INTERVAL = 1.0
 
 
 class _Stream:
@@ -205,7 +207,13 @@ class PublisherRouting:
     """Everything a publisher's connection receives passes here first, before aiortc's
     router: its transport-wide sequence number is recorded for congestion feedback
     (:mod:`media.twcc`), and packets of simulcast layers (known SSRCs, or new SSRCs naming a
-    simulcast section's mid) go to that section's ingest; everything else to aiortc."""
+    simulcast section's mid) go to that section's ingest; everything else to aiortc.
+
+    A publish cap (:attr:`cap`, bits/s) is sent as REMB every :data:`CAP_INTERVAL`:
+    browsers take a REMB as the ceiling of their own estimate even when they estimate
+    with transport-cc (as Janus's VideoRoom ``bitrate`` works), aiortc sets its encoder's
+    target from it, and a simulcast browser fits its layers under it (the top ones pause).
+    """
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
         self.transport = transport
@@ -215,7 +223,20 @@ class PublisherRouting:
         self._feedback_ssrc = random.randrange(1, 1 << 32)
         self._media_ssrc = 0
         self._feedback_task: asyncio.Task[None] | None = None
+        #: bits/s the publisher may send, all tracks together (0: no cap)
+        self.cap = 0
+        self._ssrcs: set[int] = set()  # what a cap's REMB names
+        self._cap_task: asyncio.Task[None] | None = None
         aiortc_hooks.route_rtp_first(transport, self.route)
+
+    def set_cap(self, bitrate: int) -> None:
+        """Cap the publisher's uplink (0 lifts the cap: REMB stops, its estimator rules)."""
+        self.cap = bitrate
+        if bitrate and self._cap_task is None:
+            self._cap_task = asyncio.ensure_future(self._send_cap())
+        elif not bitrate and self._cap_task is not None:
+            self._cap_task.cancel()
+            self._cap_task = None
 
     def add(self, mid: str, ingest: SimulcastIngest) -> None:
         self.by_mid[mid] = ingest
@@ -228,6 +249,8 @@ class PublisherRouting:
                 del self.by_ssrc[ssrc]
 
     def route(self, packet: RtpPacket) -> Any:
+        if self.cap:
+            self._ssrcs.add(packet.ssrc)
         seq = packet.extensions.transport_sequence_number
         if seq is not None:
             self.feedback.add(seq, time.monotonic_ns() // 1000)
@@ -251,7 +274,21 @@ class PublisherRouting:
                 if not await aiortc_hooks.send_rtcp_bytes(self.transport, data):
                     return  # the transport is gone
 
+    async def _send_cap(self) -> None:
+        while self.cap:
+            if self._ssrcs:
+                packet = RtcpPsfbPacket(
+                    fmt=RTCP_PSFB_APP,
+                    ssrc=self._feedback_ssrc,
+                    media_ssrc=0,
+                    fci=pack_remb_fci(self.cap, sorted(self._ssrcs)[:255]),
+                )
+                if not await aiortc_hooks.send_rtcp_bytes(self.transport, bytes(packet)):
+                    return  # the transport is gone
+            await asyncio.sleep(CAP_INTERVAL)
+
     def close(self) -> None:
+        self.set_cap(0)
         if self._feedback_task is not None:
             self._feedback_task.cancel()
             self._feedback_task = None

@@ -8,7 +8,11 @@ time (nothing is counted twice on the per-packet path).
   (``none`` for plain tracks, ``paused`` for a hidden tile);
 * ``switchboard_sfu_layer_switches_total``, ``..._forwarded_packets_total``,
   ``..._retransmitted_packets_total``: counters over every subscription this node served
-  (a closed subscription's counts are kept as of the last scrape that saw it open).
+  (a closed subscription's counts are kept as of the last scrape that saw it open);
+* ``switchboard_sfu_bandwidth_limited_videos{state}``: subscriptions held below the layer
+  their tile wants by the subscriber's downlink (``lowered``) or paused by it (``paused``);
+* ``switchboard_sfu_downlink_estimate_bps{stat}``: min, median and max of subscribers'
+  downlink estimates (REMB); ``switchboard_sfu_probe_padding_bytes_total``: probing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ COUNTERS = (
         "switchboard_sfu_retransmitted_packets",
         "Packets resent from the cache for subscribers' NACKs",
         "retransmitted",
+    ),
+    (
+        "switchboard_sfu_probe_padding_bytes",
+        "Padding sent to probe subscribers' downlinks",
+        "padding_bytes",
     ),
 )
 
@@ -91,6 +100,29 @@ class MediaCollector(Collector):
         for layer, count in sorted(by_layer.items()):
             subscriptions.add_metric([layer], count)
         yield subscriptions
+
+        limited = GaugeMetricFamily(
+            "switchboard_sfu_bandwidth_limited_videos",
+            "Subscriptions held below the wanted layer (lowered) or paused by the downlink",
+            labels=["state"],
+        )
+        limits = [s.forwarder.limit for s in slots if s.forwarder is not None]
+        limited.add_metric(["lowered"], sum(1 for x in limits if x is not None and x >= 0))
+        limited.add_metric(["paused"], sum(1 for x in limits if x == -1))
+        yield limited
+        estimates = sorted(
+            e for e in (p.bandwidth.current() for p in participants) if e is not None
+        )
+        downlinks = GaugeMetricFamily(
+            "switchboard_sfu_downlink_estimate_bps",
+            "Subscribers' downlink estimates (REMB): min, median, max",
+            labels=["stat"],
+        )
+        if estimates:
+            downlinks.add_metric(["min"], estimates[0])
+            downlinks.add_metric(["median"], estimates[len(estimates) // 2])
+            downlinks.add_metric(["max"], estimates[-1])
+        yield downlinks
 
         seen = {s: tuple(getattr(s, attr) for _, _, attr in COUNTERS) for s in slots}
         for slot, values in self._seen.items():

@@ -110,6 +110,9 @@ class MediaOps:
         stats = participant.room.stats()
         stats["mediaNode"] = self.host.node
         stats["subscriptions"] = [s.stats() for s in participant.slots if s.track is not None]
+        # what this participant's downlink allows, from the estimate it reports (REMB)
+        stats["bandwidth"] = participant.bandwidth.stats()
+        stats["publishCap"] = participant.publish_cap
         # How this participant reaches the server: direct (host, srflx/prflx) or relayed.
         stats["connection"] = {
             "publisher": selected_pair(participant.publisher) if participant.publisher else None,
@@ -138,10 +141,16 @@ class MediaOps:
         if subscribe != participant.can_subscribe:
             participant.can_subscribe = subscribe
             participant.resubscribe()
+        participant.cap_publishing(permissions.get("maxPublishBitrate", 0))
         await participant.room.send(
             [participant],
             "sfu:permissions-updated",
-            {"roomId": participant.room.id, "canPublish": publish, "canSubscribe": subscribe},
+            {
+                "roomId": participant.room.id,
+                "canPublish": publish,
+                "canSubscribe": subscribe,
+                "maxPublishBitrate": participant.publish_cap,
+            },
         )
         await self.host.record(participant.room.id)
         return {}

@@ -32,10 +32,11 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import aiortc_hooks, ice
 from media.answer_sdp import accept_layers, accept_transport_cc, ask_opus_dtx, offered_layers
+from media.bandwidth import Allocator, SendClock
 from media.forwarder import Preference
 from media.ingest import PublisherRouting, SimulcastIngest
 from media.published_track import PublishedTrack, TrackInfo
-from media.send_slot import SendSlot
+from media.send_slot import PADDING, SendSlot
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.sfu")
 
 SENDING = ("sendonly", "sendrecv")
+#: Probing pads in steps of this many seconds, at most this many packets a step.
+PROBE_STEP = 0.05
+PROBE_MAX_PACKETS = 20
 CLOSE_TIMEOUT = 5.0
 SOURCES = ("camera", "microphone", "screen", "screen-audio")
 
@@ -101,6 +105,18 @@ class Participant:
         self.slots: list[SendSlot] = []
         #: what this participant asked for each remote video (sfu:subscription), by track id
         self.preferences: dict[str, Preference] = {}
+        #: its downlink: the estimate it reports, and each video's share of it
+        #: the publish cap the room API set for this user, else the room's (0: none)
+        self.publish_limit = 0
+        self.bandwidth = Allocator(
+            start=room.settings.sfu_start_bitrate,
+            enabled=room.settings.sfu_bandwidth_estimation,
+        )
+        self._prober: asyncio.Task[None] | None = None
+        #: one pacing clock for the abs-send-time of all its videos (by extension id)
+        self._clocks: dict[int, SendClock] = {}
+        self._probe_credit = 0.0  # bytes of padding owed (probing sends whole packets)
+        self._speakers: set[str] = set()  # the room's active speakers, last told
         self.closed = False
         # Room permissions (the room API may change them while the participant is in).
         self.can_publish = True
@@ -243,6 +259,7 @@ class Participant:
         }
         if self._routing is None and pc.getTransceivers():
             self._routing = PublisherRouting(pc.getTransceivers()[0].receiver.transport)
+        self.cap_publishing()
         answer = accept_transport_cc(sdp, accept_layers(pc.localDescription.sdp, simulcast))
         answer = ask_opus_dtx(answer)
         return answer, added, removed
@@ -271,6 +288,7 @@ class Participant:
 
             track = PublishedTrack(info, codecs[0], interval, request_pli)
             aiortc_hooks.tap_receiver(receiver, track.on_packet)
+            aiortc_hooks.cap_receiver_estimate(receiver, lambda: self.publish_cap)
         else:
             transport = transceiver.receiver.transport
             aiortc_hooks.park_receiver(transceiver.receiver)
@@ -393,6 +411,7 @@ class Participant:
             if slot is None:
                 transceiver = self.subscriber.addTransceiver(track.kind, direction="sendonly")
                 slot = SendSlot(transceiver)
+                slot.on_remb = self.bandwidth.on_remb
                 self.slots.append(slot)
             slot.transceiver.setCodecPreferences(_preferences(track))
             slot.bind(track, self.preferences.get(track_id))
@@ -406,6 +425,63 @@ class Participant:
             if slot.track is not None and slot.track.info.track_id == track_id:
                 slot.prefer(preference)
 
+    @property
+    def publish_cap(self) -> int:
+        """Bits/s this participant may publish, all tracks together (0: no cap): the
+        room API's cap for its user (else the room's), never above the setting's."""
+        caps = [c for c in (self.publish_limit, self.room.settings.sfu_max_publish_bitrate) if c]
+        return min(caps, default=0)
+
+    def cap_publishing(self, limit: int | None = None) -> None:
+        """Apply the publish cap (``limit``: a new one from the room API) to the uplink."""
+        if limit is not None:
+            self.publish_limit = limit
+        if self._routing is not None:
+            self._routing.set_cap(self.publish_cap)
+
+    def share_bandwidth(self, speakers: set[str]) -> None:
+        """Share this subscriber's estimate among its videos (screen shares first, then
+        the active speakers, then pinned videos, then the rest), and probe for more while
+        some video gets less than it wants."""
+        self._speakers = speakers
+        videos = []
+        for order, slot in enumerate(self.slots):
+            track = slot.track
+            if track is None or track.kind != "video" or slot.forwarder is None:
+                continue
+            if track.info.source == "screen":
+                rank = 0
+            elif track.info.participant_id in speakers:
+                rank = 1
+            elif slot.forwarder.preference.quality == "high":
+                rank = 2
+            else:
+                rank = 3
+            videos.append((slot, rank * 1000 + order))
+        audio = sum(1 for s in self.slots if s.track is not None and s.track.kind == "audio")
+        # limits apply only to a subscriber that can report its estimate (abs-send-time
+        # negotiated for its videos, so REMB follows)
+        estimating = any(slot.send_time_id for slot, _ in videos)
+        self.bandwidth.allocate(videos, audio, estimating)
+        probing = self.bandwidth.probe_target() > 0
+        if probing and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.ensure_future(self._probe())
+            self._prober.add_done_callback(_log_failure)
+
+    async def _probe(self) -> None:
+        """Pad the RTX stream of one video (the first that has one) at the probe rate, in
+        small steps, while the allocation says probing is worth it."""
+        while not self.closed:
+            target = self.bandwidth.probe_target()
+            if target <= 0:
+                return
+            self._probe_credit += target * PROBE_STEP / 8  # bytes this step
+            packets = min(PROBE_MAX_PACKETS, int(self._probe_credit // PADDING))
+            self._probe_credit -= packets * PADDING
+            if packets and not any(slot.pad(packets) for slot in self.slots):
+                return  # nobody negotiated RTX: no way to probe
+            await asyncio.sleep(PROBE_STEP)
+
     def forget_track(self, track_id: str) -> None:
         self.preferences.pop(track_id, None)
 
@@ -414,6 +490,15 @@ class Participant:
             return
         for slot in self.slots:
             slot.activate()
+            if slot.send_time_id and slot.stamp is None:
+                clock = self._clocks.get(slot.send_time_id)
+                if clock is None:
+                    clock = self._clocks[slot.send_time_id] = SendClock(
+                        self.bandwidth, slot.send_time_id
+                    )
+                slot.stamp = clock.stamp
+        # share the estimate before the first keyframe goes out, not a tick later
+        self.share_bandwidth(self._speakers)
 
     # -- leaving --------------------------------------------------------------------------
 
@@ -442,6 +527,8 @@ class Participant:
             self._routing.close()
         for slot in self.slots:
             slot.close()
+        if self._prober is not None:
+            self._prober.cancel()
         return tracks
 
     async def close(self) -> list[PublishedTrack]:

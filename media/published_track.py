@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiortc.rtp import RtpPacket
 
 from media import vp8
-from media.rtp import SEQ_MOD, PacketCache, keyframe_detector, one_byte_extension, seq_newer
+from media.rtp import (
+    SEQ_MOD,
+    PacketCache,
+    keyframe_detector,
+    one_byte_extension,
+    seq_newer,
+)
 
 if TYPE_CHECKING:
     from aiortc import RTCRtpCodecParameters
@@ -71,6 +77,11 @@ class TrackInfo:
         return wire
 
 
+#: The weight of each second's bitrate in a layer's steady bitrate (a moving average over
+#: about 1 / STEADY_WEIGHT seconds).
+STEADY_WEIGHT = 0.2
+
+
 class Layer:
     """One encoding of a published track: what arrived on its SSRC."""
 
@@ -95,6 +106,7 @@ class Layer:
         "seq_cycles",
         "sr",
         "ssrc",
+        "steady_bitrate",
         "width",
     )
 
@@ -113,6 +125,9 @@ class Layer:
         #: the publisher's last sender report: (unix seconds, RTP timestamp)
         self.sr: tuple[float, int] | None = None
         self.bitrate = 0.0
+        #: the bitrate averaged over some seconds (what a subscriber's share is measured
+        #: in: a keyframe's second must not look like the layer's cost)
+        self.steady_bitrate = 0.0
         self._bitrate_mark = 0
         self._bitrate_since = time.monotonic()
         self._last_pli = -1e9
@@ -162,6 +177,10 @@ class Layer:
         elapsed = now - self._bitrate_since
         if elapsed > 0:
             self.bitrate = (self.bytes_in - self._bitrate_mark) * 8 / elapsed
+            steady = self.steady_bitrate
+            self.steady_bitrate = (
+                self.bitrate if not steady else steady + STEADY_WEIGHT * (self.bitrate - steady)
+            )
         self._bitrate_mark = self.bytes_in
         self._bitrate_since = now
 
@@ -182,7 +201,7 @@ class Arrival:
     """One received packet as the subscribers see it; what they ask of its payload is
     worked out once, the first time one asks."""
 
-    __slots__ = ("_descriptor", "_keyframe", "_level", "layer", "now", "packet", "seq", "track")
+    __slots__ = ("_descriptor", "_extension", "_keyframe", "layer", "now", "packet", "seq", "track")
 
     def __init__(
         self, track: PublishedTrack, layer: Layer, packet: RtpPacket, now: float, seq: int
@@ -196,19 +215,19 @@ class Arrival:
         self.seq = seq
         self._descriptor: vp8.Descriptor | bool | None = False
         self._keyframe: bool | None = None
-        self._level: tuple[int, bytes] | None = None
+        self._extension: tuple[int, bytes] | None = None
 
     def level_extension(self, ext_id: int) -> bytes:
         """The packet's audio level as a header extension block for ``ext_id`` (made once
         for all subscribers using that id; empty when the packet carries no level)."""
-        cached = self._level
+        cached = self._extension
         if cached is not None and cached[0] == ext_id:
             return cached[1]
         level = self.packet.extensions.audio_level
         block = b""
         if level is not None:
             block = one_byte_extension([(ext_id, bytes([(0x80 if level[0] else 0) | level[1]]))])
-        self._level = (ext_id, block)
+        self._extension = (ext_id, block)
         return block
 
     @property

@@ -17,15 +17,18 @@ stream when the subscriber negotiated one (RFC 4588), else on the media SSRC. Wr
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
 import time
 from array import array
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
 from aiortc.clock import current_ntp_time
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -34,6 +37,7 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
+    unpack_remb_fci,
 )
 
 from media import aiortc_hooks, vp8
@@ -50,6 +54,9 @@ RING = 512
 #: Longest gap between two layers' pictures the sender reports are trusted to measure.
 MAX_ALIGNED_GAP = 5.0
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+#: Padding per probe packet (RFC 3550 padding, on the RTX stream): the most one byte says.
+PADDING = 255
 
 
 class _Run:
@@ -112,6 +119,12 @@ class SendSlot:
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
         self.level_id: int | None = None  # the audio-level extension's id, if negotiated
+        self.send_time_id: int | None = None  # abs-send-time's, for the subscriber's REMB
+        #: the abs-send-time extension block for a packet of some size leaving now (set
+        #: by the participant once abs-send-time is negotiated: its pacing clock)
+        self.stamp: Callable[[int], bytes] | None = None
+        #: told each bandwidth estimate (REMB) the subscriber reports
+        self.on_remb: Callable[[float], None] | None = None
         self._rtx_seq = random.randrange(1 << 15)
         # numbering: the last packet sent, and the offsets of the run being sent
         self.last_seq_out = random.randrange(1 << 15)
@@ -130,6 +143,7 @@ class SendSlot:
         self.layer_switches = 0
         self.pictures_dropped = 0
         self.retransmitted = 0
+        self.padding_bytes = 0
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
@@ -166,12 +180,13 @@ class SendSlot:
         if not codecs:
             return
         self.payload_type = codecs[0].payloadType
-        # the audio level goes on to subscribers that negotiated it, to draw levels with
-        self.level_id = (
-            aiortc_hooks.negotiated_extension_id(self.transceiver, AUDIO_LEVEL)
-            if self.kind == "audio"
-            else None
-        )
+        # the audio level goes on to subscribers that negotiated it, to draw levels with;
+        # video carries its send time, which the subscriber's bandwidth estimator reads
+        ext_id = aiortc_hooks.negotiated_extension_id
+        if self.kind == "audio":
+            self.level_id = ext_id(self.transceiver, AUDIO_LEVEL)
+        else:
+            self.send_time_id = ext_id(self.transceiver, ABS_SEND_TIME)
         self.rtx_payload_type = next(
             (
                 c.payloadType
@@ -186,14 +201,29 @@ class SendSlot:
 
     def prefer(self, preference: Preference) -> None:
         """The subscriber's wishes for this track changed (size, visibility, quality)."""
+        forwarder = self.forwarder
+        if forwarder is not None:
+            before = forwarder.target
+            forwarder.prefer(preference)
+            self._retargeted(before)
+
+    def limit(self, index: int | None) -> None:
+        """The subscriber's bandwidth allows layers up to ``index`` (of the track's layers
+        from the smallest up); -1 pauses the video, ``None`` lifts the limit."""
+        forwarder = self.forwarder
+        if forwarder is not None and forwarder.limit != index:
+            before = forwarder.target
+            forwarder.limit = index
+            forwarder.choose()
+            self._retargeted(before)
+
+    def _retargeted(self, before: Layer | None) -> None:
         forwarder, track = self.forwarder, self.track
         if forwarder is None or track is None:
             return
-        before = forwarder.target
-        target = forwarder.prefer(preference)
-        if target is None:
-            forwarder.current = None  # hidden: stop sending; a keyframe restarts it
-        if target is not before:
+        if forwarder.target is None:
+            forwarder.current = None  # hidden or paused: stop sending; a keyframe restarts it
+        if forwarder.target is not before:
             if self.payload_type is not None:
                 self._want_keyframe()
             track.demand_changed()
@@ -265,7 +295,12 @@ class SendSlot:
             self._sent.put(seq, packet.sequence_number, run)
         self.packets_out += 1
         self.bytes_out += len(packet.payload)
-        extension = arrival.level_extension(self.level_id) if self.level_id else b""
+        if self.stamp is not None:
+            extension = self.stamp(len(payload) if payload is not None else len(packet.payload))
+        elif self.level_id:
+            extension = arrival.level_extension(self.level_id)
+        else:
+            extension = b""
         self._write(rewrite(packet, self.payload_type, seq, ts, self.ssrc, payload, extension))
 
     def _switch(self, arrival: Arrival) -> None:
@@ -340,6 +375,11 @@ class SendSlot:
                 if report.ssrc == self.ssrc:
                     self.fraction_lost = report.fraction_lost
             await self._rr_handler(packet)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            with contextlib.suppress(ValueError):
+                bitrate, _ = unpack_remb_fci(packet.fci)
+                if self.on_remb is not None:
+                    self.on_remb(bitrate)
 
     def _retransmit(self, track: PublishedTrack, lost: list[int]) -> None:
         """Answer a subscriber's NACK from the layer's cache; never bother the publisher."""
@@ -368,6 +408,23 @@ class SendSlot:
             self._write(
                 rewrite(original, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc, body)
             )
+
+    def pad(self, packets: int) -> int:
+        """Send ``packets`` padding-only packets on the RTX stream (for the subscriber's
+        estimator to see more traffic: probing); returns the bytes sent (0 without RTX)."""
+        rtx_pt, track = self.rtx_payload_type, self.track
+        if rtx_pt is None or track is None:
+            return 0
+        ts = self.last_ts_out + int((time.monotonic() - self.last_sent_at) * track.clock_rate)
+        stamp = self.stamp
+        first = 0xB0 if stamp else 0xA0  # version 2, padding, extension
+        body = bytes(PADDING - 1) + bytes([PADDING])
+        for _ in range(packets):
+            self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
+            header = struct.pack("!BBHII", first, rtx_pt, self._rtx_seq, ts % TS_MOD, self.rtx_ssrc)
+            self._write(header + (stamp(PADDING) if stamp else b"") + body)
+        self.padding_bytes += packets * PADDING
+        return packets * PADDING
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -416,7 +473,13 @@ class SendSlot:
         if forwarder is not None and forwarder.track.simulcast:
             stats["layer"] = forwarder.current.rid if forwarder.current else None
             stats["targetLayer"] = forwarder.target.rid if forwarder.target else None
+            stats["wantedLayer"] = forwarder.wanted.rid if forwarder.wanted else None
             stats["layerSwitches"] = self.layer_switches
+        if forwarder is not None and forwarder.limit is not None:
+            # the subscriber's bandwidth holds this video below what it wants, or pauses it
+            stats["limitedByBandwidth"] = True
+        if self.padding_bytes:
+            stats["paddingBytes"] = self.padding_bytes
         if self.pictures_dropped:
             stats["picturesDropped"] = self.pictures_dropped
         return stats

@@ -41,6 +41,7 @@ def room_wire(room: RoomInfo) -> dict[str, Any]:
         "metadata": room.metadata,
         "createdAt": room.created_at,
         "createdBy": room.created_by,
+        "maxPublishBitrate": room.max_publish_bitrate,
     }
 
 
@@ -110,6 +111,7 @@ class RoomLifecycle:
         capacity: int | None,
         empty_timeout: float | None,
         metadata: dict[str, Any],
+        max_publish_bitrate: int = 0,
     ) -> RoomInfo:
         timeout = self.settings.room_empty_timeout if empty_timeout is None else empty_timeout
         return RoomInfo(
@@ -120,6 +122,7 @@ class RoomLifecycle:
             empty_timeout=timeout,
             metadata=metadata,
             created_by="api",
+            max_publish_bitrate=max_publish_bitrate,
         )
 
     # -- membership hooks (from the membership and SFU services) --------------------------
@@ -218,14 +221,19 @@ class RoomLifecycle:
         return room
 
     async def set_permissions(
-        self, room_id: str, user_id: str, changes: dict[str, bool]
-    ) -> dict[str, bool]:
-        def apply(room: RoomInfo) -> dict[str, bool]:
+        self, room_id: str, user_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Change a user's permissions (``canPublish``, ``canSubscribe``) and publish cap
+        (``maxPublishBitrate``, 0: none of its own); its devices in the group call are
+        told. Returns them all, the cap as in force: the user's, else the room's."""
+
+        def apply(room: RoomInfo) -> dict[str, Any]:
             current = room.permissions.setdefault(user_id, {})
             current.update(changes)
             return {
                 "canPublish": room.permission(user_id, "canPublish"),
                 "canSubscribe": room.permission(user_id, "canSubscribe"),
+                "maxPublishBitrate": room.publish_cap(user_id) or room.max_publish_bitrate,
             }
 
         _, permissions = await self._update(room_id, apply)

@@ -16,7 +16,15 @@ from media.signaling import SfuSignaling
 from media.synthetic import PatternTrack, ToneTrack
 from switchboard.app import NODE_KEY
 
-SFU = {"sfu_listen_ips": ["127.0.0.1"], "sfu_ice_timeout": 3.0, "sfu_stats_log_interval": 0}
+SFU = {
+    "sfu_listen_ips": ["127.0.0.1"],
+    "sfu_ice_timeout": 3.0,
+    "sfu_stats_log_interval": 0,
+    # Every video as asked: these tests are about routing, layers and signaling; sharing
+    # a downlink estimate is tested in the network lab (test_netlab_bandwidth.py), where
+    # links have limits (on loopback, aiortc's estimator reports what the CPU allows).
+    "sfu_bandwidth_estimation": False,
+}
 
 
 @dataclass

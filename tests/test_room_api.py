@@ -187,6 +187,7 @@ async def test_permissions_are_stored_per_user(hub, api):
         "userId": "viewer",
         "canPublish": False,
         "canSubscribe": True,
+        "maxPublishBitrate": 0,
     }
     status, body = await api.patch("/rooms/webinar/participants/viewer/permissions", {})
     assert status == 400 and "canPublish" in body["error"]["message"]

@@ -3,6 +3,8 @@ close take devices out of the SFU, track webhooks. Real aiortc peers on loopback
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from signaling.client import RequestError
@@ -86,7 +88,12 @@ async def test_permissions_gate_publishing_and_subscribing(hub_factory, http):
         )
         assert status == 200 and body["canSubscribe"] is False and body["canPublish"] is False
         update = await viewer.hub.expect("sfu:permissions-updated")
-        assert update == {"roomId": "webinar", "canPublish": False, "canSubscribe": False}
+        assert update == {
+            "roomId": "webinar",
+            "canPublish": False,
+            "canSubscribe": False,
+            "maxPublishBitrate": 0,
+        }
         room = sfu_of(hub).rooms["webinar"]
         me = room.participants[viewer.participant_id]
         await wait_until(lambda: all(s.track is None for s in me.slots), 10)
@@ -101,6 +108,54 @@ async def test_permissions_gate_publishing_and_subscribing(hub_factory, http):
     finally:
         await host.close()
         await viewer.close()
+
+
+async def test_a_publish_cap_holds_the_publisher_under_it(hub_factory, http):
+    """The cap goes to the publisher as REMB (aiortc sets its encoder's target from it;
+    browsers: tests/test_netlab_bandwidth.py); the room's cap applies to everyone, a
+    user's own overrides it, and neither may exceed the setting's."""
+    hub = await hub_factory(**SFU, sfu_max_publish_bitrate=2_000_000)
+    api = hub.api(http)
+    status, room = await api.post("/rooms", {"roomId": "capped", "maxPublishBitrate": 1_000_000})
+    assert status == 201 and room["maxPublishBitrate"] == 1_000_000
+    pub, _ = await participant(hub, "pub", "capped", audio=False)
+    sub, _ = await participant(hub, "sub", "capped", audio=False, video=False)
+    try:
+        stats = await pub.hub.request("sfu:stats", {"roomId": "capped"})
+        assert stats["publishCap"] == 1_000_000
+        track = only_track(hub, "capped")
+        await wait_until(lambda: track.bitrate_in > 350_000, 20)  # above aiortc's floor
+
+        status, body = await api.patch(
+            "/rooms/capped/participants/pub/permissions", {"maxPublishBitrate": 250_000}
+        )
+        assert status == 200 and body["maxPublishBitrate"] == 250_000
+        update = await pub.hub.expect("sfu:permissions-updated")
+        assert update["maxPublishBitrate"] == 250_000
+        # aiortc's VP8 encoder goes no lower than 250 kbit/s: its floor is the cap here
+        await wait_until(lambda: track.bitrate_in < 300_000, 10)
+        await asyncio.sleep(3)
+        assert track.bitrate_in < 300_000
+
+        # 0: the user's own cap is gone, the room's applies again
+        _, body = await api.patch(
+            "/rooms/capped/participants/pub/permissions", {"maxPublishBitrate": 0}
+        )
+        assert body["maxPublishBitrate"] == 1_000_000
+        assert (await pub.hub.expect("sfu:permissions-updated"))["maxPublishBitrate"] == 1_000_000
+        # above the setting's cap, the setting's holds
+        await api.patch(
+            "/rooms/capped/participants/pub/permissions", {"maxPublishBitrate": 5_000_000}
+        )
+        assert (await pub.hub.expect("sfu:permissions-updated"))["maxPublishBitrate"] == 2_000_000
+        # nonsense is refused
+        status, body = await api.patch(
+            "/rooms/capped/participants/pub/permissions", {"maxPublishBitrate": -1}
+        )
+        assert status == 400 and body["error"]["code"] == "invalid_request", body
+    finally:
+        await pub.close()
+        await sub.close()
 
 
 async def test_kick_and_close_take_devices_out_of_the_group_call(hub_factory, http):

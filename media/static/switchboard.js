@@ -456,6 +456,7 @@ export class GroupCall extends EventTarget {
         kind: s.kind,
         participantId: info.participantId,
         packetsReceived: s.packetsReceived,
+        packetsLost: s.packetsLost || 0,
         framesDecoded: s.framesDecoded || 0,
         bytesReceived: s.bytesReceived,
         frameWidth: s.frameWidth || 0,

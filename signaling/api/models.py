@@ -82,6 +82,13 @@ class RoomCreate(Body):
         "(default: the room_empty_timeout setting)",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="opaque, at most 16 KiB")
+    maxPublishBitrate: int = Field(
+        default=0,
+        ge=0,
+        le=100_000_000,
+        description="bits/s any one participant may publish in the group call, all its "
+        "tracks together (0: no cap beyond the sfu_max_publish_bitrate setting)",
+    )
 
     _metadata = field_validator("metadata")(
         lambda v: _bounded_json(v, MAX_METADATA_BYTES, "metadata")
@@ -156,6 +163,7 @@ class RoomOut(Out):
     metadata: dict[str, Any]
     createdAt: int = Field(description="epoch milliseconds")
     createdBy: Literal["api", "join"]
+    maxPublishBitrate: int = Field(description="bits/s per publishing participant; 0: no cap")
     memberCount: int
     mediaParticipantCount: int
 
@@ -235,11 +243,18 @@ class PermissionsBody(Body):
 
     canPublish: bool = None  # type: ignore[assignment]  # absent: unchanged
     canSubscribe: bool = None  # type: ignore[assignment]
+    maxPublishBitrate: int = Field(
+        default=None,  # type: ignore[arg-type]
+        ge=0,
+        le=100_000_000,
+        description="bits/s this user may publish per device, all tracks together "
+        "(0: the room's cap applies)",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> PermissionsBody:
-        if self.canPublish is None and self.canSubscribe is None:
-            raise ValueError("give canPublish, canSubscribe or both")
+        if self.canPublish is None and self.canSubscribe is None and self.maxPublishBitrate is None:
+            raise ValueError("give canPublish, canSubscribe, maxPublishBitrate or several")
         return self
 
 
@@ -248,6 +263,7 @@ class PermissionsOut(Out):
     userId: str
     canPublish: bool
     canSubscribe: bool
+    maxPublishBitrate: int = Field(description="the cap in force: the user's, else the room's")
 
 
 class EndCallBody(Body):

@@ -78,6 +78,7 @@ async def create_room(ctx: Context) -> RoomOut:
         capacity=body.capacity,
         empty_timeout=body.emptyTimeout,
         metadata=body.metadata,
+        max_publish_bitrate=body.maxPublishBitrate,
     )
     if not await lifecycle.create(room):
         raise ApiError(409, "room_exists", f"room '{body.roomId}' already exists")
@@ -167,7 +168,11 @@ async def update_permissions(ctx: Context) -> PermissionsOut:
     body: PermissionsBody = ctx.body
     changes = {
         name: value
-        for name, value in (("canPublish", body.canPublish), ("canSubscribe", body.canSubscribe))
+        for name, value in (
+            ("canPublish", body.canPublish),
+            ("canSubscribe", body.canSubscribe),
+            ("maxPublishBitrate", body.maxPublishBitrate),
+        )
         if value is not None
     }
     room_id, user_id = ctx.params["roomId"], ctx.params["userId"]

@@ -157,11 +157,17 @@ class RoomInfo:
     empty_timeout: float = 300.0
     metadata: dict[str, Any] = field(default_factory=dict)
     created_by: Literal["api", "join"] = "join"
-    permissions: dict[str, dict[str, bool]] = field(default_factory=dict)
+    permissions: dict[str, dict[str, Any]] = field(default_factory=dict)
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: bits/s any one participant may publish in the room's group call (0: no cap)
+    max_publish_bitrate: int = 0
 
     def permission(self, user_id: str, name: str) -> bool:
-        return self.permissions.get(user_id, {}).get(name, True)
+        return bool(self.permissions.get(user_id, {}).get(name, True))
+
+    def publish_cap(self, user_id: str) -> int:
+        """The user's own publish cap in bits/s (0: none of its own; the room's applies)."""
+        return int(self.permissions.get(user_id, {}).get("maxPublishBitrate", 0))
 
     def media_participants(self) -> list[dict[str, Any]]:
         """Group call participants over every node hosting some of the room's media."""

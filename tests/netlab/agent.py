@@ -10,6 +10,7 @@ every TURN URL among them is tried (media.ice.IcePolicy), as a browser would.
     python -m tests.netlab.agent callee --url ws://... --token ...
     python -m tests.netlab.agent caller --url ws://... --token ... --callee bob
     python -m tests.netlab.agent http --url http://.../health
+    python -m tests.netlab.agent cameras --url ws://... --token ... --room r --layers file
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
@@ -139,6 +141,7 @@ async def group(args: argparse.Namespace) -> None:
     try:
         await client.join()
         await client.publish([(ToneTrack(), "microphone"), (PatternTrack(320, 240), "camera")])
+        published_at = time.perf_counter()
         await client.wait_for(lambda c: len(c.remote) >= 2 * args.peers, timeout=args.timeout)
         for remote in client.remote.values():
             assert remote.track is not None
@@ -166,6 +169,13 @@ async def group(args: argparse.Namespace) -> None:
             subscriber=ice.selected_pair(client.subscriber),
             server=stats.get("connection"),
             participantId=client.participant_id,
+            # keyframe requests the server sent this client (its publisher) so far
+            keyframeRequests=sum(
+                t["plisSent"]
+                for t in stats.get("tracks", [])
+                if t["participantId"] == client.participant_id
+            ),
+            secondsPublishing=round(time.perf_counter() - published_at, 1),
         )
         await until_stopped()
     finally:
@@ -237,6 +247,34 @@ async def caller(args: argparse.Namespace) -> None:
         await hub.close()
 
 
+async def cameras(args: argparse.Namespace) -> None:
+    """A camera publisher sending three simulcast layers replayed from ``--layers`` (a
+    file of pre-encoded VP8, ``benchmarks.simulcast.save_loops``), the way a browser sends
+    them; no microphone."""
+    from benchmarks.simulcast import SimulcastSender, load_loops, simulcast_offer
+    from media import aiortc_hooks
+
+    aiortc_hooks.extend_header_extensions()
+    hub = await HubClient.connect(args.url, args.token)
+    client = SfuClient(hub, args.room, policy=ice.IcePolicy(), decode=False)
+    try:
+        await client.join()
+        ice.ICE_POLICY.set(client.policy)
+        pc = client.publisher = RTCPeerConnection(client.config)
+        video = pc.addTransceiver(aiortc_hooks.SilentTrack("video"), direction="sendonly")
+        sender = SimulcastSender(video, load_loops(Path(args.layers)))
+        ack = await client.renegotiate_publish(
+            {}, timeout=args.timeout, edit_offer=lambda sdp: simulcast_offer(sdp, video.mid or "")
+        )
+        sender.start(ack["sdp"], lambda ts: None)
+        say("report", participantId=client.participant_id, tracks=ack["tracks"])
+        await until_stopped()
+        await sender.stop()
+    finally:
+        await client.close()
+        await hub.close()
+
+
 async def http(args: argparse.Namespace) -> None:
     import aiohttp
 
@@ -246,7 +284,7 @@ async def http(args: argparse.Namespace) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["group", "caller", "callee", "http"])
+    parser.add_argument("mode", choices=["group", "caller", "callee", "http", "cameras"])
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", default="")
     parser.add_argument("--room", default="lab")
@@ -254,8 +292,15 @@ async def main() -> None:
     parser.add_argument("--callee", default="")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--watch", type=float, default=0.0, help="then watch media this long")
+    parser.add_argument("--layers", default="", help="pre-encoded simulcast layers (cameras)")
     args = parser.parse_args()
-    run = {"group": group, "caller": caller, "callee": callee, "http": http}[args.mode]
+    run = {
+        "group": group,
+        "caller": caller,
+        "callee": callee,
+        "http": http,
+        "cameras": cameras,
+    }[args.mode]
     try:
         await run(args)
     except Exception as exc:

@@ -1,14 +1,15 @@
-"""Entry point: ``python -m benchmarks {signaling,media,cluster,connectivity} [options]``."""
+"""Entry point: ``python -m benchmarks {signaling,media,room,cluster,connectivity} [options]``."""
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import cluster, connectivity, media, signaling
+from benchmarks import cluster, connectivity, media, room, signaling
 
 SCENARIOS = {
     "signaling": signaling.main,
     "media": media.main,
+    "room": room.main,
     "cluster": cluster.main,
     "connectivity": connectivity.main,
 }

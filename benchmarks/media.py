@@ -472,7 +472,7 @@ SWITCHBOARD_ENV = {
 
 
 def start_system(
-    name: str, port: int, janus_media_ip: str
+    name: str, port: int, janus_media_ip: str, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], Callable[[], None]]:
     """Start one server; returns it and its clean-up."""
     if name.startswith("janus-"):
@@ -480,7 +480,7 @@ def start_system(
         return server, lambda: shutil.rmtree(folder, ignore_errors=True)
     if name.startswith("switchboard-"):
         cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
-        env = {**os.environ, **SWITCHBOARD_ENV}
+        env = {**os.environ, **SWITCHBOARD_ENV, **(extra_env or {})}
     else:
         cmd = [sys.executable, "-m", "benchmarks.relay_baseline", "--port", str(port)]
         env = dict(os.environ)

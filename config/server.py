@@ -23,7 +23,8 @@ class ServerSettings(BaseModel):
     dev_secret_file: Path = Path(".switchboard/dev-secret")
     allowed_origins: CommaList = Field(default_factory=list)
 
-    max_frame_bytes: int = Field(default=64 * 1024, ge=256)
+    # fits the SDP of a full group call room (signaling.events.MAX_SDP) with its envelope
+    max_frame_bytes: int = Field(default=256 * 1024, ge=256)
     rate_limit_per_second: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=60, ge=1)
     error_budget: int = Field(default=20, ge=1, description="errors tolerated before close 1008")

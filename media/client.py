@@ -110,8 +110,12 @@ class SfuClient:
         keep_arrivals: bool = False,
         keep_packets: bool = False,
         policy: ice.IcePolicy | None = None,
+        on_subscriber: Callable[[RTCPeerConnection, str], None] | None = None,
     ) -> None:
         self.hub = hub
+        #: told the subscribe connection and each offer applied to it, before the answer
+        #: goes out (load tools count its packets their own way)
+        self.on_subscriber = on_subscriber
         self.room_id = room_id
         self.decode = decode
         self.keep_arrivals = keep_arrivals
@@ -266,6 +270,8 @@ class SfuClient:
             self.subscriber = RTCPeerConnection(self.config)
         pc = self.subscriber
         await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="offer"))
+        if self.on_subscriber is not None:
+            self.on_subscriber(pc, data["sdp"])
         await pc.setLocalDescription(await pc.createAnswer())
         tracks: dict[str, dict[str, Any]] = data["tracks"]
         remote: dict[str, RemoteTrack] = {}

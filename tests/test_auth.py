@@ -106,4 +106,4 @@ async def test_session_ready_describes_connection(hub):
     ready = client.ready
     assert ready["userId"] == "alice"
     assert ready["connectionId"].startswith("c_")
-    assert ready["maxFrameBytes"] == 64 * 1024
+    assert ready["maxFrameBytes"] == 256 * 1024

@@ -135,3 +135,28 @@ def test_example_config_loads():
     example = Path(__file__).resolve().parent.parent / "config" / "switchboard.example.toml"
     settings = load_settings(example)
     assert settings.host == "0.0.0.0" and settings.log_format == "json"
+
+
+async def test_the_sdp_of_a_full_group_call_room_fits_a_frame_and_the_bounds() -> None:
+    """aiortc's answer for 49 microphones and 49 cameras (a full room of 50): within the
+    SDP bound and the default frame size, envelope included; twice the bound is not."""
+    from aiortc import RTCPeerConnection
+    from pydantic import ValidationError
+
+    from signaling.events import MAX_SDP, SfuAnswer
+
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    for kind in ("audio", "video"):
+        for _ in range(49):
+            offerer.addTransceiver(kind, direction="sendonly")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    sdp = answerer.localDescription.sdp
+    await offerer.close()
+    await answerer.close()
+    SfuAnswer(roomId="r", sdp=sdp)
+    frame = encode("sfu:answer", {"roomId": "r", "sdp": sdp}, 1)
+    assert len(frame) < load_settings({}).max_frame_bytes
+    with pytest.raises(ValidationError):
+        SfuAnswer(roomId="r", sdp="v=0\r\n" + "a" * MAX_SDP)

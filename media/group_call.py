@@ -182,11 +182,10 @@ class GroupCall:
         now = time.monotonic()
         if now - last_second >= 1.0:
             last_second = now
-            for participant in self.participants.values():
+            for participant in list(self.participants.values()):
                 for track in participant.tracks.values():
                     track.tick()
-                for slot in participant.slots:
-                    slot.sync_sender_report()
+                await participant.send_reports()
         log_every = self.settings.sfu_stats_log_interval
         if log_every and now - last_log >= log_every:
             last_log = now

@@ -36,6 +36,7 @@ from aiortc.rtp import (
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSenderInfo,
     RtcpSrPacket,
     unpack_remb_fci,
 )
@@ -43,7 +44,7 @@ from aiortc.rtp import (
 from media import aiortc_hooks, vp8
 from media.forwarder import Forwarder, Preference
 from media.relayed_writes import RelayedWrites
-from media.rtp import SEQ_MOD, TS_MOD, rewrite, seq_newer
+from media.rtp import SEQ_MOD, TS_MOD, repeat, rewrite, seq_newer
 
 if TYPE_CHECKING:
     from media.published_track import Arrival, Layer, PublishedTrack
@@ -110,6 +111,8 @@ class SendSlot:
     def __init__(self, transceiver: RTCRtpTransceiver) -> None:
         self.transceiver = transceiver
         self.sender: RTCRtpSender = transceiver.sender
+        aiortc_hooks.quiet_sender_rtcp(self.sender)  # the participant reports for all slots
+        self._reported = -1  # packets_out at the last sender report
         self.kind: str = transceiver.kind
         self.track: PublishedTrack | None = None
         self.forwarder: Forwarder | None = None
@@ -391,22 +394,22 @@ class SendSlot:
                 track.nacks_missed += 1
                 continue
             run = found[1]
-            payload = None
+            payload = original[3]
             if run.numbers is not None:
-                d = vp8.parse(original.payload)
+                d = vp8.parse(payload)
                 if d is not None:
-                    payload = vp8.renumber(original.payload, d, run.numbers)
+                    payload = vp8.renumber(payload, d, run.numbers)
             track.nacks_answered += 1
             self.retransmitted += 1
-            ts = (original.timestamp + run.ts_offset) % TS_MOD
+            ts = (original[1] + run.ts_offset) % TS_MOD
             if self.rtx_payload_type is None:
-                self._write(rewrite(original, self.payload_type, seq, ts, self.ssrc, payload))  # type: ignore[arg-type]
+                self._write(repeat(original, self.payload_type, seq, ts, self.ssrc, payload))
                 continue
             # RFC 4588: the original sequence number leads the payload, on the RTX stream
-            body = struct.pack("!H", seq) + (original.payload if payload is None else payload)
+            body = struct.pack("!H", seq) + payload
             self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
             self._write(
-                rewrite(original, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc, body)
+                repeat(original, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc, body)
             )
 
     def pad(self, packets: int) -> int:
@@ -444,18 +447,22 @@ class SendSlot:
         if self._relayed is not None:
             self._relayed.close()
 
-    def sync_sender_report(self) -> None:
-        """Give aiortc's SR loop this slot's counters, for the subscriber's RTT and A/V sync."""
+    def sender_report(self) -> RtcpSrPacket | None:
+        """This slot's sender report (for the subscriber's A/V sync), if it sent anything
+        since the last one: a silent microphone's slot reports nothing."""
         track = self.track
-        if track is None or not self.started:
-            return
+        if track is None or not self.started or self.packets_out == self._reported:
+            return None
+        self._reported = self.packets_out
         elapsed = time.monotonic() - self.last_sent_at
-        aiortc_hooks.set_sender_report(
-            self.sender,
-            current_ntp_time(),
-            (self.last_ts_out + int(elapsed * track.clock_rate)) % TS_MOD,
-            self.packets_out & 0xFFFFFFFF,
-            self.bytes_out & 0xFFFFFFFF,
+        return RtcpSrPacket(
+            ssrc=self.ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=current_ntp_time(),
+                rtp_timestamp=(self.last_ts_out + int(elapsed * track.clock_rate)) % TS_MOD,
+                packet_count=self.packets_out & 0xFFFFFFFF,
+                octet_count=self.bytes_out & 0xFFFFFFFF,
+            ),
         )
 
     def stats(self) -> dict[str, Any]:

@@ -50,6 +50,13 @@ async def test_a_silent_microphone_costs_about_nothing_and_a_talker_arrives_whol
         assert talk.packets - talk_before > 450 and talk.gaps == 0
         assert talk.with_level == talk.packets and talk.last_level is not None
         assert talk.last_level < 60
+        # sender reports come for what is sent (one compound packet per connection)
+        assert listener.subscriber is not None
+        reports = [
+            s for s in (await listener.subscriber.getStats()).values()
+            if s.type == "remote-outbound-rtp"
+        ]  # fmt: skip
+        assert any(r.packetsSent >= talk_before for r in reports), reports
     finally:
         for client in (listener, talker, silent):
             await client.close()

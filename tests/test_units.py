@@ -160,3 +160,18 @@ async def test_the_sdp_of_a_full_group_call_room_fits_a_frame_and_the_bounds() -
     assert len(frame) < load_settings({}).max_frame_bytes
     with pytest.raises(ValidationError):
         SfuAnswer(roomId="r", sdp="v=0\r\n" + "a" * MAX_SDP)
+
+
+def test_the_server_collects_garbage_cycles_less_often_and_freezes_its_start_up() -> None:
+    import gc
+
+    from switchboard.cli import GC_YOUNG_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -44,6 +44,7 @@ bench: install-test system-deps
 	$(BIN)/python -m benchmarks signaling
 	$(BIN)/python -m benchmarks media
 	$(BIN)/python -m benchmarks media --simulcast --rooms 1 --publishers 4 --subscribers 6
+	$(BIN)/python -m benchmarks room
 	$(BIN)/python -m benchmarks cluster
 	$(BIN)/python -m benchmarks connectivity
 

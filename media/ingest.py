@@ -20,6 +20,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc.rate import RemoteBitrateEstimator
@@ -75,9 +76,12 @@ class SimulcastIngest:
         transport: RTCDtlsTransport,
         track: PublishedTrack,
         codecs: list[RTCRtpCodecParameters],
+        cap: Callable[[], int] = lambda: 0,
     ) -> None:
         self.transport = transport
         self.track = track
+        #: the publish cap in force (bits/s, 0: none): our own REMB never asks for more
+        self.cap = cap
         self.rtcp_ssrc = random.randrange(1, 1 << 32)
         self.streams: dict[int, _Stream] = {}
         #: RTX payload type -> the payload type it repairs
@@ -127,12 +131,14 @@ class SimulcastIngest:
                 ssrc=packet.ssrc,
             )
             if remb is not None:
+                bitrate, ssrcs = remb
+                cap = self.cap()
                 await self._send(
                     RtcpPsfbPacket(
                         fmt=RTCP_PSFB_APP,
                         ssrc=self.rtcp_ssrc,
                         media_ssrc=0,
-                        fci=pack_remb_fci(*remb),
+                        fci=pack_remb_fci(min(bitrate, cap) if cap else bitrate, ssrcs),
                     )
                 )
         stream.stats.add(packet)

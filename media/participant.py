@@ -305,7 +305,7 @@ class Participant:
                     await ingest.send_pli(ssrc)
 
             track = PublishedTrack(info, codecs[0], interval, request_layer_pli)
-            ingest = SimulcastIngest(transport, track, codecs)
+            ingest = SimulcastIngest(transport, track, codecs, lambda: self.publish_cap)
             self._routing.add(mid, ingest)
         track.on_demand = self.room.demand_changed
         return track

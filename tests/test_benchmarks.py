@@ -135,3 +135,20 @@ def test_connectivity_quick_mode_connects_through_the_lab(tmp_path):
     for scenario in report["scenarios"]:
         assert scenario["success_rate"] == 1.0 and scenario["first_media_ms"]["p50"] > 0
     assert "lab up in" in stderr  # progress is shown
+
+
+def test_room_quick_mode_fills_a_room_from_several_processes_like_janus(tmp_path):
+    started = time.monotonic()
+    report, stderr = run_quick("room", tmp_path)
+    assert time.monotonic() - started < 90
+    runs = {r["system"]: r for r in report["results"]}
+    assert set(runs) == {"switchboard-sfu", "janus-videoroom"}
+    for name, run in runs.items():
+        # six participants: every one gets the others' five cameras and some audio,
+        # counted from the clear RTP header by lean subscribers in two load processes
+        assert run["video_packets_per_s"] > 0 and run["audio_packets_per_s"] > 0, name
+        assert run["packets_per_server_cpu_s"] > 0 and run["egress_mbit_per_s"] > 0, name
+        assert run["loss"] is not None and run["loss"] < 0.05, run
+        assert run["added_delay_ms"]["frames"] > 0 and run["join_ms"]["joins"] == 2, run
+    assert report["ratios_switchboard_over_janus"]["packets_per_server_cpu_s"] > 0
+    assert "janus: every video flowing" in stderr  # progress is shown

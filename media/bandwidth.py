@@ -19,7 +19,8 @@ its lowest layer whatever the estimate (with no video at all the subscriber woul
 no estimate to climb back with). A layer costs its steady bitrate (what the publisher
 sends on it, averaged over about five seconds, so that a keyframe does not pause a
 video). A video goes up only when the budget holds the new layer with 15 % to spare and
-it has not gone down in the last 2 s; it keeps what it has while the estimate (without
+it has not gone down in the last 2 s (twice as long after each time it went down
+within 10 s of going up, up to 32 s: no flapping); it keeps what it has while the estimate (without
 headroom) holds it.
 
 **Probing**: while some video gets less than it wants, the subscriber's RTX stream is
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
 HEADROOM = 0.9
 #: An upgrade needs this much more budget than the layer's cost...
 UPGRADE_MARGIN = 1.15
-#: ... and no downgrade of that video for this long (seconds).
+#: ... and no downgrade of that video for this long (seconds), longer after flaps.
 UPGRADE_HOLD = 2.0
+UPGRADE_HOLD_MAX = 32.0
+FLAP_WINDOW = 10.0
 #: Bitrates assumed for layers not measured yet (lowest first), and for audio.
 NOMINAL_LAYER_BPS = (150_000, 500_000, 1_500_000)
 AUDIO_BPS = 40_000
@@ -82,6 +85,11 @@ class Share:
     cost: float
     wanted_cost: float
     downgraded_at: float = -1e9
+    #: how long it must then wait to go up again: :data:`UPGRADE_HOLD`, doubled by each
+    #: downgrade that follows an upgrade within :data:`FLAP_WINDOW` (a video that keeps
+    #: coming back only to be paused again is worse than one left paused)
+    hold: float = UPGRADE_HOLD
+    upgraded_at: float = -1e9
 
 
 @dataclass
@@ -156,6 +164,8 @@ class Allocator:
                 cost=0.0,
                 wanted_cost=_cost(layers, top),
                 downgraded_at=previous.downgraded_at if previous else -1e9,
+                hold=previous.hold if previous else UPGRADE_HOLD,
+                upgraded_at=previous.upgraded_at if previous else -1e9,
             )
             # The most important video always keeps its lowest layer: a subscriber with
             # no video at all would send no estimate to climb back with. Nothing is
@@ -181,8 +191,11 @@ class Allocator:
         live = set()
         for video, _, top, share, before in plans:
             if share.index < before:
+                flapped = now - share.upgraded_at < FLAP_WINDOW
+                share.hold = min(share.hold * 2, UPGRADE_HOLD_MAX) if flapped else UPGRADE_HOLD
                 share.downgraded_at = now
             elif share.index > before and id(video) in self.shares:
+                share.upgraded_at = now
                 # climbing: let the estimate settle on the new traffic, then probe again
                 self._probe_backoff = PROBE_BACKOFF
                 self._probe_resume_at = now + UPGRADE_HOLD
@@ -206,7 +219,7 @@ class Allocator:
             # the estimate by a few percent must not pause a video
             ok = budget + (self.current() or 0.0) * (1 - HEADROOM) >= step
         else:
-            ok = budget >= step * UPGRADE_MARGIN and now - share.downgraded_at >= UPGRADE_HOLD
+            ok = budget >= step * UPGRADE_MARGIN and now - share.downgraded_at >= share.hold
         if not ok and self.needed is None:
             self.needed = step * UPGRADE_MARGIN
         return ok

@@ -28,30 +28,24 @@ from aiortc import (
 from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
-from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from media import aiortc_hooks, ice
 from media.answer_sdp import accept_layers, accept_transport_cc, ask_opus_dtx, offered_layers
-from media.bandwidth import Allocator, SendClock
+from media.downlink import Downlink
 from media.forwarder import Preference
 from media.ingest import PublisherRouting, SimulcastIngest
 from media.published_track import PublishedTrack, TrackInfo
-from media.send_slot import PADDING, SendSlot
+from media.send_slot import SendSlot
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
     from config.sfu import SfuSettings
+    from media.bandwidth import Allocator
 
 log = logging.getLogger("switchboard.sfu")
 
 SENDING = ("sendonly", "sendrecv")
-#: Sender reports per compound RTCP packet (each SR 28 bytes, its SDES chunk ~30: the
-#: packet stays well under the MTU).
-REPORTS_PER_PACKET = 16
-#: Probing pads in steps of this many seconds, at most this many packets a step.
-PROBE_STEP = 0.05
-PROBE_MAX_PACKETS = 20
 CLOSE_TIMEOUT = 5.0
 SOURCES = ("camera", "microphone", "screen", "screen-audio")
 
@@ -112,15 +106,9 @@ class Participant:
         #: its downlink: the estimate it reports, and each video's share of it
         #: the publish cap the room API set for this user, else the room's (0: none)
         self.publish_limit = 0
-        self.bandwidth = Allocator(
-            start=room.settings.sfu_start_bitrate,
-            enabled=room.settings.sfu_bandwidth_estimation,
+        self.downlink = Downlink(
+            room.settings.sfu_start_bitrate, room.settings.sfu_bandwidth_estimation
         )
-        self._prober: asyncio.Task[None] | None = None
-        #: one pacing clock for the abs-send-time of all its videos (by extension id)
-        self._clocks: dict[int, SendClock] = {}
-        self._probe_credit = 0.0  # bytes of padding owed (probing sends whole packets)
-        self._speakers: set[str] = set()  # the room's active speakers, last told
         self.closed = False
         # Room permissions (the room API may change them while the participant is in).
         self.can_publish = True
@@ -415,7 +403,7 @@ class Participant:
             if slot is None:
                 transceiver = self.subscriber.addTransceiver(track.kind, direction="sendonly")
                 slot = SendSlot(transceiver)
-                slot.on_remb = self.bandwidth.on_remb
+                self.downlink.adopt(slot)
                 self.slots.append(slot)
             slot.transceiver.setCodecPreferences(_preferences(track))
             slot.bind(track, self.preferences.get(track_id))
@@ -443,65 +431,16 @@ class Participant:
         if self._routing is not None:
             self._routing.set_cap(self.publish_cap)
 
+    @property
+    def bandwidth(self) -> Allocator:
+        """Its downlink's estimate and each video's share of it."""
+        return self.downlink.allocator
+
     async def send_reports(self) -> None:
-        """Sender reports of every slot that sent something since the last (about once a
-        second), a few to a compound SRTCP packet with their CNAME, instead of one packet
-        per slot (aiortc's way, :func:`aiortc_hooks.quiet_sender_rtcp`)."""
-        reports = [(slot, sr) for slot in self.slots if (sr := slot.sender_report()) is not None]
-        for start in range(0, len(reports), REPORTS_PER_PACKET):
-            chunk = reports[start : start + REPORTS_PER_PACKET]
-            cname = aiortc_hooks.sender_cname(chunk[0][0].sender) or "switchboard"
-            sdes = RtcpSdesPacket(
-                chunks=[
-                    RtcpSourceInfo(ssrc=sr.ssrc, items=[(1, cname.encode())]) for _, sr in chunk
-                ]
-            )
-            data = b"".join(bytes(sr) for _, sr in chunk) + bytes(sdes)
-            if not await aiortc_hooks.send_rtcp_bytes(chunk[0][0].sender.transport, data):
-                return
+        await self.downlink.send_reports(self.slots)
 
     def share_bandwidth(self, speakers: set[str]) -> None:
-        """Share this subscriber's estimate among its videos (screen shares first, then
-        the active speakers, then pinned videos, then the rest), and probe for more while
-        some video gets less than it wants."""
-        self._speakers = speakers
-        videos = []
-        for order, slot in enumerate(self.slots):
-            track = slot.track
-            if track is None or track.kind != "video" or slot.forwarder is None:
-                continue
-            if track.info.source == "screen":
-                rank = 0
-            elif track.info.participant_id in speakers:
-                rank = 1
-            elif slot.forwarder.preference.quality == "high":
-                rank = 2
-            else:
-                rank = 3
-            videos.append((slot, rank * 1000 + order))
-        audio = sum(1 for s in self.slots if s.track is not None and s.track.kind == "audio")
-        # limits apply only to a subscriber that can report its estimate (abs-send-time
-        # negotiated for its videos, so REMB follows)
-        estimating = any(slot.send_time_id for slot, _ in videos)
-        self.bandwidth.allocate(videos, audio, estimating)
-        probing = self.bandwidth.probe_target() > 0
-        if probing and (self._prober is None or self._prober.done()):
-            self._prober = asyncio.ensure_future(self._probe())
-            self._prober.add_done_callback(_log_failure)
-
-    async def _probe(self) -> None:
-        """Pad the RTX stream of one video (the first that has one) at the probe rate, in
-        small steps, while the allocation says probing is worth it."""
-        while not self.closed:
-            target = self.bandwidth.probe_target()
-            if target <= 0:
-                return
-            self._probe_credit += target * PROBE_STEP / 8  # bytes this step
-            packets = min(PROBE_MAX_PACKETS, int(self._probe_credit // PADDING))
-            self._probe_credit -= packets * PADDING
-            if packets and not any(slot.pad(packets) for slot in self.slots):
-                return  # nobody negotiated RTX: no way to probe
-            await asyncio.sleep(PROBE_STEP)
+        self.downlink.share(self.slots, speakers)
 
     def forget_track(self, track_id: str) -> None:
         self.preferences.pop(track_id, None)
@@ -511,15 +450,9 @@ class Participant:
             return
         for slot in self.slots:
             slot.activate()
-            if slot.send_time_id and slot.stamp is None:
-                clock = self._clocks.get(slot.send_time_id)
-                if clock is None:
-                    clock = self._clocks[slot.send_time_id] = SendClock(
-                        self.bandwidth, slot.send_time_id
-                    )
-                slot.stamp = clock.stamp
+            self.downlink.activated(slot)
         # share the estimate before the first keyframe goes out, not a tick later
-        self.share_bandwidth(self._speakers)
+        self.downlink.share(self.slots)
 
     # -- leaving --------------------------------------------------------------------------
 
@@ -548,8 +481,7 @@ class Participant:
             self._routing.close()
         for slot in self.slots:
             slot.close()
-        if self._prober is not None:
-            self._prober.cancel()
+        self.downlink.close()
         return tracks
 
     async def close(self) -> list[PublishedTrack]:

@@ -204,3 +204,23 @@ def test_the_send_clock_stamps_as_a_pacer_would() -> None:
     steps = [(b - a) % (1 << 24) / (1 << 18) for a, b in itertools.pairwise(values)]
     # 2.5 x 1 Mbit/s: 10 kbit leave every 4 ms, though all were written at once
     assert all(step == pytest.approx(0.004, abs=0.0002) for step in steps)
+
+
+def test_a_video_that_keeps_coming_back_only_to_be_paused_waits_longer_each_time() -> None:
+    alloc = allocator(2_000_000)
+    first, second = simulcast(wanted=0), simulcast(wanted=0)
+    videos = [(first, 0), (second, 1)]
+    now = 0.0
+    pauses = []
+    for _ in range(3):
+        alloc.on_remb(200_000)  # room for one: the second is paused
+        alloc.allocate(videos, audio_slots=0, now=now)
+        assert second.given == -1
+        pauses.append(now)
+        alloc.on_remb(2_000_000)  # room again: it comes back once its hold is over
+        while second.given == -1:
+            now += 0.25
+            alloc.allocate(videos, audio_slots=0, now=now)
+        now += 1.0  # and is paused again soon after
+    waits = [resumed - paused for paused, resumed in itertools.pairwise(pauses)]
+    assert waits[1] > waits[0] * 1.5, waits  # the hold doubled

@@ -15,8 +15,12 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from signaling.api.auth import mint_api_token
 from tests.cluster import Cluster, Node, token, wait_healthy
 from tests.redis_server import RedisServer, free_port
+
+API_KEY, API_SECRET = "backend", "cluster-api-secret-0123456789abcdef0123"
+API_ENV = {"SWITCHBOARD_API_KEY": API_KEY, "SWITCHBOARD_API_SECRET": API_SECRET}
 
 
 @pytest.fixture
@@ -91,8 +95,22 @@ async def test_killed_node_users_go_offline_and_its_calls_end(cluster):
     assert {u["status"] for u in query["users"]} == {"offline"}
 
 
+async def api(node: Node, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {mint_api_token(API_KEY, API_SECRET)}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, f"{node.base}/api/v1{path}", json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
 async def test_redis_restart_nodes_serve_locally_then_republish(cluster, own_redis):
-    a, b = await asyncio.gather(cluster.start("a"), cluster.start("b"))
+    a, b = await asyncio.gather(cluster.start("a", **API_ENV), cluster.start("b", **API_ENV))
+    # the chat backend configured the room: settings Redis holds, not the nodes
+    settings = {"roomId": "team", "capacity": 40, "metadata": {"topic": "launch"}}
+    assert (await api(a, "POST", "/rooms", settings))[0] == 201
+    path = "/rooms/team/participants/bob/permissions"
+    assert (await api(a, "PATCH", path, {"canPublish": False}))[0] == 200
     alice = await a.connect("alice", "team")
     bob = await a.connect("bob", "team")
     dave = await b.connect("dave", "team")
@@ -124,7 +142,12 @@ async def test_redis_restart_nodes_serve_locally_then_republish(cluster, own_red
             await asyncio.sleep(0.1)
         assert health["state"]["connected"], node.output()
 
-    # Re-published: presence, memberships (erin's too), the active call.
+    # Re-published: the room's settings and permissions (by the nodes its members are
+    # on), presence, memberships (erin's too), the active call.
+    status, room = await api(b, "GET", "/rooms/team")
+    assert status == 200, room
+    assert (room["capacity"], room["metadata"]) == (40, {"topic": "launch"})
+    assert (await api(b, "GET", "/rooms/team/participants/bob"))[1]["canPublish"] is False
     query = await dave.request("presence:query", {"userIds": ["alice", "erin"]})
     assert {u["userId"]: u["status"] for u in query["users"]} == {
         "alice": "away",

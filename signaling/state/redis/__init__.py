@@ -55,6 +55,7 @@ class RedisState(State):
         membership = RedisMembership(link, delivery)
         calls = RedisCalls(link)
         timers = RedisTimers(link, reports)
+        records = RedisRoomRecords(link)
         self.lifecycle = NodeLifecycle(
             link,
             reports,
@@ -64,6 +65,7 @@ class RedisState(State):
             membership=membership,
             calls=calls,
             timers=timers,
+            records=records,
             heartbeat_interval=heartbeat_interval,
             dead_after=dead_after,
         )
@@ -79,7 +81,7 @@ class RedisState(State):
             timers=timers,
             nodes=nodes,
             hosts=RedisMediaHosts(link),
-            records=RedisRoomRecords(link),
+            records=records,
             webhooks=RedisWebhookQueue(link),
         )
 

@@ -11,7 +11,8 @@ and cleaning up after nodes that died.
 - A node only reaps once it has itself been connected for ``dead_after`` seconds, so after
   a Redis restart nobody mistakes the others' missed beats for deaths.
 - Reconnecting: back-off from 0.2 s doubling to 5 s, logged at each attempt. Once back,
-  the node resubscribes, re-publishes its devices, memberships, calls and timers, and
+  the node resubscribes, re-publishes its devices, memberships, calls, timers and the
+  records of the rooms it has members in (the room API's settings), and
   reports its connections that closed during the outage as lost. A node that finds it was
   reaped meanwhile (it was cut off for longer than ``dead_after``) closes its sockets with
   1012 instead: its clients reconnect and resume their calls within the grace period.
@@ -34,6 +35,7 @@ from signaling.state.redis.link import UNREACHABLE, RedisLink, redacted
 from signaling.state.redis.membership import RedisMembership
 from signaling.state.redis.nodes import RedisNodes
 from signaling.state.redis.presence import RedisPresence
+from signaling.state.redis.room_records import RedisRoomRecords
 from signaling.state.redis.timers import RedisTimers
 
 log = logging.getLogger("switchboard.redis")
@@ -54,6 +56,7 @@ class NodeLifecycle:
         membership: RedisMembership,
         calls: RedisCalls,
         timers: RedisTimers,
+        records: RedisRoomRecords,
         heartbeat_interval: float,
         dead_after: float,
     ) -> None:
@@ -65,6 +68,7 @@ class NodeLifecycle:
         self.membership = membership
         self.calls = calls
         self.timers = timers
+        self.records = records
         self.interval = heartbeat_interval
         self.dead_after = dead_after
         self.online_since = 0.0
@@ -146,6 +150,7 @@ class NodeLifecycle:
         async with self.link.client.pipeline(transaction=False) as pipe:
             await self.calls.republish(pipe)
             self.timers.republish(pipe)
+            self.records.republish(pipe, list(self.delivery.room_conns))
             await pipe.execute()
         return stale
 

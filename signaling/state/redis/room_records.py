@@ -1,9 +1,17 @@
-"""Room records in Redis: one JSON value per room and a sorted set of rooms by creation."""
+"""Room records in Redis: one JSON value per room and a sorted set of rooms by creation.
+
+Each node keeps the last version it wrote or read of the records of rooms (a bounded
+mirror), so that after Redis comes back empty it can write back those of the rooms it
+has members in, as it does their memberships: the API's settings (capacity, metadata,
+permissions, publish caps) survive. A room nobody is in on any node is not written
+back: it is lost with Redis, as its empty timeout would have finished it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -12,11 +20,34 @@ from signaling.state.redis.link import RedisLink
 from signaling.state.room_records import RoomRecords
 
 T = TypeVar("T")
+#: Records a node remembers (the most recently used beyond that are forgotten).
+MIRROR_SIZE = 10_000
 
 
 class RedisRoomRecords(RoomRecords):
     def __init__(self, link: RedisLink) -> None:
         self.link = link
+        self._mirror: OrderedDict[str, RoomInfo] = OrderedDict()
+
+    def _seen(self, room: RoomInfo) -> RoomInfo:
+        self._mirror[room.id] = room
+        self._mirror.move_to_end(room.id)
+        if len(self._mirror) > MIRROR_SIZE:
+            self._mirror.popitem(last=False)
+        return room
+
+    def republish(self, pipe: Any, rooms: Iterable[str]) -> int:
+        """Queue on ``pipe`` the records of ``rooms`` (those with members here) that this
+        node knows, unless Redis has them again; returns how many."""
+        keys, count = self.link.keys, 0
+        for room_id in rooms:
+            room = self._mirror.get(room_id)
+            if room is None:
+                continue
+            pipe.set(keys.room_info(room.id), orjson.dumps(room.to_dict()), nx=True)
+            pipe.zadd(keys.rooms, {room.id: room.created_at}, nx=True)
+            count += 1
+        return count
 
     async def create(self, room: RoomInfo) -> bool:
         keys = self.link.keys
@@ -26,19 +57,20 @@ class RedisRoomRecords(RoomRecords):
             )
             if created:
                 await self.link.client.zadd(keys.rooms, {room.id: room.created_at})
+                self._seen(room)
         return bool(created)
 
     async def get(self, room_id: str) -> RoomInfo | None:
         async with self.link.shared():
             raw = await self.link.client.get(self.link.keys.room_info(room_id))
-        return RoomInfo.from_dict(orjson.loads(raw)) if raw else None
+        return self._seen(RoomInfo.from_dict(orjson.loads(raw))) if raw else None
 
     async def update(self, room_id: str, mutate: Callable[[RoomInfo], T]) -> tuple[RoomInfo, T]:
         async with self.link.shared():
             room, result, _ = await self.link.update_json(
                 self.link.keys.room_info(room_id), room_id, RoomInfo.from_dict, mutate
             )
-        return room, result
+        return self._seen(room), result
 
     async def delete(self, room_id: str) -> RoomInfo | None:
         keys = self.link.keys
@@ -47,6 +79,7 @@ class RedisRoomRecords(RoomRecords):
                 pipe.getdel(keys.room_info(room_id))
                 pipe.zrem(keys.rooms, room_id)
                 raw, _ = await pipe.execute()
+        self._mirror.pop(room_id, None)
         return RoomInfo.from_dict(orjson.loads(raw)) if raw else None
 
     async def list_all(self) -> list[RoomInfo]:

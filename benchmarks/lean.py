@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
+from benchmarks.simulcast import MID, header_extensions
 from media import aiortc_hooks
 
-MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: Opus: a 20 ms packet while talking; with DTX, one every 400 ms in silence (1 byte of
 #: comfort noise frame, as Chrome sends), at RFC 6464 level 127.
@@ -144,19 +143,9 @@ class DtxMicrophone:
         self._task: asyncio.Task[None] | None = None
 
     def start(self, answer: str) -> None:
-        ids = {uri: int(i) for i, uri in re.findall(r"(?m)^a=extmap:(\d+)\S* (\S+)", answer)}
         match = re.search(r"(?m)^a=rtpmap:(\d+) opus/48000", answer)
         assert match is not None, "no Opus in the answer"
-        extensions = HeaderExtensionsMap()
-        extensions.configure(
-            RTCRtpParameters(
-                headerExtensions=[
-                    RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri)
-                    for uri in (MID, AUDIO_LEVEL)
-                    if uri in ids
-                ]
-            )
-        )
+        extensions = header_extensions(answer, (MID, AUDIO_LEVEL))
         self._task = asyncio.ensure_future(self._run(int(match.group(1)), extensions))
 
     async def _run(self, payload_type: int, extensions: HeaderExtensionsMap) -> None:

@@ -343,32 +343,48 @@ def match_latencies(
     Returns (latencies in ms, frames received in the window, frames sent in the window).
     Audio streams (no match) give nothing.
     """
-    arrivals = sorted(counter.arrivals.items(), key=lambda kv: kv[1])
-    # Probe with frames from the window: a server that switched simulcast layers before
-    # it (or after a start on a stand-in layer) changed its timestamp offset then.
-    probe = [ts for ts, at in arrivals if at >= since][:40]
-    if len(probe) < 10:
+    aligned = align(counter.arrivals, [(pub.sent, pub.order) for pub in pubs], since)
+    if aligned is None:
         return [], 0, 0
-    best: tuple[int, Publisher | None, int] = (0, None, 0)
-    for pub in pubs:
-        sent = pub.sent
-        for candidate in pub.order[:600]:
-            offset = (probe[0] - candidate) % TS_MOD
-            score = sum(1 for ts in probe if (ts - offset) % TS_MOD in sent)
-            if score > best[0]:
-                best = (score, pub, offset)
-    score, pub, offset = best
-    if pub is None or score < len(probe) // 2:
-        return [], 0, 0
+    sent, offset = aligned
     # frames sent in [since, cutoff] and whether (and when) each reached this subscriber
     cutoff = until - 0.5
     latencies = []
-    for ts, arrived in arrivals:
-        sent_at = pub.sent.get((ts - offset) % TS_MOD)
+    for ts, arrived in counter.arrivals.items():
+        sent_at = sent.get((ts - offset) % TS_MOD)
         if sent_at is not None and since <= sent_at <= cutoff:
             latencies.append((arrived - sent_at) * 1000)
-    sent_in_window = sum(1 for t in pub.sent.values() if since <= t <= cutoff)
+    sent_in_window = sum(1 for t in sent.values() if since <= t <= cutoff)
     return latencies, len(latencies), sent_in_window
+
+
+def align(
+    arrivals: dict[int, float],
+    publishers: list[tuple[dict[int, float], list[int]]],
+    since: float,
+    candidates: int = 600,
+) -> tuple[dict[int, float], int] | None:
+    """Which publisher a received video stream is, and the server's timestamp offset:
+    the pair under which most of the stream's first frames in the window match frames
+    the publisher sent (``publishers``: each one's send times by RTP timestamp, and those
+    timestamps in order). Probing with frames from the window: a server that switched
+    simulcast layers before it (or started on a stand-in layer) changed its offset then.
+    ``None`` if nothing matches half of them."""
+    probe = [ts for ts, at in sorted(arrivals.items(), key=lambda kv: kv[1]) if at >= since]
+    probe = probe[:40]
+    if len(probe) < 10:
+        return None
+    best: tuple[int, dict[int, float] | None, int] = (0, None, 0)
+    for sent, order in publishers:
+        for candidate in order[:candidates]:
+            offset = (probe[0] - candidate) % TS_MOD
+            score = sum(1 for ts in probe if (ts - offset) % TS_MOD in sent)
+            if score > best[0]:
+                best = (score, sent, offset)
+    score, sent, offset = best
+    if sent is None or score < len(probe) // 2:
+        return None
+    return sent, offset
 
 
 async def measure(

@@ -36,12 +36,11 @@ import aiohttp
 
 from benchmarks.common import cpu_seconds, emit_report, free_port, pct, rss_bytes, stop
 from benchmarks.janus import JanusSession, local_ipv4
-from benchmarks.media import start_system
+from benchmarks.media import TS_MOD, align, start_system
 from benchmarks.room_worker import CAMERAS, JANUS_ROOM, TALKERS
 from benchmarks.simulcast import layer_loops, save_loops
 
 SYSTEMS = {"switchboard": "switchboard-sfu", "janus": "janus-videoroom"}
-TS_MOD = 1 << 32
 DEFAULT_OUT = Path("benchmarks/results/room.json")
 #: Fifty aiortc clients on one core answer the subscribe offers of a join storm slowly
 #: (an offer of 60 sections costs aiortc a good part of a second where a browser takes
@@ -97,24 +96,14 @@ async def start_workers(
 
 
 def match(arrivals: dict[int, float], sent: list[dict[int, float]], since: float) -> list[float]:
-    """Added delay (ms) per frame of one received video stream: which publisher it is
-    and the server's timestamp offset are found by pattern, as in benchmarks/media.py."""
-    ordered = sorted(arrivals.items(), key=lambda kv: kv[1])
-    probe = [ts for ts, at in ordered if at >= since][:40]
-    if len(probe) < 10:
+    """Added delay (ms) per frame of one received video stream (its publisher and the
+    server's timestamp offset found as in ``benchmarks/media.py``)."""
+    aligned = align(arrivals, [(frames, list(frames)) for frames in sent], since, 300)
+    if aligned is None:
         return []
-    best: tuple[int, dict[int, float] | None, int] = (0, None, 0)
-    for frames in sent:
-        for candidate in list(frames)[:300]:
-            offset = (probe[0] - candidate) % TS_MOD
-            score = sum(1 for ts in probe if (ts - offset) % TS_MOD in frames)
-            if score > best[0]:
-                best = (score, frames, offset)
-    score, frames, offset = best
-    if frames is None or score < len(probe) // 2:
-        return []
+    frames, offset = aligned
     out = []
-    for ts, arrived in ordered:
+    for ts, arrived in arrivals.items():
         at = frames.get((ts - offset) % TS_MOD)
         if at is not None:
             out.append((arrived - at) * 1000)

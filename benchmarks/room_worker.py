@@ -106,13 +106,12 @@ class Switchboard:
 
     async def publish(self, member: Member) -> None:
         client = self.clients[member.index] = await self._client(member, f"p{member.index}")
-        pc = client.publisher = publisher_pc(member, self.layers, self.audio)
+        client.publisher = publisher_pc(member, self.layers, self.audio)
         ack = await client.renegotiate_publish(
             {}, timeout=60, edit_offer=lambda sdp: edit_offer(member, sdp)
         )
         start_sending(member, ack["sdp"])
         member.feed = client.participant_id
-        del pc
 
     async def subscribe(self, member: Member, feeds: dict[str, Any], speaker: Any) -> None:
         # everyone is subscribed to by itself; the speaker's camera large, others small

@@ -84,8 +84,19 @@ def simulcast_offer(sdp: str, mid: str) -> str:
     return "".join(sections)
 
 
-def _extension_ids(answer: str) -> dict[str, int]:
-    return {uri: int(i) for i, uri in re.findall(r"(?m)^a=extmap:(\d+)\S* (\S+)", answer)}
+def header_extensions(answer: str, uris: tuple[str, ...]) -> HeaderExtensionsMap:
+    """The ids ``answer`` gave the header extensions ``uris`` (those it agreed to), as a
+    map packets are serialized with."""
+    ids = {uri: int(i) for i, uri in re.findall(r"(?m)^a=extmap:(\d+)\S* (\S+)", answer)}
+    extensions = HeaderExtensionsMap()
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri) for uri in uris if uri in ids
+            ]
+        )
+    )
+    return extensions
 
 
 class SimulcastSender:
@@ -102,18 +113,8 @@ class SimulcastSender:
     def start(self, answer: str, on_sent: Callable[[int], None]) -> None:
         """Start sending once ``answer`` (the server's) says the extension ids and the
         payload type; ``on_sent(timestamp)`` is told each frame as it leaves."""
-        ids = _extension_ids(answer)
         video_pt = int(re.search(r"(?m)^a=rtpmap:(\d+) VP8/90000", answer).group(1))  # type: ignore[union-attr]
-        extensions = HeaderExtensionsMap()
-        extensions.configure(
-            RTCRtpParameters(
-                headerExtensions=[
-                    RTCRtpHeaderExtensionParameters(id=ids[uri], uri=uri)
-                    for uri in (MID, RID)
-                    if uri in ids
-                ]
-            )
-        )
+        extensions = header_extensions(answer, (MID, RID))
         self._task = asyncio.ensure_future(self._run(video_pt, extensions, on_sent))
 
     async def _run(

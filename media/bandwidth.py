@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from media.forwarder import Forwarder
-    from media.published_track import Layer
+    from media.layer import Layer
 
 #: Of the estimate, what video may use (the rest absorbs bursts: keyframes, RTX).
 HEADROOM = 0.9

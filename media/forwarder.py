@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from media.published_track import Layer, PublishedTrack
+    from media.layer import Layer
+    from media.published_track import PublishedTrack
 
 QUALITIES = ("low", "medium", "high")
 #: Frame rate asked for -> the highest VP8 temporal layer kept (libwebrtc's three-layer

@@ -185,7 +185,7 @@ class GroupCall:
             for participant in list(self.participants.values()):
                 for track in participant.tracks.values():
                     track.tick()
-                await participant.send_reports()
+                await participant.downlink.send_reports(participant.slots)
         log_every = self.settings.sfu_stats_log_interval
         if log_every and now - last_log >= log_every:
             last_log = now
@@ -205,7 +205,7 @@ class GroupCall:
         self._gate_audio([t for _, t in levels])
         speaking = {t.info.participant_id for _, t in levels[: self.settings.sfu_audio_loudest]}
         for participant in self.participants.values():
-            participant.share_bandwidth(speaking)
+            participant.downlink.share(participant.slots, speaking)
         speakers = [t.info.participant_id for _, t in levels]
         if speakers == self._speakers:
             return

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from aiortc import RTCRtpCodecParameters
     from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-    from media.published_track import Layer, PublishedTrack
+    from media.layer import Layer
+    from media.published_track import PublishedTrack
 
 log = logging.getLogger("switchboard.sfu")
 

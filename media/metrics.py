@@ -111,7 +111,7 @@ class MediaCollector(Collector):
         limited.add_metric(["paused"], sum(1 for x in limits if x == -1))
         yield limited
         estimates = sorted(
-            e for e in (p.bandwidth.current() for p in participants) if e is not None
+            e for e in (p.downlink.allocator.current() for p in participants) if e is not None
         )
         downlinks = GaugeMetricFamily(
             "switchboard_sfu_downlink_estimate_bps",

@@ -111,7 +111,7 @@ class MediaOps:
         stats["mediaNode"] = self.host.node
         stats["subscriptions"] = [s.stats() for s in participant.slots if s.track is not None]
         # what this participant's downlink allows, from the estimate it reports (REMB)
-        stats["bandwidth"] = participant.bandwidth.stats()
+        stats["bandwidth"] = participant.downlink.allocator.stats()
         stats["publishCap"] = participant.publish_cap
         # How this participant reaches the server: direct (host, srflx/prflx) or relayed.
         stats["connection"] = {

@@ -41,7 +41,6 @@ from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
     from config.sfu import SfuSettings
-    from media.bandwidth import Allocator
 
 log = logging.getLogger("switchboard.sfu")
 
@@ -430,17 +429,6 @@ class Participant:
             self.publish_limit = limit
         if self._routing is not None:
             self._routing.set_cap(self.publish_cap)
-
-    @property
-    def bandwidth(self) -> Allocator:
-        """Its downlink's estimate and each video's share of it."""
-        return self.downlink.allocator
-
-    async def send_reports(self) -> None:
-        await self.downlink.send_reports(self.slots)
-
-    def share_bandwidth(self, speakers: set[str]) -> None:
-        self.downlink.share(self.slots, speakers)
 
     def forget_track(self, track_id: str) -> None:
         self.preferences.pop(track_id, None)

@@ -47,7 +47,8 @@ from media.relayed_writes import RelayedWrites
 from media.rtp import SEQ_MOD, TS_MOD, repeat, rewrite, seq_newer
 
 if TYPE_CHECKING:
-    from media.published_track import Arrival, Layer, PublishedTrack
+    from media.layer import Layer
+    from media.published_track import Arrival, PublishedTrack
 
 #: Sequence numbers remembered per video subscriber to answer its NACKs (about 1.5 s of
 #: 720p video; a NACK comes within a round trip or two).

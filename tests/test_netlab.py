@@ -36,20 +36,15 @@ from playwright.async_api import async_playwright
 
 from tests.netlab.clients import Agent, group_call, one_to_one
 from tests.netlab.lab import Lab
-from tests.netlab.topology import SFU_PUBLIC, TURN_IP, Internet, token
+from tests.netlab.topology import SFU_PUBLIC, TURN_IP, Internet, running_internet, token
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
 def internet(tmp_path_factory: pytest.TempPathFactory):
-    lab = Lab(tmp_path_factory.mktemp("netlab"))
-    try:
-        net = Internet(lab)
-        net.start_node()
+    with running_internet(tmp_path_factory.mktemp("netlab")) as net:
         yield net
-    finally:
-        lab.close()
 
 
 def assert_relay(end: dict, transport: str) -> None:

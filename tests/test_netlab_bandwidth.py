@@ -22,8 +22,7 @@ from playwright.async_api import Page, async_playwright
 
 from benchmarks.simulcast import layer_loops, save_loops
 from tests.netlab.clients import Agent, group_call
-from tests.netlab.lab import Lab
-from tests.netlab.topology import Internet, Placement, token
+from tests.netlab.topology import Internet, Placement, running_internet, token
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CAMERAS = 4
@@ -31,13 +30,8 @@ CAMERAS = 4
 
 @pytest.fixture(scope="module")
 def internet(tmp_path_factory: pytest.TempPathFactory):
-    lab = Lab(tmp_path_factory.mktemp("netlab-bw"))
-    try:
-        net = Internet(lab)
-        net.start_node()
+    with running_internet(tmp_path_factory.mktemp("netlab-bw")) as net:
         yield net
-    finally:
-        lab.close()
 
 
 @pytest.fixture(scope="module")

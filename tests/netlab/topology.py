@@ -20,12 +20,14 @@ No namespace has a route beyond 198.18.0.0/24, so nothing leaves the lab.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
 import secrets
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -404,3 +406,16 @@ table ip nat {{
 
     def room(self) -> str:
         return f"lab-{secrets.token_hex(3)}"
+
+
+@contextlib.contextmanager
+def running_internet(workdir: Path) -> Iterator[Internet]:
+    """A lab with the Internet built and the Switchboard node started; torn down (every
+    namespace removed) on the way out, failed or not."""
+    lab = Lab(workdir)
+    try:
+        net = Internet(lab)
+        net.start_node()
+        yield net
+    finally:
+        lab.close()

@@ -31,6 +31,10 @@ class ServerSettings(BaseModel):
     error_refill_per_second: float = Field(default=1.0, gt=0)
     heartbeat_interval: float = Field(default=25.0, gt=0)
     send_buffer_limit: int = Field(default=1024 * 1024, ge=4096)
+    # the Socket.IO endpoint (/socket.io/) for clients of the replaced service
+    socketio: bool = True
+    socketio_ping_timeout: float = Field(default=20.0, gt=0)
+    socketio_connect_timeout: float = Field(default=45.0, gt=0)
 
     demo_tokens: bool = False
     drain_timeout: float = Field(default=10.0, ge=0)

@@ -28,6 +28,7 @@ def create_app(settings: Settings, state: State | None = None) -> web.Applicatio
     app.add_routes(
         http_routes(
             websocket=node.websocket,
+            socketio=node.socketio,
             node_http=node.http,
             room_api=node.room_api,
             settings=settings,

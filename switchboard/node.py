@@ -27,6 +27,7 @@ from signaling.metrics import HubMetrics
 from signaling.presence import PresenceService
 from signaling.room_control import RoomControl
 from signaling.room_lifecycle import EMPTY, RoomLifecycle
+from signaling.socketio.endpoint import SocketIoEndpoint
 from signaling.state import State
 from signaling.state.memory import MemoryState
 from signaling.state.models import RemoteConnection
@@ -147,6 +148,11 @@ class Node:
             on_closed=[sfu.connection_gone],
         )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
+        self.socketio = (
+            SocketIoEndpoint(hub, s, metrics, state.delivery.new_connection_id)
+            if s.socketio
+            else None
+        )
         self.http = NodeHttp(
             hub=hub,
             settings=s,

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from signaling.http_api import NodeHttp
     from signaling.membership import MembershipService
     from signaling.presence import PresenceService
+    from signaling.socketio.endpoint import SocketIoEndpoint
     from signaling.typing_indicators import TypingService
     from signaling.websocket import WebSocketEndpoint
 
@@ -78,12 +79,18 @@ def event_routes(
 
 
 def http_routes(
-    *, websocket: WebSocketEndpoint, node_http: NodeHttp, room_api: RoomApi, settings: Settings
+    *,
+    websocket: WebSocketEndpoint,
+    socketio: SocketIoEndpoint | None,
+    node_http: NodeHttp,
+    room_api: RoomApi,
+    settings: Settings,
 ) -> list[web.RouteDef]:
-    """Every HTTP path: the WebSocket upgrade, health and metrics, the room API and its
-    document, the browser SDK and demo."""
+    """Every HTTP path: the WebSocket upgrade, the Socket.IO endpoint, health and metrics,
+    the room API and its document, the browser SDK and demo."""
     return [
         web.get("/ws", websocket.handle),
+        *(socketio.routes() if socketio is not None else ()),
         *node_http.routes(),
         *room_api.routes(),
         *document_routes(),

@@ -192,8 +192,8 @@ class SocketIoEndpoint:
             return session
         if session.closed:
             return self._refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
-        body = await request.content.read(self.max_payload + 1)
-        if len(body) > self.max_payload:
+        body = await self._body(request)
+        if body is None:
             session.close("payload too large")
             return self._refuse(request, 413, BAD_REQUEST, "Payload too large")
         try:
@@ -207,6 +207,19 @@ class SocketIoEndpoint:
                     break
                 await self.on_packet(session, packet)
         return self._text(request, b"ok")
+
+    async def _body(self, request: web.Request) -> bytes | None:
+        """The POST body, or ``None`` past ``maxPayload`` (without reading all of it)."""
+        limit = self.max_payload
+        if (request.content_length or 0) > limit:
+            return None
+        chunks, size = [], 0
+        while chunk := await request.content.read(65536):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _text(self, request: web.Request, body: bytes) -> web.Response:
         return web.Response(

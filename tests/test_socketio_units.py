@@ -1,0 +1,117 @@
+"""Socket.IO packets: parsing, building, and a broadcast translated once for all of a
+room's Socket.IO members."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from signaling.protocol import event_frame
+from signaling.socketio import packets as p
+from signaling.socketio.packets import PacketError, SioType
+from tests.test_socketio_bad_input import RawSession
+
+STATE_KINDS = ("memory",)
+
+
+@pytest.mark.parametrize(
+    ("raw", "type_", "namespace", "ack_id", "data", "attachments"),
+    [
+        ("0", SioType.CONNECT, "/", None, None, 0),
+        ('0{"token":"t"}', SioType.CONNECT, "/", None, {"token": "t"}, 0),
+        ('0/admin,{"token":"t"}', SioType.CONNECT, "/admin", None, {"token": "t"}, 0),
+        ("1", SioType.DISCONNECT, "/", None, None, 0),
+        ('2["a",{"b":1}]', SioType.EVENT, "/", None, ["a", {"b": 1}], 0),
+        ('212["a"]', SioType.EVENT, "/", 12, ["a"], 0),
+        ('2/chat,7["a"]', SioType.EVENT, "/chat", 7, ["a"], 0),
+        ('3/chat,7["a"]', SioType.ACK, "/chat", 7, ["a"], 0),
+        ('52-["a",{"_placeholder":true,"num":0}]', SioType.BINARY_EVENT, "/", None, None, 2),
+    ],
+)
+def test_parse_socketio(
+    raw: str, type_: SioType, namespace: str, ack_id: int | None, data: Any, attachments: int
+) -> None:
+    packet = p.parse_socketio(raw)
+    assert (packet.type, packet.namespace, packet.ack_id, packet.attachments) == (
+        type_,
+        namespace,
+        ack_id,
+        attachments,
+    )
+    if data is not None:
+        assert packet.data == data
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("", "invalid_envelope"),
+        ("7", "invalid_envelope"),
+        ("x", "invalid_envelope"),
+        ('2["a",', "invalid_json"),
+        ("2" + "9" * 20 + "[]", "invalid_envelope"),
+        ('5["a"]', "invalid_envelope"),
+        ("599-[]", "invalid_envelope"),
+    ],
+)
+def test_parse_socketio_refuses(raw: str, code: str) -> None:
+    with pytest.raises(PacketError) as refused:
+        p.parse_socketio(raw)
+    assert refused.value.code == code
+
+
+def test_polling_bodies() -> None:
+    assert p.parse_polling_body(b'42["a"]\x1e3\x1ebAAE=') == ['42["a"]', "3", b"\x00\x01"]
+    with pytest.raises(PacketError):
+        p.parse_polling_body(b"b%%%")
+
+
+@pytest.mark.parametrize("size", [10, 500, 70_000])
+def test_broadcast_frame_becomes_an_event_packet(size: int) -> None:
+    data = {"roomId": "r1", "pad": "x" * size, "quote": 'a "b" \\ c'}
+    packet = p.packet_of_event_frame(event_frame("room:updated", data))
+    assert packet.startswith(b"42")
+    assert orjson.loads(packet[2:]) == ["room:updated", data]
+
+
+def test_translator_remembers_the_last_broadcast() -> None:
+    translator = p.BroadcastTranslator()
+    frame = event_frame("user:typing", {"userId": "a"})
+    first = translator.translate(frame)
+    assert translator.translate(frame) is not None
+    assert translator.translate(frame)[1] is first[1]
+    other = event_frame("user:typing", {"userId": "a"})  # equal bytes, another broadcast
+    assert translator.translate(other)[1] is not first[1]
+
+
+async def test_a_room_broadcast_is_translated_once(
+    hub: Any, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = [RawSession(http, hub.base + "/socket.io/") for _ in range(3)]
+    for i, member in enumerate(members):
+        await member.connect_ws(hub.token(f"u{i}", rooms=["r1"]))
+        await member.ws.send_str('421["room:join",{"roomId":"r1"}]')
+        assert (await member.recv()).startswith("431[")
+        for other in members[:i]:
+            assert '"room:member-joined"' in await other.recv()
+    ws_member = await hub.connect_in("w", "r1", rooms=("r1",))
+    for member in members:
+        assert '"room:member-joined"' in await member.recv()
+    calls: list[bytes] = []
+    real = p.packet_of_event_frame
+
+    def counting(frame: bytes) -> bytes:
+        calls.append(frame)
+        return real(frame)
+
+    monkeypatch.setattr(p, "packet_of_event_frame", counting)
+    await ws_member.send("message:typing", {"conversationId": "r1", "isTyping": True})
+    received = await asyncio.gather(*(m.recv() for m in members))
+    assert len(set(received)) == 1 and '"user:typing"' in received[0]
+    assert len(calls) == 1
+    for member in members:
+        await member.ws.close()

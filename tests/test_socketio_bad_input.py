@@ -26,7 +26,8 @@ class RawSession:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     def params(self, transport: str = "polling", **extra: str) -> dict[str, str]:
-        return {"EIO": "4", "transport": transport, **({"sid": self.sid} if self.sid else {}), **extra}
+        session = {"sid": self.sid} if self.sid else {}
+        return {"EIO": "4", "transport": transport, **session, **extra}
 
     async def open_polling(self) -> dict[str, Any]:
         async with self.http.get(self.url, params=self.params()) as resp:
@@ -218,7 +219,7 @@ async def test_polling_body_limits_and_overlapping_polls(hub: Any, raw: Any) -> 
     assert packets[0].startswith('40{"sid":')
     first = asyncio.ensure_future(session.get())
     await asyncio.sleep(0.1)
-    status, body = await session.get()
+    status, _ = await session.get()
     assert status == 400
     assert (await first)[1] == ["1"]
     status, _ = await session.post('42["ping",{}]')

@@ -25,6 +25,8 @@ class NodeSocketIO:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.events: dict[str, list[tuple[str, list[Any]]]] = {}
         self.history: dict[str, list[str]] = {}
+        #: Every event of each socket, in order, with its arguments.
+        self.log: dict[str, list[tuple[str, list[Any]]]] = {}
         self._arrived = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
 
@@ -52,6 +54,7 @@ class NodeSocketIO:
                 continue
             self.events.setdefault(msg["ref"], []).append((msg["event"], msg["args"]))
             self.history.setdefault(msg["ref"], []).append(msg["event"])
+            self.log.setdefault(msg["ref"], []).append((msg["event"], msg["args"]))
             self._arrived.set()
 
     def _send(self, cmd: dict[str, Any]) -> None:

@@ -9,12 +9,15 @@ Scenarios (``--scenarios``, all by default):
 - ``churn``: rooms of K-1 members who stay, while churners connect, join, stay a moment and
   disconnect at C per second in all (members get joined, offline and left events).
 
-Each scenario runs, in the same invocation, against both systems (``switchboard serve``
-and ``benchmarks/peers/socketio-server.mjs``) and in each topology (``--topologies``: one
-node; two nodes sharing a fresh redis-server, members spread over both). Servers and Redis
-are pinned to CPU 0; the load generators (``benchmarks/peers/loadgen.mjs``, the same code
-for both systems, only the transport differs) run as ``--procs`` Node processes on the
-other CPUs. Results: JSON on stdout and in ``--out``, and a PNG plot beside it.
+Each scenario runs, in the same invocation, against each system (``switchboard``: its
+``/ws`` protocol; ``socketio``: ``benchmarks/peers/socketio-server.mjs``;
+``switchboard-sio``: ``switchboard serve`` driven through its ``/socket.io/`` endpoint by
+the very socket.io-client code that drives the Node server) and in each topology
+(``--topologies``: one node; two nodes sharing a fresh redis-server, members spread over
+both). Servers and Redis are pinned to CPU 0; the load generators
+(``benchmarks/peers/loadgen.mjs``, the same code for every system, only the transport
+differs) run as ``--procs`` Node processes on the other CPUs. Results: JSON on stdout
+and in ``--out``, and a PNG plot beside it.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from benchmarks.common import (
 )
 
 PEERS = Path(__file__).resolve().parent / "peers"
-SYSTEMS = ("switchboard", "socketio")
+SYSTEMS = ("switchboard", "socketio", "switchboard-sio")
+#: The systems whose clients are socket.io-client (the rest speak ``/ws``).
+SOCKETIO_CLIENTS = ("socketio", "switchboard-sio")
 TOPOLOGIES = {"single": (1, False), "redis1": (1, True), "redis2": (2, True)}
 
 # Full-run parameters per scenario, and the quick mode the test suite runs.
@@ -98,7 +103,7 @@ def ensure_peers() -> None:
 
 
 def start_node(system: str, port: int, redis_url: str | None) -> subprocess.Popen[bytes]:
-    if system == "switchboard":
+    if system != "socketio":
         env = {
             **os.environ,
             "SWITCHBOARD_JWT_SECRET": SECRET,
@@ -123,6 +128,11 @@ def url_of(system: str, port: int) -> str:
     return f"ws://127.0.0.1:{port}/ws" if system == "switchboard" else f"http://127.0.0.1:{port}"
 
 
+def client_of(system: str) -> str:
+    """The load generator's transport: socket.io-client, or ``/ws`` envelopes."""
+    return "socketio" if system in SOCKETIO_CLIENTS else "switchboard"
+
+
 def generator_configs(
     scenario: str, params: dict[str, float], procs: int, urls: list[str], system: str
 ) -> list[dict[str, Any]]:
@@ -138,7 +148,7 @@ def generator_configs(
             continue
         configs.append(
             {
-                "system": system,
+                "system": client_of(system),
                 "urls": urls,
                 "scenario": scenario,
                 "secret": SECRET,
@@ -297,13 +307,13 @@ def run_one(
     return result
 
 
-def ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """switchboard / socketio for each metric, per scenario and topology."""
+def ratios(runs: list[dict[str, Any]], ours_system: str = "switchboard") -> list[dict[str, Any]]:
+    """``ours_system`` / socketio for each metric, per scenario and topology."""
     out = []
     keyed = {(r["scenario"], r["topology"], r["system"]): r for r in runs}
     for (scenario, topology, system), ours in keyed.items():
         theirs = keyed.get((scenario, topology, "socketio"))
-        if system != "switchboard" or theirs is None:
+        if system != ours_system or theirs is None:
             continue
         entry: dict[str, Any] = {"scenario": scenario, "topology": topology}
         for key in RATIO_KEYS:
@@ -326,6 +336,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         ("latency_p99_ms", "latency p50 (dot) / p99 (bar), ms", True),
         ("server_rss_per_connection_bytes", "server RSS per connection, KB", False),
     )
+    width = 0.8 / len(SYSTEMS)
     fig, axes = plt.subplots(len(scenarios), 3, figsize=(14, 3.4 * len(scenarios)), squeeze=False)
     for row, scenario in zip(axes, scenarios, strict=True):
         mine = [r for r in runs if r["scenario"] == scenario]
@@ -341,10 +352,10 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
                     if run is None:
                         continue
                     value = run.get(key) or 0
-                    xs.append(j + (i - 0.5) * 0.38)
+                    xs.append(j + (i - (len(SYSTEMS) - 1) / 2) * width)
                     ys.append(value / 1024 if key.endswith("bytes") else value)
                     p50.append(run["latency_p50_ms"])
-                ax.bar(xs, ys, 0.38, label=system, color=f"C{i}")
+                ax.bar(xs, ys, width, label=system, color=f"C{i}")
                 if with_p50:
                     ax.plot(xs, p50, "k.", markersize=8)
             ax.set_xticks(range(len(topologies)), topologies)
@@ -420,6 +431,7 @@ def main(argv: list[str]) -> int:
         "procs": args.procs,
         "runs": runs,
         "ratios_switchboard_over_socketio": ratios(runs),
+        "ratios_switchboard_sio_over_socketio": ratios(runs, "switchboard-sio"),
     }
     emit_report(report, args.out, lambda png: plot(runs, png))
     return 0

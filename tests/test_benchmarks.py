@@ -39,18 +39,21 @@ def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
     assert set(runs) == {
         (topology, system)
         for topology in ("single", "redis2")
-        for system in ("switchboard", "socketio")
+        for system in ("switchboard", "socketio", "switchboard-sio")
     }
     for (topology, system), run in runs.items():
         assert run["scenario"] == scenario
         assert run["deliveries"] > 0, (topology, system)
         assert run["connections"] > 0 and run["deliveries_per_server_cpu_s"] > 0
-        assert run["latency_p50_ms"] > 0 and run["server_rss_per_connection_bytes"] > 0
-        if system == "switchboard":  # a tiny load: nothing may be lost or refused
+        assert run["latency_p50_ms"] > 0
+        if scenario != "calls":  # 20 connections: their memory is within the server's noise
+            assert run["server_rss_per_connection_bytes"] > 0
+        if system != "socketio":  # a tiny load: nothing may be lost or refused
             assert run["dropped"] == 0 and run["errors"] == 0, run
     for entry in report["ratios_switchboard_over_socketio"]:
         assert entry["scenario"] == scenario and entry["deliveries_per_server_cpu_s"] > 0
     assert len(report["ratios_switchboard_over_socketio"]) == 2
+    assert len(report["ratios_switchboard_sio_over_socketio"]) == 2
     assert f"{scenario} / redis2 / socketio" in stderr  # progress is shown
 
 

@@ -1,6 +1,6 @@
 // Load generator for the signaling benchmarks. The same scenario code drives Switchboard
-// (its JSON envelopes over a plain WebSocket) and the Socket.IO peer (socket.io-client), so
-// only the transport differs between the two systems.
+// (its JSON envelopes over a plain WebSocket) and, with socket.io-client, the Socket.IO
+// peer or Switchboard's /socket.io/ endpoint, so only the transport differs.
 //
 // Protocol with the orchestrator (benchmarks/signaling.py): the config is JSON in argv[2];
 // after connecting, the generator prints {"ready": n} on stdout and waits for a line on

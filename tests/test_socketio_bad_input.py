@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -281,3 +282,71 @@ async def test_a_poller_that_stops_polling_is_dropped(hub_factory: Any, raw: Any
     await asyncio.sleep(0.05)
     assert fanout.local_connection_count() == 0
     assert hub.hub.metrics is not None
+
+
+async def test_rate_limit_answers_in_the_ack(hub_factory: Any, raw: Any) -> None:
+    hub = await hub_factory(rate_limit_per_second=1.0, rate_limit_burst=2)
+    session = raw(hub)
+    await session.connect_ws(hub.token("alice"))
+    for ack_id in (1, 2, 3):
+        await session.ws.send_str(f'42{ack_id}["ping",{{}}]')
+    replies = [await session.recv() for _ in range(3)]
+    assert replies[0].startswith('431[{"serverTime"') and replies[1].startswith("432[")
+    (refused,) = orjson.loads(replies[2][3:])
+    assert refused["error"]["code"] == "rate_limited" and refused["error"]["retryAfterMs"] > 0
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    """A client WebSocket text frame (masked with a zero key, so the payload is as is)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x81, 0x80 | length])
+    else:
+        header = bytes([0x81, 0x80 | 126]) + length.to_bytes(2, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+async def test_websocket_slow_reader_is_dropped(hub_factory: Any) -> None:
+    """A Socket.IO client that stops reading is cut off at the send-buffer bound (4008),
+    as on ``/ws``; the sender learns it, nobody else is affected."""
+    hub = await hub_factory(
+        send_buffer_limit=64 * 1024, rate_limit_per_second=10_000, rate_limit_burst=10_000
+    )
+    caller = await hub.connect("alice")
+    reader, writer = await asyncio.open_connection(hub.server.host, hub.server.port)
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b"101" in head.split(b"\r\n")[0]
+    writer.write(masked_text_frame(b"40" + orjson.dumps({"token": hub.token("bob")})))
+    await writer.drain()
+    for _ in range(100):
+        if hub.hub.state.local_connection_count() == 2:
+            break
+        await asyncio.sleep(0.02)
+    ack = await caller.request("call:initiate", {"callType": "video", "participants": ["bob"]})
+    sdp = "a=x" * 15_000
+    dropped = False
+    for _ in range(400):
+        try:
+            await caller.request("call:offer", {"callId": ack["callId"], "to": "bob", "sdp": sdp})
+        except Exception as exc:
+            assert getattr(exc, "code", None) == "peer_unavailable"
+            dropped = True
+            break
+    assert dropped, "slow reader was never dropped"
+    for _ in range(60):
+        if hub.hub.state.local_connection_count() == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.hub.state.local_connection_count() == 1
+    closes = hub.hub.metrics.registry.get_sample_value(
+        "switchboard_server_closes_total", {"code": "4008"}
+    )
+    assert closes == 1
+    writer.close()
+    assert (await caller.request("ping"))["serverTime"] > 0

@@ -215,6 +215,9 @@ class EngineSession:
         DISCONNECT first (it will not reconnect); any other ends the transport."""
         if self.closed:
             return
+        conn = self.conn
+        if conn is not None and conn.close_code is None:
+            conn.close_code = code
         log.info(
             "closing Socket.IO session", extra={"sid": self.sid, "code": code, "reason": reason}
         )
@@ -318,7 +321,6 @@ class SioConnection(Connection):
         if self.closed:
             return
         self.closed = True
-        self.close_code = code
         self.session.abort(code, reason)
 
     async def close(self, code: int, reason: str) -> None:

@@ -20,6 +20,7 @@ class ServerSettings(BaseModel):
 
     jwt_secret: SecretStr | None = None
     jwt_leeway: float = Field(default=5.0, ge=0, description="clock skew allowed on exp/nbf")
+    token_expiry_warning: float = Field(default=60.0, ge=0)
     dev_secret_file: Path = Path(".switchboard/dev-secret")
     allowed_origins: CommaList = Field(default_factory=list)
 

@@ -43,6 +43,10 @@ class PresenceQuery(Payload):
     userIds: list[UserId] = Field(min_length=1, max_length=1000)
 
 
+class SessionRefresh(Payload):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
 class RoomRef(Payload):
     roomId: RoomId
 

@@ -106,6 +106,7 @@ class Hub:
                 "maxFrameBytes": s.max_frame_bytes,
                 "rateLimit": {"perSecond": s.rate_limit_per_second, "burst": s.rate_limit_burst},
                 "serverTime": int(time.time() * 1000),
+                "tokenExpiresAt": int(conn.principal.expires_at * 1000),
                 "iceServers": self.ice_servers.for_user(conn.user_id),
             },
         )

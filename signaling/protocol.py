@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_CODEC = "unsupported_codec"
     NO_CAPACITY = "no_capacity"
     RESUME_FAILED = "resume_failed"
+    TOKEN_INVALID = "token_invalid"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -51,6 +52,7 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    TOKEN_EXPIRED = 4001
     SLOW_CONSUMER = 4008
 
 

@@ -32,6 +32,7 @@ from signaling.state import State
 from signaling.state.memory import MemoryState
 from signaling.state.models import RemoteConnection
 from signaling.state.typing_indicators import TYPING_TIMER
+from signaling.token_refresh import TokenRefresh
 from signaling.typing_indicators import TypingService
 from signaling.webhooks.dispatcher import WebhookDispatcher
 from signaling.webhooks.outbox import WebhookOutbox
@@ -135,17 +136,32 @@ class Node:
         )
         metrics.registry.register(MediaCollector(sfu.media))
         self.room_control = RoomControl(delivery=state.delivery, membership=membership, media=sfu)
+        assert s.jwt_secret is not None
+        self.tokens = tokens = TokenRefresh(
+            secret=s.jwt_secret.get_secret_value(),
+            leeway=s.jwt_leeway,
+            warning=s.token_expiry_warning,
+        )
         self.hub = hub = Hub(
             settings=s,
             delivery=state.delivery,
             metrics=metrics,
             ice_servers=ice_servers,
             routes=event_routes(
-                presence=presence, membership=membership, typing=typing, calls=calls, sfu=sfu
+                presence=presence,
+                membership=membership,
+                typing=typing,
+                calls=calls,
+                sfu=sfu,
+                tokens=tokens,
             ),
-            on_connected=[presence.device_connected, calls.device_connected],
+            on_connected=[
+                presence.device_connected,
+                calls.device_connected,
+                tokens.device_connected,
+            ],
             on_released=[presence.device_gone, membership.connection_gone, calls.connection_gone],
-            on_closed=[sfu.connection_gone],
+            on_closed=[sfu.connection_gone, tokens.connection_closed],
         )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from signaling.membership import MembershipService
     from signaling.presence import PresenceService
     from signaling.socketio.endpoint import SocketIoEndpoint
+    from signaling.token_refresh import TokenRefresh
     from signaling.typing_indicators import TypingService
     from signaling.websocket import WebSocketEndpoint
 
@@ -35,6 +36,7 @@ def event_routes(
     typing: TypingService,
     calls: CallService,
     sfu: SfuSignaling,
+    tokens: TokenRefresh,
 ) -> dict[str, Route]:
     """Inbound event type -> (payload model, handler). docs/protocol.md describes each."""
     toggles = {
@@ -52,6 +54,7 @@ def event_routes(
     }
     return {
         "ping": Route(e.Empty, ping),
+        "session:refresh": Route(e.SessionRefresh, tokens.on_refresh),
         "presence:update": Route(e.PresenceUpdate, presence.on_update),
         "presence:query": Route(e.PresenceQuery, presence.on_query),
         "room:join": Route(e.RoomRef, membership.on_join),

@@ -32,9 +32,16 @@ export class SwitchboardError extends Error {
  * balancer may pick another node) and dispatches `reconnected`; group calls then resume
  * their session on the media node without touching their media. Events: `close`
  * {code, reason} on every loss, `reconnected` {connectionId}, and every server event.
+ *
+ * With `token` a function (sync or async, e.g. a fetch to the chat backend), the session
+ * also refreshes its token before it expires: on `session:expiring` it calls the function
+ * and sends `session:refresh`, then dispatches `tokenrefreshed` {tokenExpiresAt}, or
+ * `tokenrefreshfailed` {error} (the server will close with 4001 at expiry, and the
+ * reconnect asks the function again).
  */
 export class Switchboard extends EventTarget {
-  /** `token` may be a string or a function returning one (a fresh token per reconnect). */
+  /** `token` may be a string or a function returning one or a promise of one (a fresh
+   * token per reconnect and before expiry). */
   static async connect(url, token, { reconnect = true } = {}) {
     const sb = new Switchboard(url, token, reconnect);
     await sb._open();
@@ -51,11 +58,23 @@ export class Switchboard extends EventTarget {
     this._next = 1;
     this._pending = new Map();
     this._closing = false;
+    this.addEventListener("session:expiring", () => this._refreshToken());
   }
 
-  _open() {
+  async _refreshToken() {
+    if (typeof this.token !== "function") return;
+    try {
+      const ack = await this.request("session:refresh", { token: await this.token() });
+      this.session.tokenExpiresAt = ack.tokenExpiresAt;
+      this.dispatchEvent(new CustomEvent("tokenrefreshed", { detail: ack }));
+    } catch (err) {
+      this.dispatchEvent(new CustomEvent("tokenrefreshfailed", { detail: { error: err } }));
+    }
+  }
+
+  async _open() {
+    const token = typeof this.token === "function" ? await this.token() : this.token;
     return new Promise((resolve, reject) => {
-      const token = typeof this.token === "function" ? this.token() : this.token;
       const sep = this.url.includes("?") ? "&" : "?";
       const ws = new WebSocket(`${this.url}${sep}access_token=${encodeURIComponent(token)}`);
       let ready = false;

@@ -21,9 +21,10 @@ WEBHOOK_EVENTS = (
     "track_published",
     "track_unpublished",
     "presence_changed",
+    "messages_read",
 )
-#: Everything but presence, which is chatty and opt-in.
-DEFAULT_WEBHOOK_EVENTS = WEBHOOK_EVENTS[:-1]
+#: Everything but presence and read receipts, which are chatty and opt-in.
+DEFAULT_WEBHOOK_EVENTS = WEBHOOK_EVENTS[:-2]
 
 
 class ApiSettings(BaseModel):

@@ -56,6 +56,14 @@ class MessageTyping(Payload):
     isTyping: bool
 
 
+MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class MessageRead(Payload):
+    conversationId: RoomId
+    messageIds: list[MessageId] = Field(min_length=1, max_length=100)
+
+
 class CallInitiate(Payload):
     conversationId: RoomId | None = None
     callType: Literal["audio", "video"]

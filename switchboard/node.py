@@ -25,6 +25,7 @@ from signaling.hub import Hub
 from signaling.membership import MembershipService
 from signaling.metrics import HubMetrics
 from signaling.presence import PresenceService
+from signaling.read_receipts import ReadReceipts
 from signaling.room_control import RoomControl
 from signaling.room_lifecycle import EMPTY, RoomLifecycle
 from signaling.socketio.endpoint import SocketIoEndpoint
@@ -142,6 +143,9 @@ class Node:
             leeway=s.jwt_leeway,
             warning=s.token_expiry_warning,
         )
+        self.receipts = receipts = ReadReceipts(
+            fanout=fanout, webhooks=webhooks, throttle=s.read_receipt_throttle
+        )
         self.hub = hub = Hub(
             settings=s,
             delivery=state.delivery,
@@ -154,6 +158,7 @@ class Node:
                 calls=calls,
                 sfu=sfu,
                 tokens=tokens,
+                receipts=receipts,
             ),
             on_connected=[
                 presence.device_connected,
@@ -161,7 +166,7 @@ class Node:
                 tokens.device_connected,
             ],
             on_released=[presence.device_gone, membership.connection_gone, calls.connection_gone],
-            on_closed=[sfu.connection_gone, tokens.connection_closed],
+            on_closed=[sfu.connection_gone, tokens.connection_closed, receipts.connection_closed],
         )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (

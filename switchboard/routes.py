@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from signaling.http_api import NodeHttp
     from signaling.membership import MembershipService
     from signaling.presence import PresenceService
+    from signaling.read_receipts import ReadReceipts
     from signaling.socketio.endpoint import SocketIoEndpoint
     from signaling.token_refresh import TokenRefresh
     from signaling.typing_indicators import TypingService
@@ -37,6 +38,7 @@ def event_routes(
     calls: CallService,
     sfu: SfuSignaling,
     tokens: TokenRefresh,
+    receipts: ReadReceipts,
 ) -> dict[str, Route]:
     """Inbound event type -> (payload model, handler). docs/protocol.md describes each."""
     toggles = {
@@ -60,6 +62,7 @@ def event_routes(
         "room:join": Route(e.RoomRef, membership.on_join),
         "room:leave": Route(e.RoomRef, membership.on_leave),
         "message:typing": Route(e.MessageTyping, typing.on_typing),
+        "message:read": Route(e.MessageRead, receipts.on_read),
         "call:initiate": Route(e.CallInitiate, calls.on_initiate),
         "call:accept": Route(e.CallRef, calls.on_accept),
         "call:reject": Route(e.CallReject, calls.on_reject),

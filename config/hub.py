@@ -17,6 +17,7 @@ class HubSettings(BaseModel):
     typing_timeout: float = Field(default=6.0, gt=0)
     typing_throttle: float = Field(default=2.0, ge=0)
     read_receipt_throttle: float = Field(default=1.0, ge=0)
+    presence_grace: float = Field(default=3.0, ge=0)
 
     ring_timeout: float = Field(default=45.0, gt=0)
     call_grace_period: float = Field(default=30.0, ge=0)

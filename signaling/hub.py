@@ -8,8 +8,9 @@ route's model and awaits the handler. A client that keeps failing exhausts its e
 budget and is closed with 1008; everyone else is untouched.
 
 It also runs a connection's life: ``session:ready`` on connect, then the hooks the
-composition root gave it (presence, ringing calls); on disconnect the release hooks
-(presence, rooms, calls), which also release connections of a dead node.
+composition root gave it (presence, ringing calls); on disconnect the disconnect hooks
+(presence and rooms, after their grace; calls); for connections of a dead node the
+release hooks (presence, rooms, calls).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Hub:
         ice_servers: IceServers,
         routes: Mapping[str, Route],
         on_connected: Sequence[ConnectionHook],
+        on_disconnected: Sequence[ConnectionHook],
         on_released: Sequence[ReleaseHook],
         on_closed: Sequence[ConnectionHook],
     ) -> None:
@@ -84,6 +86,7 @@ class Hub:
         self.ice_servers = ice_servers
         self.routes = dict(routes)
         self.on_connected = tuple(on_connected)
+        self.on_disconnected = tuple(on_disconnected)
         self.on_released = tuple(on_released)
         self.on_closed = tuple(on_closed)
         self.started_at = time.time()
@@ -117,7 +120,8 @@ class Hub:
     async def on_disconnect(self, conn: Connection) -> None:
         conn.closed = True
         try:
-            await self.release(conn)
+            for hook in self.on_disconnected:
+                await _deferrable(hook, conn)
             for hook in self.on_closed:
                 await hook(conn)
         finally:
@@ -128,8 +132,10 @@ class Hub:
             log.info("disconnected", extra={"conn": conn.id, "user": conn.user_id})
 
     async def release(self, conn: Connection | RemoteConnection) -> None:
-        """A device is gone: presence first (its audience is the rooms the device is still
-        in), then its rooms, then its calls (which get the grace period)."""
+        """A device of a dead node is gone: presence first (its audience is the rooms the
+        device is still in), then its rooms, then its calls (which get the grace period).
+        Own connections that close go through ``on_disconnected`` instead, which may hold
+        presence and rooms for a grace (:mod:`signaling.presence_grace`)."""
         for hook in self.on_released:
             await _deferrable(hook, conn)
 

@@ -25,6 +25,7 @@ from signaling.hub import Hub
 from signaling.membership import MembershipService
 from signaling.metrics import HubMetrics
 from signaling.presence import PresenceService
+from signaling.presence_grace import PRESENCE_GRACE, PresenceGrace
 from signaling.read_receipts import ReadReceipts
 from signaling.room_control import RoomControl
 from signaling.room_lifecycle import EMPTY, RoomLifecycle
@@ -146,6 +147,13 @@ class Node:
         self.receipts = receipts = ReadReceipts(
             fanout=fanout, webhooks=webhooks, throttle=s.read_receipt_throttle
         )
+        self.presence_grace = presence_grace = PresenceGrace(
+            timers=state.timers,
+            delivery=state.delivery,
+            typing=typing,
+            release=[presence.device_gone, membership.connection_gone],
+            grace=s.presence_grace,
+        )
         self.hub = hub = Hub(
             settings=s,
             delivery=state.delivery,
@@ -165,6 +173,7 @@ class Node:
                 calls.device_connected,
                 tokens.device_connected,
             ],
+            on_disconnected=[presence_grace.connection_ended, calls.connection_gone],
             on_released=[presence.device_gone, membership.connection_gone, calls.connection_gone],
             on_closed=[sfu.connection_gone, tokens.connection_closed, receipts.connection_closed],
         )
@@ -205,6 +214,7 @@ class Node:
             RING: calls.ring_expired,
             GRACE: calls.grace_over,
             EMPTY: lifecycle.empty_expired,
+            PRESENCE_GRACE: presence_grace.expired,
         }
 
     # -- running ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ FAST = {
     "call_grace_period": 0.8,
     "typing_timeout": 0.4,
     "typing_throttle": 0.2,
+    "presence_grace": 0.3,
     "rate_limit_per_second": 500.0,
     "rate_limit_burst": 1000,
 }

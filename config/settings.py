@@ -5,7 +5,8 @@ file, built-in defaults. Defaults are chosen so ``switchboard serve --dev`` runs
 single-node hub with nothing else installed.
 
 The object is composed of one section per part (:mod:`config.server`, :mod:`config.hub`,
-:mod:`config.turn`, :mod:`config.sfu`, :mod:`config.cluster`, :mod:`config.api`). A part
+:mod:`config.turn`, :mod:`config.sfu`, :mod:`config.cluster`, :mod:`config.api`,
+:mod:`config.messages`). A part
 is handed its section's type, so it can only read its own settings; the names stay flat
 (``sfu_room_capacity``, ``SWITCHBOARD_SFU_ROOM_CAPACITY``) so one name means one thing in
 the environment, the code and the README. A TOML file may use the flat names or one table
@@ -26,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.api import ApiSettings, WebhookSettings
 from config.cluster import ClusterSettings
 from config.hub import HubSettings
+from config.messages import MessageSettings
 from config.server import ServerSettings
 from config.sfu import SfuSettings
 from config.turn import TurnSettings
@@ -41,10 +43,12 @@ SECTIONS: tuple[type[Any], ...] = (
     ClusterSettings,
     ApiSettings,
     WebhookSettings,
+    MessageSettings,
 )
 
 
 class Settings(
+    MessageSettings,
     WebhookSettings,
     ApiSettings,
     ClusterSettings,

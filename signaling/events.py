@@ -6,7 +6,7 @@ service may keep sending the extra fields they used to.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -57,6 +57,15 @@ class MessageTyping(Payload):
 
 
 MessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class MessageSend(Payload):
+    conversationId: RoomId
+    tempId: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    content: Annotated[str, StringConstraints(max_length=65536)] = ""
+    messageType: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "text"
+    replyTo: MessageId | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class MessageRead(Payload):

@@ -113,6 +113,18 @@ class HubMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.messages = Counter(
+            "switchboard_messages",
+            "message:send outcomes (sent, duplicate, refused, backend_error, backend_timeout, "
+            "backend_unavailable, busy)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.message_backend_seconds = Histogram(
+            "switchboard_message_backend_seconds",
+            "Time the chat backend took to answer one message:send",
+            registry=self.registry,
+        )
         self.calls_active = Gauge(
             "switchboard_calls_active", "Calls ringing or active", registry=self.registry
         )

@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     NO_CAPACITY = "no_capacity"
     RESUME_FAILED = "resume_failed"
     TOKEN_INVALID = "token_invalid"
+    MESSAGES_DISABLED = "messages_disabled"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 

@@ -23,6 +23,11 @@ def create_app(settings: Settings, state: State | None = None) -> web.Applicatio
         raise ValueError("a JWT secret is required (SWITCHBOARD_JWT_SECRET or --dev)")
     if settings.webhook_urls and settings.api_secret is None:
         raise ValueError("webhooks are signed with the API secret: set SWITCHBOARD_API_SECRET")
+    if settings.message_backend_url and settings.api_secret is None:
+        raise ValueError(
+            "requests to the message backend are signed with the API secret: "
+            "set SWITCHBOARD_API_SECRET"
+        )
     app = web.Application()
     node = app[NODE_KEY] = Node(settings, state)
     app.add_routes(

@@ -23,6 +23,7 @@ from signaling.calls import GRACE, RING, CallService
 from signaling.http_api import NodeHttp
 from signaling.hub import Hub
 from signaling.membership import MembershipService
+from signaling.message_proxy import MessageProxy
 from signaling.metrics import HubMetrics
 from signaling.presence import PresenceService
 from signaling.presence_grace import PRESENCE_GRACE, PresenceGrace
@@ -144,6 +145,17 @@ class Node:
             leeway=s.jwt_leeway,
             warning=s.token_expiry_warning,
         )
+        self.messages = messages = MessageProxy(
+            url=s.message_backend_url,
+            secret=s.api_secret.get_secret_value() if s.api_secret is not None else None,
+            fanout=fanout,
+            metrics=metrics,
+            timeout=s.message_backend_timeout,
+            concurrency=s.message_backend_concurrency,
+            queue=s.message_backend_queue,
+            max_content_bytes=s.message_max_content_bytes,
+            dedupe_ttl=s.message_dedupe_ttl,
+        )
         self.receipts = receipts = ReadReceipts(
             fanout=fanout, webhooks=webhooks, throttle=s.read_receipt_throttle
         )
@@ -167,6 +179,7 @@ class Node:
                 sfu=sfu,
                 tokens=tokens,
                 receipts=receipts,
+                messages=messages,
             ),
             on_connected=[
                 presence.device_connected,
@@ -223,6 +236,7 @@ class Node:
         await self.state.start(self)
         self.calls.start()
         self.webhooks.start()
+        await self.messages.start()
         if self.webhook_dispatcher is not None:
             self.webhook_dispatcher.start()
         self.sfu.start()
@@ -231,6 +245,7 @@ class Node:
         await self.sfu.stop()
         await self.calls.stop()
         await self.webhooks.stop()
+        await self.messages.stop()
         if self.webhook_dispatcher is not None:
             await self.webhook_dispatcher.stop()
         await self.state.close()

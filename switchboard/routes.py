@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from signaling.calls import CallService
     from signaling.http_api import NodeHttp
     from signaling.membership import MembershipService
+    from signaling.message_proxy import MessageProxy
     from signaling.presence import PresenceService
     from signaling.read_receipts import ReadReceipts
     from signaling.socketio.endpoint import SocketIoEndpoint
@@ -39,6 +40,7 @@ def event_routes(
     sfu: SfuSignaling,
     tokens: TokenRefresh,
     receipts: ReadReceipts,
+    messages: MessageProxy,
 ) -> dict[str, Route]:
     """Inbound event type -> (payload model, handler). docs/protocol.md describes each."""
     toggles = {
@@ -63,6 +65,7 @@ def event_routes(
         "room:leave": Route(e.RoomRef, membership.on_leave),
         "message:typing": Route(e.MessageTyping, typing.on_typing),
         "message:read": Route(e.MessageRead, receipts.on_read),
+        "message:send": Route(e.MessageSend, messages.on_send),
         "call:initiate": Route(e.CallInitiate, calls.on_initiate),
         "call:accept": Route(e.CallRef, calls.on_accept),
         "call:reject": Route(e.CallReject, calls.on_reject),

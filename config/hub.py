@@ -18,6 +18,8 @@ class HubSettings(BaseModel):
     typing_throttle: float = Field(default=2.0, ge=0)
     read_receipt_throttle: float = Field(default=1.0, ge=0)
     presence_grace: float = Field(default=3.0, ge=0)
+    history_size: int = Field(default=100, ge=0, le=10_000)
+    history_ttl: float = Field(default=300.0, gt=0)
 
     ring_timeout: float = Field(default=45.0, gt=0)
     call_grace_period: float = Field(default=30.0, ge=0)

@@ -51,6 +51,15 @@ class RoomRef(Payload):
     roomId: RoomId
 
 
+class RecoverFrom(Payload):
+    epoch: Annotated[str, StringConstraints(max_length=16)]
+    offset: Annotated[int, Field(ge=0)]
+
+
+class RoomJoin(RoomRef):
+    recover: RecoverFrom | None = None
+
+
 class MessageTyping(Payload):
     conversationId: RoomId
     isTyping: bool

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from signaling.protocol import ErrorCode, HubError
+from signaling.state.history import Position
 from signaling.state.models import Member
 
 if TYPE_CHECKING:
-    from signaling.events import RoomRef
+    from signaling.events import RoomJoin, RoomRef
     from signaling.room_lifecycle import RoomLifecycle
     from signaling.state.delivery import Fanout
+    from signaling.state.history import RoomHistory
     from signaling.state.membership import MembershipStore
     from signaling.state.models import RemoteConnection
     from signaling.state.presence import PresenceStore
@@ -29,6 +33,7 @@ class MembershipService:
         *,
         store: MembershipStore,
         presence: PresenceStore,
+        history: RoomHistory,
         fanout: Fanout,
         lifecycle: RoomLifecycle,
         typing: TypingService,
@@ -36,12 +41,13 @@ class MembershipService:
     ) -> None:
         self.store = store
         self.presence = presence
+        self.history = history
         self.fanout = fanout
         self.lifecycle = lifecycle
         self.typing = typing
         self.max_rooms = max_rooms_per_connection
 
-    async def on_join(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
+    async def on_join(self, conn: Connection, payload: RoomJoin) -> dict[str, Any]:
         room_id = payload.roomId
         if not conn.principal.may_join(room_id):
             raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
@@ -58,19 +64,32 @@ class MembershipService:
             if first:
                 self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
                 me = (await self.presence.get([conn.user_id]))[conn.user_id]
-                await self.fanout.to_rooms(
-                    [room_id],
+                await self.fanout.to_room_recorded(
+                    room_id,
                     "room:member-joined",
                     {"roomId": room_id, "name": conn.name, **me.to_wire()},
                     exclude_user=conn.user_id,
                 )
         members = await self.store.members(room_id)
         presence = await self.presence.get([m.user_id for m in members])
-        return {
+        answer = {
             "roomId": room_id,
             "type": room.type,
             "metadata": room.metadata,
             "members": [{"name": m.name, **presence[m.user_id].to_wire()} for m in members],
+        }
+        # Read after joining: what is recorded from now on reaches the connection live,
+        # what was before is in the history (a client drops offsets it already has).
+        if payload.recover is None:
+            position = await self.history.position(room_id)
+            return {**answer, "position": {"room": room_id, **position.to_wire()}}
+        since = Position(payload.recover.epoch, payload.recover.offset)
+        found = await self.history.recover(room_id, since, conn.user_id)
+        return {
+            **answer,
+            "position": {"room": room_id, **found.position.to_wire()},
+            "recovered": found.recovered,
+            "publications": [orjson.Fragment(p) for p in found.publications],
         }
 
     async def on_leave(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
@@ -88,8 +107,8 @@ class MembershipService:
         await self.typing.clear(conn, room_id)
         conn.rooms.discard(room_id)
         if await self.store.leave(room_id, conn.user_id, conn.id):
-            await self.fanout.to_rooms(
-                [room_id],
+            await self.fanout.to_room_recorded(
+                room_id,
                 "room:member-left",
                 {"roomId": room_id, "userId": conn.user_id},
                 exclude_user=conn.user_id,

@@ -183,8 +183,8 @@ class MessageProxy:
         self.metrics.messages.labels("sent").inc()
         room_id = payload.conversationId
         try:
-            await self.fanout.to_rooms(
-                [room_id],
+            await self.fanout.to_room_recorded(
+                room_id,
                 "message:new",
                 {**message, "conversationId": room_id, "tempId": payload.tempId},
             )

@@ -75,14 +75,16 @@ def encode(type_: str, data: Any, id_: str | int | None = None) -> bytes:
 
 def text_frame(payload: bytes) -> bytes:
     """Wrap ``payload`` in a final, unmasked WebSocket text frame (server to client)."""
-    length = len(payload)
+    return text_frame_header(len(payload)) + payload
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header of a final, unmasked text frame of ``length`` payload bytes."""
     if length < 126:
-        header = struct.pack("!BB", 0x81, length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x81, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, length)
-    return header + payload
+        return struct.pack("!BB", 0x81, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
 
 
 def event_frame(type_: str, data: Any) -> bytes:

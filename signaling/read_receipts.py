@@ -108,5 +108,5 @@ class ReadReceipts:
             "messageIds": ids,
             "timestamp": read_at,
         }
-        await self.fanout.to_rooms([room_id], "messages:read", data, exclude_user=user_id)
+        await self.fanout.to_room_recorded(room_id, "messages:read", data, exclude_user=user_id)
         self.webhooks.emit("messages_read", f"room:{room_id}", data)

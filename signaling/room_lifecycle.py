@@ -215,8 +215,8 @@ class RoomLifecycle:
             room.metadata = metadata
 
         room, _ = await self._update(room_id, apply)
-        await self.delivery.to_rooms(
-            [room_id], "room:metadata-updated", {"roomId": room_id, "metadata": metadata}
+        await self.delivery.to_room_recorded(
+            room_id, "room:metadata-updated", {"roomId": room_id, "metadata": metadata}
         )
         return room
 

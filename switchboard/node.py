@@ -67,6 +67,7 @@ class Node:
     def __init__(self, settings: Settings, state: State | None = None) -> None:
         self.settings = s = settings
         self.state = state = state or make_state(settings)
+        state.configure_history(size=s.history_size, ttl=s.history_ttl)
         self.metrics = metrics = HubMetrics()
         metrics.include(state.delivery.metrics.collectors())
         fanout = state.delivery
@@ -120,6 +121,7 @@ class Node:
         self.membership = membership = MembershipService(
             store=state.membership,
             presence=state.presence,
+            history=state.history,
             fanout=fanout,
             lifecycle=lifecycle,
             typing=typing,

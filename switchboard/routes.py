@@ -61,7 +61,7 @@ def event_routes(
         "session:refresh": Route(e.SessionRefresh, tokens.on_refresh),
         "presence:update": Route(e.PresenceUpdate, presence.on_update),
         "presence:query": Route(e.PresenceQuery, presence.on_query),
-        "room:join": Route(e.RoomRef, membership.on_join),
+        "room:join": Route(e.RoomJoin, membership.on_join),
         "room:leave": Route(e.RoomRef, membership.on_leave),
         "message:typing": Route(e.MessageTyping, typing.on_typing),
         "message:read": Route(e.MessageRead, receipts.on_read),

@@ -102,6 +102,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("state_kind", kinds)
 
 
+def unrecorded(data: dict[str, Any]) -> dict[str, Any]:
+    """A recorded room event's data without its history ``position``."""
+    return {k: v for k, v in data.items() if k != "position"}
+
+
 @dataclass
 class Hub:
     """A running hub plus helpers to mint tokens and connect clients to it."""

@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 
 from signaling.protocol import HubError
@@ -419,3 +420,39 @@ async def test_reaper_hands_over_the_rooms_a_dead_node_still_hosts(request):
         assert not await client.exists(keys.node_hosted("m-dead"))
     finally:
         await state.close()
+
+
+# -- room history --------------------------------------------------------------------------
+
+
+async def test_room_history_numbers_keeps_and_recovers(state):
+    from signaling.state.history import Position
+
+    state.configure_history(size=3, ttl=60)
+    delivery, history = state.delivery, state.history
+    alice, bob = FakeSocket("c_x.a", "alice"), FakeSocket("c_x.b", "bob")
+    for socket in (alice, bob):
+        delivery.attach(socket)
+        await state.membership.join("r", Member(socket.user_id, "N"), socket.id)
+    assert await history.position("r") == Position("", 0)
+    for n in range(1, 5):
+        await delivery.to_room_recorded("r", "message:new", {"n": n}, exclude_user="alice")
+    await wait_for(lambda: len(bob.frames) == 4)
+    assert not alice.frames
+    offsets = [orjson.loads(f[2:])["data"]["position"]["offset"] for f in bob.frames]
+    assert offsets == [1, 2, 3, 4]
+    top = await history.position("r")
+    assert top.offset == 4 and len(top.epoch) == 8
+    # The last three are kept: from offset 1 on, the client missed 2..4 and gets them;
+    # from 0 on, offset 1 is gone: no partial recovery.
+    found = await history.recover("r", Position(top.epoch, 1), "bob")
+    assert found.recovered and [orjson.loads(p)["data"]["n"] for p in found.publications] == [
+        2,
+        3,
+        4,
+    ]
+    assert not (await history.recover("r", Position(top.epoch, 0), "bob")).recovered
+    # What was not sent to a user is not recovered for that user either.
+    assert (await history.recover("r", Position(top.epoch, 1), "alice")).publications == []
+    assert (await history.recover("r", top, "bob")).publications == []
+    assert not (await history.recover("r", Position("other", 4), "bob")).recovered

@@ -39,9 +39,10 @@ def call_out(call: Call) -> CallOut:
 
 
 async def push_to_room(ctx: Context) -> Delivery:
-    """Send an event (e.g. message:new) to every socket joined to a room."""
+    """Send an event (e.g. message:new) to every socket joined to a room, recorded in the
+    room's history so members who were away recover it."""
     body: EventIn = ctx.body
-    count = await ctx.api.fanout.to_rooms([ctx.params["roomId"]], body.type, body.data)
+    count = await ctx.api.fanout.to_room_recorded(ctx.params["roomId"], body.type, body.data)
     return Delivery(delivered=count)
 
 
@@ -64,7 +65,7 @@ async def push_batch(ctx: Context) -> BatchOut:
     results = []
     for item in ctx.body.events:
         if isinstance(item, RoomEventIn):
-            count = await ctx.api.fanout.to_rooms([item.roomId], item.type, item.data)
+            count = await ctx.api.fanout.to_room_recorded(item.roomId, item.type, item.data)
         else:
             count = await ctx.api.fanout.to_users(item.userIds, item.type, item.data)
         results.append(Delivery(delivered=count))

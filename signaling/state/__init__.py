@@ -16,6 +16,7 @@ from typing import Any
 from signaling.state.calls import CallStore
 from signaling.state.delivery import Delivery
 from signaling.state.handler import BackendHandler, Reports
+from signaling.state.history import RoomHistory
 from signaling.state.media_hosts import MediaHosts
 from signaling.state.membership import MembershipStore
 from signaling.state.nodes import NodeRegistry
@@ -44,6 +45,7 @@ class State:
         hosts: MediaHosts,
         records: RoomRecords,
         webhooks: WebhookQueue,
+        history: RoomHistory,
     ) -> None:
         self.node_id = node_id
         self.reports = reports
@@ -57,6 +59,11 @@ class State:
         self.hosts = hosts
         self.records = records
         self.webhooks = webhooks
+        self.history = history
+
+    def configure_history(self, *, size: int, ttl: float) -> None:
+        """The bounds of room history (events and seconds kept per room)."""
+        self.history.configure(size=size, ttl=ttl)
 
     async def start(self, handler: BackendHandler) -> None:
         """Register the node's handler, then connect to the shared store (if any)."""

@@ -56,6 +56,13 @@ class Fanout(Protocol):
     async def to_conns(self, conn_ids: Iterable[str], type_: str, data: Any) -> int:
         """Each connection (one, or a group call's participants), wherever it is."""
 
+    async def to_room_recorded(
+        self, room_id: str, type_: str, data: dict[str, Any], *, exclude_user: str | None = None
+    ) -> int:
+        """Like :meth:`to_rooms` for one room, and kept in the room's history with the
+        next offset (:mod:`signaling.state.history`): for events a client that was away
+        must not miss (messages, membership, the room's own changes)."""
+
 
 class Delivery(ABC):
     """The fan-out plus this node's socket index. A connection id names its node, so
@@ -115,6 +122,11 @@ class Delivery(ABC):
 
     @abstractmethod
     async def to_conns(self, conn_ids: Iterable[str], type_: str, data: Any) -> int: ...
+
+    @abstractmethod
+    async def to_room_recorded(
+        self, room_id: str, type_: str, data: dict[str, Any], *, exclude_user: str | None = None
+    ) -> int: ...
 
     # -- commands to the nodes holding users' sockets ------------------------------------------
 

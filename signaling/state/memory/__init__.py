@@ -6,6 +6,7 @@ from signaling.state import State
 from signaling.state.handler import Reports
 from signaling.state.memory.calls import MemoryCalls
 from signaling.state.memory.delivery import LocalDelivery
+from signaling.state.memory.history import MemoryHistory
 from signaling.state.memory.media_hosts import MemoryMediaHosts
 from signaling.state.memory.membership import MemoryMembership
 from signaling.state.memory.nodes import SingleNode
@@ -19,7 +20,8 @@ from signaling.state.memory.webhook_queue import MemoryWebhookQueue
 class MemoryState(State):
     def __init__(self, node_id: str = "local") -> None:
         reports = Reports()
-        delivery = LocalDelivery(node_id, reports)
+        self.history = history = MemoryHistory()
+        delivery = LocalDelivery(node_id, reports, history)
         self._timers = MemoryTimers(reports)
         self._typing = MemoryTyping(reports)
         super().__init__(
@@ -35,6 +37,7 @@ class MemoryState(State):
             hosts=MemoryMediaHosts(),
             records=MemoryRoomRecords(),
             webhooks=MemoryWebhookQueue(),
+            history=history,
         )
 
     async def close(self) -> None:

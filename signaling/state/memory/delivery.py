@@ -10,15 +10,21 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from signaling.metrics import FanoutMetrics
-from signaling.protocol import event_frame
+from signaling.protocol import event_frame, text_frame
 from signaling.state.delivery import Delivery, Socket
 from signaling.state.handler import Reports
+from signaling.state.history import Template
+from signaling.state.memory.history import MemoryHistory
 
 
 class LocalDelivery(Delivery):
-    def __init__(self, node_id: str, reports: Reports) -> None:
+    def __init__(
+        self, node_id: str, reports: Reports, history: MemoryHistory | None = None
+    ) -> None:
         self.node_id = node_id
         self.reports = reports
+        #: Where this node numbers and keeps recorded events when no shared store does.
+        self.history = history or MemoryHistory()
         self.metrics = FanoutMetrics()
         self.conns: dict[str, Socket] = {}
         self.user_conns: dict[str, dict[str, Socket]] = {}
@@ -101,6 +107,22 @@ class LocalDelivery(Delivery):
         count = await self.conns_frame(list(conn_ids), event_frame(type_, data))
         self.metrics.observe(type_, started, count)
         return count
+
+    async def to_room_recorded(
+        self, room_id: str, type_: str, data: dict[str, Any], *, exclude_user: str | None = None
+    ) -> int:
+        started = time.perf_counter()
+        count = await self.room_recorded_frame(
+            room_id, Template.of(room_id, type_, data), exclude_user
+        )
+        self.metrics.observe(type_, started, count)
+        return count
+
+    async def room_recorded_frame(
+        self, room_id: str, template: Template, exclude_user: str | None
+    ) -> int:
+        envelope = self.history.record(room_id, template, exclude_user)
+        return self.write_rooms([room_id], text_frame(envelope), exclude_user)
 
     async def users_frame(self, users: list[str], frame: bytes, exclude_conn: str | None) -> int:
         return self.write_users(users, frame, exclude_conn)

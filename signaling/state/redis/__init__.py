@@ -24,6 +24,7 @@ from signaling.state import State
 from signaling.state.handler import BackendHandler, Reports
 from signaling.state.redis.calls import RedisCalls
 from signaling.state.redis.delivery import RedisDelivery
+from signaling.state.redis.history import RedisHistory
 from signaling.state.redis.lifecycle import NodeLifecycle
 from signaling.state.redis.link import RedisLink
 from signaling.state.redis.media_hosts import RedisMediaHosts
@@ -49,7 +50,8 @@ class RedisState(State):
     ) -> None:
         reports = Reports()
         self.link = link = RedisLink(url, prefix, node_id or secrets.token_hex(4))
-        delivery = RedisDelivery(link, reports)
+        history = RedisHistory(link)
+        delivery = RedisDelivery(link, reports, history)
         nodes = RedisNodes(link, delivery, reports, dead_after=dead_after, info=node_info)
         presence = RedisPresence(link, delivery)
         membership = RedisMembership(link, delivery)
@@ -83,6 +85,7 @@ class RedisState(State):
             hosts=RedisMediaHosts(link),
             records=records,
             webhooks=RedisWebhookQueue(link),
+            history=history,
         )
 
     async def start(self, handler: BackendHandler) -> None:
@@ -93,6 +96,10 @@ class RedisState(State):
         # Connected once re-publishing finished: from then on Redis holds this node's part.
         link = self.link
         return {"backend": "redis", "node": self.node_id, "connected": link.online and link.synced}
+
+    def configure_history(self, *, size: int, ttl: float) -> None:
+        super().configure_history(size=size, ttl=ttl)
+        self._delivery.history.configure(size=size, ttl=ttl)  # while Redis is away
 
     async def close(self) -> None:
         await self.lifecycle.stop()

@@ -8,20 +8,25 @@ away, delivery falls back to this node's own sockets.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from signaling.protocol import text_frame_header
 from signaling.state.delivery import node_of
 from signaling.state.handler import Reports
+from signaling.state.history import EPOCH_LENGTH, RoomHistory, Template, entry
 from signaling.state.memory.delivery import LocalDelivery
 from signaling.state.redis.bus import Bus, pack
 from signaling.state.redis.link import RedisLink
 
 
 class RedisDelivery(LocalDelivery):
-    def __init__(self, link: RedisLink, reports: Reports) -> None:
+    def __init__(self, link: RedisLink, reports: Reports, history: RoomHistory) -> None:
         super().__init__(link.node_id, reports)
         self.link = link
+        #: The bounds of recorded events (the shared history's, set by the node).
+        self.shared_history = history
         self.bus = Bus(self._on_bus, link.failed)
 
     # -- room channels follow this node's members -------------------------------------------
@@ -100,6 +105,34 @@ class RedisDelivery(LocalDelivery):
             for i, room in enumerate(rooms)
         ]
         return await self.link.publish(messages)
+
+    async def room_recorded_frame(
+        self, room_id: str, template: Template, exclude_user: str | None
+    ) -> int:
+        """One script numbers, keeps and publishes the event (one round trip). While Redis
+        is away the event reaches this node's members only, numbered by the node's own
+        history; a client recovering across that gap gets ``recovered: false``."""
+        if not self.link.online:
+            return await super().room_recorded_frame(room_id, template, exclude_user)
+        keys, history = self.link.keys, self.shared_history
+        prefix = pack({"r": [room_id], "i": 0, "x": exclude_user}, b"")
+        with self.link.or_local():
+            return await self.link.run(
+                "HISTORY_PUBLISH",
+                [keys.room_history_meta(room_id), keys.room_history(room_id)],
+                [
+                    keys.room_channel(room_id),
+                    prefix + text_frame_header(template.length),
+                    template.head,
+                    template.middle,
+                    template.tail,
+                    entry(exclude_user, b""),
+                    history.size,
+                    int(history.ttl * 1000),
+                    secrets.token_hex(EPOCH_LENGTH // 2),
+                ],
+            )
+        return await super().room_recorded_frame(room_id, template, exclude_user)
 
     async def send_control(self, user_ids: Iterable[str], command: dict[str, Any]) -> None:
         users = list(dict.fromkeys(user_ids))

@@ -46,6 +46,14 @@ class Keys:
         """JSON room record (:class:`signaling.state.models.RoomInfo`)."""
         return f"{self.prefix}:{{r:{room_id}}}:info"
 
+    def room_history(self, room_id: str) -> str:
+        """List of the room's recorded events, oldest first (bounded, expiring)."""
+        return f"{self.prefix}:{{r:{room_id}}}:history"
+
+    def room_history_meta(self, room_id: str) -> str:
+        """Hash: ``e`` -> the history's epoch, ``o`` -> the last offset (expiring)."""
+        return f"{self.prefix}:{{r:{room_id}}}:history-meta"
+
     def room_host(self, room_id: str) -> str:
         """The node hosting the room's group call media (its SFU), while the call lives."""
         return f"{self.prefix}:{{r:{room_id}}}:host"

@@ -45,6 +45,7 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.Timeout
 POOL_SIZE = 64
 
 SCRIPTS = (
+    "HISTORY_PUBLISH",
     "SET_DEVICE",
     "JOIN_ROOM",
     "LEAVE_ROOM",

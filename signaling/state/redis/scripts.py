@@ -7,6 +7,27 @@ agrees on them.
 
 from __future__ import annotations
 
+# Number, keep and publish one recorded room event (signaling.state.history) in one call:
+# the epoch (created if the history is new or expired) and the next offset fill the
+# envelope's fixed-width places; the entry is kept (bounded, expiring) and the message
+# (bus header + WebSocket frame header + envelope) is published to the room's channel.
+# KEYS: history meta hash, history list. ARGV: channel, message prefix, envelope head,
+# middle, tail, entry prefix (excluded user), size, ttl_ms, a new epoch.
+HISTORY_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[9]
+  redis.call('HSET', KEYS[1], 'e', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+local envelope = ARGV[3] .. epoch .. ARGV[4] .. string.format('%20d', offset) .. ARGV[5]
+redis.call('RPUSH', KEYS[2], ARGV[6] .. envelope)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+return redis.call('PUBLISH', ARGV[1], ARGV[2] .. envelope)
+"""
+
 # Set (or with an empty value remove) one device's status and return the user's visible
 # status and last_seen before and after. Precedence matches models.STATUS_PRECEDENCE:
 # invisible (shown as offline) > dnd > online > away.

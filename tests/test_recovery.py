@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
+from signaling.protocol import CloseCode
 from signaling.state.history import Position
 from tests.cluster import Cluster
 from tests.redis_server import RedisServer
+
+SDK_SCRIPT = Path(__file__).resolve().parent / "sdk" / "room_recovery.mjs"
 
 
 async def push(api: Any, room: str, n: int) -> None:
@@ -127,3 +131,46 @@ async def test_recovery_on_another_node(tmp_path: Path, redis_server: RedisServe
         assert [p["data"]["messageIds"] for p in ack["publications"]] == [["one"], ["two"]]
     finally:
         await cluster.close()
+
+
+async def test_browser_sdk_recovers_rooms_after_a_reconnect(hub: Any, api: Any) -> None:
+    """The SDK module itself (media/static/rooms.js), in Node's web APIs."""
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        "--experimental-websocket",
+        "--no-warnings",
+        str(SDK_SCRIPT),
+        hub.ws_url,
+        hub.token("bob"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+
+        async def line() -> dict[str, Any]:
+            return orjson.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+
+        alice = await hub.connect_in("alice", "team")
+        assert "ready" in await line()
+        await alice.expect("room:member-joined")
+        await push(api, "team", 1)  # seen live
+        await asyncio.sleep(0.1)
+        (conn,) = hub.hub.state.delivery.local_connections_of("bob")
+        conn.abort(CloseCode.SERVICE_RESTART, "test: the node restarts")
+        assert (await line()) == {"dropped": 1012}
+        for n in (2, 3, 4):  # missed while away
+            await push(api, "team", n)
+        proc.stdin.write(b"resume\n")
+        await asyncio.sleep(0.15)
+        await push(api, "team", 5)  # live again, around the rejoin
+        result = await line()
+        outcome = result["outcome"]
+        assert outcome["roomId"] == "team" and outcome["recovered"] is True
+        assert outcome["missed"] in (3, 4)  # 5 too, if it was recorded before the rejoin
+        assert result["seen"] == [1, 2, 3, 4, 5]  # in order, each once
+        assert result["position"]["offset"] == 7  # 2 arrivals + 5 messages
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()

@@ -8,6 +8,7 @@
 //
 // The wire protocol is documented in docs/protocol.md ("Group calls (SFU)").
 
+import { Rooms } from "./rooms.js";
 import { Subscriptions } from "./subscriptions.js";
 
 /** Camera simulcast: three encodings, lowest first (the server picks one per subscriber). */
@@ -58,6 +59,7 @@ export class Switchboard extends EventTarget {
     this._next = 1;
     this._pending = new Map();
     this._closing = false;
+    this.rooms = new Rooms(this);
     this.addEventListener("session:expiring", () => this._refreshToken());
   }
 
@@ -105,6 +107,7 @@ export class Switchboard extends EventTarget {
       try {
         await this._open();
         this.dispatchEvent(new CustomEvent("reconnected", { detail: { connectionId: this.session.connectionId } }));
+        this.rooms.rejoinAll();
       } catch (err) {
         delay = Math.min(delay * 2, 5000);
         setTimeout(retry, delay);
@@ -121,7 +124,20 @@ export class Switchboard extends EventTarget {
       else waiter.resolve(frame.data);
       return;
     }
+    if (!this.rooms.accept(frame)) return;
     this.dispatchEvent(new CustomEvent(frame.type, { detail: frame.data }));
+  }
+
+  /** Join a chat room. Its recorded events (messages, membership, receipts) are tracked:
+   * after a reconnect the room is rejoined and what was missed is dispatched as ordinary
+   * events, then `roomrecovered` {roomId, recovered, missed}; with `recovered: false`,
+   * reload the room from your backend. */
+  joinRoom(roomId) {
+    return this.rooms.join(roomId);
+  }
+
+  leaveRoom(roomId) {
+    return this.rooms.leave(roomId);
   }
 
   /** Send an event and wait for its ack (resolves with the ack's data). */

@@ -7,7 +7,11 @@ Scenarios (``--scenarios``, all by default):
 - ``calls``: P caller/callee pairs running complete 1:1 call set-ups back to back (ring,
   accept, offer and answer SDP, a burst of ICE candidates each way, hang up);
 - ``churn``: rooms of K-1 members who stay, while churners connect, join, stay a moment and
-  disconnect at C per second in all (members get joined, offline and left events).
+  disconnect at C per second in all (members get joined, offline and left events);
+- ``messages``: N clients in rooms of K, each sending ``message:send`` R times a second
+  through a stand-in chat backend (``benchmarks/message_backend.py``) that persists it;
+  ``message:new`` reaches the K members (``--history-size 0`` measures it without the room
+  history that missed-event recovery keeps).
 
 Each scenario runs, in the same invocation, against each system (``switchboard``: its
 ``/ws`` protocol; ``socketio``: ``benchmarks/peers/socketio-server.mjs``;
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import socket
 import subprocess
 import sys
 import threading
@@ -59,12 +64,14 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "fanout": {"clients": 1000, "room_size": 50, "rate": 1, "duration": 8},
     "calls": {"pairs": 100, "rate": 1, "ice_burst": 8, "duration": 8},
     "churn": {"clients": 500, "room_size": 10, "rate": 50, "hold": 1, "duration": 8},
+    "messages": {"clients": 500, "room_size": 50, "rate": 1, "duration": 8},
 }
 QUICK: dict[str, dict[str, float]] = {
     "idle": {"clients": 40, "room_size": 10, "duration": 1},
     "fanout": {"clients": 40, "room_size": 10, "rate": 2, "duration": 2},
     "calls": {"pairs": 10, "rate": 2, "ice_burst": 4, "duration": 2},
     "churn": {"clients": 20, "room_size": 5, "rate": 10, "hold": 0.3, "duration": 2},
+    "messages": {"clients": 40, "room_size": 10, "rate": 1, "duration": 2},
 }
 # Metrics compared as switchboard / socketio (higher is better for rates and per-CPU
 # figures; lower is better for latency, RSS and CPU).
@@ -102,7 +109,11 @@ def ensure_peers() -> None:
     )
 
 
-def start_node(system: str, port: int, redis_url: str | None) -> subprocess.Popen[bytes]:
+def start_node(
+    system: str, port: int, redis_url: str | None, extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """One node of ``system``; ``extra`` holds ``SWITCHBOARD_*`` settings (the message
+    backend, the history size), given to the Socket.IO peer under its own names."""
     if system != "socketio":
         env = {
             **os.environ,
@@ -115,9 +126,12 @@ def start_node(system: str, port: int, redis_url: str | None) -> subprocess.Pope
         }
         if redis_url:
             env["SWITCHBOARD_REDIS_URL"] = redis_url
+        env.update(extra)
         cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
     else:
         env = {**os.environ, "PORT": str(port), "JWT_SECRET": SECRET}
+        if "SWITCHBOARD_MESSAGE_BACKEND_URL" in extra:
+            env["MESSAGE_BACKEND_URL"] = extra["SWITCHBOARD_MESSAGE_BACKEND_URL"]
         if redis_url:
             env["REDIS_URL"] = redis_url
         cmd = ["node", str(PEERS / "socketio-server.mjs")]
@@ -271,15 +285,45 @@ def summarize(
     return out
 
 
+def start_message_backend() -> tuple[subprocess.Popen[bytes], str]:
+    """The stand-in chat backend, on the generators' CPUs (its cost is not the server's)."""
+    port = free_port()
+    backend = subprocess.Popen([sys.executable, "-m", "benchmarks.message_backend", str(port)])
+    cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(backend.pid, set(cpus[1:]) or set(cpus))
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return backend, f"http://127.0.0.1:{port}/messages"
+        except OSError:
+            time.sleep(0.1)
+    backend.kill()
+    raise RuntimeError("the message backend did not start")
+
+
 def run_one(
-    scenario: str, topology: str, system: str, params: dict[str, float], procs: int
+    scenario: str,
+    topology: str,
+    system: str,
+    params: dict[str, float],
+    procs: int,
+    history_size: int | None = None,
 ) -> dict[str, Any]:
     nodes, with_redis = TOPOLOGIES[topology]
     redis_port = free_port()
     redis = start_redis(redis_port) if with_redis else None
     redis_url = f"redis://127.0.0.1:{redis_port}/0" if redis else None
+    extra: dict[str, str] = {}
+    backend = None
+    if scenario == "messages":
+        backend, backend_url = start_message_backend()
+        extra["SWITCHBOARD_MESSAGE_BACKEND_URL"] = backend_url
+        extra["SWITCHBOARD_API_SECRET"] = SECRET
+    if history_size is not None:
+        extra["SWITCHBOARD_HISTORY_SIZE"] = str(history_size)
     ports = [free_port() for _ in range(nodes)]
-    servers = [start_node(system, port, redis_url) for port in ports]
+    servers = [start_node(system, port, redis_url, extra) for port in ports]
     try:
         time.sleep(0.5)  # nodes register and subscribe
         pids = [s.pid for s in servers]
@@ -299,11 +343,15 @@ def run_one(
         }
         if redis:
             result["redis_cpu_s"] = round(cpu_seconds(redis.pid) - redis_cpu0, 3)
+        if history_size is not None and system != "socketio":
+            result["history_size"] = history_size
     finally:
         for server in servers:
             stop(server)
         if redis:
             stop(redis)
+        if backend:
+            stop(backend)
     return result
 
 
@@ -376,7 +424,7 @@ def node_version() -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks signaling", description=__doc__)
-    parser.add_argument("--scenarios", default="idle,fanout,calls,churn")
+    parser.add_argument("--scenarios", default="idle,fanout,calls,churn,messages")
     parser.add_argument("--topologies", default="single,redis2", help="single, redis1, redis2")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--clients", type=int, help="idle/fanout/churn: clients (churn: members)")
@@ -389,6 +437,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--hold", type=float, help="churn: seconds a churner stays")
     parser.add_argument("--duration", type=float, help="seconds of load per run")
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument(
+        "--history-size", type=int, help="Switchboard's room history (0: recovery off)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/signaling.json"))
     parser.add_argument("--quick", action="store_true", help="tiny run for CI (< 1 min/scenario)")
     args = parser.parse_args(argv)
@@ -410,7 +461,9 @@ def main(argv: list[str]) -> int:
         for topology in topologies:
             for system in systems:
                 log(f"{scenario} / {topology} / {system}: {params[scenario]} ...")
-                run = run_one(scenario, topology, system, params[scenario], args.procs)
+                run = run_one(
+                    scenario, topology, system, params[scenario], args.procs, args.history_size
+                )
                 log(
                     f"  {run['connections']} connections, {run['deliveries']} deliveries "
                     f"({run['dropped']} dropped, {run['errors']} errors), "

@@ -13,37 +13,38 @@ accepted and the outcome arrives as an event, so a slow or failing backend canno
 up the other events of that connection, nor anyone else's. At most
 ``message_backend_concurrency`` requests are in flight and ``message_backend_queue`` wait;
 beyond that ``message:send`` is refused (``unavailable``) and the client retries with the
-same ``tempId``. A ``tempId`` seen again (a resend after a reconnect) within
-``message_dedupe_ttl`` is answered with the first outcome and never reaches the backend or
-the room twice; this memory is the node's, so across nodes the ``Idempotency-Key`` lets
-the backend do the same.
+same ``tempId``. A ``tempId`` seen again (a resend after a reconnect, to any node) within
+``message_dedupe_ttl`` is answered with the first send's outcome and never reaches the
+backend or the room twice: the shared state keeps a claim per (user, tempId)
+(:mod:`signaling.state.sent_messages`). The ``Idempotency-Key`` lets the backend do the
+same for what Switchboard cannot see (a Redis that lost its keys).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
-from collections import OrderedDict
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from signaling.protocol import ErrorCode, HubError
+from signaling.state.sent_messages import PENDING
 from signaling.webhooks.signing import sign
 
 if TYPE_CHECKING:
     from signaling.events import MessageSend
     from signaling.metrics import HubMetrics
     from signaling.state.delivery import Fanout
+    from signaling.state.sent_messages import SentMessages
     from signaling.websocket import Connection
 
 log = logging.getLogger("switchboard.messages")
-
-#: tempIds remembered per node at most (the oldest are forgotten first).
-DEDUPE_LIMIT = 100_000
 
 
 class BackendRefusal(Exception):
@@ -61,6 +62,7 @@ class MessageProxy:
         *,
         url: str | None,
         secret: str | None,
+        sent: SentMessages,
         fanout: Fanout,
         metrics: HubMetrics,
         timeout: float,
@@ -71,6 +73,7 @@ class MessageProxy:
     ) -> None:
         self.url = url
         self.secret = secret
+        self.sent = sent
         self.fanout = fanout
         self.metrics = metrics
         self.timeout = timeout
@@ -79,10 +82,8 @@ class MessageProxy:
         self._slots = asyncio.Semaphore(concurrency)
         self._capacity = concurrency + queue
         self._outstanding = 0
-        #: (user, tempId) -> the outcome's task, kept for ``dedupe_ttl`` after it is done.
-        self._seen: OrderedDict[tuple[str, str], tuple[float, asyncio.Task[dict[str, Any]]]] = (
-            OrderedDict()
-        )
+        #: (user, tempId) -> the task sending it from this node, while it runs.
+        self._inflight: dict[tuple[str, str], asyncio.Task[dict[str, Any]]] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -90,7 +91,7 @@ class MessageProxy:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
 
     async def stop(self) -> None:
-        for _, task in self._seen.values():
+        for task in list(self._inflight.values()):
             task.cancel()
         if self._session is not None:
             await self._session.close()
@@ -113,11 +114,10 @@ class MessageProxy:
                 f"data.content: {size} bytes exceeds the limit of {self.max_content_bytes}",
             )
         key = (conn.user_id, payload.tempId)
-        self._forget_old()
-        seen = self._seen.get(key)
-        if seen is not None:
+        running = self._inflight.get(key)
+        if running is not None:  # sent from this node, still with the backend
             self.metrics.messages.labels("duplicate").inc()
-            self._answer_when_done(conn, payload.tempId, seen[1])
+            self._answer_when_done(conn, payload.tempId, running)
             return {"tempId": payload.tempId, "duplicate": True}
         if self._outstanding >= self._capacity:
             self.metrics.messages.labels("busy").inc()
@@ -126,27 +126,52 @@ class MessageProxy:
                 f"the message backend is busy ({self._outstanding} requests outstanding); "
                 "retry with the same tempId",
             )
-        self._outstanding += 1
-        task = asyncio.ensure_future(self._send(conn, payload))
-        task.add_done_callback(self._finished)
-        self._seen[key] = (time.monotonic(), task)
-        while len(self._seen) > DEDUPE_LIMIT:
-            self._seen.popitem(last=False)
+        known = await self.sent.claim(conn.user_id, payload.tempId, self.dedupe_ttl)
+        if known is None:
+            task = self._start(key, self._send(conn, payload))
+        else:
+            self.metrics.messages.labels("duplicate").inc()
+            task = self._start(key, self._first_outcome(conn, payload, known))
         self._answer_when_done(conn, payload.tempId, task)
-        return {"tempId": payload.tempId}
+        return {"tempId": payload.tempId, **({"duplicate": True} if known else {})}
 
-    def _finished(self, task: asyncio.Task[dict[str, Any]]) -> None:
-        self._outstanding -= 1
+    def _start(
+        self, key: tuple[str, str], work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> asyncio.Task[dict[str, Any]]:
+        self._outstanding += 1
+        task = asyncio.ensure_future(work)
+        self._inflight[key] = task
 
-    def _forget_old(self) -> None:
-        """Drop remembered outcomes older than the dedupe window (in send order, so the
-        oldest are first); a failed send is forgotten at once so it can be retried."""
-        deadline = time.monotonic() - self.dedupe_ttl
-        while self._seen:
-            key, (sent_at, task) = next(iter(self._seen.items()))
-            if sent_at > deadline or not task.done():
-                break
-            del self._seen[key]
+        def finished(_: asyncio.Task[dict[str, Any]]) -> None:
+            self._outstanding -= 1
+            if self._inflight.get(key) is task:
+                del self._inflight[key]
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _first_outcome(
+        self, conn: Connection, payload: MessageSend, known: str
+    ) -> dict[str, Any]:
+        """A resend: the first send's message id, once it has one. If that send failed
+        meanwhile (its claim was released), this one claims and sends it instead."""
+        deadline = time.monotonic() + self.timeout + 1.0
+        while known == PENDING and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                claimed = await self.sent.claim(conn.user_id, payload.tempId, self.dedupe_ttl)
+            except HubError as exc:
+                return {"code": exc.code.value, "message": exc.message}
+            if claimed is None:
+                return await self._send(conn, payload)
+            known = claimed
+        if known == PENDING:
+            return {
+                "code": "backend_timeout",
+                "message": "the first send of this tempId is "
+                "still with the message backend; retry with the same tempId",
+            }
+        return {"messageId": known}
 
     def _answer_when_done(
         self, conn: Connection, temp_id: str, task: asyncio.Task[dict[str, Any]]
@@ -170,7 +195,6 @@ class MessageProxy:
 
     async def _send(self, conn: Connection, payload: MessageSend) -> dict[str, Any]:
         """The outcome for the sender: ``{"messageId"}`` or ``{"code", "message"}``."""
-        key = (conn.user_id, payload.tempId)
         try:
             async with self._slots:
                 message = await self._post(conn, payload)
@@ -178,9 +202,19 @@ class MessageProxy:
             self.metrics.messages.labels(
                 exc.code if exc.code.startswith("backend_") else "refused"
             ).inc()
-            self._seen.pop(key, None)  # not persisted: a resend may try again
+            # Not persisted: a resend may try again.
+            with contextlib.suppress(HubError):
+                await self.sent.release(conn.user_id, payload.tempId)
             return {"code": exc.code, "message": exc.message}
+        except BaseException:
+            with contextlib.suppress(HubError):
+                await self.sent.release(conn.user_id, payload.tempId)
+            raise
         self.metrics.messages.labels("sent").inc()
+        with contextlib.suppress(HubError):  # the shared state is away: resends may repeat
+            await self.sent.settle(
+                conn.user_id, payload.tempId, str(message["id"]), self.dedupe_ttl
+            )
         room_id = payload.conversationId
         try:
             await self.fanout.to_room_recorded(

@@ -150,6 +150,7 @@ class Node:
         self.messages = messages = MessageProxy(
             url=s.message_backend_url,
             secret=s.api_secret.get_secret_value() if s.api_secret is not None else None,
+            sent=state.sent,
             fanout=fanout,
             metrics=metrics,
             timeout=s.message_backend_timeout,

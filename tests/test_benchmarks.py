@@ -30,7 +30,7 @@ def run_quick(scenario: str, tmp_path: Path, *extra: str) -> tuple[dict, str]:
     return report, result.stderr
 
 
-@pytest.mark.parametrize("scenario", ["idle", "fanout", "calls", "churn"])
+@pytest.mark.parametrize("scenario", ["idle", "fanout", "calls", "churn", "messages"])
 def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
     started = time.monotonic()
     report, stderr = run_quick("signaling", tmp_path, "--scenarios", scenario)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from signaling.client import RequestError
-from tests.conftest import unrecorded
+from tests.cluster import Cluster
+from tests.conftest import API_SECRET, unrecorded
 from tests.message_backend import MessageBackend
-from tests.redis_server import free_port
+from tests.redis_server import RedisServer, free_port
 
 
 @pytest.fixture
@@ -156,3 +158,32 @@ async def test_bad_sends_are_refused(proxied: Any) -> None:
         with pytest.raises(RequestError) as refused:
             await alice.request("message:send", data)
         assert refused.value.code == code
+
+
+async def test_resend_to_another_node_never_duplicates(
+    tmp_path: Path, redis_server: RedisServer, backend: MessageBackend
+) -> None:
+    cluster = Cluster(tmp_path, redis_server.url)
+    env = {"SWITCHBOARD_MESSAGE_BACKEND_URL": backend.url, "SWITCHBOARD_API_SECRET": API_SECRET}
+    try:
+        a, b = await asyncio.gather(cluster.start("a", **env), cluster.start("b", **env))
+        bob = await b.connect("bob", "dm")
+        alice = await a.connect("alice", "dm")
+        await alice.request("message:send", send("t1"))
+        first = await alice.expect("message:sent")
+        await alice.close()
+        again = await b.connect("alice", "dm")  # reconnected to the other node
+        assert (await again.request("message:send", send("t1")))["duplicate"] is True
+        assert await again.expect("message:sent") == first
+        # A resend while the first is still with the backend waits for its outcome.
+        backend.delay = 0.5
+        await again.request("message:send", send("t2"))
+        other = await a.connect("alice", "dm")
+        await other.request("message:send", send("t2"))
+        sent = [await again.expect("message:sent", timeout=3), await other.expect("message:sent")]
+        assert sent[0] == sent[1]
+        assert len(backend.requests) == 2
+        await asyncio.sleep(0.2)
+        assert [m["tempId"] for m in bob.take("message:new")] == ["t1", "t2"]
+    finally:
+        await cluster.close()

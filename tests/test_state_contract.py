@@ -456,3 +456,36 @@ async def test_room_history_numbers_keeps_and_recovers(state):
     assert (await history.recover("r", Position(top.epoch, 1), "alice")).publications == []
     assert (await history.recover("r", top, "bob")).publications == []
     assert not (await history.recover("r", Position("other", 4), "bob")).recovered
+
+
+async def test_room_history_off(state):
+    from signaling.state.history import Position
+
+    state.configure_history(size=0, ttl=60)
+    bob = FakeSocket("c_x.b", "bob")
+    state.delivery.attach(bob)
+    await state.membership.join("r", Member("bob", "N"), bob.id)
+    await state.delivery.to_room_recorded("r", "message:new", {"n": 1})
+    await wait_for(lambda: len(bob.frames) == 1)
+    assert orjson.loads(bob.frames[0][2:])["data"] == {"n": 1}  # no position
+    assert await state.history.position("r") == Position("", 0)
+    assert not (await state.history.recover("r", Position("e", 1), "bob")).recovered
+
+
+# -- sent chat messages ----------------------------------------------------------------------
+
+
+async def test_sent_messages_claims(state):
+    from signaling.state.sent_messages import PENDING
+
+    sent = state.sent
+    assert await sent.claim("u", "t1", 60) is None  # first: send it
+    assert await sent.claim("u", "t1", 60) == PENDING  # a resend meanwhile
+    assert await sent.claim("v", "t1", 60) is None  # another user's t1 is another message
+    await sent.settle("u", "t1", "m1", 60)
+    assert await sent.claim("u", "t1", 60) == "m1"
+    assert await sent.claim("u", "t2", 0.2) is None
+    await sent.release("u", "t2")  # failed: may be sent again
+    assert await sent.claim("u", "t2", 0.2) is None
+    await asyncio.sleep(0.3)
+    assert await sent.claim("u", "t2", 60) is None  # expired

@@ -328,6 +328,48 @@ function calls() {
   };
 }
 
+// Messages: every member sends message:send cfg.rate times a second; the server POSTs it to
+// the chat backend (benchmarks/message_backend.py), which persists and answers it, and
+// broadcasts message:new to the room, sender included: each message is roomSize
+// deliveries, timed from the send (matched by tempId).
+function messages() {
+  let measuring = false;
+  const sentAt = new Map(); // tempId -> send time
+  let members;
+  let sent = 0;
+  const onEvent = (_member, type, data) => {
+    if (type === "message:new" && measuring) record(sentAt.get(data.tempId));
+    else if (type === "message:error") noteError(data.code);
+  };
+  return {
+    async setup() {
+      members = await joinRooms(onEvent);
+      return members.length;
+    },
+    async run() {
+      measuring = true;
+      const interval = 1000 / cfg.rate;
+      const end = performance.now() + cfg.duration * 1000;
+      await Promise.all(
+        members.map(async (m, i) => {
+          await sleep(Math.random() * interval);
+          for (let next = performance.now(), k = 0; next < end; next += interval, k++) {
+            const tempId = `${m.user}-${k}`;
+            sentAt.set(tempId, performance.now());
+            sent += 1;
+            m.conn.send("message:send", { conversationId: m.room, tempId, content: `message ${k} from ${i}` });
+            await sleep(Math.max(0, next + interval - performance.now()));
+          }
+        }),
+      );
+      stats.expected = sent * cfg.roomSize;
+      await sleep(DRAIN_MS);
+      extra.connections = members.filter((m) => m.conn.open).length;
+      for (const m of members) m.conn.close();
+    },
+  };
+}
+
 // Presence churn: rooms of cfg.roomSize - 1 members who stay; churners come and go at
 // cfg.rate per second in all: connect, join a room (members get room:member-joined), stay
 // cfg.hold seconds, disconnect (members get presence:changed offline and room:member-left).
@@ -390,7 +432,7 @@ function churn() {
   };
 }
 
-const scenarios = { fanout, idle, calls, churn };
+const scenarios = { fanout, idle, calls, churn, messages };
 
 const scenario = scenarios[cfg.scenario]();
 const ready = await scenario.setup();

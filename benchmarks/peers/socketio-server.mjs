@@ -4,7 +4,8 @@
 // REDIS_URL it runs as one node of a cluster through @socket.io/redis-adapter and keeps
 // calls in Redis, so two processes behave as one hub.
 //
-// Environment: PORT, JWT_SECRET (HS256 join tokens, audience "switchboard"), REDIS_URL.
+// Environment: PORT, JWT_SECRET (HS256 join tokens, audience "switchboard"), REDIS_URL,
+// MESSAGE_BACKEND_URL (the chat backend message:send is POSTed to).
 import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 import jwt from "jsonwebtoken";
@@ -13,6 +14,7 @@ import { Server } from "socket.io";
 const port = Number(process.env.PORT);
 const secret = process.env.JWT_SECRET;
 const redisUrl = process.env.REDIS_URL;
+const backendUrl = process.env.MESSAGE_BACKEND_URL;
 
 const http = createServer();
 const io = new Server(http, {
@@ -112,6 +114,29 @@ io.on("connection", (socket) => {
     if (!socket.rooms.has(conversationId)) return fail(socket, ack, "not_in_room", conversationId);
     socket.to(conversationId).emit("user:typing", { userId, username: name, conversationId, isTyping });
     ack?.({});
+  });
+
+  // Chat messages as the replaced service took them: persisted by the chat backend, then
+  // broadcast to the conversation, the sender told.
+  socket.on("message:send", async (data = {}, ack) => {
+    const { conversationId, tempId } = data;
+    if (!socket.rooms.has(conversationId)) return fail(socket, ack, "not_in_room", conversationId);
+    if (!backendUrl) return fail(socket, ack, "messages_disabled", "no backend");
+    let message;
+    try {
+      const response = await fetch(backendUrl, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "message.send", userId, connectionId: socket.id, ...data }),
+      });
+      message = (await response.json()).message;
+    } catch (err) {
+      socket.emit("message:error", { tempId, code: "backend_unavailable", message: String(err) });
+      return;
+    }
+    io.to(conversationId).emit("message:new", { ...message, conversationId, tempId });
+    socket.emit("message:sent", { tempId, messageId: message.id });
+    ack?.({ tempId });
   });
 
   socket.on("call:initiate", async ({ participants: others, callType, conversationId } = {}, ack) => {

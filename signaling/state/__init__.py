@@ -22,6 +22,7 @@ from signaling.state.membership import MembershipStore
 from signaling.state.nodes import NodeRegistry
 from signaling.state.presence import PresenceStore
 from signaling.state.room_records import RoomRecords
+from signaling.state.sent_messages import SentMessages
 from signaling.state.timers import TimerStore
 from signaling.state.typing_indicators import TypingStore
 from signaling.state.webhook_queue import WebhookQueue
@@ -46,6 +47,7 @@ class State:
         records: RoomRecords,
         webhooks: WebhookQueue,
         history: RoomHistory,
+        sent: SentMessages,
     ) -> None:
         self.node_id = node_id
         self.reports = reports
@@ -60,6 +62,7 @@ class State:
         self.records = records
         self.webhooks = webhooks
         self.history = history
+        self.sent = sent
 
     def configure_history(self, *, size: int, ttl: float) -> None:
         """The bounds of room history (events and seconds kept per room)."""

@@ -12,6 +12,7 @@ from signaling.state.memory.membership import MemoryMembership
 from signaling.state.memory.nodes import SingleNode
 from signaling.state.memory.presence import MemoryPresence
 from signaling.state.memory.room_records import MemoryRoomRecords
+from signaling.state.memory.sent_messages import MemorySentMessages
 from signaling.state.memory.timers import MemoryTimers
 from signaling.state.memory.typing_indicators import MemoryTyping
 from signaling.state.memory.webhook_queue import MemoryWebhookQueue
@@ -38,6 +39,7 @@ class MemoryState(State):
             records=MemoryRoomRecords(),
             webhooks=MemoryWebhookQueue(),
             history=history,
+            sent=MemorySentMessages(),
         )
 
     async def close(self) -> None:

@@ -108,9 +108,16 @@ class LocalDelivery(Delivery):
         self.metrics.observe(type_, started, count)
         return count
 
+    @property
+    def recording(self) -> bool:
+        """Whether room history is on (``history_size`` > 0)."""
+        return self.history.size > 0
+
     async def to_room_recorded(
         self, room_id: str, type_: str, data: dict[str, Any], *, exclude_user: str | None = None
     ) -> int:
+        if not self.recording:
+            return await self.to_rooms([room_id], type_, data, exclude_user=exclude_user)
         started = time.perf_counter()
         count = await self.room_recorded_frame(
             room_id, Template.of(room_id, type_, data), exclude_user

@@ -32,6 +32,7 @@ from signaling.state.redis.membership import RedisMembership
 from signaling.state.redis.nodes import RedisNodes
 from signaling.state.redis.presence import RedisPresence
 from signaling.state.redis.room_records import RedisRoomRecords
+from signaling.state.redis.sent_messages import RedisSentMessages
 from signaling.state.redis.timers import RedisTimers
 from signaling.state.redis.typing_indicators import RedisTyping
 from signaling.state.redis.webhook_queue import RedisWebhookQueue
@@ -86,6 +87,7 @@ class RedisState(State):
             records=records,
             webhooks=RedisWebhookQueue(link),
             history=history,
+            sent=RedisSentMessages(link),
         )
 
     async def start(self, handler: BackendHandler) -> None:

@@ -106,6 +106,10 @@ class RedisDelivery(LocalDelivery):
         ]
         return await self.link.publish(messages)
 
+    @property
+    def recording(self) -> bool:
+        return self.shared_history.size > 0
+
     async def room_recorded_frame(
         self, room_id: str, template: Template, exclude_user: str | None
     ) -> int:

@@ -26,6 +26,10 @@ class Keys:
     def user_rooms(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:rooms"
 
+    def sent_message(self, user_id: str, temp_id: str) -> str:
+        """The claim of a chat message sent through the backend (``pending`` or its id)."""
+        return f"{self.prefix}:{{u:{user_id}}}:sent:{temp_id}"
+
     def user_calls(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:calls"
 

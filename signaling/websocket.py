@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.ws")
 
 MAX_ID_LENGTH = 128
+#: Client close codes that mean "leaving": 1000, and no status code (aiohttp reports 0).
+GOODBYE_CODES = (CloseCode.NORMAL, 0)
 _DATA_TYPES = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
@@ -115,8 +117,10 @@ class Connection:
 
     @property
     def said_goodbye(self) -> bool:
-        """The client closed the socket itself with 1000 (it is leaving, not lost)."""
-        return self.close_code is None and self.ws.close_code == CloseCode.NORMAL
+        """The client closed the socket itself with 1000 or without a status code, as
+        ``WebSocket.close()`` does (it is leaving, not lost); a page that is left or
+        refreshed closes with 1001."""
+        return self.close_code is None and self.ws.close_code in GOODBYE_CODES
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue a pre-built WebSocket frame; ``False`` if the connection is gone."""

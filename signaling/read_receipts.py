@@ -74,7 +74,10 @@ class ReadReceipts:
             if window.timer is not None:
                 window.timer.cancel()
             if window.ids:
-                await self._announce(window.user_id, key[1], list(window.ids), window.read_at)
+                try:
+                    await self._announce(window.user_id, key[1], list(window.ids), window.read_at)
+                except HubError as exc:  # the shared state is away: these receipts are lost
+                    log.warning("read receipts not announced", extra={"code": exc.code})
 
     def _open(self, key: tuple[str, str], user_id: str) -> None:
         window = self._windows[key] = _Window(user_id)

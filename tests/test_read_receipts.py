@@ -14,7 +14,7 @@ from tests.webhook_receiver import Receiver
 
 
 async def test_first_read_is_announced_then_merged(hub_factory: Any) -> None:
-    hub = await hub_factory(read_receipt_throttle=0.4)
+    hub = await hub_factory(read_receipt_throttle=0.8)
     alice = await hub.connect_in("alice", "dm")
     bob = await hub.connect_in("bob", "dm")
     ack = await alice.request("message:read", {"conversationId": "dm", "messageIds": ["m1"]})
@@ -29,7 +29,7 @@ async def test_first_read_is_announced_then_merged(hub_factory: Any) -> None:
     for ids in (["m2"], ["m3", "m2"], ["m4"]):
         await alice.request("message:read", {"conversationId": "dm", "messageIds": ids})
     await bob.expect_none("messages:read", within=0.2)
-    merged = await bob.expect("messages:read", timeout=1)
+    merged = await bob.expect("messages:read", timeout=2)
     assert merged["messageIds"] == ["m2", "m3", "m4"]
     assert not [e for e in alice.events if e["type"] == "messages:read"]  # not to the reader
 

@@ -62,6 +62,13 @@ class WriteBatcher:
             conn.flush()
 
 
+def write_batch(transport: asyncio.Transport, pending: list[bytes], limit: int) -> bool:
+    """Write a connection's queued frames in one call; ``True`` if the peer stopped
+    reading (more than ``limit`` bytes wait in the transport)."""
+    transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+    return transport.get_write_buffer_size() > limit
+
+
 class Connection:
     """A connected device of a user: identity, joined rooms, limits, bounded writes."""
 
@@ -146,8 +153,7 @@ class Connection:
         if transport.is_closing():
             self.closed = True
             return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if transport.get_write_buffer_size() > self.send_buffer_limit:
+        if write_batch(transport, pending, self.send_buffer_limit):
             self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
 
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import CloseCode, close_frame, text_frame
 from signaling.socketio import packets as p
-from signaling.websocket import Connection
+from signaling.websocket import Connection, write_batch
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -130,9 +130,7 @@ class EngineSession:
         if self._queued_bytes > self.send_buffer_limit:
             self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: poll queue limit exceeded")
             return False
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         return True
 
     def flush(self) -> None:
@@ -144,8 +142,7 @@ class EngineSession:
         raw = self._raw
         if self.closed or raw is None or raw.is_closing():
             return
-        raw.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        if raw.get_write_buffer_size() > self.send_buffer_limit:
+        if write_batch(raw, pending, self.send_buffer_limit):
             self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
 
     async def poll(self) -> bytes:
@@ -160,6 +157,12 @@ class EngineSession:
         self._queue, self._queued_bytes = [], 0
         return body
 
+    def _wake(self) -> None:
+        """Answer the pending poll, if any (with what is queued)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     @property
     def polling(self) -> bool:
         return self._waiter is not None
@@ -173,9 +176,7 @@ class EngineSession:
         for packet in queued:
             if packet != p.NOOP:
                 self.write(packet)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     def attach_websocket(self, ws: web.WebSocketResponse, raw: asyncio.Transport) -> None:
         self.ws, self._raw = ws, raw
@@ -183,9 +184,7 @@ class EngineSession:
     def wake_poll_with_noop(self) -> None:
         """During an upgrade: end the pending GET so the client pauses polling."""
         self._queue.append(p.NOOP)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     # -- liveness ----------------------------------------------------------------------------
 
@@ -243,9 +242,7 @@ class EngineSession:
             self._queue.append(p.CLOSE)  # a poll still to come learns the session is over
         elif not self._raw.is_closing() and not final:
             self._raw.close()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
         log.debug("Socket.IO session ended", extra={"sid": self.sid, "reason": reason})
         self.on_closed(self)
 

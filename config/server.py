@@ -36,6 +36,9 @@ class ServerSettings(BaseModel):
     socketio: bool = True
     socketio_ping_timeout: float = Field(default=20.0, gt=0)
     socketio_connect_timeout: float = Field(default=45.0, gt=0)
+    # Socket.IO connection-state recovery: how long a dropped session can be resumed
+    # (seconds; 0 = off, as in Socket.IO, whose recovering clients get an extra argument)
+    socketio_recovery: float = Field(default=0.0, ge=0)
 
     demo_tokens: bool = False
     drain_timeout: float = Field(default=10.0, ge=0)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from signaling.protocol import ErrorCode, HubError
-from signaling.state.history import Position
+from signaling.state.history import Position, Recovery
 from signaling.state.models import Member
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from signaling.state.delivery import Fanout
     from signaling.state.history import RoomHistory
     from signaling.state.membership import MembershipStore
-    from signaling.state.models import RemoteConnection
+    from signaling.state.models import RemoteConnection, RoomInfo
     from signaling.state.presence import PresenceStore
     from signaling.typing_indicators import TypingService
     from signaling.websocket import Connection
@@ -49,27 +49,7 @@ class MembershipService:
 
     async def on_join(self, conn: Connection, payload: RoomJoin) -> dict[str, Any]:
         room_id = payload.roomId
-        if not conn.principal.may_join(room_id):
-            raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
-        room = await self.lifecycle.ensure(room_id)
-        if room_id not in conn.rooms:
-            if len(conn.rooms) >= self.max_rooms:
-                raise HubError(
-                    ErrorCode.TOO_MANY_ROOMS, f"at most {self.max_rooms} rooms per connection"
-                )
-            first = await self.store.join(
-                room_id, Member(conn.user_id, conn.name), conn.id, room.capacity
-            )
-            conn.rooms.add(room_id)
-            if first:
-                self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
-                me = (await self.presence.get([conn.user_id]))[conn.user_id]
-                await self.fanout.to_room_recorded(
-                    room_id,
-                    "room:member-joined",
-                    {"roomId": room_id, "name": conn.name, **me.to_wire()},
-                    exclude_user=conn.user_id,
-                )
+        room = await self._enter(conn, room_id)
         members = await self.store.members(room_id)
         presence = await self.presence.get([m.user_id for m in members])
         answer = {
@@ -91,6 +71,38 @@ class MembershipService:
             "recovered": found.recovered,
             "publications": [orjson.Fragment(p) for p in found.publications],
         }
+
+    async def resume(self, conn: Connection, room_id: str, since: Position | None) -> Recovery:
+        """Join again for a resuming session (Socket.IO's connection-state recovery): what
+        was recorded in the room after ``since`` (just the position without it)."""
+        await self._enter(conn, room_id)
+        if since is None:
+            return Recovery(await self.history.position(room_id), False)
+        return await self.history.recover(room_id, since, conn.user_id)
+
+    async def _enter(self, conn: Connection, room_id: str) -> RoomInfo:
+        if not conn.principal.may_join(room_id):
+            raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
+        room = await self.lifecycle.ensure(room_id)
+        if room_id not in conn.rooms:
+            if len(conn.rooms) >= self.max_rooms:
+                raise HubError(
+                    ErrorCode.TOO_MANY_ROOMS, f"at most {self.max_rooms} rooms per connection"
+                )
+            first = await self.store.join(
+                room_id, Member(conn.user_id, conn.name), conn.id, room.capacity
+            )
+            conn.rooms.add(room_id)
+            if first:
+                self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
+                me = (await self.presence.get([conn.user_id]))[conn.user_id]
+                await self.fanout.to_room_recorded(
+                    room_id,
+                    "room:member-joined",
+                    {"roomId": room_id, "name": conn.name, **me.to_wire()},
+                    exclude_user=conn.user_id,
+                )
+        return room
 
     async def on_leave(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
         if payload.roomId not in conn.rooms:

@@ -80,3 +80,5 @@ async def drain(app: web.Application, media_deadline: float | None = None) -> No
         )
     except TimeoutError:
         log.warning("drain timed out; remaining connections are cut")
+    if node.socketio is not None:
+        await node.socketio.settle(node.settings.drain_timeout or 5.0)

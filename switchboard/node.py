@@ -31,6 +31,7 @@ from signaling.read_receipts import ReadReceipts
 from signaling.room_control import RoomControl
 from signaling.room_lifecycle import EMPTY, RoomLifecycle
 from signaling.socketio.endpoint import SocketIoEndpoint
+from signaling.socketio.recovery import SessionRecovery
 from signaling.state import State
 from signaling.state.memory import MemoryState
 from signaling.state.models import RemoteConnection
@@ -195,7 +196,19 @@ class Node:
         )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (
-            SocketIoEndpoint(hub, s, metrics, state.delivery.new_connection_id)
+            SocketIoEndpoint(
+                hub,
+                s,
+                metrics,
+                state.delivery.new_connection_id,
+                SessionRecovery(
+                    snapshots=state.snapshots,
+                    resume_room=membership.resume,
+                    window=s.socketio_recovery,
+                )
+                if s.socketio_recovery
+                else None,
+            )
             if s.socketio
             else None
         )

@@ -84,6 +84,15 @@ class NodeSocketIO:
     def disconnect(self, ref: str) -> None:
         self._send({"op": "disconnect", "ref": ref})
 
+    def drop(self, ref: str, url: str | None = None) -> None:
+        """Close the socket's transport (as a lost network would); it reconnects by
+        itself, to ``url`` if given."""
+        self._send({"op": "drop", "ref": ref, "url": url})
+
+    def point(self, ref: str, url: str) -> None:
+        """Reconnect the socket to ``url`` from now on (a load balancer's next pick)."""
+        self._send({"op": "point", "ref": ref, "url": url})
+
     async def expect(
         self,
         ref: str,

@@ -28,9 +28,10 @@ async def sio() -> AsyncIterator[NodeSocketIO]:
 async def test_websocket_only_client_gets_session_ready(hub: Any, sio: NodeSocketIO) -> None:
     ready = await sio.connected("a", hub.base, hub.token("alice"), **WS_ONLY)
     assert ready["userId"] == "alice"
-    sid, transport = await sio.expect("a", "connect")
+    sid, transport, recovered = await sio.expect("a", "connect")
     assert transport == "websocket"
     assert sid == ready["connectionId"]
+    assert recovered is False  # recovery is off by default
 
 
 async def test_default_client_polls_then_upgrades(hub: Any, sio: NodeSocketIO) -> None:

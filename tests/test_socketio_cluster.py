@@ -5,6 +5,7 @@ and calls cross nodes whatever protocol each side speaks."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -68,3 +69,41 @@ async def test_polling_session_is_sticky(cluster: Cluster) -> None:
         async with http.get(session.url, params=session.params()) as resp:
             assert resp.status == 400
             assert await resp.json() == {"code": 1, "message": "Session ID unknown"}
+
+
+RECOVERY = {"SWITCHBOARD_SOCKETIO_RECOVERY": "30"}
+
+
+async def test_a_session_dropped_on_one_node_resumes_on_another(
+    cluster: Cluster, sio: NodeSocketIO
+) -> None:
+    a, b = await asyncio.gather(cluster.start("a", **RECOVERY), cluster.start("b", **RECOVERY))
+    await sio.connected("alice", a.base, token("alice", rooms=["team"]), transports=["websocket"])
+    await sio.expect("alice", "connect")
+    await sio.emit("alice", "room:join", {"roomId": "team"}, ack=True)
+    bob = await b.connect("bob", "team", rooms=["team"])
+    joined, offset = await sio.expect("alice", "room:member-joined")
+    assert joined["userId"] == "bob" and isinstance(offset, str)
+
+    sio.drop("alice", b.base)  # the network drops; the balancer picks node b next
+    await sio.expect("alice", "disconnect")
+    carol = await b.connect("carol", "team", rooms=["team"])
+    await carol.request("room:leave", {"roomId": "team"})
+    _, _, recovered = await sio.expect("alice", "connect", timeout=10)
+    assert recovered is True
+    assert (await sio.expect("alice", "room:member-joined"))[0]["userId"] == "carol"
+    assert (await sio.expect("alice", "room:member-left"))[0]["userId"] == "carol"
+    await bob.send("message:typing", {"conversationId": "team", "isTyping": True})
+    assert (await sio.expect("alice", "user:typing"))[0]["userId"] == "bob"
+
+    # A rolling restart: node b drains (1012), alice comes back on node a, nothing lost.
+    sio.point("alice", a.base)
+    b.signal(signal.SIGTERM)
+    await sio.expect("alice", "disconnect", timeout=10)
+    dave = await a.connect("dave", "team", rooms=["team"])
+    _, _, recovered = await sio.expect("alice", "connect", timeout=15)
+    assert recovered is True
+    assert (await sio.expect("alice", "room:member-joined"))[0]["userId"] == "dave"
+    await asyncio.sleep(0.3)
+    assert sio.take("alice", "room:member-joined") == []
+    await dave.close()

@@ -102,13 +102,13 @@ async def test_a_room_broadcast_is_translated_once(
     for member in members:
         assert '"room:member-joined"' in await member.recv()
     calls: list[bytes] = []
-    real = p.packet_of_event_frame
+    real = p.packet_of_envelope
 
-    def counting(frame: bytes) -> bytes:
+    def counting(frame: bytes, mark: Any = None) -> bytes:
         calls.append(frame)
-        return real(frame)
+        return real(frame, mark)
 
-    monkeypatch.setattr(p, "packet_of_event_frame", counting)
+    monkeypatch.setattr(p, "packet_of_envelope", counting)
     await ws_member.send("message:typing", {"conversationId": "r1", "isTyping": True})
     received = await asyncio.gather(*(m.recv() for m in members))
     assert len(set(received)) == 1 and '"user:typing"' in received[0]

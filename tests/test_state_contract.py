@@ -489,3 +489,20 @@ async def test_sent_messages_claims(state):
     assert await sent.claim("u", "t2", 0.2) is None
     await asyncio.sleep(0.3)
     assert await sent.claim("u", "t2", 60) is None  # expired
+
+
+# -- session snapshots ----------------------------------------------------------------------
+
+
+async def test_session_snapshots_are_taken_once_by_their_user(state):
+    snapshots = state.snapshots
+    await snapshots.save("u", "s1", b'{"rooms":{}}', 60)
+    assert await snapshots.take("v", "s1") is None  # another user's session id finds nothing
+    assert await snapshots.take("u", "s1") == b'{"rooms":{}}'
+    assert await snapshots.take("u", "s1") is None  # resumed once
+    await snapshots.save("u", "s2", b"old", 60)
+    await snapshots.save("u", "s2", b"new", 0.2)
+    assert await snapshots.take("u", "s2") == b"new"
+    await snapshots.save("u", "s3", b"x", 0.2)
+    await asyncio.sleep(0.3)
+    assert await snapshots.take("u", "s3") is None  # expired

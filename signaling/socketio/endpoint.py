@@ -27,13 +27,20 @@ from signaling.protocol import CloseCode, ErrorCode
 from signaling.ratelimit import TokenBucket
 from signaling.socketio import packets as p
 from signaling.socketio.packets import EngineType, PacketError, SioPacket, SioType
-from signaling.socketio.session import COMPAT_ID, COMPAT_REPLIES, EngineSession, SioConnection
+from signaling.socketio.session import (
+    COMPAT_ID,
+    COMPAT_REPLIES,
+    QUIET_ID,
+    EngineSession,
+    SioConnection,
+)
 from signaling.tokens import TokenError, verify_token
 from signaling.websocket import Dispatcher, WriteBatcher, hard_frame_cap
 
 if TYPE_CHECKING:
     from config.server import ServerSettings
     from signaling.metrics import HubMetrics
+    from signaling.socketio.recovery import SessionRecovery
 
 log = logging.getLogger("switchboard.socketio")
 
@@ -58,13 +65,15 @@ class SocketIoEndpoint:
         settings: ServerSettings,
         metrics: HubMetrics,
         new_connection_id: Callable[[], str],
+        recovery: SessionRecovery | None = None,
     ) -> None:
         self.hub = hub
+        self.recovery = recovery
         self.settings = settings
         self.metrics = metrics
         self.new_connection_id = new_connection_id
         self.batcher = WriteBatcher()
-        self.translator = p.BroadcastTranslator()
+        self.translator = p.BroadcastTranslator(recovery=recovery is not None)
         self.sessions: dict[str, EngineSession] = {}
         self.max_payload = hard_frame_cap(settings.max_frame_bytes)
         self._releasing: set[asyncio.Task[None]] = set()
@@ -380,7 +389,7 @@ class SocketIoEndpoint:
         if type_ is SioType.EVENT:
             await self.on_event(conn, packet)
         elif type_ is SioType.DISCONNECT:
-            session.goodbye = True
+            session.goodbye = session.left = True
             session.close("client namespace disconnect")
         elif type_ in (SioType.BINARY_EVENT, SioType.BINARY_ACK):
             session.skip_binary = packet.attachments
@@ -410,6 +419,8 @@ class SocketIoEndpoint:
         id_: str | int | None = packet.ack_id
         if id_ is None and name in COMPAT_REPLIES:
             id_ = COMPAT_ID
+        elif id_ is None and name == "room:join" and conn.recovery is not None:
+            id_ = QUIET_ID
         conn.current_event = name
         try:
             await self.hub.dispatch(conn, id_, name, args[1] if len(args) > 1 else None)
@@ -449,10 +460,16 @@ class SocketIoEndpoint:
             send_buffer_limit=settings.send_buffer_limit,
             batcher=self.batcher,
             translator=self.translator,
+            recovery=self.recovery.new_log(auth) if self.recovery is not None else None,
         )
         session.conn = conn
-        session.write(p.connect_packet(conn.id))
+        if self.recovery is None:
+            session.write(p.connect_packet(conn.id))
+            await self.hub.on_connect(conn)
+            return
+        conn.hold()  # the CONNECT is answered once it is known whether the session resumed
         await self.hub.on_connect(conn)
+        await self.recovery.connect(conn, auth)
 
     def _refuse_connect(self, session: EngineSession, code: str, message: str) -> None:
         self.metrics.upgrades_refused.labels("auth").inc()
@@ -477,9 +494,23 @@ class SocketIoEndpoint:
         conn = session.conn
         if conn is None:
             return
-        task = asyncio.ensure_future(self.hub.on_disconnect(conn))
+        recovery = self.recovery
+        snapshot = recovery.snapshot(conn) if recovery is not None else None
+        task = asyncio.ensure_future(self._release(conn, snapshot))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+
+    async def _release(self, conn: SioConnection, snapshot: bytes | None) -> None:
+        if snapshot is not None:
+            assert self.recovery is not None
+            await self.recovery.save(conn, snapshot)
+        await self.hub.on_disconnect(conn)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (bounded) for closed sessions to be released and saved: a draining node
+        lets them finish before its state closes."""
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=timeout)
 
 
 def _event_name(args: Any) -> str:

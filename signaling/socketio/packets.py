@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from signaling.protocol import text_frame
+from signaling.state.history import EPOCH_LENGTH, OFFSET_WIDTH
 
 #: The record separator between packets in a polling body.
 SEPARATOR = b"\x1e"
@@ -144,8 +145,9 @@ def open_packet(
     return b"0" + orjson.dumps(body)
 
 
-def connect_packet(sid: str) -> bytes:
-    return b"40" + orjson.dumps({"sid": sid})
+def connect_packet(sid: str, pid: str | None = None) -> bytes:
+    """``40{"sid"}``, with ``pid`` when the session can be recovered."""
+    return b"40" + orjson.dumps({"sid": sid} if pid is None else {"sid": sid, "pid": pid})
 
 
 def connect_error_packet(namespace: str, message: str, data: Any = None) -> bytes:
@@ -180,38 +182,98 @@ def engine_error(code: int, message: str) -> bytes:
 
 _EVENT_PREFIX = b'{"type":'
 _DATA_KEY = b',"data":'
+#: The end of a recorded event (see :class:`signaling.state.history.Template`).
+_OFFSET_KEY = b'","offset":'
+_EPOCH_KEY = b',"epoch":"'
+_ROOM_KEY = b'"position":{"room":'
+_OFFSET_END = 3 + OFFSET_WIDTH  # the offset, then "}}}"
+_EPOCH_END = _OFFSET_END + len(_OFFSET_KEY) + EPOCH_LENGTH
+
+#: A recorded event as connection-state recovery sees it: its Socket.IO offset (the last
+#: argument of its packet), room, epoch and offset in the room.
+Mark = tuple[str, str, str, int]
+
+
+def packet_of_envelope(envelope: bytes, mark: Mark | None = None) -> bytes:
+    """Rewrite a hub envelope ``{"type":"x","data":...}`` (as
+    :func:`signaling.protocol.encode` writes it) into the Socket.IO packet ``42["x",...]``
+    by slicing: the data is never decoded. With ``mark``, its offset string is the last
+    argument (Socket.IO's connection-state recovery)."""
+    if envelope[:8] != _EVENT_PREFIX:
+        raise ValueError("not a hub event")
+    end_of_type = envelope.index(b'"', 9) + 1
+    if envelope[end_of_type : end_of_type + 8] != _DATA_KEY:
+        raise ValueError("not a hub event")
+    tail = b"]" if mark is None else b"," + orjson.dumps(mark[0]) + b"]"
+    return b"42[" + envelope[8:end_of_type] + b"," + envelope[end_of_type + 8 : -1] + tail
+
+
+def mark_of(envelope: bytes) -> Mark | None:
+    """The position of a recorded event, read from the fixed-width end its template gives
+    it (an offset right-aligned in 20 places, which plain JSON never writes), or ``None``."""
+    n = len(envelope)
+    if n < _EPOCH_END + len(_EPOCH_KEY) or envelope[n - 3 :] != b"}}}":
+        return None
+    offset_at = n - _OFFSET_END
+    epoch_at = n - _EPOCH_END
+    if (
+        envelope[offset_at - len(_OFFSET_KEY) : offset_at] != _OFFSET_KEY
+        or envelope[offset_at] != 0x20
+        or envelope[epoch_at - len(_EPOCH_KEY) : epoch_at] != _EPOCH_KEY
+    ):
+        return None
+    room_end = epoch_at - len(_EPOCH_KEY)
+    room_at = envelope.rfind(_ROOM_KEY, 0, room_end)
+    if room_at < 0:
+        return None
+    try:
+        room = orjson.loads(envelope[room_at + len(_ROOM_KEY) : room_end])
+        epoch = envelope[epoch_at : epoch_at + EPOCH_LENGTH].decode()
+        offset = int(envelope[offset_at : n - 3])
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(room, str):
+        return None
+    return f"{epoch}:{offset}", room, epoch, offset
+
+
+def _payload(frame: bytes) -> bytes:
+    """The payload of an unmasked WebSocket text frame."""
+    length = frame[1] & 0x7F
+    return frame[2 if length < 126 else 4 if length == 126 else 10 :]
 
 
 def packet_of_event_frame(frame: bytes) -> bytes:
-    """Rewrite a hub event frame (an unmasked WebSocket text frame holding
-    ``{"type":"x","data":...}`` as :func:`signaling.protocol.encode` writes it) into the
-    Socket.IO packet ``42["x",...]``, by slicing: the data is never decoded."""
-    length = frame[1] & 0x7F
-    offset = 2 if length < 126 else 4 if length == 126 else 10
-    payload = memoryview(frame)[offset:]
-    if bytes(payload[:8]) != _EVENT_PREFIX:
-        raise ValueError("not a hub event frame")
-    end_of_type = frame.index(b'"', offset + 9) + 1
-    if frame[end_of_type : end_of_type + 8] != _DATA_KEY:
-        raise ValueError("not a hub event frame")
-    return b"42[" + frame[offset + 8 : end_of_type] + b"," + frame[end_of_type + 8 : -1] + b"]"
+    """:func:`packet_of_envelope` for a hub event frame (a WebSocket text frame)."""
+    return packet_of_envelope(_payload(frame))
 
 
 class BroadcastTranslator:
     """Remembers the last broadcast it translated: the hub writes one frame object to
     every recipient in a row, so a room of Socket.IO clients costs one translation (and one
-    WebSocket frame) per broadcast, not one per recipient."""
+    WebSocket frame) per broadcast, not one per recipient. With ``recovery``, recorded
+    events carry their offset string and their :data:`Mark`."""
 
-    __slots__ = ("_frame", "_packet", "_ws_frame")
+    __slots__ = ("_frame", "_mark", "_packet", "_ws_frame", "recovery")
 
-    def __init__(self) -> None:
+    def __init__(self, *, recovery: bool = False) -> None:
+        self.recovery = recovery
         self._frame: bytes | None = None
         self._packet = b""
         self._ws_frame = b""
+        self._mark: Mark | None = None
 
-    def translate(self, frame: bytes) -> tuple[bytes, bytes]:
-        """``(packet, websocket frame of the packet)`` for a hub event frame."""
+    def translate(self, frame: bytes) -> tuple[bytes, bytes, Mark | None]:
+        """``(packet, websocket frame of the packet, mark)`` for a hub event frame."""
         if frame is not self._frame:
-            packet = packet_of_event_frame(frame)
+            envelope = _payload(frame)
+            mark = mark_of(envelope) if self.recovery else None
+            packet = packet_of_envelope(envelope, mark)
             self._frame, self._packet, self._ws_frame = frame, packet, text_frame(packet)
-        return self._packet, self._ws_frame
+            self._mark = mark
+        return self._packet, self._ws_frame, self._mark
+
+    def translate_envelope(self, envelope: bytes) -> tuple[bytes, Mark | None]:
+        """A recorded event read back from history (not a broadcast: not remembered)."""
+        mark = mark_of(envelope) if self.recovery else None
+        return packet_of_envelope(envelope, mark), mark

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from signaling.ratelimit import TokenBucket
-    from signaling.socketio.packets import BroadcastTranslator
+    from signaling.socketio.packets import BroadcastTranslator, Mark
+    from signaling.socketio.recovery_log import RecoveryLog
     from signaling.tokens import Principal
     from signaling.websocket import WriteBatcher
 
@@ -42,6 +43,9 @@ FINAL_CLOSES = frozenset({CloseCode.NORMAL, CloseCode.POLICY_VIOLATION})
 COMPAT_REPLIES = {"call:initiate": "call:initiated"}
 #: An internal request id marking a request whose reply is a compatibility event.
 COMPAT_ID = "\x00compat"
+#: Marks a ``room:join`` sent without an ack id: its answer is not written, but with
+#: connection-state recovery it tells where the client's view of the room starts.
+QUIET_ID = "\x00quiet"
 #: Errors of these events (without an ack) are reported as ``call:error``.
 CALL_EVENTS = ("call:", "media:", "screen:")
 
@@ -62,6 +66,7 @@ class EngineSession:
         "conn",
         "goodbye",
         "handshake_token",
+        "left",
         "lock",
         "on_closed",
         "ping_interval",
@@ -103,6 +108,7 @@ class EngineSession:
         self._pong_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.goodbye = False  # the client ended the session itself (close or DISCONNECT)
+        self.left = False  # ... with a Socket.IO DISCONNECT: it will not resume it
         self.conn: SioConnection | None = None
         self.skip_binary = 0  # attachments of a refused binary packet still to come
         #: Packets of one client are handled one at a time, in order, across its POSTs and
@@ -251,7 +257,7 @@ class SioConnection(Connection):
     """The hub's connection for a Socket.IO client: events become ``42`` packets, acks
     ``43``, and a broadcast frame is translated once for every Socket.IO recipient."""
 
-    __slots__ = ("current_event", "session", "translator")
+    __slots__ = ("current_event", "pid", "recovery", "session", "translator")
 
     def __init__(
         self,
@@ -264,6 +270,7 @@ class SioConnection(Connection):
         send_buffer_limit: int,
         batcher: WriteBatcher,
         translator: BroadcastTranslator,
+        recovery: RecoveryLog | None = None,
     ) -> None:
         super().__init__(
             conn_id,
@@ -279,19 +286,43 @@ class SioConnection(Connection):
         self.translator = translator
         #: The event being handled (for errors reported as ``call:error``).
         self.current_event = ""
+        #: With connection-state recovery: what this session was sent, and its ``pid``.
+        self.recovery = recovery
+        self.pid: str | None = None
 
     @property
     def said_goodbye(self) -> bool:
         return self.close_code is None and self.session.goodbye
 
-    def send_frame(self, frame: bytes) -> bool:
-        if self.closed:
-            return False
-        packet, ws_frame = self.translator.translate(frame)
+    def _write(
+        self, packet: bytes, ws_frame: bytes | None = None, mark: Mark | None = None
+    ) -> bool:
+        log = self.recovery
+        if log is not None:
+            if log.held is not None:
+                return self._hold(log, packet, ws_frame, mark)
+            if mark is not None and not log.record(mark):
+                return True  # the client has it already (from history)
         if not self.session.write(packet, ws_frame):
             self.closed = True
             return False
         return True
+
+    def _hold(
+        self, log: RecoveryLog, packet: bytes, ws_frame: bytes | None, mark: Mark | None
+    ) -> bool:
+        assert log.held is not None
+        log.held.append((packet, ws_frame, mark))
+        log.held_bytes += len(packet)
+        if log.held_bytes > self.send_buffer_limit:
+            self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: too much to hold while resuming")
+            return False
+        return True
+
+    def send_frame(self, frame: bytes) -> bool:
+        if self.closed:
+            return False
+        return self._write(*self.translator.translate(frame))
 
     def flush(self) -> None:
         self.session.flush()
@@ -299,20 +330,48 @@ class SioConnection(Connection):
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:
         if self.closed:
             return False
+        if type_ == "ack" and self.recovery is not None and self.current_event == "room:join":
+            position = data.get("position")
+            if position is not None:
+                self.recovery.joined(position["room"], position["epoch"], position["offset"])
+        if id_ == QUIET_ID:
+            if type_ == "ack":
+                return True
+            id_ = None
         if id_ == COMPAT_ID:
             if type_ == "ack":
-                return self.session.write(p.event_packet(COMPAT_REPLIES[self.current_event], data))
+                return self._write(p.event_packet(COMPAT_REPLIES[self.current_event], data))
             type_ = "call:error"
             data = {**data, "event": self.current_event}
         elif isinstance(id_, int) and type_ in ("ack", "error"):
-            return self.session.write(
-                p.ack_packet(id_, data if type_ == "ack" else {"error": data})
-            )
+            return self._write(p.ack_packet(id_, data if type_ == "ack" else {"error": data}))
         elif type_ == "error" and self.current_event:
             data = {**data, "event": self.current_event}
             if self.current_event.startswith(CALL_EVENTS):
                 type_ = "call:error"
-        return self.session.write(p.event_packet(type_, data))
+        return self._write(p.event_packet(type_, data))
+
+    # -- resuming (connection-state recovery) --------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep what is written from now on until :meth:`resumed`."""
+        assert self.recovery is not None
+        self.recovery.held = []
+
+    def resumed(self, pid: str, missed: list[bytes]) -> None:
+        """Answer the CONNECT with ``pid``, write the missed events (envelopes, oldest
+        first), then what was held meanwhile, without writing any recorded event twice."""
+        log = self.recovery
+        assert log is not None and log.held is not None
+        held, log.held, log.held_bytes = log.held, None, 0
+        self.pid = pid
+        if not self._write(p.connect_packet(self.id, pid)):
+            return
+        for envelope in missed:
+            packet, mark = self.translator.translate_envelope(envelope)
+            self._write(packet, None, mark)
+        for packet, ws_frame, mark in held:
+            self._write(packet, ws_frame, mark)
 
     def abort(self, code: int, reason: str) -> None:
         if self.closed:

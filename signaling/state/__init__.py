@@ -23,6 +23,7 @@ from signaling.state.nodes import NodeRegistry
 from signaling.state.presence import PresenceStore
 from signaling.state.room_records import RoomRecords
 from signaling.state.sent_messages import SentMessages
+from signaling.state.session_snapshots import SessionSnapshots
 from signaling.state.timers import TimerStore
 from signaling.state.typing_indicators import TypingStore
 from signaling.state.webhook_queue import WebhookQueue
@@ -48,6 +49,7 @@ class State:
         webhooks: WebhookQueue,
         history: RoomHistory,
         sent: SentMessages,
+        snapshots: SessionSnapshots,
     ) -> None:
         self.node_id = node_id
         self.reports = reports
@@ -63,6 +65,7 @@ class State:
         self.webhooks = webhooks
         self.history = history
         self.sent = sent
+        self.snapshots = snapshots
 
     def configure_history(self, *, size: int, ttl: float) -> None:
         """The bounds of room history (events and seconds kept per room)."""

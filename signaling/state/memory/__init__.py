@@ -13,6 +13,7 @@ from signaling.state.memory.nodes import SingleNode
 from signaling.state.memory.presence import MemoryPresence
 from signaling.state.memory.room_records import MemoryRoomRecords
 from signaling.state.memory.sent_messages import MemorySentMessages
+from signaling.state.memory.session_snapshots import MemorySessionSnapshots
 from signaling.state.memory.timers import MemoryTimers
 from signaling.state.memory.typing_indicators import MemoryTyping
 from signaling.state.memory.webhook_queue import MemoryWebhookQueue
@@ -40,6 +41,7 @@ class MemoryState(State):
             webhooks=MemoryWebhookQueue(),
             history=history,
             sent=MemorySentMessages(),
+            snapshots=MemorySessionSnapshots(),
         )
 
     async def close(self) -> None:

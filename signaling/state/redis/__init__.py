@@ -33,6 +33,7 @@ from signaling.state.redis.nodes import RedisNodes
 from signaling.state.redis.presence import RedisPresence
 from signaling.state.redis.room_records import RedisRoomRecords
 from signaling.state.redis.sent_messages import RedisSentMessages
+from signaling.state.redis.session_snapshots import RedisSessionSnapshots
 from signaling.state.redis.timers import RedisTimers
 from signaling.state.redis.typing_indicators import RedisTyping
 from signaling.state.redis.webhook_queue import RedisWebhookQueue
@@ -88,6 +89,7 @@ class RedisState(State):
             webhooks=RedisWebhookQueue(link),
             history=history,
             sent=RedisSentMessages(link),
+            snapshots=RedisSessionSnapshots(link),
         )
 
     async def start(self, handler: BackendHandler) -> None:

@@ -30,6 +30,10 @@ class Keys:
         """The claim of a chat message sent through the backend (``pending`` or its id)."""
         return f"{self.prefix}:{{u:{user_id}}}:sent:{temp_id}"
 
+    def session_snapshot(self, user_id: str, session_id: str) -> str:
+        """What a dropped Socket.IO session left for its client to resume."""
+        return f"{self.prefix}:{{u:{user_id}}}:resume:{session_id}"
+
     def user_calls(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:calls"
 

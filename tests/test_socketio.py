@@ -31,7 +31,7 @@ async def test_websocket_only_client_gets_session_ready(hub: Any, sio: NodeSocke
     sid, transport, recovered = await sio.expect("a", "connect")
     assert transport == "websocket"
     assert sid == ready["connectionId"]
-    assert recovered is False  # recovery is off by default
+    assert not recovered  # recovery is off by default (no pid)
 
 
 async def test_default_client_polls_then_upgrades(hub: Any, sio: NodeSocketIO) -> None:

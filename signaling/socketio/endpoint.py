@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from signaling.auth import request_token
 from signaling.protocol import CloseCode, ErrorCode
 from signaling.ratelimit import TokenBucket
 from signaling.socketio import packets as p
@@ -139,10 +140,6 @@ class SocketIoEndpoint:
 
     def _new_session(self, request: web.Request, transport: str) -> EngineSession:
         s = self.settings
-        token = request.query.get("access_token")
-        header = request.headers.get("Authorization", "")
-        if header[:7].lower() == "bearer ":
-            token = header[7:].strip() or token
         session = EngineSession(
             secrets.token_urlsafe(15),
             transport=transport,
@@ -150,7 +147,7 @@ class SocketIoEndpoint:
             ping_timeout=s.socketio_ping_timeout,
             send_buffer_limit=s.send_buffer_limit,
             batcher=self.batcher,
-            handshake_token=token,
+            handshake_token=request_token(request, allow_query=True),
             on_closed=self._closed,
         )
         self.sessions[session.sid] = session

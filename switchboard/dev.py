@@ -37,5 +37,10 @@ def dev_settings(settings: Settings) -> Settings:
             settings.dev_api_secret_file,
         )
     settings = settings.model_copy(update={"demo_tokens": True})
-    log.info("dev mode: try a group call at http://%s:%s/demo", settings.host, settings.port)
+    if settings.message_backend_url is None and settings.port:
+        # The demo's echo backend on this very node (media/web.py, /demo/messages).
+        url = f"http://127.0.0.1:{settings.port}/demo/messages"
+        settings = settings.model_copy(update={"message_backend_url": url})
+        log.info("dev mode: chat messages go to the built-in echo backend at %s", url)
+    log.info("dev mode: try the demo at http://%s:%s/demo", settings.host, settings.port)
     return settings

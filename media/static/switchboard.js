@@ -1,38 +1,43 @@
-// Switchboard browser SDK: a plain ES module, no build step.
+// Switchboard browser SDK: plain ES modules, no build step (types: switchboard.d.ts).
 //
 //   import { Switchboard } from "/sdk/switchboard.js";
-//   const sb = await Switchboard.connect("wss://host/ws", token);
-//   const call = await sb.joinGroupCall("room-1");
-//   call.addEventListener("track", (e) => attach(e.detail));   // {info, track, stream}
-//   await call.publish({ audio: true, video: true });
+//   const sb = await Switchboard.connect("wss://host/ws", () => fetchJoinToken());
+//   sb.addEventListener("presence", ({ detail }) => showDot(detail.userId, detail.status));
+//   await sb.joinRoom("dm-alice-bob");
+//   sb.typing("dm-alice-bob");                        // on each keystroke; throttled
+//   await sb.sendMessage("dm-alice-bob", "hi");       // resolves once persisted
+//   const call = await sb.call("bob", { video: true });
+//   sb.addEventListener("incomingcall", ({ detail }) => detail.call.accept());
+//   const group = await sb.joinGroupCall("room-1");   // through the SFU
 //
-// The wire protocol is documented in docs/protocol.md ("Group calls (SFU)").
+// The wire protocol is documented in docs/protocol.md.
 
+import { Calls } from "./calls.js";
+import { ConnectionLostError, RequestTimeoutError, SwitchboardError } from "./errors.js";
+import { GroupCall } from "./groupcall.js";
+import { Messages } from "./messages.js";
+import { Presence } from "./presence.js";
 import { Rooms } from "./rooms.js";
-import { Subscriptions } from "./subscriptions.js";
+import { Typing } from "./typing.js";
 
-/** Camera simulcast: three encodings, lowest first (the server picks one per subscriber). */
-export const SIMULCAST_LAYERS = [
-  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
-  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
-  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
-];
+export { Call } from "./calls.js";
+export { ConnectionLostError, RequestTimeoutError, SwitchboardError } from "./errors.js";
+export { GroupCall, SIMULCAST_LAYERS } from "./groupcall.js";
 
-/** An error answered by the server: `code` is one of the protocol's error codes. */
-export class SwitchboardError extends Error {
-  constructor(code, message) {
-    super(`${code}: ${message}`);
-    this.code = code;
-  }
-}
+export const VERSION = "0.1.0";
+
+/** Close codes after which reconnecting would not help (or was asked not to). */
+const FINAL_CLOSES = new Set([1000, 1008]);
 
 /**
  * A session with the hub: requests with acks, and server events.
  *
- * If the WebSocket is lost (not closed by you), it reconnects with back-off (the load
- * balancer may pick another node) and dispatches `reconnected`; group calls then resume
- * their session on the media node without touching their media. Events: `close`
- * {code, reason} on every loss, `reconnected` {connectionId}, and every server event.
+ * If the WebSocket is lost (not closed by you), it reconnects with back-off and jitter
+ * (the load balancer may pick another node) and dispatches `reconnected`: rooms are
+ * rejoined with what was missed (`roomrecovered`), pending messages are sent again, calls
+ * and group calls resume. Events: `close` {code, reason} on every loss, `reconnected`
+ * {connectionId}, `presence`, `typing`, `incomingcall` {call}, `callresumed` {call}, and
+ * every server event under its own name (`message:new`, `room:member-joined`, ...).
  *
  * With `token` a function (sync or async, e.g. a fetch to the chat backend), the session
  * also refreshes its token before it expires: on `session:expiring` it calls the function
@@ -42,10 +47,12 @@ export class SwitchboardError extends Error {
  */
 export class Switchboard extends EventTarget {
   /** `token` may be a string or a function returning one or a promise of one (a fresh
-   * token per reconnect and before expiry). */
+   * token per reconnect and before expiry). A call this page was in before a refresh is
+   * resumed by itself (`callresumed`). */
   static async connect(url, token, { reconnect = true } = {}) {
     const sb = new Switchboard(url, token, reconnect);
     await sb._open();
+    setTimeout(() => sb.calls._restore(), 0); // after the caller's listeners are set
     return sb;
   }
 
@@ -56,11 +63,20 @@ export class Switchboard extends EventTarget {
     this.reconnect = reconnect;
     this.ws = null;
     this.session = null;
+    this.status = "online";
     this._next = 1;
     this._pending = new Map();
     this._closing = false;
     this.rooms = new Rooms(this);
+    this.presence = new Presence(this);
+    this.typingIndicators = new Typing(this);
+    this.messages = new Messages(this);
+    this.calls = new Calls(this);
     this.addEventListener("session:expiring", () => this._refreshToken());
+  }
+
+  get userId() {
+    return this.session?.userId;
   }
 
   async _refreshToken() {
@@ -91,26 +107,27 @@ export class Switchboard extends EventTarget {
         this._onMessage(frame);
       });
       ws.addEventListener("close", (e) => {
-        if (!ready) reject(new Error(`closed ${e.code} ${e.reason}`));
+        if (!ready) reject(new ConnectionLostError(e.code, e.reason));
         else this._lost(e);
       });
     });
   }
 
   _lost(e) {
-    for (const { reject } of this._pending.values()) reject(new Error(`closed ${e.code}`));
+    for (const { reject } of this._pending.values()) reject(new ConnectionLostError(e.code, e.reason));
     this._pending.clear();
     this.dispatchEvent(new CustomEvent("close", { detail: { code: e.code, reason: e.reason } }));
-    if (!this.reconnect || this._closing || e.code === 1000 || e.code === 1008) return;
+    if (!this.reconnect || this._closing || FINAL_CLOSES.has(e.code)) return;
     let delay = 250;
     const retry = async () => {
       try {
         await this._open();
+        if (this.status !== "online") this.presence.set(this.status).catch(() => {});
         this.dispatchEvent(new CustomEvent("reconnected", { detail: { connectionId: this.session.connectionId } }));
         this.rooms.rejoinAll();
-      } catch (err) {
+      } catch {
         delay = Math.min(delay * 2, 5000);
-        setTimeout(retry, delay);
+        setTimeout(retry, delay * (0.75 + Math.random() / 2));
       }
     };
     setTimeout(retry, delay);
@@ -120,8 +137,10 @@ export class Switchboard extends EventTarget {
     const waiter = frame.id !== undefined ? this._pending.get(frame.id) : undefined;
     if (waiter) {
       this._pending.delete(frame.id);
-      if (frame.type === "error") waiter.reject(new SwitchboardError(frame.data.code, frame.data.message));
-      else waiter.resolve(frame.data);
+      if (frame.type === "error") {
+        const { code, message, ...rest } = frame.data;
+        waiter.reject(new SwitchboardError(code, message, rest));
+      } else waiter.resolve(frame.data);
       return;
     }
     if (!this.rooms.accept(frame)) return;
@@ -131,22 +150,57 @@ export class Switchboard extends EventTarget {
   /** Join a chat room. Its recorded events (messages, membership, receipts) are tracked:
    * after a reconnect the room is rejoined and what was missed is dispatched as ordinary
    * events, then `roomrecovered` {roomId, recovered, missed}; with `recovered: false`,
-   * reload the room from your backend. */
-  joinRoom(roomId) {
-    return this.rooms.join(roomId);
+   * reload the room from your backend. The members' presence is remembered
+   * (`sb.presence.get`). */
+  async joinRoom(roomId) {
+    const ack = await this.rooms.join(roomId);
+    for (const member of ack.members || []) this.presence._learn(member, false);
+    return ack;
   }
 
   leaveRoom(roomId) {
     return this.rooms.leave(roomId);
   }
 
+  /** Set this device's presence: "online" | "away" | "dnd" | "invisible". */
+  setStatus(status) {
+    return this.presence.set(status);
+  }
+
+  /** Say you are typing in a conversation (call it on every keystroke: it throttles). */
+  typing(conversationId) {
+    this.typingIndicators.typing(conversationId);
+  }
+
+  stopTyping(conversationId) {
+    this.typingIndicators.stop(conversationId);
+  }
+
+  /** Send a chat message through the server's message proxy; resolves with
+   * {tempId, messageId} once the backend persisted it. */
+  sendMessage(conversationId, content, options) {
+    return this.messages.send(conversationId, content, options);
+  }
+
+  markRead(conversationId, messageIds) {
+    return this.messages.markRead(conversationId, messageIds);
+  }
+
+  /** Ring a user (every device) or a few (a mesh call); resolves with the Call. */
+  call(userIds, options) {
+    return this.calls.start(userIds, options);
+  }
+
   /** Send an event and wait for its ack (resolves with the ack's data). */
   request(type, data = {}, timeoutMs = 15000) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new ConnectionLostError(0, "not connected"));
+    }
     const id = `c${this._next++}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this._pending.delete(id);
-        reject(new Error(`${type}: no answer in ${timeoutMs} ms`));
+        reject(new RequestTimeoutError(type, timeoutMs));
       }, timeoutMs);
       this._pending.set(id, {
         resolve: (v) => { clearTimeout(timer); resolve(v); },
@@ -156,9 +210,9 @@ export class Switchboard extends EventTarget {
     });
   }
 
-  /** Send an event without waiting for an answer. */
+  /** Send an event without waiting for an answer (dropped while disconnected). */
   send(type, data = {}) {
-    this.ws.send(JSON.stringify({ type, data }));
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type, data }));
   }
 
   async joinGroupCall(roomId) {
@@ -170,396 +224,5 @@ export class Switchboard extends EventTarget {
   close() {
     this._closing = true;
     this.ws.close(1000, "bye");
-  }
-}
-
-const SOURCE_OF = (track) => (track.kind === "audio" ? "microphone" : "camera");
-
-/**
- * A group call through the server's SFU. Events (CustomEvent, data in `detail`):
- * `track` {info, track, stream}, `trackended` {trackId}, `participantjoined`,
- * `participantleft`, `activespeakers`, `trackmuted`, `left` (dropped by the server),
- * `reconnecting` {reason} and `reconnected` {resumed} when the call follows the cluster:
- * after `sfu:rejoin` (its media node died or is draining) it joins again and publishes the
- * same local tracks; after a lost WebSocket it resumes the session, or joins again if the
- * session is gone.
- */
-export class GroupCall extends EventTarget {
-  constructor(sb, roomId) {
-    super();
-    this.sb = sb;
-    this.roomId = roomId;
-    this.participantId = null;
-    this.participants = new Map();
-    this.remote = new Map(); // trackId -> {info, track, stream, mid}
-    this.local = new Map(); // mid -> {track, source, transceiver}
-    this.publisher = null;
-    this.subscriber = null;
-    this._subscriberQueue = Promise.resolve();
-    this._handlers = [];
-    this.simulcast = true;
-    this.subscriptions = new Subscriptions((tracks) => {
-      this.sb.request("sfu:subscription", { roomId: this.roomId, tracks }).catch(() => {});
-    });
-  }
-
-  _on(type, fn) {
-    const handler = (e) => { if (e.detail.roomId === this.roomId) fn(e.detail); };
-    this.sb.addEventListener(type, handler);
-    this._handlers.push([type, handler]);
-  }
-
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
-  async _join() {
-    this._listen();
-    return this._joinRequest();
-  }
-
-  async _joinRequest() {
-    const ack = await this.sb.request("sfu:join", { roomId: this.roomId });
-    this._joined(ack);
-    return ack;
-  }
-
-  _joined(ack) {
-    this.participantId = ack.participantId;
-    this.resumeToken = ack.resumeToken;
-    this.mediaNode = ack.mediaNode;
-    this.iceServers = ack.iceServers || [];
-    this.participants.clear();
-    for (const p of ack.participants) this.participants.set(p.participantId, p);
-  }
-
-  _listen() {
-    this._on("sfu:offer", (d) => {
-      this._subscriberQueue = this._subscriberQueue.then(() => this._answer(d)).catch((err) => this._emit("error", err));
-    });
-    this._on("sfu:participant-joined", (d) => { this.participants.set(d.participantId, d); this._emit("participantjoined", d); });
-    this._on("sfu:participant-left", (d) => { this.participants.delete(d.participantId); this._emit("participantleft", d); });
-    this._on("sfu:active-speakers", (d) => this._emit("activespeakers", d.speakers));
-    this._on("sfu:track-muted", (d) => {
-      for (const r of this.remote.values()) if (r.info.trackId === d.trackId) r.info.muted = d.muted;
-      this._emit("trackmuted", d);
-    });
-    this._on("sfu:left", (d) => { this._teardown(); this._emit("left", d); });
-    this._on("sfu:rejoin", (d) => this._rejoin(d).catch((err) => this._emit("error", err)));
-    this._on("sfu:layers", (d) => this._setLayers(d).catch((err) => this._emit("error", err)));
-    const onReconnected = () => this._resume().catch((err) => this._emit("error", err));
-    this.sb.addEventListener("reconnected", onReconnected);
-    this._handlers.push(["reconnected", onReconnected]);
-  }
-
-  /** The WebSocket came back (maybe on another node): take the session over. */
-  async _resume() {
-    this._emit("reconnecting", { reason: "signaling_lost" });
-    try {
-      const ack = await this.sb.request("sfu:resume", {
-        roomId: this.roomId, participantId: this.participantId, resumeToken: this.resumeToken,
-      });
-      this._joined(ack);
-      this._emit("reconnected", { resumed: true });
-    } catch (err) {
-      if (err.code !== "resume_failed") throw err;
-      await this._rejoin({ reason: "session_lost" });
-    }
-  }
-
-  /** Start over on the room's (new) media node with the same local tracks. */
-  async _rejoin(notice) {
-    this._emit("reconnecting", notice);
-    const tracks = [...this.local.values()].map(({ track, source }) => ({ track, source }));
-    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
-    this.publisher = this.subscriber = null;
-    this.local.clear();
-    for (const trackId of [...this.remote.keys()]) {
-      this.remote.delete(trackId);
-      this._emit("trackended", { trackId });
-    }
-    this._subscriberQueue = Promise.resolve();
-    let delay = 250;
-    for (;;) {
-      try {
-        await this._joinRequest();
-        break;
-      } catch (err) {
-        // The room may still be moving, or every node may be full for a moment.
-        if (!["unavailable", "no_capacity"].includes(err.code) || delay > 8000) throw err;
-        await new Promise((r) => setTimeout(r, delay));
-        delay *= 2;
-      }
-    }
-    if (tracks.length) await this._publishTracks(tracks);
-    this.subscriptions.resend();
-    this._emit("reconnected", { resumed: false, mediaNode: this.mediaNode });
-  }
-
-  _newPeerConnection(target) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
-    const early = [];
-    pc._ready = false;
-    pc._flush = () => {
-      pc._ready = true;
-      for (const c of early.splice(0)) this._sendCandidate(target, c);
-    };
-    pc.addEventListener("icecandidate", (e) => {
-      const c = e.candidate ? e.candidate.toJSON() : null;
-      if (pc._ready) this._sendCandidate(target, c);
-      else early.push(c);
-    });
-    return pc;
-  }
-
-  _sendCandidate(target, candidate) {
-    this.sb.request("sfu:ice-candidate", { roomId: this.roomId, target, candidate }).catch(() => {});
-  }
-
-  /** Publish camera and/or microphone (getUserMedia constraints) or given tracks. The
-   *  camera is sent in simulcast layers (`layers`, lowest first: RTCRtpEncodingParameters
-   *  with a `rid`; SIMULCAST_LAYERS by default) unless `simulcast` is false. */
-  async publish({ audio = true, video = true, tracks = null, simulcast = true, layers = SIMULCAST_LAYERS } = {}) {
-    this.simulcast = simulcast;
-    this.layers = layers;
-    let list = tracks;
-    if (!list) {
-      if (video === true && simulcast) video = { width: 1280, height: 720 };
-      const stream = await navigator.mediaDevices.getUserMedia({ audio, video });
-      list = stream.getTracks().map((track) => ({ track, source: SOURCE_OF(track) }));
-    }
-    return this._publishTracks(list);
-  }
-
-  /** Share the screen as a second video track. */
-  async publishScreen() {
-    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
-    return this._publishTracks(stream.getVideoTracks().map((track) => ({ track, source: "screen" })));
-  }
-
-  async _publishTracks(list) {
-    if (!this.publisher) this.publisher = this._newPeerConnection("publisher");
-    const pc = this.publisher;
-    const added = list.map(({ track, source }) => ({
-      track, source, transceiver: this._addTransceiver(pc, track, source),
-    }));
-    await this._renegotiatePublisher(added);
-    return added.map((a) => a.track);
-  }
-
-  _addTransceiver(pc, track, source) {
-    if (!(this.simulcast && source === "camera" && track.kind === "video")) {
-      return pc.addTransceiver(track, { direction: "sendonly" });
-    }
-    // Three temporal layers let a subscriber take a lower frame rate (sfu:subscription fps).
-    const chosen = this.layers || SIMULCAST_LAYERS;
-    const layers = chosen.map((l) => ({ scalabilityMode: "L1T3", ...l }));
-    try {
-      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: layers });
-    } catch {
-      return pc.addTransceiver(track, { direction: "sendonly", sendEncodings: chosen.map((l) => ({ ...l })) });
-    }
-  }
-
-  /** The server says which layers of a simulcast track anybody watches: pause the rest. */
-  async _setLayers({ trackId, active }) {
-    const mid = Object.keys(this._publishedMids || {}).find((m) => this._publishedMids[m] === trackId);
-    const entry = mid !== undefined ? this.local.get(mid) : undefined;
-    if (!entry) {
-      // Came before the publish answer that names the track: applied once it arrives.
-      (this._pendingLayers ||= new Map()).set(trackId, active);
-      return;
-    }
-    const sender = entry.transceiver.sender;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length < 2) return;
-    let changed = false;
-    for (const encoding of params.encodings) {
-      const on = active.includes(encoding.rid);
-      if (encoding.active !== on) { encoding.active = on; changed = true; }
-    }
-    if (changed) await sender.setParameters(params);
-    this._emit("layers", { trackId, active });
-  }
-
-  /** Show a remote video track in `element`: the server then sends the layer that fits its
-   *  size, and nothing while it is off screen or the tab is hidden. An element that has
-   *  no `srcObject` yet gets the track's stream; one that has (say, a participant's tile
-   *  playing audio and video together) keeps its own. */
-  attach(trackId, element) {
-    const entry = this.remote.get(trackId);
-    if (entry && !element.srcObject) element.srcObject = entry.stream;
-    this.subscriptions.attach(trackId, element);
-  }
-
-  detach(element) {
-    this.subscriptions.detach(element);
-  }
-
-  /** The app's wishes for one remote video, over what `attach` measures: `quality`
-   *  ("low" | "medium" | "high", e.g. "high" for a pinned speaker), `fps`, `visible`. */
-  setTrackSettings(trackId, settings) {
-    this.subscriptions.set(trackId, settings);
-  }
-
-  /** The server's view of this call (sfu:stats): per-track layers, what you are sent. */
-  async serverStats() {
-    return this.sb.request("sfu:stats", { roomId: this.roomId });
-  }
-
-  /** Stop publishing a local track (the others see it go away). */
-  async unpublish(track) {
-    for (const [mid, entry] of this.local) {
-      if (entry.track === track) {
-        entry.transceiver.direction = "inactive";
-        track.stop();
-        this.local.delete(mid);
-      }
-    }
-    await this._renegotiatePublisher([]);
-  }
-
-  async _renegotiatePublisher(added) {
-    const pc = this.publisher;
-    await pc.setLocalDescription(await pc.createOffer());
-    const sources = {};
-    for (const a of added) {
-      const mid = a.transceiver.mid;
-      this.local.set(mid, a);
-      sources[mid] = a.source;
-    }
-    const ask = this.sb.request("sfu:publish", { roomId: this.roomId, sdp: pc.localDescription.sdp, sources });
-    pc._flush();
-    const ack = await ask;
-    await pc.setRemoteDescription({ type: "answer", sdp: ack.sdp });
-    this.published = ack.tracks;
-    this._publishedMids = ack.mids || {};
-    const pending = this._pendingLayers || new Map();
-    this._pendingLayers = new Map();
-    for (const [trackId, active] of pending) await this._setLayers({ trackId, active });
-    return ack;
-  }
-
-  async _answer({ sdp, tracks }) {
-    if (!this.subscriber) {
-      this.subscriber = this._newPeerConnection("subscriber");
-    }
-    const pc = this.subscriber;
-    await pc.setRemoteDescription({ type: "offer", sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
-    await this.sb.request("sfu:answer", { roomId: this.roomId, sdp: pc.localDescription.sdp });
-    pc._flush();
-    const seen = new Set();
-    for (const transceiver of pc.getTransceivers()) {
-      const info = tracks[transceiver.mid];
-      if (!info) continue;
-      seen.add(info.trackId);
-      if (this.remote.has(info.trackId)) continue;
-      const track = transceiver.receiver.track;
-      const entry = { info, track, stream: new MediaStream([track]), mid: transceiver.mid };
-      this.remote.set(info.trackId, entry);
-      this._emit("track", entry);
-    }
-    for (const trackId of [...this.remote.keys()]) {
-      if (!seen.has(trackId)) {
-        this.remote.delete(trackId);
-        this.subscriptions.forget(trackId);
-        this._emit("trackended", { trackId });
-      }
-    }
-  }
-
-  /** Mute or unmute your microphone ("audio") or camera ("video"); everyone is told. */
-  async setEnabled(kind, enabled) {
-    for (const entry of this.local.values()) {
-      if (entry.track.kind === kind && entry.source !== "screen") entry.track.enabled = enabled;
-    }
-    await this.sb.request(`media:toggle-${kind}`, { roomId: this.roomId, enabled });
-  }
-
-  /** Per remote track: inbound RTP statistics of the subscribe connection. */
-  async inboundStats() {
-    const out = {};
-    if (!this.subscriber) return out;
-    const report = await this.subscriber.getStats();
-    const byMid = new Map([...this.remote.values()].map((r) => [r.mid, r.info]));
-    report.forEach((s) => {
-      if (s.type !== "inbound-rtp") return;
-      const info = byMid.get(s.mid);
-      if (!info) return;
-      out[info.trackId] = {
-        kind: s.kind,
-        participantId: info.participantId,
-        packetsReceived: s.packetsReceived,
-        packetsLost: s.packetsLost || 0,
-        framesDecoded: s.framesDecoded || 0,
-        bytesReceived: s.bytesReceived,
-        frameWidth: s.frameWidth || 0,
-        frameHeight: s.frameHeight || 0,
-        framesPerSecond: s.framesPerSecond || 0,
-        pliCount: s.pliCount || 0,
-        freezeCount: s.freezeCount || 0,
-      };
-    });
-    return out;
-  }
-
-  /** Per published encoding (`rid`, or "" for a track without simulcast): what the
-   *  browser sends, so an app can show it (and tests can watch dynacast pause layers). */
-  async outboundStats() {
-    const out = {};
-    if (!this.publisher) return out;
-    const report = await this.publisher.getStats();
-    report.forEach((s) => {
-      if (s.type !== "outbound-rtp" || s.kind !== "video") return;
-      out[s.rid || ""] = {
-        mid: s.mid,
-        active: s.active !== false,
-        bytesSent: s.bytesSent,
-        packetsSent: s.packetsSent,
-        frameWidth: s.frameWidth || 0,
-        framesPerSecond: s.framesPerSecond || 0,
-        qualityLimitationReason: s.qualityLimitationReason,
-      };
-    });
-    return out;
-  }
-
-  /** How each connection reaches the server: the selected candidate pair's two ends
-   *  (`candidateType` host/srflx/prflx/relay, `protocol`, `address`, and for a local relay
-   *  `relayProtocol`: how it reaches the TURN server, udp/tcp/tls). */
-  async connectionStats() {
-    const out = {};
-    for (const [role, pc] of [["publisher", this.publisher], ["subscriber", this.subscriber]]) {
-      if (!pc) continue;
-      const report = await pc.getStats();
-      let pairId = null;
-      report.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
-      const pair = pairId ? report.get(pairId) : null;
-      if (!pair) continue;
-      const end = (id) => {
-        const c = report.get(id) || {};
-        return { candidateType: c.candidateType, protocol: c.protocol, address: c.address, relayProtocol: c.relayProtocol };
-      };
-      out[role] = { local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) };
-    }
-    return out;
-  }
-
-  _teardown() {
-    this.subscriptions.close();
-    for (const [type, handler] of this._handlers) this.sb.removeEventListener(type, handler);
-    this._handlers = [];
-    for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
-    for (const entry of this.local.values()) entry.track.stop();
-    this.publisher = this.subscriber = null;
-  }
-
-  async leave() {
-    try {
-      await this.sb.request("sfu:leave", { roomId: this.roomId });
-    } finally {
-      this._teardown();
-    }
   }
 }

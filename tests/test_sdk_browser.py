@@ -220,3 +220,42 @@ async def test_the_demo_fits_desktop_and_phone_without_errors(
         await carol.page.screenshot(path=ARTIFACTS / f"demo-call-{width}x{height}.png")
     for page in pages:
         assert page.problems == []
+
+
+async def test_declined_and_unanswered_calls_end_on_both_sides(
+    hub_factory: Any, browser: Browser
+) -> None:
+    hub = await hub_factory(**{**TIMINGS, "ring_timeout": 2.0})
+    alice = await sign_in(await browser.new_context(), hub.base, "Alice")
+    bob = await sign_in(await browser.new_context(), hub.base, "Bob")
+    await eventually(alice.page, contact_dot("u-bob", "online"))
+    record = """(call) => {
+        window.seen = [];
+        for (const t of ["ringing", "accepted", "rejected", "cancelled", "missed", "ended"])
+            call.addEventListener(t, (e) => window.seen.push([t, e.detail.reason || null]));
+    }"""
+    await bob.page.evaluate(
+        f"sb.addEventListener('incomingcall', (e) => ({record})(e.detail.call))"
+    )
+    await alice.page.evaluate(
+        f"sb.call('u-bob', {{ video: false }}).then((call) => ({record})(call))"
+    )
+    await eventually(bob.page, "!document.querySelector('#ringing').hidden")
+    await bob.page.click("#decline")
+    await eventually(alice.page, "window.seen.some(([t]) => t === 'ended')")
+    assert await alice.page.evaluate("window.seen") == [
+        ["ringing", None],
+        ["rejected", None],
+        ["ended", "rejected"],
+    ]
+    # Nobody answers: the callee's devices get "missed", the caller "ended" (no_answer).
+    await alice.page.evaluate(
+        f"sb.call('u-bob', {{ video: false }}).then((call) => ({record})(call))"
+    )
+    await eventually(bob.page, "!document.querySelector('#ringing').hidden")
+    await eventually(bob.page, "document.querySelector('#ringing').hidden", 10)
+    assert await bob.page.evaluate("window.seen") == [["missed", "missed"], ["ended", "missed"]]
+    await eventually(alice.page, "window.seen.some(([t]) => t === 'ended')")
+    assert await alice.page.evaluate("window.seen") == [["ringing", None], ["ended", "no_answer"]]
+    for page in (alice, bob):
+        assert page.problems == []

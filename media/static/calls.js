@@ -58,7 +58,7 @@ export class Calls {
     call._snapshot(ack.call);
     this.calls.set(call.callId, call);
     call.state = "ringing";
-    queueMicrotask(() => call._emit("ringing", { offline: call.offline }));
+    setTimeout(() => call._emit("ringing", { offline: call.offline }), 0); // after `await sb.call()`
     return call;
   }
 

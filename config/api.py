@@ -20,6 +20,8 @@ WEBHOOK_EVENTS = (
     "call_missed",
     "track_published",
     "track_unpublished",
+    "recording_started",
+    "recording_finished",
     "presence_changed",
     "messages_read",
 )

@@ -3,6 +3,7 @@ hosts in a cluster (placement limits, reconnect grace, draining, the signaling r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, Field
@@ -46,5 +47,9 @@ class SfuSettings(BaseModel):
     sfu_max_participants: int = Field(default=0, ge=0)
     sfu_max_cpu: float = Field(default=0.0, ge=0)
     sfu_reconnect_grace: float = Field(default=20.0, ge=0)
+    # recordings (media/recording/): where the files go, and how many frames per file
+    # may wait for the disk before frames are dropped (the file is then marked damaged)
+    recording_dir: Path = Path("recordings")
+    recording_queue_frames: int = Field(default=1000, ge=10)
     sfu_drain_deadline: float = Field(default=300.0, ge=0)
     sfu_relay_timeout: float = Field(default=10.0, gt=0)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from media.participant import Participant
@@ -20,6 +20,7 @@ from media.published_track import PublishedTrack
 
 if TYPE_CHECKING:
     from config.sfu import SfuSettings
+    from media.recording.recordings import Recording
     from signaling.state.delivery import Fanout
     from signaling.webhooks.outbox import WebhookOutbox
 
@@ -55,6 +56,9 @@ class GroupCall:
         self._demand_dirty: dict[str, PublishedTrack] = {}
         self._demand_timer: asyncio.TimerHandle | None = None
         self._ticker = asyncio.ensure_future(self._tick())
+        #: Recordings taking this call's tracks, and how one ends (the media host's).
+        self.recordings: list[Recording] = []
+        self.end_recording: Callable[[Recording, str], Awaitable[None]] | None = None
 
     # -- membership and tracks --------------------------------------------------------------
 
@@ -86,6 +90,8 @@ class GroupCall:
     async def announce_published(self, tracks: Iterable[PublishedTrack], exclude: str) -> None:
         for track in tracks:
             wire = {"roomId": self.id, "track": track.info.to_wire(track.muted)}
+            for recording in self.recordings:
+                recording.add(track)
             self.webhooks.emit("track_published", self.id, wire)
             await self.broadcast("sfu:track-published", wire, exclude)
 
@@ -97,6 +103,9 @@ class GroupCall:
             self._demand_dirty.pop(track.info.track_id, None)
             for participant in self.participants.values():
                 participant.forget_track(track.info.track_id)
+            for recording in list(self.recordings):
+                if recording.remove(track.info.track_id):
+                    await self._end_recording(recording, "track_unpublished")
             self.webhooks.emit(
                 "track_unpublished",
                 self.id,
@@ -123,10 +132,22 @@ class GroupCall:
         self.resubscribe_all()
         await participant.close()
         if not self.participants:
+            await self.end_recordings("room_ended")
             await self.close()
             self._on_empty(self)
 
+    async def _end_recording(self, recording: Recording, reason: str) -> None:
+        if self.end_recording is not None:
+            await self.end_recording(recording, reason)
+        else:
+            await recording.stop(reason)
+
+    async def end_recordings(self, reason: str) -> None:
+        for recording in list(self.recordings):
+            await self._end_recording(recording, reason)
+
     async def close(self) -> None:
+        await self.end_recordings("room_closed")
         if self._demand_timer is not None:
             self._demand_timer.cancel()
             self._demand_timer = None

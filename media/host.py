@@ -26,6 +26,7 @@ from media import aiortc_hooks, ice
 from media.group_call import GroupCall
 from media.load import CpuMeter
 from media.participant import Participant
+from media.recording.recordings import Recordings
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.delivery import node_of
 
@@ -94,6 +95,12 @@ class MediaHost:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room
         self._no_rooms = asyncio.Event()  # set whenever the last room here ends
+        self.recordings = Recordings(
+            directory=s.recording_dir,
+            queue_size=s.recording_queue_frames,
+            webhooks=webhooks,
+            room=self.rooms.get,
+        )
 
     def load(self) -> dict[str, Any]:
         """What this node's heartbeat publishes (see :mod:`media.load`)."""
@@ -171,6 +178,7 @@ class MediaHost:
                 webhooks=self.webhooks,
                 on_empty=self._room_empty,
             )
+            room.end_recording = self.recordings.end
         participant = Participant(
             room,
             body["conn"],

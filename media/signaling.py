@@ -121,6 +121,9 @@ class SfuSignaling:
             "room-media": ops.room_media,
             "permissions": ops.apply_permissions,
             "server-mute": ops.server_mute,
+            "record-start": host.recordings.start,
+            "record-stop": host.recordings.stop,
+            "record-list": host.recordings.list,
         }
 
     # The media node's rooms, for tests and the room API's statistics.
@@ -396,6 +399,17 @@ class SfuSignaling:
         if host is None:
             return None
         return await self.relay.call(host, "room-media", {"room": room_id})
+
+    async def recordings(self, room_id: str, op: str, **body: Any) -> dict[str, Any]:
+        """Start, stop or list recordings where the room's group call is. Without a group
+        call, this node answers from the recordings it kept (a finished one may be on the
+        node that hosted the call)."""
+        host = await self.hosts.get(room_id)
+        if host is None:
+            if op == "start":
+                raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' has no group call")
+            host = self.nodes.node_id
+        return await self.relay.call(host, f"record-{op}", {"room": room_id, **body})
 
     async def list_nodes(self) -> NodeList:
         """The live nodes with the load they last published, as placement ranks them."""

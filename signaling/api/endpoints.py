@@ -22,7 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from signaling import events
 from signaling.api.auth import authenticate_api
 from signaling.api.errors import ApiError
-from signaling.api.models import CallId, NodeId, NodeList, TrackId
+from signaling.api.models import CallId, NodeId, NodeList, RecordingId, TrackId
 from signaling.protocol import HubError
 from signaling.ratelimit import TokenBucket
 
@@ -52,6 +52,7 @@ PATH_PARAMS: dict[str, TypeAdapter[Any]] = {
     "trackId": TypeAdapter(TrackId),
     "callId": TypeAdapter(CallId),
     "nodeId": TypeAdapter(NodeId),
+    "recordingId": TypeAdapter(RecordingId),
 }
 
 
@@ -65,6 +66,9 @@ class MediaAdmin(Protocol):
 
     async def room_media(self, room_id: str) -> dict[str, Any] | None:
         """A room's live media statistics from its media node (``None``: no group call)."""
+
+    async def recordings(self, room_id: str, op: str, **body: Any) -> dict[str, Any]:
+        """Start, stop or list a room's recordings, on the node hosting its group call."""
 
 
 @dataclass(frozen=True, slots=True)

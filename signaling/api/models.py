@@ -35,6 +35,7 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 TrackId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 CallId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+RecordingId = Annotated[str, StringConstraints(pattern=r"^rec_[0-9a-f]{16}$")]
 
 
 def _bounded_json(value: dict[str, Any], limit: int, what: str) -> dict[str, Any]:
@@ -371,6 +372,57 @@ class NodeOut(Out):
 
 class NodeList(Out):
     nodes: list[NodeOut]
+
+
+# -- recordings ------------------------------------------------------------------------------
+
+
+class RecordingStart(Body):
+    trackId: TrackId | None = Field(
+        default=None, description="record this track only (default: the whole group call)"
+    )
+
+
+class RecordingFile(Out):
+    file: str = Field(description="the file's name in the recording's directory")
+    kind: Literal["audio", "video"]
+    trackId: str
+    participantId: str
+    userId: str
+    source: str
+    frames: int
+    duration: float = Field(description="seconds from the first frame to the last")
+    size: int = Field(description="bytes")
+    damaged: str | None = Field(
+        description="why frames are missing (queue_overflow, write_failed: ...)"
+    )
+    offset: float | None = Field(
+        default=None,
+        description="seconds from the recording's earliest first frame to this file's "
+        "(capture times from the publishers' sender reports): where to place it",
+    )
+    width: int | None = None
+    height: int | None = None
+
+
+class RecordingOut(Out):
+    recordingId: str
+    roomId: str
+    trackId: str | None
+    state: Literal["recording", "stopping", "finished"]
+    startedAt: int
+    endedAt: int | None
+    endReason: str | None = Field(description="stopped, room_ended, room_closed, track_unpublished")
+    directory: str = Field(description="where the files are, on the media node")
+    manifest: str | None = Field(description="manifest.json once finished")
+    files: list[RecordingFile]
+    duration: float
+    size: int
+    damaged: str | None
+
+
+class RecordingList(Out):
+    recordings: list[RecordingOut]
 
 
 class DrainBody(Body):

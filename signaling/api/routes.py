@@ -6,7 +6,7 @@ Both the router (:class:`signaling.api.endpoints.RoomApi`) and the OpenAPI docum
 
 from __future__ import annotations
 
-from signaling.api import messaging, nodes, rooms
+from signaling.api import messaging, nodes, recordings, rooms
 from signaling.api.endpoints import AUTH_ERRORS, BODY_ERRORS, Endpoint, route
 from signaling.api.messaging import CALL_QUERY
 from signaling.api.models import (
@@ -27,6 +27,9 @@ from signaling.api.models import (
     PermissionsOut,
     PresenceList,
     PresenceQueryIn,
+    RecordingList,
+    RecordingOut,
+    RecordingStart,
     RoomCreate,
     RoomDetail,
     RoomList,
@@ -119,6 +122,33 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         body_optional=True,
         status=204,
         errors=(*BODY_ERRORS, 404),
+    ),
+    route(
+        "POST",
+        "/rooms/{roomId}/recordings",
+        recordings.start_recording,
+        tag="recordings",
+        body=RecordingStart,
+        body_optional=True,
+        response=RecordingOut,
+        status=201,
+        errors=(*BODY_ERRORS, 404),
+    ),
+    route(
+        "GET",
+        "/rooms/{roomId}/recordings",
+        recordings.list_recordings,
+        tag="recordings",
+        response=RecordingList,
+        errors=(*AUTH_ERRORS, 404),
+    ),
+    route(
+        "DELETE",
+        "/rooms/{roomId}/recordings/{recordingId}",
+        recordings.stop_recording,
+        tag="recordings",
+        response=RecordingOut,
+        errors=(*AUTH_ERRORS, 404),
     ),
     route(
         "PATCH",

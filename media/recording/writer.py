@@ -1,0 +1,141 @@
+"""One track's file, written on a thread of its own: frames go in through a bounded
+queue that never blocks the event loop; PyAV muxes them as they are (no codec is opened,
+nothing is decoded or encoded).
+
+VP8 goes to WebM, Opus to Ogg with the 19-byte ``OpusHead`` its header needs. A file
+starts at the track's first keyframe; timestamps count from there in the track's own RTP
+clock. A full queue (the disk cannot keep up) or a write error (a full disk) marks the
+file damaged; what was written stays playable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from media.recording.frames import Frame
+
+log = logging.getLogger("switchboard.recording")
+
+#: (container format, file suffix, RTP clock rate) per track kind.
+FORMATS = {"video": ("webm", ".webm", 90_000), "audio": ("ogg", ".ogg", 48_000)}
+
+
+def opus_head(channels: int = 2) -> bytes:
+    """RFC 7845's identification header: version 1, channels, pre-skip 312 (what
+    libopus encoders use), the 48 kHz input rate, no gain, mapping family 0."""
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48_000, 0, 0)
+
+
+class TrackFile:
+    def __init__(self, path: Path, kind: str, *, queue_size: int) -> None:
+        self.kind = kind
+        self.format, suffix, self.clock_rate = FORMATS[kind]
+        self.path = path.with_suffix(suffix)
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
+        self.damaged: str | None = None  # why, if the file misses frames
+        self.frames = 0
+        self.dropped = 0
+        self.first_timestamp: int | None = None
+        self.last_timestamp: int | None = None
+        self.size: tuple[int, int] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"record {path.name}", daemon=True)
+        self._thread.start()
+
+    def put(self, frame: Frame) -> bool:
+        """Queue a frame (never waits); ``False`` if it had to be dropped."""
+        try:
+            self._queue.put_nowait(frame)
+        except queue.Full:
+            self.dropped += 1
+            if self.damaged is None:
+                self.damaged = "queue_overflow"
+                log.warning("recording queue full: dropping frames", extra={"file": str(self.path)})
+            return False
+        return True
+
+    def close(self) -> None:
+        """No more frames: the thread writes what is queued and finishes the file."""
+        while True:
+            try:
+                self._queue.put(None, timeout=1.0)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    return
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def duration(self) -> float:
+        if self.first_timestamp is None or self.last_timestamp is None:
+            return 0.0
+        return (self.last_timestamp - self.first_timestamp) / self.clock_rate
+
+    def info(self) -> dict[str, Any]:
+        exists = self.path.exists()
+        return {
+            "file": self.path.name,
+            "kind": self.kind,
+            "frames": self.frames,
+            "duration": round(self.duration, 3),
+            "size": self.path.stat().st_size if exists else 0,
+            "damaged": self.damaged,
+            **({"width": self.size[0], "height": self.size[1]} if self.size else {}),
+        }
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        container: Any = None
+        stream: Any = None
+        try:
+            while (frame := self._queue.get()) is not None:
+                if container is None:
+                    if self.kind == "video" and (not frame.keyframe or frame.size is None):
+                        continue
+                    container, stream = self._open(frame)
+                    self.first_timestamp = frame.timestamp
+                assert self.first_timestamp is not None
+                if self.last_timestamp is not None and frame.timestamp <= self.last_timestamp:
+                    continue  # a repeat: timestamps must grow
+                packet = av.Packet(frame.data)
+                packet.stream = stream
+                packet.pts = packet.dts = frame.timestamp - self.first_timestamp
+                packet.time_base = Fraction(1, self.clock_rate)
+                packet.is_keyframe = frame.keyframe
+                container.mux(packet)
+                self.frames += 1
+                self.last_timestamp = frame.timestamp
+        except (OSError, av.FFmpegError) as exc:
+            self.damaged = f"write_failed: {exc}"[:200]
+            log.warning("recording write failed", extra={"file": str(self.path), "error": str(exc)})
+            while self._queue.get() is not None:  # let close() finish
+                pass
+        finally:
+            if container is not None:
+                try:
+                    container.close()
+                except (OSError, av.FFmpegError) as exc:
+                    self.damaged = self.damaged or f"write_failed: {exc}"[:200]
+
+    def _open(self, first: Frame) -> tuple[Any, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        container = av.open(str(self.path), "w", format=self.format)
+        if self.kind == "video":
+            assert first.size is not None
+            self.size = first.size
+            stream = container.add_mux_stream("vp8", width=first.size[0], height=first.size[1])
+        else:
+            stream = container.add_stream("libopus", rate=48_000, layout="stereo")
+            stream.codec_context.extradata = opus_head()
+        stream.time_base = Fraction(1, self.clock_rate)
+        return container, stream

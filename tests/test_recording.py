@@ -1,0 +1,194 @@
+"""Recording without transcoding: an aiortc publisher (synthetic VP8 camera at 30 fps and
+Opus microphone) recorded through the room API for 10 s; the files open with PyAV with
+the right duration, frame count, size and sample rate, and the manifest lines audio and
+video up. Also: the room ending stops a recording, a track recording, and bad requests.
+The per-packet parts (reordering, VP8 depacketizing) are unit-tested first."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+import orjson
+import pytest
+
+from media.recording.frames import TimestampUnwrapper, Vp8Assembler
+from media.recording.reorder import ReorderBuffer
+from tests.sfu_helpers import SFU, participant, wait_until
+from tests.webhook_receiver import Receiver
+
+STATE_KINDS = ("memory",)
+
+
+# -- units ------------------------------------------------------------------------------------
+
+
+def test_reorder_buffer_puts_packets_back_in_order_and_gives_up_on_lost_ones() -> None:
+    buf: ReorderBuffer[str] = ReorderBuffer(depth=3)
+    assert buf.push(65534, "a") == [(65534, "a", False)]
+    assert buf.push(0, "c") == []  # 65535 is missing: wait
+    assert buf.push(65535, "b") == [(65535, "b", False), (0, "c", False)]  # wrapped
+    assert buf.push(65535, "b") == [] and buf.late == 1  # a duplicate
+    for seq in (2, 3, 4):  # 1 never comes: given up once 3 are held
+        out = buf.push(seq, str(seq))
+    assert out == [(2, "2", True), (3, "3", False), (4, "4", False)] and buf.lost == 1
+
+
+def test_timestamps_unwrap_past_32_bits() -> None:
+    unwrap = TimestampUnwrapper()
+    assert unwrap.unwrap(2**32 - 3000) == 2**32 - 3000
+    assert unwrap.unwrap(0) == 2**32
+    assert unwrap.unwrap(2**32 - 10) == 2**32 - 10  # late, from before the wrap
+    assert unwrap.unwrap(3000) == 2**32 + 3000
+
+
+def vp8_packet(start: bool, keyframe: bool, body: bytes) -> bytes:
+    descriptor = bytes([0x10 if start else 0x00])
+    if not start:
+        return descriptor + body
+    # a keyframe's header: P bit clear, start code, 320x240
+    header = bytes([0x00 if keyframe else 0x01, 0, 0, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00])
+    return descriptor + header + body
+
+
+def test_vp8_frames_are_assembled_and_a_broken_one_waits_for_a_keyframe() -> None:
+    frames = Vp8Assembler()
+    assert frames.push(100, False, vp8_packet(True, False, b"x"), False) is None  # no key yet
+    assert frames.push(200, False, vp8_packet(True, True, b"a"), False) is None
+    frame = frames.push(200, True, vp8_packet(False, True, b"b"), False)
+    assert frame is not None and frame.keyframe and frame.size == (320, 240)
+    assert frame.data.endswith(b"ab")
+    # A packet of the next picture is lost: the picture is dropped, then delta frames too.
+    assert frames.push(300, False, vp8_packet(True, False, b"c"), False) is None
+    assert frames.push(300, True, vp8_packet(False, False, b"d"), True) is None
+    assert frames.needs_keyframe and frames.dropped == 1
+    assert frames.push(400, True, vp8_packet(True, False, b"e"), False) is None
+    assert frames.push(500, True, vp8_packet(True, True, b"f"), False) is not None
+
+
+# -- through the room API ----------------------------------------------------------------------
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """What PyAV reads back: the stream's parameters, its packets and their span."""
+    with av.open(str(path)) as container:
+        stream = container.streams[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        span = float((packets[-1].pts - packets[0].pts) * stream.time_base)
+        out: dict[str, Any] = {"codec": stream.codec_context.name, "packets": len(packets)}
+        out["span"] = span
+        if stream.type == "video":
+            out["size"] = (stream.codec_context.width, stream.codec_context.height)
+        else:
+            out["rate"] = stream.codec_context.sample_rate
+            out["head"] = bytes(stream.codec_context.extradata or b"")[:8]
+    with av.open(str(path)) as container:  # and it plays: every frame decodes
+        out["decoded"] = sum(1 for _ in container.decode(container.streams[0]))
+    return out
+
+
+async def test_a_ten_second_call_is_recorded_as_it_was_sent(
+    hub_factory: Any, tmp_path: Path
+) -> None:
+    receiver = await Receiver().start()
+    hub = await hub_factory(
+        **SFU,
+        recording_dir=tmp_path / "rec",
+        webhook_urls=[receiver.url],
+        webhook_events=["recording_started", "recording_finished"],
+    )
+    bot, _ = await participant(hub, "bot", "rec-room")
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        assert status == 201, started
+        assert started["state"] == "recording" and started["recordingId"].startswith("rec_")
+        await asyncio.sleep(10.0)
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+        assert status == 200, done
+    await bot.close()
+    assert done["state"] == "finished" and done["endReason"] == "stopped"
+    assert done["damaged"] is None
+    files = {f["kind"]: f for f in done["files"]}
+    directory = Path(done["directory"])
+    assert directory.parent == tmp_path / "rec"
+
+    video = probe(directory / files["video"]["file"])
+    assert video["codec"] == "vp8" and video["size"] == (320, 240)
+    assert video["decoded"] == video["packets"]
+    assert abs(video["span"] - 10.0) <= 0.5, video
+    assert abs(video["packets"] - video["span"] * 30) <= 0.05 * video["span"] * 30 + 1, video
+    audio = probe(directory / files["audio"]["file"])
+    assert audio["codec"] == "opus" and audio["rate"] == 48_000 and audio["head"] == b"OpusHead"
+    assert abs(audio["span"] - 10.0) <= 0.5, audio
+    assert audio["decoded"] >= audio["packets"] - 2  # the decoder may hold the last back
+    assert abs(audio["packets"] - audio["span"] * 50) <= 0.05 * audio["span"] * 50 + 1, audio
+
+    manifest = orjson.loads((directory / "manifest.json").read_bytes())
+    offsets = {t["kind"]: t["offset"] for t in manifest["files"]}
+    assert abs(offsets["audio"] - offsets["video"]) <= 0.1, manifest
+    assert abs(manifest["duration"] - 10.0) <= 0.5
+
+    # The chat backend heard of both ends, with what was written.
+    delivered = await receiver.wait_for(lambda d: len(d) >= 2)
+    await receiver.close()
+    assert [e["type"] for e in delivered] == ["recording_started", "recording_finished"]
+    finished = delivered[1]
+    assert finished["recordingId"] == started["recordingId"]
+    assert finished["size"] == done["size"] > 0 and finished["damaged"] is None
+    assert len(finished["files"]) == 2 and abs(finished["duration"] - done["duration"]) < 1e-6
+
+
+async def test_recordings_end_with_the_room_and_refuse_what_does_not_exist(
+    hub_factory: Any, tmp_path: Path
+) -> None:
+    hub = await hub_factory(**SFU, recording_dir=tmp_path / "rec")
+    bot, _ = await participant(hub, "bot", "rec-room")
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, _ = await api.post("/rooms/rec-room/recordings", {"trackId": "nope"})
+        assert status == 404
+        status, _ = await api.post("/rooms/rec-room/recordings", {"trackId": "x", "extra": 1})
+        assert status == 400
+        await wait_until(lambda: len(bot.published) == 2, 10)
+        track_id = next(t["trackId"] for t in bot.published if t["kind"] == "audio")
+        status, one = await api.post("/rooms/rec-room/recordings", {"trackId": track_id})
+        assert status == 201 and one["trackId"] == track_id
+        status, whole = await api.post("/rooms/rec-room/recordings")
+        assert status == 201
+        await asyncio.sleep(1.5)
+        await bot.close()  # the last participant leaves: the group call ends
+
+        async def listed() -> dict[str, Any]:
+            return (await api.get("/rooms/rec-room/recordings"))[1]
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while any(r["state"] != "finished" for r in (await listed())["recordings"]):
+            assert loop.time() < deadline
+            await asyncio.sleep(0.2)
+        found = {r["recordingId"]: r for r in (await listed())["recordings"]}
+        assert found[one["recordingId"]]["endReason"] == "track_unpublished"
+        assert [f["kind"] for f in found[one["recordingId"]]["files"]] == ["audio"]
+        assert found[whole["recordingId"]]["endReason"] == "room_ended"
+        assert {f["kind"] for f in found[whole["recordingId"]]["files"]} == {"audio", "video"}
+        # Stopping a finished recording answers what it became; a made-up one is 404.
+        status, again = await api.delete(f"/rooms/rec-room/recordings/{whole['recordingId']}")
+        assert status == 200 and again["state"] == "finished"
+        status, _ = await api.delete("/rooms/rec-room/recordings/rec_0000000000000000")
+        assert status == 404
+        status, _ = await api.delete("/rooms/rec-room/recordings/..%2Fetc")
+        assert status in (400, 404)
+        # No group call: nothing to record.
+        status, _ = await api.post("/rooms/rec-room/recordings")
+        assert status == 404
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ""])
+def test_file_names_cannot_be_steered(name: str) -> None:
+    from media.recording.recordings import safe_name
+
+    assert "/" not in safe_name(name) and ".." not in safe_name(name) and safe_name(name)

@@ -192,3 +192,24 @@ def test_file_names_cannot_be_steered(name: str) -> None:
     from media.recording.recordings import safe_name
 
     assert "/" not in safe_name(name) and ".." not in safe_name(name) and safe_name(name)
+
+
+def test_ogg_opus_gaps_are_filled_so_audio_keeps_time(tmp_path: Path) -> None:
+    from media.recording.ogg import SILENCE, OggOpusWriter, ogg_crc, packet_samples
+
+    assert ogg_crc(b"123456789") == 0x89A1897F  # poly 0x04C11DB7, not zlib's reflected CRC
+    assert packet_samples(SILENCE) == 960 and packet_samples(b"\x10") == 1920  # SILK 40 ms
+    assert packet_samples(b"\xfb\x03") == 2880  # code 3: three 20 ms frames
+    path = tmp_path / "a.ogg"
+    with path.open("wb") as out:
+        writer = OggOpusWriter(out)
+        for ts in (0, 960, 1920, 9600, 10560):  # 8 frames missing (lost, or DTX)
+            writer.write(ts, SILENCE)
+        writer.write(10560, SILENCE)  # a repeat: ignored
+        writer.close()
+    assert writer.samples == 11520
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.sample_rate == 48_000
+        decoded = sum(frame.samples for frame in container.decode(stream))
+    assert decoded == 11520 - 312  # the pre-skip is dropped by the decoder

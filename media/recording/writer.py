@@ -1,8 +1,9 @@
 """One track's file, written on a thread of its own: frames go in through a bounded
-queue that never blocks the event loop; PyAV muxes them as they are (no codec is opened,
-nothing is decoded or encoded).
+queue that never blocks the event loop, and are written as they are (no codec is
+created, nothing is decoded or encoded).
 
-VP8 goes to WebM, Opus to Ogg with the 19-byte ``OpusHead`` its header needs. A file
+VP8 goes to WebM, muxed by PyAV into a stream without a codec context; Opus goes to Ogg,
+written by :mod:`media.recording.ogg` with the ``OpusHead`` its header needs. A file
 starts at the track's first keyframe; timestamps count from there in the track's own RTP
 clock. A full queue (the disk cannot keep up) or a write error (a full disk) marks the
 file damaged; what was written stays playable.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import struct
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -21,17 +21,12 @@ from typing import Any
 import av
 
 from media.recording.frames import Frame
+from media.recording.ogg import OggOpusWriter
 
 log = logging.getLogger("switchboard.recording")
 
 #: (container format, file suffix, RTP clock rate) per track kind.
 FORMATS = {"video": ("webm", ".webm", 90_000), "audio": ("ogg", ".ogg", 48_000)}
-
-
-def opus_head(channels: int = 2) -> bytes:
-    """RFC 7845's identification header: version 1, channels, pre-skip 312 (what
-    libopus encoders use), the 48 kHz input rate, no gain, mapping family 0."""
-    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, 312, 48_000, 0, 0)
 
 
 class TrackFile:
@@ -107,6 +102,11 @@ class TrackFile:
                 assert self.first_timestamp is not None
                 if self.last_timestamp is not None and frame.timestamp <= self.last_timestamp:
                     continue  # a repeat: timestamps must grow
+                if isinstance(container, OggOpusWriter):
+                    container.write(frame.timestamp - self.first_timestamp, frame.data)
+                    self.frames += 1
+                    self.last_timestamp = frame.timestamp
+                    continue
                 packet = av.Packet(frame.data)
                 packet.stream = stream
                 packet.pts = packet.dts = frame.timestamp - self.first_timestamp
@@ -129,13 +129,24 @@ class TrackFile:
 
     def _open(self, first: Frame) -> tuple[Any, Any]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.kind == "audio":
+            return _OggFile(self.path), None
+        assert first.size is not None
+        self.size = first.size
         container = av.open(str(self.path), "w", format=self.format)
-        if self.kind == "video":
-            assert first.size is not None
-            self.size = first.size
-            stream = container.add_mux_stream("vp8", width=first.size[0], height=first.size[1])
-        else:
-            stream = container.add_stream("libopus", rate=48_000, layout="stereo")
-            stream.codec_context.extradata = opus_head()
+        stream = container.add_mux_stream("vp8", width=first.size[0], height=first.size[1])
         stream.time_base = Fraction(1, self.clock_rate)
         return container, stream
+
+
+class _OggFile(OggOpusWriter):
+    """An Ogg Opus writer that owns its file (closed like a PyAV container)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path.open("wb"))
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.out.close()

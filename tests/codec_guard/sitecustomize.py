@@ -2,7 +2,9 @@
 
 Put this directory on PYTHONPATH and set CODEC_GUARD_LOG to a file. Each decoder or encoder
 object built (aiortc's Decoder/Encoder classes, get_decoder/get_encoder, av's
-CodecContext.create) appends a line to the file; an "armed" line proves the guard ran.
+CodecContext.create, and an output stream made with a codec context by
+OutputContainer.add_stream or add_stream_from_template) appends a line to the file; an
+"armed" line proves the guard ran.
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def _arm() -> None:
             return __real(*a, **kw)
 
         setattr(module, name, wrapper)
+
+    from av.container.output import OutputContainer
+
+    for name in ("add_stream", "add_stream_from_template"):
+        real_method = getattr(OutputContainer, name)
+
+        def method(
+            self: Any, *a: Any, __real: Any = real_method, __name: str = name, **kw: Any
+        ) -> Any:
+            _record(f"OutputContainer.{__name}{a}")
+            return __real(self, *a, **kw)
+
+        setattr(OutputContainer, name, method)
 
     proxy = _CodecContextProxy(av.CodecContext)
     av.CodecContext = proxy

@@ -21,6 +21,7 @@ WEBHOOK_EVENTS = (
     "track_published",
     "track_unpublished",
     "recording_started",
+    "recording_damaged",
     "recording_finished",
     "presence_changed",
     "messages_read",

@@ -213,3 +213,41 @@ def test_ogg_opus_gaps_are_filled_so_audio_keeps_time(tmp_path: Path) -> None:
         assert stream.codec_context.sample_rate == 48_000
         decoded = sum(frame.samples for frame in container.decode(stream))
     assert decoded == 11520 - 312  # the pre-skip is dropped by the decoder
+
+
+async def test_a_failing_disk_damages_the_recording_not_the_call(
+    hub_factory: Any, tmp_path: Path
+) -> None:
+    from tests.sfu_helpers import FrameCounter, count_remote
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the recordings should go")
+    receiver = await Receiver().start()
+    hub = await hub_factory(
+        **SFU,
+        recording_dir=blocked,
+        webhook_urls=[receiver.url],
+        webhook_events=["recording_damaged", "recording_finished"],
+    )
+    bot, _ = await participant(hub, "bot", "rec-room")
+    viewer, _ = await participant(hub, "viewer", "rec-room", audio=False, video=False)
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        assert status == 201
+        delivered = await receiver.wait_for(lambda d: len(d) >= 2)
+        assert {e["type"] for e in delivered} == {"recording_damaged"}
+        assert all(e["damaged"].startswith("write_failed") for e in delivered)
+        # The call goes on: the viewer keeps decoding the bot's video and audio.
+        await viewer.wait_for(lambda c: len(c.remote) == 2, timeout=15)
+        counters: dict[str, FrameCounter] = {}
+        count_remote(viewer, counters)
+        await wait_until(lambda: all(fc.video + fc.audio >= 20 for fc in counters.values()), 15)
+        for fc in counters.values():
+            fc.stop()
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+        assert status == 200 and done["damaged"].startswith("write_failed")
+    await receiver.wait_for(lambda d: any(e["type"] == "recording_finished" for e in d))
+    await receiver.close()
+    await viewer.close()
+    await bot.close()

@@ -52,7 +52,14 @@ def safe_name(name: str) -> str:
 
 
 class Recording:
-    def __init__(self, room_id: str, track_id: str | None, base: Path, queue_size: int) -> None:
+    def __init__(
+        self,
+        room_id: str,
+        track_id: str | None,
+        base: Path,
+        queue_size: int,
+        on_damaged: Callable[[Recording, TrackRecorder], None] | None = None,
+    ) -> None:
         self.id = "rec_" + secrets.token_hex(8)
         self.room_id = room_id
         self.track_id = track_id
@@ -65,6 +72,8 @@ class Recording:
         self.recorders: dict[str, TrackRecorder] = {}
         self._done: list[TrackRecorder] = []
         self._stopping: asyncio.Future[None] | None = None
+        self._on_damaged = on_damaged
+        self.manifest_failed: str | None = None
 
     def wants(self, track: PublishedTrack) -> bool:
         if self.state != "recording" or track.info.codec.lower() not in RECORDABLE:
@@ -76,6 +85,9 @@ class Recording:
             return False
         path = self.directory / safe_name(track.info.track_id)
         recorder = TrackRecorder(track, path, queue_size=self.queue_size)
+        if self._on_damaged is not None:
+            on_damaged = self._on_damaged
+            recorder.on_damaged = lambda r: on_damaged(self, r)
         self.recorders[track.info.track_id] = recorder
         recorder.start()
         return True
@@ -104,7 +116,11 @@ class Recording:
         self.ended_at = time.time()
         self.state = "finished"
         if self._done:
-            await asyncio.to_thread(self._write_manifest)
+            try:
+                await asyncio.to_thread(self._write_manifest)
+            except OSError as exc:
+                self.manifest_failed = f"manifest_not_written: {exc}"[:200]
+                log.warning("recording manifest not written", extra={"recording": self.id})
 
     def tracks(self) -> list[dict[str, Any]]:
         """Each file, with its offset: when its first frame was captured, from the
@@ -130,6 +146,8 @@ class Recording:
         tracks = self.tracks()
         ends = [t.get("offset", 0.0) + t["duration"] for t in tracks]
         damaged = sorted({t["damaged"] for t in tracks if t["damaged"]})
+        if self.manifest_failed:
+            damaged.append(self.manifest_failed)
         return {
             "recordingId": self.id,
             "roomId": self.room_id,
@@ -139,7 +157,9 @@ class Recording:
             "endedAt": int(self.ended_at * 1000) if self.ended_at else None,
             "endReason": self.end_reason,
             "directory": str(self.directory),
-            "manifest": "manifest.json" if self.state == "finished" and tracks else None,
+            "manifest": "manifest.json"
+            if self.state == "finished" and tracks and not self.manifest_failed
+            else None,
             "files": tracks,
             "duration": round(max(ends), 3) if ends else 0.0,
             "size": sum(t["size"] for t in tracks),
@@ -174,7 +194,9 @@ class Recordings:
     async def start(self, body: dict[str, Any]) -> dict[str, Any]:
         room = self._group_call(body["room"])
         track_id = body.get("trackId")
-        recording = Recording(room.id, track_id, self.directory, self.queue_size)
+        recording = Recording(
+            room.id, track_id, self.directory, self.queue_size, on_damaged=self._damaged
+        )
         tracks = room.tracks()
         if track_id is not None:
             track = next((t for t in tracks if t.info.track_id == track_id), None)
@@ -191,6 +213,17 @@ class Recordings:
         wire = recording.to_wire()
         self.webhooks.emit("recording_started", room.id, wire)
         return wire
+
+    def _damaged(self, recording: Recording, recorder: TrackRecorder) -> None:
+        """A file started missing frames: the chat backend hears at once (the call goes on)."""
+        data = {
+            "recordingId": recording.id,
+            "roomId": recording.room_id,
+            "trackId": recorder.info.track_id,
+            "damaged": recorder.file.damaged,
+        }
+        log.warning("recording damaged", extra=data)
+        self.webhooks.emit("recording_damaged", recording.room_id, data)
 
     async def stop(self, body: dict[str, Any]) -> dict[str, Any]:
         recording = self.active.get(body["recordingId"])

@@ -19,6 +19,8 @@ from media.recording.reorder import ReorderBuffer
 from media.recording.writer import TrackFile
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from media.layer import Layer
     from media.published_track import Arrival, PublishedTrack
 
@@ -54,6 +56,9 @@ class TrackRecorder:
         #: reports), else when it arrived here: the manifest aligns tracks with it.
         self.first_capture: float | None = None
         self.closed = False
+        #: Told once when the file starts missing frames (the recording's webhook).
+        self.on_damaged: Callable[[TrackRecorder], None] | None = None
+        self._damage_told = False
 
     # -- the track drives it (media.published_track.Subscriber) ------------------------------
 
@@ -89,6 +94,10 @@ class TrackRecorder:
             captured = self.layer.wallclock(timestamp, rate)
             self.first_capture = captured if captured is not None else time.time()
         self.file.put(frame)
+        if self.file.damaged and not self._damage_told:
+            self._damage_told = True
+            if self.on_damaged is not None:
+                self.on_damaged(self)
 
     def start(self) -> None:
         self.track.attach(self)  # type: ignore[arg-type]

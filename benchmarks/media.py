@@ -39,6 +39,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
+from benchmarks import recording
 from benchmarks.common import (
     SECRET,
     cpu_seconds,
@@ -137,6 +138,8 @@ class Setup:
     pubs: list[Publisher] = field(default_factory=list)
     subs: list[Subscriber] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+    #: Extra fields for the system's result (filled by its closers).
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def new_publisher(room: int, load: Load) -> Publisher:
@@ -442,6 +445,7 @@ async def measure(
                 await close()
     cpu, window = cpu1 - cpu0, t1 - t0
     return {
+        **setup.report,
         "system": name,
         "window_s": round(window, 2),
         "streams": len(counters),
@@ -494,6 +498,12 @@ def start_system(
     if name.startswith("janus-"):
         server, folder = start_janus(port, janus_media_ip)
         return server, lambda: shutil.rmtree(folder, ignore_errors=True)
+    if name == recording.SYSTEM:
+        env_extra, cleanup = recording.server_env()
+        server, _ = start_system(
+            "switchboard-sfu", port, janus_media_ip, {**env_extra, **(extra_env or {})}
+        )
+        return server, cleanup
     if name.startswith("switchboard-"):
         cmd = [sys.executable, "-m", "switchboard", "serve", "--port", str(port)]
         env = {**os.environ, **SWITCHBOARD_ENV, **(extra_env or {})}
@@ -503,8 +513,17 @@ def start_system(
     return start_pinned(cmd, env, port), lambda: None
 
 
+async def recording_clients(base: str, load: Load) -> Setup:
+    """The SFU's clients, and every room recorded from before the measurement to after."""
+    setup = await sfu_clients(base, load)
+    rooms = [f"bench{room}" for room in range(load.rooms)]
+    setup.closers.insert(0, await recording.record_rooms(base, rooms, setup.report))
+    return setup
+
+
 CLIENTS = {
     "switchboard-sfu": sfu_clients,
+    recording.SYSTEM: recording_clients,
     "switchboard-simulcast": sfu_clients,
     "janus-videoroom": janus_clients,
     "janus-simulcast": janus_clients,
@@ -622,8 +641,19 @@ def main(argv: list[str]) -> int:
         help="publishers send 720p (plain) or three layers (the -simulcast systems); "
         "subscribers want the room's first publisher high and the others low",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="the same load forwarded, then forwarded and recorded (every room, every "
+        "track): what recording costs",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny run (< 60 s) for CI")
     args = parser.parse_args(argv)
+    if args.record:
+        if args.systems == DEFAULT_SYSTEMS:
+            args.systems = f"switchboard-sfu,{recording.SYSTEM}"
+        if args.out == DEFAULT_OUT:
+            args.out = DEFAULT_OUT.with_name("media-record.json")
     if args.simulcast:
         if args.systems == DEFAULT_SYSTEMS:
             args.systems = SIMULCAST_SYSTEMS
@@ -658,6 +688,8 @@ def main(argv: list[str]) -> int:
         "results": results,
         "ratios_switchboard_over": ratios(results),
     }
+    if args.record:
+        report["recording_cost"] = recording.cost(results)
     title = (
         f"{args.rooms} room(s) x {args.publishers} publishers x {args.subscribers} subscribers, "
         f"{args.video_kbps} kbps VP8; each server on one core"

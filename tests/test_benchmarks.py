@@ -98,6 +98,19 @@ def test_media_simulcast_quick_mode_cuts_egress_like_janus(tmp_path):
     assert "measuring" in stderr
 
 
+def test_media_record_quick_mode_prices_recording(tmp_path):
+    """The same load forwarded, then forwarded and recorded: the report says what was
+    written and what it cost."""
+    report, stderr = run_quick("media", tmp_path, "--record")
+    plain, recorded = report["results"]
+    assert [plain["system"], recorded["system"]] == ["switchboard-sfu", "switchboard-record"]
+    assert recorded["recorded_tracks"] == 2 and recorded["recorded_frames"] > 50
+    assert recorded["recordings_damaged"] == []
+    assert recorded["video_frames_delivered_ratio"] > 0.9
+    assert report["recording_cost"]["cpu_ratio_recording_over_forwarding"] > 0
+    assert "measuring" in stderr
+
+
 def test_cluster_quick_mode_compares_relayed_with_local_signaling(tmp_path):
     started = time.monotonic()
     report, stderr = run_quick("cluster", tmp_path)

@@ -251,3 +251,28 @@ async def test_a_failing_disk_damages_the_recording_not_the_call(
     await receiver.close()
     await viewer.close()
     await bot.close()
+
+
+async def test_a_participant_leaving_mid_recording_leaves_complete_files(
+    hub_factory: Any, tmp_path: Path
+) -> None:
+    hub = await hub_factory(**SFU, recording_dir=tmp_path / "rec")
+    stays, _ = await participant(hub, "stays", "rec-room")
+    leaves, _ = await participant(hub, "leaves", "rec-room")
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        assert status == 201
+        await asyncio.sleep(2.5)
+        await leaves.close()
+        await asyncio.sleep(2.5)
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+    await stays.close()
+    assert status == 200 and done["endReason"] == "stopped" and done["damaged"] is None
+    by_user: dict[str, dict[str, float]] = {}
+    for entry in done["files"]:
+        by_user.setdefault(entry["userId"], {})[entry["kind"]] = entry["duration"]
+        probe(Path(done["directory"]) / entry["file"])  # every file opens and decodes
+    assert set(by_user) == {"stays", "leaves"}
+    assert all(3.5 < d < 6.0 for d in by_user["stays"].values()), by_user
+    assert all(1.0 < d < 3.5 for d in by_user["leaves"].values()), by_user

@@ -278,7 +278,12 @@ async def cameras(args: argparse.Namespace) -> None:
 async def http(args: argparse.Namespace) -> None:
     import aiohttp
 
-    async with aiohttp.ClientSession() as session, session.get(args.url) as response:
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    body = json.loads(args.body) if args.body else None
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(args.method, args.url, json=body, headers=headers) as response,
+    ):
         say("report", status=response.status, body=await response.json())
 
 
@@ -293,6 +298,8 @@ async def main() -> None:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--watch", type=float, default=0.0, help="then watch media this long")
     parser.add_argument("--layers", default="", help="pre-encoded simulcast layers (cameras)")
+    parser.add_argument("--method", default="GET", help="http: the request's method")
+    parser.add_argument("--body", default="", help="http: a JSON body")
     args = parser.parse_args()
     run = {
         "group": group,

@@ -92,6 +92,16 @@ class Placement:
         return f"http://{SFU_PUBLIC}:{self.signaling_port}"
 
 
+LAB_API_KEY = "lab"
+LAB_API_SECRET = "lab-api-secret-0123456789abcdef0123456789"
+
+
+def api_token() -> str:
+    from signaling.api.auth import mint_api_token
+
+    return mint_api_token(LAB_API_KEY, LAB_API_SECRET)
+
+
 def token(user: str, **claims: object) -> str:
     return mint_token(SECRET, user, **claims)  # type: ignore[arg-type]
 
@@ -381,6 +391,10 @@ table ip nat {{
             "SWITCHBOARD_RATE_LIMIT_PER_SECOND": "200",
             "SWITCHBOARD_RATE_LIMIT_BURST": "400",
             "SWITCHBOARD_LOG_FORMAT": "text",
+            # the room API (recordings), called by agents inside the lab
+            "SWITCHBOARD_API_KEY": LAB_API_KEY,
+            "SWITCHBOARD_API_SECRET": LAB_API_SECRET,
+            "SWITCHBOARD_RECORDING_DIR": str(self.workdir / "recordings"),
             **extra,
         }
         node = self.lab.spawn(self.sfu, [SWITCHBOARD, "serve"], self.workdir / "node.log", env=env)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from config.fields import CommaList
 
@@ -51,5 +51,13 @@ class SfuSettings(BaseModel):
     # may wait for the disk before frames are dropped (the file is then marked damaged)
     recording_dir: Path = Path("recordings")
     recording_queue_frames: int = Field(default=1000, ge=10)
+    # optional upload of finished recordings to S3-compatible storage (needs boto3)
+    recording_s3_bucket: str | None = None
+    recording_s3_prefix: str = ""
+    recording_s3_endpoint: str | None = None  # e.g. https://minio.example.com:9000
+    recording_s3_region: str = "us-east-1"
+    recording_s3_access_key: str | None = None
+    recording_s3_secret_key: SecretStr | None = None
+    recording_s3_keep_local: bool = True
     sfu_drain_deadline: float = Field(default=300.0, ge=0)
     sfu_relay_timeout: float = Field(default=10.0, gt=0)

@@ -27,6 +27,7 @@ from media.group_call import GroupCall
 from media.load import CpuMeter
 from media.participant import Participant
 from media.recording.recordings import Recordings
+from media.recording.upload import S3Target, S3Uploader
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.delivery import node_of
 
@@ -46,6 +47,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.sfu")
 
 MIGRATE_CLOSE_DELAY = 3.0
+
+
+def uploader(s: SfuSettings) -> S3Uploader | None:
+    """The S3-compatible upload of finished recordings, if a bucket is configured."""
+    if not s.recording_s3_bucket:
+        return None
+    secret = s.recording_s3_secret_key
+    return S3Uploader(
+        S3Target(
+            bucket=s.recording_s3_bucket,
+            prefix=s.recording_s3_prefix,
+            endpoint_url=s.recording_s3_endpoint,
+            region=s.recording_s3_region,
+            access_key=s.recording_s3_access_key,
+            secret_key=secret.get_secret_value() if secret is not None else None,
+            keep_local=s.recording_s3_keep_local,
+        )
+    )
+
+
 #: Tells the WebSocket's node that a participant's session ended, and with which event.
 SessionEnded = Callable[[Participant, str, dict[str, Any]], Awaitable[None]]
 
@@ -100,6 +121,7 @@ class MediaHost:
             queue_size=s.recording_queue_frames,
             webhooks=webhooks,
             room=self.rooms.get,
+            uploader=uploader(s),
         )
 
     def load(self) -> dict[str, Any]:

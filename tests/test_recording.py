@@ -7,6 +7,7 @@ The per-packet parts (reordering, VP8 depacketizing) are unit-tested first."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,14 @@ def test_vp8_frames_are_assembled_and_a_broken_one_waits_for_a_keyframe() -> Non
 
 
 # -- through the room API ----------------------------------------------------------------------
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def listing(path: str) -> list[str]:
+    return [p.name for p in Path(path).iterdir()]
 
 
 def probe(path: Path) -> dict[str, Any]:
@@ -276,3 +285,112 @@ async def test_a_participant_leaving_mid_recording_leaves_complete_files(
     assert set(by_user) == {"stays", "leaves"}
     assert all(3.5 < d < 6.0 for d in by_user["stays"].values()), by_user
     assert all(1.0 < d < 3.5 for d in by_user["leaves"].values()), by_user
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Any:
+    """A real S3-compatible HTTP server on loopback (moto's, from PyPI), with a bucket."""
+    import shutil
+    import subprocess
+    import time as _time
+
+    import boto3
+
+    from tests.cluster import free_port
+
+    port = free_port()
+    binary = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    log = (tmp_path / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="rec-key",
+        aws_secret_access_key="rec-secret",
+    )
+    deadline = _time.monotonic() + 20
+    while True:
+        try:
+            client.create_bucket(Bucket="calls")
+            break
+        except Exception:
+            assert _time.monotonic() < deadline, (tmp_path / "moto.log").read_text()
+            _time.sleep(0.2)
+    yield endpoint, client
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_finished_recordings_go_to_s3_compatible_storage(
+    hub_factory: Any, tmp_path: Path, s3_server: Any
+) -> None:
+    endpoint, client = s3_server
+    receiver = await Receiver().start()
+    hub = await hub_factory(
+        **SFU,
+        recording_dir=tmp_path / "rec",
+        recording_s3_bucket="calls",
+        recording_s3_prefix="switchboard/",
+        recording_s3_endpoint=endpoint,
+        recording_s3_access_key="rec-key",
+        recording_s3_secret_key="rec-secret",
+        recording_s3_keep_local=False,
+        webhook_urls=[receiver.url],
+        webhook_events=["recording_finished"],
+    )
+    bot, _ = await participant(hub, "bot", "rec-room")
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        assert status == 201
+        await asyncio.sleep(2.0)
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+        assert status == 200 and done["storage"]["state"] in ("uploading", "uploaded")
+    await bot.close()
+    (finished,) = await receiver.wait_for(lambda d: len(d) >= 1, timeout=20)
+    await receiver.close()
+    storage = finished["storage"]
+    assert storage["state"] == "uploaded" and storage["bucket"] == "calls", storage
+    prefix = f"switchboard/{started['recordingId']}/"
+    listed = client.list_objects_v2(Bucket="calls", Prefix=prefix)
+    keys = sorted(o["Key"] for o in listed["Contents"])
+    assert keys == sorted(storage["keys"]) and len(keys) == 3  # two files and the manifest
+    video = next(k for k in keys if k.endswith(".webm"))
+    copy = tmp_path / "copy.webm"
+    client.download_file("calls", video, str(copy))
+    assert probe(copy)["size"] == (320, 240)
+    assert not exists(done["directory"])  # keep_local off: uploaded, then removed
+
+
+async def test_an_unreachable_bucket_keeps_the_files_here(hub_factory: Any, tmp_path: Path) -> None:
+    from tests.redis_server import free_port
+
+    receiver = await Receiver().start()
+    hub = await hub_factory(
+        **SFU,
+        recording_dir=tmp_path / "rec",
+        recording_s3_bucket="calls",
+        recording_s3_endpoint=f"http://127.0.0.1:{free_port()}",  # nobody listens
+        recording_s3_access_key="k",
+        recording_s3_secret_key="s",
+        recording_s3_keep_local=False,
+        webhook_urls=[receiver.url],
+        webhook_events=["recording_finished"],
+    )
+    bot, _ = await participant(hub, "bot", "rec-room")
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        await asyncio.sleep(1.5)
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+        assert status == 200
+    await bot.close()
+    (finished,) = await receiver.wait_for(lambda d: len(d) >= 1, timeout=60)
+    await receiver.close()
+    assert finished["storage"]["state"] == "failed" and finished["storage"]["error"]
+    assert sorted(listing(done["directory"]))[-1] == "manifest.json"
+    assert len(listing(done["directory"])) == 3

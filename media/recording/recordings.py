@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from media.published_track import PublishedTrack
+    from media.recording.upload import S3Uploader
     from signaling.webhooks.outbox import WebhookOutbox
 
 log = logging.getLogger("switchboard.recording")
@@ -74,6 +75,8 @@ class Recording:
         self._stopping: asyncio.Future[None] | None = None
         self._on_damaged = on_damaged
         self.manifest_failed: str | None = None
+        #: Where the files went besides this node (S3-compatible upload), if anywhere.
+        self.storage: dict[str, Any] | None = None
 
     def wants(self, track: PublishedTrack) -> bool:
         if self.state != "recording" or track.info.codec.lower() not in RECORDABLE:
@@ -164,6 +167,7 @@ class Recording:
             "duration": round(max(ends), 3) if ends else 0.0,
             "size": sum(t["size"] for t in tracks),
             "damaged": ", ".join(damaged) or None,
+            "storage": self.storage,
         }
 
 
@@ -177,7 +181,10 @@ class Recordings:
         queue_size: int,
         webhooks: WebhookOutbox,
         room: Callable[[str], GroupCall | None],
+        uploader: S3Uploader | None = None,
     ) -> None:
+        self.uploader = uploader
+        self._uploads: set[asyncio.Task[None]] = set()
         self.directory = directory
         self.queue_size = queue_size
         self.webhooks = webhooks
@@ -250,9 +257,22 @@ class Recordings:
         self.finished[recording.id] = recording
         while len(self.finished) > KEEP_FINISHED:
             self.finished.popitem(last=False)
-        wire = recording.to_wire()
         log.info(
             "recording finished",
             extra={"room": recording.room_id, "recording": recording.id, "reason": reason},
         )
-        self.webhooks.emit("recording_finished", recording.room_id, wire)
+        if self.uploader is None or not recording.tracks():
+            self.webhooks.emit("recording_finished", recording.room_id, recording.to_wire())
+            return
+        # recording_finished once the files are in the bucket (or failed to get there).
+        recording.storage = {"bucket": self.uploader.target.bucket, "state": "uploading"}
+        task = asyncio.ensure_future(self._upload(recording))
+        self._uploads.add(task)
+        task.add_done_callback(self._uploads.discard)
+
+    async def _upload(self, recording: Recording) -> None:
+        assert self.uploader is not None
+        done = await self.uploader.upload(recording.directory, recording.id)
+        state = "failed" if "error" in done else "uploaded"
+        recording.storage = {**done, "state": state}
+        self.webhooks.emit("recording_finished", recording.room_id, recording.to_wire())

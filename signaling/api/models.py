@@ -405,6 +405,13 @@ class RecordingFile(Out):
     height: int | None = None
 
 
+class RecordingStorage(Out):
+    bucket: str
+    state: Literal["uploading", "uploaded", "failed"]
+    keys: list[str] = Field(default_factory=list, description="the objects, once uploaded")
+    error: str | None = None
+
+
 class RecordingOut(Out):
     recordingId: str
     roomId: str
@@ -419,6 +426,9 @@ class RecordingOut(Out):
     duration: float
     size: int
     damaged: str | None
+    storage: RecordingStorage | None = Field(
+        default=None, description="the S3-compatible upload, when one is configured"
+    )
 
 
 class RecordingList(Out):

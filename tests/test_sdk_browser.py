@@ -259,3 +259,37 @@ async def test_declined_and_unanswered_calls_end_on_both_sides(
     assert await alice.page.evaluate("window.seen") == [["ringing", None], ["ended", "no_answer"]]
     for page in (alice, bob):
         assert page.problems == []
+
+
+async def test_a_small_mesh_call_connects_everyone_and_toggles_reach_all(
+    hub_factory: Any, browser: Browser
+) -> None:
+    hub = await hub_factory(**TIMINGS)
+    alice, bob, carol = [
+        await sign_in(await browser.new_context(), hub.base, name)
+        for name in ("Alice", "Bob", "Carol")
+    ]
+    await eventually(alice.page, contact_dot("u-carol", "online"))
+    await alice.page.evaluate(
+        "sb.call(['u-bob', 'u-carol'], { video: true }).then((c) => { window.activeCall = c; })"
+    )
+    for page in (bob, carol):
+        await eventually(page.page, "!document.querySelector('#ringing').hidden")
+        await page.page.click("#accept")
+    # Everyone decodes everyone: alice-bob, alice-carol and bob-carol.
+    for page, others in (
+        (alice, ("u-bob", "u-carol")),
+        (bob, ("u-alice", "u-carol")),
+        (carol, ("u-alice", "u-bob")),
+    ):
+        for other in others:
+            await decoding(page.page, other)
+    # Bob mutes his microphone: both others are told.
+    await bob.page.click("#mic")
+    for page in (alice, carol):
+        await eventually(page.page, "window.activeCall.participants.get('u-bob')?.audio === false")
+    await bob.page.click("#hangup")
+    await eventually(alice.page, "window.activeCall.participants.get('u-bob')?.state === 'left'")
+    await decoding(alice.page, "u-carol")  # the call goes on without bob
+    for page in (alice, bob, carol):
+        assert page.problems == []

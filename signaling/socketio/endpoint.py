@@ -27,6 +27,17 @@ from signaling.auth import request_token
 from signaling.protocol import CloseCode, ErrorCode
 from signaling.ratelimit import TokenBucket
 from signaling.socketio import packets as p
+from signaling.socketio.http import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    UNKNOWN_SID,
+    UNKNOWN_TRANSPORT,
+    UNSUPPORTED_VERSION,
+    cors,
+    read_body,
+    refuse,
+    text,
+)
 from signaling.socketio.packets import EngineType, PacketError, SioPacket, SioType
 from signaling.socketio.session import (
     COMPAT_ID,
@@ -47,16 +58,8 @@ log = logging.getLogger("switchboard.socketio")
 
 PATH = "/socket.io/"
 NAMESPACE = "/"
-_TEXT_CONTENT = "text/plain; charset=UTF-8"
 #: How long a closed polling session still answers polls with what it had queued.
 CLOSED_LINGER = 5.0
-
-# Engine.IO's refusal codes (its JSON body {"code", "message"} with status 400 or 403).
-UNKNOWN_TRANSPORT = 0
-UNKNOWN_SID = 1
-BAD_REQUEST = 3
-FORBIDDEN = 4
-UNSUPPORTED_VERSION = 5
 
 
 class SocketIoEndpoint:
@@ -88,41 +91,27 @@ class SocketIoEndpoint:
 
     # -- HTTP: checks shared by every request ------------------------------------------------
 
-    def _cors(self, request: web.Request) -> dict[str, str]:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return {}
-        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true"}
-
-    def _refuse(self, request: web.Request, status: int, code: int, message: str) -> web.Response:
-        return web.Response(
-            status=status,
-            body=p.engine_error(code, message),
-            content_type="application/json",
-            headers=self._cors(request),
-        )
-
     def _check(self, request: web.Request) -> web.Response | None:
         """The Engine.IO query and the browser's origin; ``None`` if the request may go on."""
         query = request.query
         if query.get("EIO") != "4":
-            return self._refuse(request, 400, UNSUPPORTED_VERSION, "Unsupported protocol version")
+            return refuse(request, 400, UNSUPPORTED_VERSION, "Unsupported protocol version")
         if query.get("transport") not in ("polling", "websocket"):
-            return self._refuse(request, 400, UNKNOWN_TRANSPORT, "Transport unknown")
+            return refuse(request, 400, UNKNOWN_TRANSPORT, "Transport unknown")
         origin = request.headers.get("Origin")
         allowed = self.settings.allowed_origins
         if allowed and origin is not None and origin not in allowed:
             self.metrics.upgrades_refused.labels("origin").inc()
-            return self._refuse(request, 403, FORBIDDEN, f"origin '{origin[:200]}' is not allowed")
+            return refuse(request, 403, FORBIDDEN, f"origin '{origin[:200]}' is not allowed")
         return None
 
     def _session(self, request: web.Request, transport: str) -> EngineSession | web.Response:
         sid = request.query["sid"]
         session = self.sessions.get(sid)
         if session is None:
-            return self._refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
+            return refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
         if session.transport != transport and transport == "polling":
-            return self._refuse(request, 400, BAD_REQUEST, "Bad request: session upgraded")
+            return refuse(request, 400, BAD_REQUEST, "Bad request: session upgraded")
         return session
 
     async def handle_preflight(self, request: web.Request) -> web.Response:
@@ -130,7 +119,7 @@ class SocketIoEndpoint:
         if refused is not None:
             return refused
         headers = {
-            **self._cors(request),
+            **cors(request),
             "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
             "Access-Control-Allow-Headers": request.headers.get(
                 "Access-Control-Request-Headers", "content-type"
@@ -176,61 +165,43 @@ class SocketIoEndpoint:
         if "sid" not in request.query:
             if self.hub.draining:
                 self.metrics.upgrades_refused.labels("draining").inc()
-                return self._refuse(request, 503, BAD_REQUEST, "server is restarting")
+                return refuse(request, 503, BAD_REQUEST, "server is restarting")
             session = self._new_session(request, "polling")
-            return self._text(request, self._open_packet(session, ["websocket"]))
+            return text(request, self._open_packet(session, ["websocket"]))
         session = self._session(request, "polling")
         if isinstance(session, web.Response):
             return session
         if session.polling:
             session.close("overlapping polls")
-            return self._refuse(request, 400, BAD_REQUEST, "Bad request: overlapping polls")
-        return self._text(request, await session.poll())
+            return refuse(request, 400, BAD_REQUEST, "Bad request: overlapping polls")
+        return text(request, await session.poll())
 
     async def handle_post(self, request: web.Request) -> web.Response:
         refused = self._check(request)
         if refused is not None:
             return refused
         if "sid" not in request.query:
-            return self._refuse(request, 400, BAD_REQUEST, "Bad request: no session id")
+            return refuse(request, 400, BAD_REQUEST, "Bad request: no session id")
         session = self._session(request, "polling")
         if isinstance(session, web.Response):
             return session
         if session.closed:
-            return self._refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
-        body = await self._body(request)
+            return refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
+        body = await read_body(request, self.max_payload)
         if body is None:
             session.close("payload too large")
-            return self._refuse(request, 413, BAD_REQUEST, "Payload too large")
+            return refuse(request, 413, BAD_REQUEST, "Payload too large")
         try:
             received = p.parse_polling_body(body)
         except PacketError as exc:
             session.close("parse error")
-            return self._refuse(request, 400, BAD_REQUEST, f"Bad request: {exc.message}")
+            return refuse(request, 400, BAD_REQUEST, f"Bad request: {exc.message}")
         async with session.lock:
             for packet in received:
                 if session.closed:
                     break
                 await self.on_packet(session, packet)
-        return self._text(request, b"ok")
-
-    async def _body(self, request: web.Request) -> bytes | None:
-        """The POST body, or ``None`` past ``maxPayload`` (without reading all of it)."""
-        limit = self.max_payload
-        if (request.content_length or 0) > limit:
-            return None
-        chunks, size = [], 0
-        while chunk := await request.content.read(65536):
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _text(self, request: web.Request, body: bytes) -> web.Response:
-        return web.Response(
-            body=body, headers={"Content-Type": _TEXT_CONTENT, **self._cors(request)}
-        )
+        return text(request, b"ok")
 
     # -- WebSocket: a new session, or the upgrade of a polling one -------------------------
 
@@ -241,16 +212,16 @@ class SocketIoEndpoint:
             if isinstance(found, web.Response):
                 return found
             if found.closed:
-                return self._refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
+                return refuse(request, 400, UNKNOWN_SID, "Session ID unknown")
             if found.transport == "websocket":
-                return self._refuse(request, 400, BAD_REQUEST, "Bad request: already upgraded")
+                return refuse(request, 400, BAD_REQUEST, "Bad request: already upgraded")
             upgrading = found
         elif self.hub.draining:
             self.metrics.upgrades_refused.labels("draining").inc()
-            return self._refuse(request, 503, BAD_REQUEST, "server is restarting")
+            return refuse(request, 503, BAD_REQUEST, "server is restarting")
         ws = web.WebSocketResponse(compress=False, max_msg_size=self.max_payload)
         if not ws.can_prepare(request).ok:
-            return self._refuse(request, 400, BAD_REQUEST, "Bad request: not a WebSocket upgrade")
+            return refuse(request, 400, BAD_REQUEST, "Bad request: not a WebSocket upgrade")
         await ws.prepare(request)
         raw = request.transport
         if raw is None:

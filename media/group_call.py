@@ -146,8 +146,10 @@ class GroupCall:
         for recording in list(self.recordings):
             await self._end_recording(recording, reason)
 
-    async def close(self) -> None:
-        await self.end_recordings("room_closed")
+    async def close(self, reason: str = "room_closed") -> None:
+        """End the call here; ``reason`` (``room_moved``, ``node_stopping``) tells its
+        recordings whether they go on where the room goes."""
+        await self.end_recordings(reason)
         if self._demand_timer is not None:
             self._demand_timer.cancel()
             self._demand_timer = None

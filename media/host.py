@@ -122,6 +122,7 @@ class MediaHost:
             webhooks=webhooks,
             room=self.rooms.get,
             uploader=uploader(s),
+            records=records,
         )
 
     def load(self) -> dict[str, Any]:
@@ -201,6 +202,8 @@ class MediaHost:
                 on_empty=self._room_empty,
             )
             room.end_recording = self.recordings.end
+            if info.recordings:
+                await self.recordings.carry_on(room_id, info.recordings)
         participant = Participant(
             room,
             body["conn"],
@@ -431,7 +434,7 @@ class MediaHost:
         # reads sfu:rejoin, and one that sees the server hang up first may lose what it
         # was sending (aiortc stops a sender's track when its transport closes).
         await asyncio.sleep(MIGRATE_CLOSE_DELAY)
-        await room.close()
+        await room.close("room_moved")
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -453,7 +456,7 @@ class MediaHost:
                         "sfu:rejoin",
                         {"roomId": room.id, "reason": "media_node_stopping", "mediaNode": None},
                     )
-            await room.close()
+            await room.close("node_stopping")
             # Take this node's part out of the room record (best effort: the state may be
             # away), so the room can finish once the others are gone too.
             with contextlib.suppress(Exception):

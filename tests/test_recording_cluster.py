@@ -1,6 +1,7 @@
 """Recording in a cluster: the room API call reaches a node without media, the recording
 runs on the media node hosting the room, and when that node drains the recording ends
-there with complete, playable files (the call itself moves on to the other media node)."""
+there with complete, playable files while the room's call moves to the other media node,
+where a new recording carries on (naming the one it continues) until it is stopped."""
 
 from __future__ import annotations
 
@@ -53,19 +54,38 @@ async def test_recording_runs_where_the_room_is_and_ends_cleanly_when_it_drains(
     status, _ = await api(a, "POST", f"/nodes/{host}/drain", {"deadline": 0})
     assert status == 202
     delivered = await receiver.wait_for(
-        lambda d: any(e["type"] == "recording_finished" for e in d), timeout=30
+        lambda d: (
+            any(e["type"] == "recording_finished" for e in d)
+            and sum(e["type"] == "recording_started" for e in d) >= 2
+        ),
+        timeout=30,
     )
-    await receiver.close()
     finished = next(e for e in delivered if e["type"] == "recording_finished")
     assert finished["recordingId"] == started["recordingId"]
-    assert finished["endReason"] == "room_closed" and finished["damaged"] is None
+    assert finished["endReason"] == "room_moved" and finished["damaged"] is None
     assert finished["node"] == host
-    directory = Path(finished["directory"])
+    playable(Path(finished["directory"]), min_duration=2.0)
+
+    # The call moved to the other media node, and the recording with it.
+    carried = [e for e in delivered if e["type"] == "recording_started"][-1]
+    other = next(name for name in dirs if name != host)
+    assert carried["continues"] == started["recordingId"] and carried["node"] == other
+    await asyncio.sleep(3.0)
+    status, done = await api(a, "DELETE", f"/rooms/rec/recordings/{carried['recordingId']}")
+    assert status == 200, done
+    assert done["endReason"] == "stopped" and Path(done["directory"]).parent == dirs[other]
+    playable(Path(done["directory"]), min_duration=1.5)
+    status, listed = await api(a, "GET", "/rooms/rec/recordings")
+    assert [r["recordingId"] for r in listed["recordings"]] == [carried["recordingId"]]
+    await receiver.close()
+    await bot.close()
+
+
+def playable(directory: Path, *, min_duration: float) -> None:
     manifest = orjson.loads((directory / "manifest.json").read_bytes())
-    assert len(manifest["files"]) == 2
+    assert {f["kind"] for f in manifest["files"]} == {"audio", "video"}
     for entry in manifest["files"]:
-        assert entry["duration"] >= 2.0
+        assert entry["duration"] >= min_duration, entry
         with av.open(str(directory / entry["file"])) as container:
             frames = sum(1 for _ in container.decode(container.streams[0]))
         assert frames >= entry["frames"] - 2
-    await bot.close()

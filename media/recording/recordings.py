@@ -31,12 +31,16 @@ if TYPE_CHECKING:
 
     from media.published_track import PublishedTrack
     from media.recording.upload import S3Uploader
+    from signaling.state.models import RoomInfo
+    from signaling.state.room_records import RoomRecords
     from signaling.webhooks.outbox import WebhookOutbox
 
 log = logging.getLogger("switchboard.recording")
 
 #: Finished recordings this node still lists (the oldest are forgotten first).
 KEEP_FINISHED = 200
+#: Why a room recording ends here but goes on where the room's group call goes next.
+MOVING = frozenset({"room_moved", "node_stopping"})
 
 
 class GroupCall(Protocol):
@@ -60,8 +64,11 @@ class Recording:
         base: Path,
         queue_size: int,
         on_damaged: Callable[[Recording, TrackRecorder], None] | None = None,
+        continues: str | None = None,
     ) -> None:
         self.id = "rec_" + secrets.token_hex(8)
+        #: The recording this one carries on (its room moved to this node).
+        self.continues = continues
         self.room_id = room_id
         self.track_id = track_id
         self.directory = base / self.id
@@ -155,6 +162,7 @@ class Recording:
             "recordingId": self.id,
             "roomId": self.room_id,
             "trackId": self.track_id,
+            "continues": self.continues,
             "state": self.state,
             "startedAt": int(self.started_at * 1000),
             "endedAt": int(self.ended_at * 1000) if self.ended_at else None,
@@ -182,7 +190,9 @@ class Recordings:
         webhooks: WebhookOutbox,
         room: Callable[[str], GroupCall | None],
         uploader: S3Uploader | None = None,
+        records: RoomRecords | None = None,
     ) -> None:
+        self.records = records
         self.uploader = uploader
         self._uploads: set[asyncio.Task[None]] = set()
         self.directory = directory
@@ -198,11 +208,16 @@ class Recordings:
             raise HubError(ErrorCode.ROOM_NOT_FOUND, f"room '{room_id}' has no group call")
         return room
 
-    async def start(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def start(self, body: dict[str, Any], *, continues: str | None = None) -> dict[str, Any]:
         room = self._group_call(body["room"])
         track_id = body.get("trackId")
         recording = Recording(
-            room.id, track_id, self.directory, self.queue_size, on_damaged=self._damaged
+            room.id,
+            track_id,
+            self.directory,
+            self.queue_size,
+            on_damaged=self._damaged,
+            continues=continues,
         )
         tracks = room.tracks()
         if track_id is not None:
@@ -216,10 +231,41 @@ class Recordings:
             recording.add(track)
         room.recordings.append(recording)
         self.active[recording.id] = recording
+        if track_id is None:  # a room recording follows the room (track ids do not)
+            await self._remember(room.id, add=recording.id, drop=continues)
         log.info("recording started", extra={"room": room.id, "recording": recording.id})
         wire = recording.to_wire()
         self.webhooks.emit("recording_started", room.id, wire)
         return wire
+
+    async def carry_on(self, room_id: str, ids: list[str]) -> None:
+        """The room's group call starts here and had room recordings running where it was:
+        go on recording it (each a new recording naming the one it continues)."""
+        for old in ids:
+            if any(r.continues == old or r.id == old for r in self.active.values()):
+                continue
+            try:
+                await self.start({"room": room_id}, continues=old)
+            except HubError as exc:
+                log.warning("recording not carried on", extra={"room": room_id, "code": exc.code})
+
+    async def _remember(
+        self, room_id: str, *, add: str | None = None, drop: str | None = None
+    ) -> None:
+        """Keep the room's running room recordings in its record, for the next media node."""
+        if self.records is None:
+            return
+
+        def mutate(info: RoomInfo) -> None:
+            ids = [i for i in info.recordings if i != drop]
+            if add is not None and add not in ids:
+                ids.append(add)
+            info.recordings = ids
+
+        try:
+            await self.records.update(room_id, mutate)
+        except (KeyError, HubError):  # no record (the room is gone), or the state is away
+            log.warning("room recordings not recorded", extra={"room": room_id})
 
     def _damaged(self, recording: Recording, recorder: TrackRecorder) -> None:
         """A file started missing frames: the chat backend hears at once (the call goes on)."""
@@ -254,6 +300,8 @@ class Recordings:
         await recording.stop(reason)
         if self.active.pop(recording.id, None) is None:
             return
+        if recording.track_id is None and reason not in MOVING:
+            await self._remember(recording.room_id, drop=recording.id)
         self.finished[recording.id] = recording
         while len(self.finished) > KEEP_FINISHED:
             self.finished.popitem(last=False)

@@ -416,6 +416,11 @@ class RecordingOut(Out):
     recordingId: str
     roomId: str
     trackId: str | None
+    continues: str | None = Field(
+        default=None,
+        description="the recording this one carries on: the room's group call moved to "
+        "another media node (a drain), and its room recording went with it",
+    )
     state: Literal["recording", "stopping", "finished"]
     startedAt: int
     endedAt: int | None

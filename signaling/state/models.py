@@ -161,6 +161,9 @@ class RoomInfo:
     media: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: bits/s any one participant may publish in the room's group call (0: no cap)
     max_publish_bitrate: int = 0
+    #: whole-room recordings running (their latest ids): whichever media node hosts the
+    #: room's group call next carries them on
+    recordings: list[str] = field(default_factory=list)
 
     def permission(self, user_id: str, name: str) -> bool:
         return bool(self.permissions.get(user_id, {}).get(name, True))

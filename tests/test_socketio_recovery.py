@@ -147,12 +147,14 @@ async def reconnected(sio: NodeSocketIO, ref: str) -> bool:
     return recovered
 
 
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]])
 async def test_a_dropped_client_gets_what_it_missed_in_every_room(
-    hub_factory: Any, sio: NodeSocketIO, http: aiohttp.ClientSession
+    hub_factory: Any, sio: NodeSocketIO, http: aiohttp.ClientSession, transports: list[str]
 ) -> None:
     hub = await hub_factory(socketio_recovery=30)
     api = hub.api(http)
-    await sio.connected("a", hub.base, hub.token("alice", rooms=["r1", "r2"]), **WS_ONLY)
+    token = hub.token("alice", rooms=["r1", "r2"])
+    await sio.connected("a", hub.base, token, transports=transports)
     _, _, recovered = await sio.expect("a", "connect")
     assert recovered is False  # a first connection
     await sio.emit("a", "room:join", {"roomId": "r1"}, ack=True)

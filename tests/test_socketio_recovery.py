@@ -16,6 +16,7 @@ import pytest
 from signaling.socketio import packets as p
 from signaling.socketio.recovery_log import RecoveryLog, resume_positions
 from signaling.state.history import Template
+from tests.redis_server import free_port
 from tests.sio_driver import NodeSocketIO
 from tests.test_socketio_bad_input import RawSession
 
@@ -198,10 +199,12 @@ async def test_recovery_that_cannot_be_complete_is_refused_and_rooms_come_back(
     await sio.connected("a", hub.base, hub.token("alice", rooms=["r1"]), **WS_ONLY)
     await sio.expect("a", "connect")
     await sio.emit("a", "room:join", {"roomId": "r1"}, ack=True)
-    sio.drop("a")
+    # Away for sure while the room moves on: reconnects fail until pointed back.
+    sio.drop("a", f"http://127.0.0.1:{free_port()}")
     await sio.expect("a", "disconnect")
     for n in range(5):  # more than the room keeps
         await push(api, "r1", n)
+    sio.point("a", hub.base)
     _, _, recovered = await sio.expect("a", "connect", timeout=10)
     assert recovered is False
     await push(api, "r1", 9)

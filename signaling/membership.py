@@ -62,9 +62,11 @@ class MembershipService:
         # what was before is in the history (a client drops offsets it already has).
         if payload.recover is None:
             position = await self.history.position(room_id)
+            conn.room_position(room_id, position.epoch, position.offset)
             return {**answer, "position": {"room": room_id, **position.to_wire()}}
         since = Position(payload.recover.epoch, payload.recover.offset)
         found = await self.history.recover(room_id, since, conn.user_id)
+        conn.room_position(room_id, found.position.epoch, found.position.offset)
         return {
             **answer,
             "position": {"room": room_id, **found.position.to_wire()},
@@ -77,8 +79,11 @@ class MembershipService:
         was recorded in the room after ``since`` (just the position without it)."""
         await self._enter(conn, room_id)
         if since is None:
-            return Recovery(await self.history.position(room_id), False)
-        return await self.history.recover(room_id, since, conn.user_id)
+            found = Recovery(await self.history.position(room_id), False)
+        else:
+            found = await self.history.recover(room_id, since, conn.user_id)
+        conn.room_position(room_id, found.position.epoch, found.position.offset)
+        return found
 
     async def _enter(self, conn: Connection, room_id: str) -> RoomInfo:
         if not conn.principal.may_join(room_id):

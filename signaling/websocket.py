@@ -159,6 +159,11 @@ class Connection:
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:
         return self.send_frame(text_frame(encode(type_, data, id_)))
 
+    def room_position(self, room_id: str, epoch: str, offset: int) -> None:
+        """The room was (re)joined with its history at this position: from here on its
+        recorded events reach this connection live. ``/ws`` clients keep positions
+        themselves; a Socket.IO session with recovery notes them."""
+
     def abort(self, code: int, reason: str) -> None:
         """Close without waiting for the peer: queue a close frame, flush, then cut.
 

@@ -226,6 +226,16 @@ async def hub(hub_factory: Callable[..., Any]) -> Hub:
 
 
 @pytest.fixture
+async def backend() -> AsyncIterator[Any]:
+    """A real local chat backend for the message proxy (:mod:`tests.message_backend`)."""
+    from tests.message_backend import MessageBackend  # it imports this module
+
+    b = await MessageBackend().start()
+    yield b
+    await b.close()
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session

@@ -4,7 +4,6 @@ garbage, time out or be gone, and that sees duplicate tempIds."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from tests.cluster import Cluster
 from tests.conftest import API_SECRET, unrecorded
 from tests.message_backend import MessageBackend
 from tests.redis_server import RedisServer, free_port
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[MessageBackend]:
-    b = await MessageBackend().start()
-    yield b
-    await b.close()
 
 
 @pytest.fixture

@@ -73,6 +73,19 @@ def test_vp8_frames_are_assembled_and_a_broken_one_waits_for_a_keyframe() -> Non
 # -- through the room API ----------------------------------------------------------------------
 
 
+async def record(hub: Any, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Record the room ``rec-room`` for ``seconds`` through the room API: what starting
+    and stopping answered."""
+    async with aiohttp.ClientSession() as http:
+        api = hub.api(http)
+        status, started = await api.post("/rooms/rec-room/recordings")
+        assert status == 201, started
+        await asyncio.sleep(seconds)
+        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
+        assert status == 200, done
+    return started, done
+
+
 def exists(path: str) -> bool:
     return Path(path).exists()
 
@@ -110,15 +123,9 @@ async def test_a_ten_second_call_is_recorded_as_it_was_sent(
         webhook_events=["recording_started", "recording_finished"],
     )
     bot, _ = await participant(hub, "bot", "rec-room")
-    async with aiohttp.ClientSession() as http:
-        api = hub.api(http)
-        status, started = await api.post("/rooms/rec-room/recordings")
-        assert status == 201, started
-        assert started["state"] == "recording" and started["recordingId"].startswith("rec_")
-        await asyncio.sleep(10.0)
-        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
-        assert status == 200, done
+    started, done = await record(hub, 10.0)
     await bot.close()
+    assert started["state"] == "recording" and started["recordingId"].startswith("rec_")
     assert done["state"] == "finished" and done["endReason"] == "stopped"
     assert done["damaged"] is None
     files = {f["kind"]: f for f in done["files"]}
@@ -343,13 +350,8 @@ async def test_finished_recordings_go_to_s3_compatible_storage(
         webhook_events=["recording_finished"],
     )
     bot, _ = await participant(hub, "bot", "rec-room")
-    async with aiohttp.ClientSession() as http:
-        api = hub.api(http)
-        status, started = await api.post("/rooms/rec-room/recordings")
-        assert status == 201
-        await asyncio.sleep(2.0)
-        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
-        assert status == 200 and done["storage"]["state"] in ("uploading", "uploaded")
+    started, done = await record(hub, 2.0)
+    assert done["storage"]["state"] in ("uploading", "uploaded")
     await bot.close()
     (finished,) = await receiver.wait_for(lambda d: len(d) >= 1, timeout=20)
     await receiver.close()
@@ -382,12 +384,7 @@ async def test_an_unreachable_bucket_keeps_the_files_here(hub_factory: Any, tmp_
         webhook_events=["recording_finished"],
     )
     bot, _ = await participant(hub, "bot", "rec-room")
-    async with aiohttp.ClientSession() as http:
-        api = hub.api(http)
-        status, started = await api.post("/rooms/rec-room/recordings")
-        await asyncio.sleep(1.5)
-        status, done = await api.delete(f"/rooms/rec-room/recordings/{started['recordingId']}")
-        assert status == 200
+    _, done = await record(hub, 1.5)
     await bot.close()
     (finished,) = await receiver.wait_for(lambda d: len(d) >= 1, timeout=60)
     await receiver.close()

@@ -32,13 +32,6 @@ TIMINGS = {
 
 
 @pytest.fixture
-async def backend() -> AsyncIterator[MessageBackend]:
-    b = await MessageBackend().start()
-    yield b
-    await b.close()
-
-
-@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -73,7 +73,7 @@ def test_polling_bodies() -> None:
 @pytest.mark.parametrize("size", [10, 500, 70_000])
 def test_broadcast_frame_becomes_an_event_packet(size: int) -> None:
     data = {"roomId": "r1", "pad": "x" * size, "quote": 'a "b" \\ c'}
-    packet = p.packet_of_event_frame(event_frame("room:updated", data))
+    packet, _, _ = p.BroadcastTranslator().translate(event_frame("room:updated", data))
     assert packet.startswith(b"42")
     assert orjson.loads(packet[2:]) == ["room:updated", data]
 

@@ -132,6 +132,10 @@ class Recording:
                 self.manifest_failed = f"manifest_not_written: {exc}"[:200]
                 log.warning("recording manifest not written", extra={"recording": self.id})
 
+    @property
+    def has_files(self) -> bool:
+        return bool(self._done or self.recorders)
+
     def tracks(self) -> list[dict[str, Any]]:
         """Each file, with its offset: when its first frame was captured, from the
         earliest first frame of the recording (the sender reports' clock)."""
@@ -309,7 +313,7 @@ class Recordings:
             "recording finished",
             extra={"room": recording.room_id, "recording": recording.id, "reason": reason},
         )
-        if self.uploader is None or not recording.tracks():
+        if self.uploader is None or not recording.has_files:
             self.webhooks.emit("recording_finished", recording.room_id, recording.to_wire())
             return
         # recording_finished once the files are in the bucket (or failed to get there).

@@ -25,14 +25,14 @@ from media.recording.ogg import OggOpusWriter
 
 log = logging.getLogger("switchboard.recording")
 
-#: (container format, file suffix, RTP clock rate) per track kind.
-FORMATS = {"video": ("webm", ".webm", 90_000), "audio": ("ogg", ".ogg", 48_000)}
+#: (file suffix, RTP clock rate) per track kind.
+FORMATS = {"video": (".webm", 90_000), "audio": (".ogg", 48_000)}
 
 
 class TrackFile:
     def __init__(self, path: Path, kind: str, *, queue_size: int) -> None:
         self.kind = kind
-        self.format, suffix, self.clock_rate = FORMATS[kind]
+        suffix, self.clock_rate = FORMATS[kind]
         self.path = path.with_suffix(suffix)
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=queue_size)
         self.damaged: str | None = None  # why, if the file misses frames
@@ -90,29 +90,18 @@ class TrackFile:
     # -- the thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        container: Any = None
-        stream: Any = None
+        container: _OggFile | _WebmFile | None = None
         try:
             while (frame := self._queue.get()) is not None:
                 if container is None:
                     if self.kind == "video" and (not frame.keyframe or frame.size is None):
                         continue
-                    container, stream = self._open(frame)
+                    container = self._open(frame)
                     self.first_timestamp = frame.timestamp
                 assert self.first_timestamp is not None
                 if self.last_timestamp is not None and frame.timestamp <= self.last_timestamp:
                     continue  # a repeat: timestamps must grow
-                if isinstance(container, OggOpusWriter):
-                    container.write(frame.timestamp - self.first_timestamp, frame.data)
-                    self.frames += 1
-                    self.last_timestamp = frame.timestamp
-                    continue
-                packet = av.Packet(frame.data)
-                packet.stream = stream
-                packet.pts = packet.dts = frame.timestamp - self.first_timestamp
-                packet.time_base = Fraction(1, self.clock_rate)
-                packet.is_keyframe = frame.keyframe
-                container.mux(packet)
+                container.put(frame.timestamp - self.first_timestamp, frame)
                 self.frames += 1
                 self.last_timestamp = frame.timestamp
         except (OSError, av.FFmpegError) as exc:
@@ -127,23 +116,44 @@ class TrackFile:
                 except (OSError, av.FFmpegError) as exc:
                     self.damaged = self.damaged or f"write_failed: {exc}"[:200]
 
-    def _open(self, first: Frame) -> tuple[Any, Any]:
+    def _open(self, first: Frame) -> _OggFile | _WebmFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "audio":
-            return _OggFile(self.path), None
+            return _OggFile(self.path)
         assert first.size is not None
         self.size = first.size
-        container = av.open(str(self.path), "w", format=self.format)
-        stream = container.add_mux_stream("vp8", width=first.size[0], height=first.size[1])
-        stream.time_base = Fraction(1, self.clock_rate)
-        return container, stream
+        return _WebmFile(self.path, first.size, self.clock_rate)
+
+
+class _WebmFile:
+    """VP8 frames muxed by PyAV into a stream without a codec context."""
+
+    def __init__(self, path: Path, size: tuple[int, int], clock_rate: int) -> None:
+        self.time_base = Fraction(1, clock_rate)
+        self.container: Any = av.open(str(path), "w", format="webm")
+        self.stream = self.container.add_mux_stream("vp8", width=size[0], height=size[1])
+        self.stream.time_base = self.time_base
+
+    def put(self, pts: int, frame: Frame) -> None:
+        packet = av.Packet(frame.data)
+        packet.stream = self.stream
+        packet.pts = packet.dts = pts
+        packet.time_base = self.time_base
+        packet.is_keyframe = frame.keyframe
+        self.container.mux(packet)
+
+    def close(self) -> None:
+        self.container.close()
 
 
 class _OggFile(OggOpusWriter):
-    """An Ogg Opus writer that owns its file (closed like a PyAV container)."""
+    """An Ogg Opus writer that owns its file."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path.open("wb"))
+
+    def put(self, pts: int, frame: Frame) -> None:
+        self.write(pts, frame.data)
 
     def close(self) -> None:
         try:

@@ -42,7 +42,6 @@ from signaling.socketio.packets import EngineType, PacketError, SioPacket, SioTy
 from signaling.socketio.session import (
     COMPAT_ID,
     COMPAT_REPLIES,
-    QUIET_ID,
     EngineSession,
     SioConnection,
 )
@@ -387,8 +386,6 @@ class SocketIoEndpoint:
         id_: str | int | None = packet.ack_id
         if id_ is None and name in COMPAT_REPLIES:
             id_ = COMPAT_ID
-        elif id_ is None and name == "room:join" and conn.recovery is not None:
-            id_ = QUIET_ID
         conn.current_event = name
         try:
             await self.hub.dispatch(conn, id_, name, args[1] if len(args) > 1 else None)

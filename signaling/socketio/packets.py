@@ -243,11 +243,6 @@ def _payload(frame: bytes) -> bytes:
     return frame[2 if length < 126 else 4 if length == 126 else 10 :]
 
 
-def packet_of_event_frame(frame: bytes) -> bytes:
-    """:func:`packet_of_envelope` for a hub event frame (a WebSocket text frame)."""
-    return packet_of_envelope(_payload(frame))
-
-
 class BroadcastTranslator:
     """Remembers the last broadcast it translated: the hub writes one frame object to
     every recipient in a row, so a room of Socket.IO clients costs one translation (and one

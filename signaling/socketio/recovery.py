@@ -87,7 +87,6 @@ class SessionRecovery:
     ) -> list[bytes] | None:
         """Rejoin the snapshot's rooms (whatever happens: the client keeps them); what was
         missed in all of them, or ``None`` if any room cannot say."""
-        assert conn.recovery is not None
         positions = resume_positions(snapshot, offset)
         recovered = positions is not None
         missed: list[bytes] = []
@@ -101,7 +100,6 @@ class SessionRecovery:
                 log.info("room not resumed", extra={"room": room_id, "code": exc.code})
                 recovered = False
                 continue
-            conn.recovery.joined(room_id, found.position.epoch, found.position.offset)
             recovered = recovered and found.recovered
             missed.extend(found.publications)
         return missed if recovered else None

@@ -25,7 +25,7 @@ class RecoveryLog:
         self.origin = origin
         self.capacity = capacity
         self._sent: deque[Mark] = deque()
-        #: Where each room's view starts: the position a join answered, moved on as
+        #: Where each room's view starts: the position read when it was joined, moved on as
         #: events are forgotten.
         self._base: dict[str, tuple[str, int]] = {}
         #: The last offset sent per room: a recorded event is written once, even when it
@@ -37,7 +37,7 @@ class RecoveryLog:
         self.held_bytes = 0
 
     def joined(self, room_id: str, epoch: str, offset: int) -> None:
-        """A join answered this position: the client has the room up to it."""
+        """The room was joined at this position: the client has it up to there."""
         self._base[room_id] = (epoch, offset)
 
     def record(self, mark: Mark) -> bool:
@@ -88,7 +88,7 @@ def resume_positions(snapshot: dict[str, Any], offset: Any) -> dict[str, tuple[s
             continue
         base = snapshot["base"].get(room)
         if base is None:
-            return None  # joined, but the join's answer never reached the session
+            return None  # dropped while joining, before the room's position was read
         epoch, at = base[0], base[1]
         unseen = [entry for entry in sent[received + 1 :] if entry[1] == room]
         if unseen and unseen[0][2] == epoch:

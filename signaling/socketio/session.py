@@ -43,9 +43,6 @@ FINAL_CLOSES = frozenset({CloseCode.NORMAL, CloseCode.POLICY_VIOLATION})
 COMPAT_REPLIES = {"call:initiate": "call:initiated"}
 #: An internal request id marking a request whose reply is a compatibility event.
 COMPAT_ID = "\x00compat"
-#: Marks a ``room:join`` sent without an ack id: its answer is not written, but with
-#: connection-state recovery it tells where the client's view of the room starts.
-QUIET_ID = "\x00quiet"
 #: Errors of these events (without an ack) are reported as ``call:error``.
 CALL_EVENTS = ("call:", "media:", "screen:")
 
@@ -330,14 +327,6 @@ class SioConnection(Connection):
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:
         if self.closed:
             return False
-        if type_ == "ack" and self.recovery is not None and self.current_event == "room:join":
-            position = data.get("position")
-            if position is not None:
-                self.recovery.joined(position["room"], position["epoch"], position["offset"])
-        if id_ == QUIET_ID:
-            if type_ == "ack":
-                return True
-            id_ = None
         if id_ == COMPAT_ID:
             if type_ == "ack":
                 return self._write(p.event_packet(COMPAT_REPLIES[self.current_event], data))
@@ -352,6 +341,10 @@ class SioConnection(Connection):
         return self._write(p.event_packet(type_, data))
 
     # -- resuming (connection-state recovery) --------------------------------------------------
+
+    def room_position(self, room_id: str, epoch: str, offset: int) -> None:
+        if self.recovery is not None:
+            self.recovery.joined(room_id, epoch, offset)
 
     def hold(self) -> None:
         """Keep what is written from now on until :meth:`resumed`."""

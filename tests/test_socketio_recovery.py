@@ -160,6 +160,7 @@ async def test_a_dropped_client_gets_what_it_missed_in_every_room(
     assert recovered is False  # a first connection
     await sio.emit("a", "room:join", {"roomId": "r1"}, ack=True)
     await sio.emit("a", "room:join", {"roomId": "r2"})  # no ack, as the old clients join
+    await sio.emit("a", "ping", {}, ack=True)  # handled in order: r2 is joined by now
     await push(api, "r2", 0)
     await push(api, "r1", 1)
     got = await numbers(sio, "a", 2)

@@ -133,8 +133,21 @@ def media(started: float, decoded: Decoded) -> dict[str, Any]:
     }
 
 
+async def connect(args: argparse.Namespace) -> HubClient:
+    """The signaling connection; a lossy link may lose the first attempt's packets (ARP,
+    SYN), so a refused or unreachable connect is tried again a few times."""
+    for attempt in range(5):
+        try:
+            return await HubClient.connect(args.url, args.token)
+        except OSError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 async def group(args: argparse.Namespace) -> None:
-    hub = await HubClient.connect(args.url, args.token)
+    hub = await connect(args)
     started = time.perf_counter()
     client = SfuClient(hub, args.room, policy=ice.IcePolicy())
     decoded = Decoded(started)

@@ -174,6 +174,7 @@ def generator_configs(
                 "pairs": pairs,
                 "iceBurst": int(params.get("ice_burst", 0)),
                 "hold": params.get("hold", 0),
+                "drainMax": params.get("drain_max", 0) * 1000,
             }
         )
     return configs
@@ -275,6 +276,9 @@ def summarize(
             "setup_p50_ms": round(pct(setup_ms, 0.5), 3),
             "setup_p99_ms": round(pct(setup_ms, 0.99), 3),
         }
+    drains = [p["drainMs"] for p in parts if "drainMs" in p]
+    if drains:
+        out["drain_ms"] = None if None in drains else max(drains)
     if any("churnCycles" in p for p in parts):
         connect_ms = [x for p in parts for x in p.get("connectMs", [])]
         out |= {
@@ -332,7 +336,9 @@ def run_one(
         configs = generator_configs(
             scenario, params, procs, [url_of(system, p) for p in ports], system
         )
-        parts, readings = run_generators(configs, pids, timeout=params["duration"] + 240)
+        parts, readings = run_generators(
+            configs, pids, timeout=params["duration"] + params.get("drain_max", 0) + 240
+        )
         result = {
             "scenario": scenario,
             "topology": topology,
@@ -436,6 +442,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ice-burst", type=int, help="calls: ICE candidates each way")
     parser.add_argument("--hold", type=float, help="churn: seconds a churner stays")
     parser.add_argument("--duration", type=float, help="seconds of load per run")
+    parser.add_argument(
+        "--drain-max",
+        type=float,
+        help="fanout/idle: wait up to this many seconds after the load for late deliveries",
+    )
     parser.add_argument("--procs", type=int, default=2, help="load generator processes")
     parser.add_argument(
         "--history-size", type=int, help="Switchboard's room history (0: recovery off)"
@@ -456,6 +467,8 @@ def main(argv: list[str]) -> int:
         for key in params[scenario]:
             if getattr(args, key, None) is not None:
                 params[scenario][key] = getattr(args, key)
+        if args.drain_max is not None:
+            params[scenario]["drain_max"] = args.drain_max
     runs = []
     for scenario in scenarios:
         for topology in topologies:

@@ -16,6 +16,11 @@ class ClusterSettings(BaseModel):
         default=None, description="share state with other nodes through this Redis"
     )
     redis_prefix: str = Field(default="sb", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_busy_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long a command waits for a free pooled Redis connection under load",
+    )
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     node_heartbeat_interval: float = Field(default=5.0, gt=0)
     node_dead_after: float = Field(default=15.0, gt=0)

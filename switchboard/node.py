@@ -61,6 +61,7 @@ def make_state(settings: Settings) -> State:
         heartbeat_interval=settings.node_heartbeat_interval,
         dead_after=settings.node_dead_after,
         node_info={"host": settings.host, "port": settings.port},
+        busy_timeout=settings.redis_busy_timeout,
     )
 
 

@@ -141,6 +141,22 @@ function typingCounter(bySender, measuring) {
   };
 }
 
+// After the last send: wait until every expected delivery arrived, for at least DRAIN_MS
+// and at most cfg.drainMax ms (overload runs: delivered late, or never?). drainMs is how
+// long the deliveries still due took to arrive after the sending stopped.
+async function drainDeliveries() {
+  const start = performance.now();
+  const limit = Math.max(DRAIN_MS, cfg.drainMax ?? 0);
+  let done = null;
+  for (;;) {
+    const t = performance.now() - start;
+    if (done === null && stats.deliveries >= stats.expected) done = t;
+    if (t >= limit || (done !== null && t >= DRAIN_MS)) break;
+    await sleep(20);
+  }
+  extra.drainMs = done === null ? null : Math.round(done);
+}
+
 // Rooms whose members type: after `hold()`, every member runs `type(member)`, which
 // stamps each toggle it sends in member.sentAt; the K-1 others must receive each one.
 function typingRooms(hold, type) {
@@ -158,7 +174,7 @@ function typingRooms(hold, type) {
       measuring = true;
       await Promise.all(members.map(type));
       stats.expected = members.reduce((n, m) => n + m.sentAt.length, 0) * (cfg.roomSize - 1);
-      await sleep(DRAIN_MS);
+      await drainDeliveries();
       extra.connections = members.filter((m) => m.conn.open).length;
       for (const m of members) m.conn.close();
     },

@@ -49,9 +49,10 @@ class RedisState(State):
         heartbeat_interval: float = 5.0,
         dead_after: float = 15.0,
         node_info: dict[str, Any] | None = None,
+        busy_timeout: float = 30.0,
     ) -> None:
         reports = Reports()
-        self.link = link = RedisLink(url, prefix, node_id or secrets.token_hex(4))
+        self.link = link = RedisLink(url, prefix, node_id or secrets.token_hex(4), busy_timeout)
         history = RedisHistory(link)
         delivery = RedisDelivery(link, reports, history)
         nodes = RedisNodes(link, delivery, reports, dead_after=dead_after, info=node_info)

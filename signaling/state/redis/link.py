@@ -44,6 +44,33 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.Timeout
 #: must not exhaust Redis's maxclients (which would look like an outage).
 POOL_SIZE = 64
 
+
+class RedisBusy(HubError):
+    """Every pooled connection stayed busy past the bound: the node is overloaded, Redis
+    is not gone. The one operation fails; the node stays online (no fallback, no
+    reconnect, nothing else lost)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ErrorCode.UNAVAILABLE, "shared state is overloaded right now; retry shortly"
+        )
+
+
+class WaitingPool(BlockingConnectionPool):
+    """A pool whose busy spell is back-pressure: a command waits (up to ``timeout``) for
+    a connection; running out of that wait raises :class:`RedisBusy`, which is not one
+    of the :data:`UNREACHABLE` failures that switch the node to local-only (redis-py
+    reports it as a ``ConnectionError``, the same as a refused connection)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise RedisBusy() from exc
+            raise
+
+
 SCRIPTS = (
     "HISTORY_PUBLISH",
     "SET_DEVICE",
@@ -62,8 +89,9 @@ SCRIPTS = (
 )
 
 
-def connect_client(url: str) -> Redis:
-    """A client that fails fast (the node decides when to retry).
+def connect_client(url: str, busy_timeout: float = 30.0) -> Redis:
+    """A client that fails fast on a lost connection (the node decides when to retry)
+    and waits up to ``busy_timeout`` for a pooled connection when all are busy.
 
     ``redis://``, ``rediss://`` and ``unix://`` URLs are Redis's own. Sentinel:
     ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``.
@@ -90,7 +118,7 @@ def connect_client(url: str) -> Redis:
             max_connections=POOL_SIZE,
             **options,
         )
-    pool = BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, timeout=5.0, **options)
+    pool = WaitingPool.from_url(url, max_connections=POOL_SIZE, timeout=busy_timeout, **options)
     return Redis(connection_pool=pool)
 
 
@@ -109,11 +137,11 @@ class StateUnavailable(HubError):
 
 
 class RedisLink:
-    def __init__(self, url: str, prefix: str, node_id: str) -> None:
+    def __init__(self, url: str, prefix: str, node_id: str, busy_timeout: float = 30.0) -> None:
         self.url = url
         self.node_id = node_id
         self.keys = Keys(prefix)
-        self.client: Redis = connect_client(url)
+        self.client: Redis = connect_client(url, busy_timeout)
         self.online = False
         #: Whether this node's first-hand state is back in Redis after (re)connecting.
         self.synced = False

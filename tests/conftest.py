@@ -15,6 +15,7 @@ import pytest
 import uvloop
 from aiohttp.test_utils import TestServer
 
+from benchmarks.redis_cluster import RedisClusterServer
 from config import Settings
 from signaling.api.auth import mint_api_token
 from signaling.client import HubClient
@@ -83,14 +84,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServer]:
+    """One real 3-primary Redis Cluster for the session; tests keep apart by prefix."""
+    cluster = RedisClusterServer(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 def make_state(kind: str, request: pytest.FixtureRequest) -> State:
+    """``memory``, ``redis`` (one redis-server) or ``cluster`` (a Redis Cluster)."""
     if kind == "memory":
         return MemoryState()
-    if kind == "redis":
-        from signaling.state.redis import RedisState
+    from signaling.state.redis import RedisState
 
+    if kind == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         return RedisState(server.url, prefix="t" + secrets.token_hex(6))
+    if kind == "cluster":
+        cluster: RedisClusterServer = request.getfixturevalue("redis_cluster")
+        return RedisState(cluster.url, prefix="t" + secrets.token_hex(6))
     raise ValueError(kind)
 
 

@@ -14,9 +14,14 @@ from tests.cluster import Cluster, Node
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, redis_server.url)
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """The nodes share one redis-server, or a 3-primary Redis Cluster (sharded pub/sub)."""
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server").url
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    c = Cluster(tmp_path, url)
     yield c
     await c.close()
 

@@ -1,6 +1,6 @@
-"""The state interfaces' contract, run against both implementations (memory, real Redis):
-every store answers the same, and what the backend reports reaches the one registered
-handler the same way."""
+"""The state interfaces' contract, run against both implementations (memory, real Redis,
+the Redis one also on a real 3-primary Redis Cluster): every store answers the same, and
+what the backend reports reaches the one registered handler the same way."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import pytest
 from signaling.protocol import HubError
 from signaling.state.models import Call, CallParticipant, Member, RoomInfo
 from tests.conftest import make_state
+
+STATE_KINDS = ("memory", "redis", "cluster")
 
 
 class Recorder:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 
 from signaling.background import cancel_and_wait
@@ -38,7 +38,21 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
     return orjson.loads(data[:cut]), data[cut + 1 :]
 
 
+class Listener:
+    """One pub/sub connection and the task reading it."""
+
+    def __init__(self, pubsub: PubSub, reader: asyncio.Task[None]) -> None:
+        self.pubsub = pubsub
+        self.reader = reader
+
+
 class Bus:
+    """The node's subscriptions. On one Redis (or Sentinel) it is one connection with
+    SUBSCRIBE. On Redis Cluster channels are sharded (SSUBSCRIBE, answered by the shard
+    owning the channel's slot, so room traffic spreads over the primaries instead of
+    reaching all of them): one connection per primary that owns a subscribed channel.
+    A broken connection is a lost Redis: the node reconnects and resubscribes."""
+
     def __init__(
         self,
         on_message: Callable[[dict[str, Any], bytes], None],
@@ -46,26 +60,42 @@ class Bus:
     ) -> None:
         self._on_message = on_message
         self.on_lost = on_lost
-        self._pubsub: PubSub | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._client: Any = None
+        self._sharded = False
+        self._listeners: dict[str, Listener] = {}
+        self._owner: dict[str, str] = {}  # channel -> listener (sharded: the node name)
         self._confirmed: dict[str, asyncio.Future[None]] = {}
 
     @property
     def connected(self) -> bool:
-        return self._reader is not None and not self._reader.done()
+        return self._client is not None and all(
+            not lis.reader.done() for lis in self._listeners.values()
+        )
 
-    async def open(self, client: Redis, channels: list[str]) -> None:
-        """Subscribe to ``channels`` on a fresh connection and start reading."""
+    async def open(self, client: Any, channels: list[str], *, sharded: bool = False) -> None:
+        """Subscribe to ``channels`` on fresh connections and start reading."""
         await self.close()
-        self._pubsub = client.pubsub()
-        self._reader = asyncio.create_task(self._read(self._pubsub), name="redis-bus")
+        self._client, self._sharded = client, sharded
         await self.subscribe(*channels)
+
+    def _listener(self, channel: str) -> tuple[str, PubSub]:
+        if not self._sharded:
+            name, make = "", self._client.pubsub
+        else:
+            node = self._client.get_node_from_key(channel)
+            name = node.name
+            make = lambda: Redis(connection_pool=node_pool(node)).pubsub()  # noqa: E731
+        listener = self._listeners.get(name)
+        if listener is None or listener.reader.done():
+            pubsub = make()
+            reader = asyncio.create_task(self._read(pubsub), name=f"redis-bus {name}")
+            listener = self._listeners[name] = Listener(pubsub, reader)
+        return name, listener.pubsub
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe and wait until Redis confirms, so events published after this
         returns are heard."""
-        pubsub = self._pubsub
-        if pubsub is None or not channels:
+        if self._client is None or not channels:
             return
         loop = asyncio.get_running_loop()
         waits = []
@@ -74,21 +104,34 @@ class Bus:
             if fut is None or fut.done():
                 fut = self._confirmed[channel] = loop.create_future()
             waits.append(fut)
-        await pubsub.subscribe(*channels)
+            name, pubsub = self._listener(channel)
+            self._owner[channel] = name
+            if self._sharded:
+                await pubsub.ssubscribe(channel)
+            else:
+                await pubsub.subscribe(channel)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*waits), SUBSCRIBE_WAIT)
 
     async def unsubscribe(self, *channels: str) -> None:
-        if self._pubsub is not None and channels:
-            await self._pubsub.unsubscribe(*channels)
+        for channel in channels:
+            listener = self._listeners.get(self._owner.pop(channel, ""))
+            if listener is None:
+                continue
+            if self._sharded:
+                await listener.pubsub.sunsubscribe(channel)
+            else:
+                await listener.pubsub.unsubscribe(channel)
 
     async def close(self) -> None:
-        reader, pubsub = self._reader, self._pubsub
-        self._reader = self._pubsub = None
-        await cancel_and_wait(reader)
-        if pubsub is not None:
+        listeners = list(self._listeners.values())
+        self._listeners.clear()
+        self._owner.clear()
+        self._client = None
+        for listener in listeners:
+            await cancel_and_wait(listener.reader)
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await listener.pubsub.aclose()
         for fut in self._confirmed.values():
             if not fut.done():
                 fut.cancel()
@@ -105,13 +148,13 @@ class Bus:
                     continue
                 kind = message["type"]
                 channel = message["channel"].decode()
-                if kind == "message":
+                if kind in ("message", "smessage"):
                     try:
                         header, frame = unpack(message["data"])
                         self._on_message(header, frame)
                     except Exception:
                         log.exception("bad bus message on %s", channel)
-                elif kind == "subscribe":
+                elif kind in ("subscribe", "ssubscribe"):
                     fut = self._confirmed.get(channel)
                     if fut is not None and not fut.done():
                         fut.set_result(None)
@@ -119,3 +162,11 @@ class Bus:
             raise
         except Exception as exc:
             self.on_lost(exc)
+
+
+def node_pool(node: Any) -> ConnectionPool:
+    """A pool of one for a dedicated pub/sub connection to a cluster primary, with the
+    connection settings (timeouts, password) of the cluster client's own."""
+    kwargs = dict(node.connection_kwargs)
+    kwargs.pop("retry", None)
+    return ConnectionPool(connection_class=node.connection_class, max_connections=1, **kwargs)

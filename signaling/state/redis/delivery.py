@@ -134,6 +134,7 @@ class RedisDelivery(LocalDelivery):
                     history.size,
                     int(history.ttl * 1000),
                     secrets.token_hex(EPOCH_LENGTH // 2),
+                    "SPUBLISH" if self.link.sharded else "PUBLISH",
                 ],
             )
         return await super().room_recorded_frame(room_id, template, exclude_user)

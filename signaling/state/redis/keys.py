@@ -76,7 +76,9 @@ class Keys:
         return f"{self.prefix}:rooms"
 
     def room_channel(self, room_id: str) -> str:
-        return f"{self.prefix}:room:{room_id}"
+        """The room's events. Tagged like the room's keys: on Redis Cluster the script
+        that records an event publishes it (SPUBLISH) from the history's slot."""
+        return f"{self.prefix}:{{r:{room_id}}}:events"
 
     # -- calls and timers ----------------------------------------------------------------
     def call(self, call_id: str) -> str:
@@ -146,4 +148,4 @@ class Keys:
         return f"{self.prefix}:{{n:{node_id}}}:reaper"
 
     def node_channel(self, node_id: str) -> str:
-        return f"{self.prefix}:node:{node_id}"
+        return f"{self.prefix}:{{n:{node_id}}}:events"

@@ -112,10 +112,9 @@ class NodeLifecycle:
 
     async def _come_online(self) -> None:
         link, keys, me = self.link, self.link.keys, self.link.node_id
-        # Pooled connections to a Redis that restarted fail on first use: start afresh.
-        await link.client.connection_pool.disconnect()
+        await link.reset()
         await link.client.ping()
-        await self.delivery.bus.open(link.client, self.delivery.channels())
+        await self.delivery.bus.open(link.client, self.delivery.channels(), sharded=link.sharded)
         reaped = await link.client.get(keys.node_reaper(me))
         await self.nodes.beat()
         link.online = True

@@ -20,14 +20,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.redis import scripts as lua
@@ -43,6 +44,12 @@ UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.Timeout
 #: Commands wait for one of these connections instead of opening more: a burst of joins
 #: must not exhaust Redis's maxclients (which would look like an outage).
 POOL_SIZE = 64
+#: Redis Cluster: connections per primary. redis-py's cluster client cannot make a command
+#: wait for a free connection, so the bound is wide (each socket has at most one event in
+#: flight, so this many is reached only under a flood); reaching it is back-pressure
+#: (:class:`RedisBusy`), not an outage.
+CLUSTER_NODE_CONNECTIONS = 512
+CLUSTER_SCHEME = "redis+cluster://"
 
 
 class RedisBusy(HubError):
@@ -89,12 +96,28 @@ SCRIPTS = (
 )
 
 
-def connect_client(url: str, busy_timeout: float = 30.0) -> Redis:
+class WaitingSentinelPool(SentinelConnectionPool, WaitingPool):
+    """The Sentinel-managed pool (connections follow the current primary) with the same
+    bounded wait for a busy pool."""
+
+
+def host_ports(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``[:password@]host:port[,host:port...]`` -> the hosts and ports."""
+    out = []
+    for host in netloc.rsplit("@", 1)[-1].split(","):
+        name, _, port = host.rpartition(":")
+        out.append((name, int(port or default_port)))
+    return out
+
+
+def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
     """A client that fails fast on a lost connection (the node decides when to retry)
     and waits up to ``busy_timeout`` for a pooled connection when all are busy.
 
     ``redis://``, ``rediss://`` and ``unix://`` URLs are Redis's own. Sentinel:
-    ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``.
+    ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``. Redis
+    Cluster: ``redis+cluster://[:password@]host:port[,host:port...]`` (any of the nodes;
+    the client learns the rest and follows slot moves and failovers).
     """
     options: dict[str, Any] = {
         "socket_timeout": 3.0,
@@ -102,20 +125,25 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Redis:
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
     }
+    if url.startswith(CLUSTER_SCHEME):
+        parts = urlsplit(url)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in host_ports(parts.netloc, 6379)],
+            password=parts.password,
+            max_connections=CLUSTER_NODE_CONNECTIONS,
+            **options,
+        )
     if url.startswith("redis+sentinel://"):
         parts = urlsplit(url)
-        hosts = parts.netloc.rsplit("@", 1)[-1]
         service, _, db = parts.path.strip("/").partition("/")
-        sentinels = []
-        for host in hosts.split(","):
-            name, _, port = host.rpartition(":")
-            sentinels.append((name, int(port or 26379)))
-        sentinel = Sentinel(sentinels, **options)
+        sentinel = Sentinel(host_ports(parts.netloc, 26379), **options)
         return sentinel.master_for(
             service,
             password=parts.password,
             db=int(db or 0),
             max_connections=POOL_SIZE,
+            connection_pool_class=WaitingSentinelPool,
+            timeout=busy_timeout,
             **options,
         )
     pool = WaitingPool.from_url(url, max_connections=POOL_SIZE, timeout=busy_timeout, **options)
@@ -141,7 +169,9 @@ class RedisLink:
         self.url = url
         self.node_id = node_id
         self.keys = Keys(prefix)
-        self.client: Redis = connect_client(url, busy_timeout)
+        #: A Redis Cluster: channels are sharded (SSUBSCRIBE/SPUBLISH).
+        self.sharded = url.startswith(CLUSTER_SCHEME)
+        self.client: Any = connect_client(url, busy_timeout)
         self.online = False
         #: Whether this node's first-hand state is back in Redis after (re)connecting.
         self.synced = False
@@ -151,9 +181,25 @@ class RedisLink:
             name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
         }
 
+    async def reset(self) -> None:
+        """Drop every pooled connection (to a Redis that restarted they fail on first use)
+        and make sure Redis has the scripts (pipelines on a cluster cannot load them
+        lazily)."""
+        if self.sharded:
+            await self.client.aclose()  # the cluster client re-learns the slots on next use
+        else:
+            await self.client.connection_pool.disconnect()
+        for script in self.scripts.values():
+            await self.client.script_load(script.script)
+
     async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         if client is None:
             return await self.scripts[name](keys=keys, args=args)
+        if self.sharded:
+            # redis-py blocks evalsha() on cluster pipelines; the command itself routes by
+            # its keys, and reset() loaded the scripts on every primary.
+            sha = self.scripts[name].sha
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         return await self.scripts[name](keys=keys, args=args, client=client)
 
     def failed(self, exc: BaseException) -> None:
@@ -165,6 +211,8 @@ class RedisLink:
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError() from exc
+        if isinstance(exc, MaxConnectionsError):
+            raise RedisBusy() from exc
         if self.online:
             log.warning("Redis connection lost (%s); serving local users only", exc)
         self.online = self.synced = False
@@ -198,7 +246,10 @@ class RedisLink:
         with self.or_local():
             async with self.client.pipeline(transaction=False) as pipe:
                 for channel, data in messages:
-                    pipe.publish(channel, data)
+                    if self.sharded:
+                        pipe.spublish(channel, data)
+                    else:
+                        pipe.publish(channel, data)
                 return sum(await pipe.execute())
         return 0
 

@@ -75,7 +75,9 @@ class RedisRoomRecords(RoomRecords):
     async def delete(self, room_id: str) -> RoomInfo | None:
         keys = self.link.keys
         async with self.link.shared():
-            async with self.link.client.pipeline(transaction=True) as pipe:
+            # Two slots (the record and the listing): not one transaction; each step is
+            # idempotent and a listed id without a record is skipped by the listing.
+            async with self.link.client.pipeline(transaction=False) as pipe:
                 pipe.getdel(keys.room_info(room_id))
                 pipe.zrem(keys.rooms, room_id)
                 raw, _ = await pipe.execute()
@@ -88,5 +90,8 @@ class RedisRoomRecords(RoomRecords):
             ids = [r.decode() for r in await self.link.client.zrange(keys.rooms, 0, -1)]
             if not ids:
                 return []
-            raws = await self.link.client.mget([keys.room_info(r) for r in ids])
+            async with self.link.client.pipeline(transaction=False) as pipe:
+                for room_id in ids:
+                    pipe.get(keys.room_info(room_id))  # one slot each: no MGET on a cluster
+                raws = await pipe.execute()
         return [RoomInfo.from_dict(orjson.loads(raw)) for raw in raws if raw]

@@ -12,7 +12,8 @@ from __future__ import annotations
 # envelope's fixed-width places; the entry is kept (bounded, expiring) and the message
 # (bus header + WebSocket frame header + envelope) is published to the room's channel.
 # KEYS: history meta hash, history list. ARGV: channel, message prefix, envelope head,
-# middle, tail, entry prefix (excluded user), size, ttl_ms, a new epoch.
+# middle, tail, entry prefix (excluded user), size, ttl_ms, a new epoch, and PUBLISH or
+# (on Redis Cluster, where the channel shares the room's hash tag) SPUBLISH.
 HISTORY_PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -25,7 +26,7 @@ redis.call('RPUSH', KEYS[2], ARGV[6] .. envelope)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-return redis.call('PUBLISH', ARGV[1], ARGV[2] .. envelope)
+return redis.call(ARGV[10], ARGV[1], ARGV[2] .. envelope)
 """
 
 # Set (or with an empty value remove) one device's status and return the user's visible

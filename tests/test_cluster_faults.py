@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from signaling.api.auth import mint_api_token
 from tests.cluster import Cluster, Node, token, wait_healthy
+from tests.redis_sentinel import SentinelSetup
 from tests.redis_server import RedisServer, free_port
 
 API_KEY, API_SECRET = "backend", "cluster-api-secret-0123456789abcdef0123"
@@ -214,3 +215,67 @@ async def test_redis_missing_at_start_is_reported_and_retried(tmp_path):
     finally:
         await cluster.close()
         redis.stop()
+
+
+async def wait_connected(node: Node, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = await wait_healthy(node)
+        if health["state"]["connected"] or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.1)
+
+
+async def test_sentinel_failover_keeps_presence_rooms_and_calls(tmp_path):
+    """Primary + replica + three Sentinels; the nodes connect through the Sentinels. The
+    primary is killed: the Sentinels promote the replica, the nodes follow it and carry
+    on with presence, rooms, calls and the room API's records intact."""
+    setup = SentinelSetup(tmp_path / "sentinel").start()
+    # Nodes reconnect at different moments of their back-off: a node_dead_after longer
+    # than the failover keeps them from reaping each other meanwhile.
+    cluster = Cluster(tmp_path, setup.url)
+    slow_reaping = {"SWITCHBOARD_NODE_DEAD_AFTER": "15", **API_ENV}
+    try:
+        a, b = await asyncio.gather(
+            cluster.start("a", **slow_reaping), cluster.start("b", **slow_reaping)
+        )
+        settings = {"roomId": "team", "capacity": 40, "metadata": {"topic": "failover"}}
+        assert (await api(a, "POST", "/rooms", settings))[0] == 201
+        alice = await a.connect("alice", "team")
+        bob = await b.connect("bob", "team", presence=["alice"])
+        await alice.request("presence:update", {"status": "away"})
+        await bob.expect("presence:changed", where=lambda d: d["status"] == "away")
+        call_id = await start_call(alice, "bob")
+        await bob.expect("call:incoming")
+        await bob.request("call:accept", {"callId": call_id})
+        await alice.expect("call:accepted")
+
+        old = setup.primary()
+        setup.kill_primary()
+        killed = time.monotonic()
+        setup.wait(lambda: setup.primary() != old)
+        promoted = time.monotonic() - killed
+        for node in (a, b):
+            health = await wait_connected(node)
+            assert health["state"]["connected"], node.output()
+        back = time.monotonic() - killed
+        print(f"replica promoted {promoted:.1f} s after the kill; nodes back at {back:.1f} s")
+
+        # Nothing was lost: the sockets, presence, the room and its record, the call.
+        assert not alice.closed.is_set() and not bob.closed.is_set()
+        query = await bob.request("presence:query", {"userIds": ["alice"]})
+        assert query["users"][0]["status"] == "away"
+        status, room = await api(b, "GET", "/rooms/team")
+        assert status == 200 and room["metadata"] == {"topic": "failover"}, room
+        carol = await b.connect("carol")
+        joined = await carol.request("room:join", {"roomId": "team"})
+        assert {m["userId"] for m in joined["members"]} == {"alice", "bob", "carol"}
+        await alice.expect("room:member-joined", where=lambda d: d["userId"] == "carol")
+        await alice.request("message:typing", {"conversationId": "team", "isTyping": True})
+        assert (await bob.expect("user:typing"))["userId"] == "alice"
+        assert (await call_status(a, call_id, "alice"))["active"] is True
+        await bob.request("call:end", {"callId": call_id})
+        assert (await alice.expect("call:ended"))["reason"] == "hangup"
+    finally:
+        await cluster.close()
+        setup.stop()

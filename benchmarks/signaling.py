@@ -17,10 +17,11 @@ Each scenario runs, in the same invocation, against each system (``switchboard``
 ``/ws`` protocol; ``socketio``: ``benchmarks/peers/socketio-server.mjs``;
 ``switchboard-sio``: ``switchboard serve`` driven through its ``/socket.io/`` endpoint by
 the very socket.io-client code that drives the Node server) and in each topology
-(``--topologies``: one node; two nodes sharing a fresh redis-server, members spread over
-both). Servers and Redis are pinned to CPU 0; the load generators
-(``benchmarks/peers/loadgen.mjs``, the same code for every system, only the transport
-differs) run as ``--procs`` Node processes on the other CPUs. Results: JSON on stdout
+(``--topologies``: ``single`` node; ``redis1``/``redis2``, one or two nodes sharing a fresh
+redis-server, members spread over both; ``cluster2``, two nodes on a fresh 3-primary Redis
+Cluster, sharded pub/sub for both systems). Servers and Redis are pinned to CPU 0; the
+load generators (``benchmarks/peers/loadgen.mjs``, the same code for every system, only
+the transport differs) run as ``--procs`` Node processes on the other CPUs. Results: JSON on stdout
 and in ``--out``, and a PNG plot beside it.
 """
 
@@ -32,6 +33,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,12 +53,19 @@ from benchmarks.common import (
     start_redis,
     stop,
 )
+from benchmarks.redis_cluster import RedisClusterServer
 
 PEERS = Path(__file__).resolve().parent / "peers"
 SYSTEMS = ("switchboard", "socketio", "switchboard-sio")
 #: The systems whose clients are socket.io-client (the rest speak ``/ws``).
 SOCKETIO_CLIENTS = ("socketio", "switchboard-sio")
-TOPOLOGIES = {"single": (1, False), "redis1": (1, True), "redis2": (2, True)}
+#: nodes, and the Redis they share: none, one redis-server, or a 3-primary Redis Cluster.
+TOPOLOGIES = {
+    "single": (1, None),
+    "redis1": (1, "redis"),
+    "redis2": (2, "redis"),
+    "cluster2": (2, "cluster"),
+}
 
 # Full-run parameters per scenario, and the quick mode the test suite runs.
 DEFAULTS: dict[str, dict[str, float]] = {
@@ -306,6 +315,43 @@ def start_message_backend() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the message backend did not start")
 
 
+class SharedRedis:
+    """What a topology's nodes share: one redis-server or a Redis Cluster (all pinned
+    with the servers, their CPU counted with the servers')."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.cluster: RedisClusterServer | None = None
+        if kind == "redis":
+            port = free_port()
+            self.procs = [start_redis(port)]
+            self.url = f"redis://127.0.0.1:{port}/0"
+        else:
+            self._workdir = tempfile.TemporaryDirectory(prefix="sb-bench-cluster-")
+            self.cluster = RedisClusterServer(Path(self._workdir.name)).start()
+            self.procs = self.cluster.procs
+            cpus = sorted(os.sched_getaffinity(0))
+            for proc in self.procs:
+                os.sched_setaffinity(proc.pid, {cpus[0]})
+            self.url = self.cluster.url
+
+    def stop(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+            self._workdir.cleanup()
+        else:
+            for proc in self.procs:
+                stop(proc)
+
+
+def start_shared_redis(kind: str | None) -> tuple[SharedRedis | None, str | None, list[int]]:
+    if kind is None:
+        return None, None, []
+    shared = SharedRedis(kind)
+    return shared, shared.url, [p.pid for p in shared.procs]
+
+
 def run_one(
     scenario: str,
     topology: str,
@@ -314,10 +360,8 @@ def run_one(
     procs: int,
     history_size: int | None = None,
 ) -> dict[str, Any]:
-    nodes, with_redis = TOPOLOGIES[topology]
-    redis_port = free_port()
-    redis = start_redis(redis_port) if with_redis else None
-    redis_url = f"redis://127.0.0.1:{redis_port}/0" if redis else None
+    nodes, kind = TOPOLOGIES[topology]
+    redis, redis_url, redis_pids = start_shared_redis(kind)
     extra: dict[str, str] = {}
     backend = None
     if scenario == "messages":
@@ -332,7 +376,7 @@ def run_one(
         time.sleep(0.5)  # nodes register and subscribe
         pids = [s.pid for s in servers]
         rss_idle = sum(rss_bytes(pid) for pid in pids)
-        redis_cpu0 = cpu_seconds(redis.pid) if redis else 0.0
+        redis_cpu0 = sum(cpu_seconds(pid) for pid in redis_pids)
         configs = generator_configs(
             scenario, params, procs, [url_of(system, p) for p in ports], system
         )
@@ -347,15 +391,16 @@ def run_one(
             **summarize(parts, readings, rss_idle, params["duration"]),
             "server_peak_rss_bytes": sum(peak_rss_bytes(pid) for pid in pids),
         }
-        if redis:
-            result["redis_cpu_s"] = round(cpu_seconds(redis.pid) - redis_cpu0, 3)
+        if redis_pids:
+            redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_cpu0
+            result["redis_cpu_s"] = round(redis_cpu, 3)
         if history_size is not None and system != "socketio":
             result["history_size"] = history_size
     finally:
         for server in servers:
             stop(server)
-        if redis:
-            stop(redis)
+        if redis is not None:
+            redis.stop()
         if backend:
             stop(backend)
     return result

@@ -2,7 +2,8 @@
 // realtime service's events, implemented the way that service does it (rooms are Socket.IO
 // rooms, a user's devices share the room `user:<id>`, relays go to that room). With
 // REDIS_URL it runs as one node of a cluster through @socket.io/redis-adapter and keeps
-// calls in Redis, so two processes behave as one hub.
+// calls in Redis, so two processes behave as one hub (on a Redis Cluster too, with the
+// adapter's sharded variant).
 //
 // Environment: PORT, JWT_SECRET (HS256 join tokens, audience "switchboard"), REDIS_URL,
 // MESSAGE_BACKEND_URL (the chat backend message:send is POSTed to).
@@ -32,12 +33,22 @@ let calls = {
 };
 
 if (redisUrl) {
-  const { createClient } = await import("redis");
-  const { createAdapter } = await import("@socket.io/redis-adapter");
-  const pub = createClient({ url: redisUrl });
+  const { createClient, createCluster } = await import("redis");
+  const { createAdapter, createShardedAdapter } = await import("@socket.io/redis-adapter");
+  // redis+cluster://host:port,host:port (Switchboard's spelling): a Redis Cluster, with
+  // the adapter's sharded variant (SSUBSCRIBE/SPUBLISH, Redis 7), as its docs advise.
+  const clustered = redisUrl.startsWith("redis+cluster://");
+  const pub = clustered
+    ? createCluster({
+        rootNodes: redisUrl
+          .slice("redis+cluster://".length)
+          .split(",")
+          .map((host) => ({ url: `redis://${host}` })),
+      })
+    : createClient({ url: redisUrl });
   const sub = pub.duplicate();
   await Promise.all([pub.connect(), sub.connect()]);
-  io.adapter(createAdapter(pub, sub));
+  io.adapter(clustered ? createShardedAdapter(pub, sub) : createAdapter(pub, sub));
   calls = {
     get: async (id) => {
       const raw = await pub.get(`call:${id}`);

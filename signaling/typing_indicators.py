@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from signaling.protocol import ErrorCode, HubError
+from signaling.protocol import ErrorCode, HubError, event_frame
+from signaling.state.typing_indicators import Announce, Announcement
 
 if TYPE_CHECKING:
     from signaling.events import MessageTyping
@@ -37,14 +38,22 @@ class TypingService:
             raise HubError(
                 ErrorCode.NOT_IN_ROOM, f"join conversation '{room_id}' before sending typing"
             )
-        if payload.isTyping:
-            name = conn.name
-            if await self.store.start(
-                room_id, conn.user_id, conn.id, name, self.timeout, self.throttle
-            ):
-                await self._broadcast(room_id, conn.user_id, name, True)
-        elif (stopped := await self.store.stop(room_id, conn.user_id, None)) is not None:
-            await self._broadcast(room_id, conn.user_id, stopped, False)
+        user_id, name, typing = conn.user_id, conn.name, payload.isTyping
+        # The announcement goes with the change: a store that can publish it in the same
+        # round trip does (Redis); otherwise it is broadcast here.
+        announcement = Announcement(
+            "user:typing",
+            event_frame("user:typing", self._event(room_id, user_id, name, typing)),
+            user_id,
+        )
+        if typing:
+            announce = await self.store.start(
+                room_id, user_id, conn.id, name, self.timeout, self.throttle, announcement
+            )
+        else:
+            announce = await self.store.stop_announced(room_id, user_id, announcement)
+        if announce is Announce.NEEDED:
+            await self._broadcast(room_id, user_id, name, typing)
         return {}
 
     async def clear(self, conn: Connection | RemoteConnection, room_id: str) -> None:
@@ -64,15 +73,19 @@ class TypingService:
         if name is not None:
             await self._broadcast(room_id, user_id, name, False)
 
+    @staticmethod
+    def _event(room_id: str, user_id: str, username: str, typing: bool) -> dict[str, Any]:
+        return {
+            "userId": user_id,
+            "username": username,
+            "conversationId": room_id,
+            "isTyping": typing,
+        }
+
     async def _broadcast(self, room_id: str, user_id: str, username: str, typing: bool) -> None:
         await self.fanout.to_rooms(
             [room_id],
             "user:typing",
-            {
-                "userId": user_id,
-                "username": username,
-                "conversationId": room_id,
-                "isTyping": typing,
-            },
+            self._event(room_id, user_id, username, typing),
             exclude_user=user_id,
         )

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from signaling.protocol import HubError
+from signaling.protocol import HubError, event_frame
 from signaling.state.models import Call, CallParticipant, Member, RoomInfo
+from signaling.state.typing_indicators import Announce, Announcement
 from tests.conftest import make_state
 
 STATE_KINDS = ("memory", "redis", "cluster")
@@ -259,10 +260,10 @@ async def test_calls_are_updated_atomically_and_listed_per_user(state):
 
 async def test_typing_is_throttled_and_expires_by_itself(state, handler):
     t = state.typing
-    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is True
-    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is False  # within the throttle
+    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is Announce.NEEDED
+    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is Announce.NONE  # throttled
     await asyncio.sleep(0.12)
-    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is True
+    assert await t.start("r", "u", "c_x.1", "U", 0.3, 0.1) is Announce.NEEDED
     assert await t.stop("r", "u", "c_x.other") is None  # another device does not own it
     # The store arms its own expiry: the typing timer is reported once it runs out.
     assert await handler.typing_expired(t, "r", "u") == "U"
@@ -279,8 +280,34 @@ async def test_typing_refreshed_meanwhile_is_not_expired(state, handler):
     # If the original deadline fires now, expire finds it fresh and re-arms it.
     assert await t.expire("r", "u") is None
     assert await handler.typing_expired(t, "r", "u") == "U"
-    assert await t.start("r", "u", "c_x.1", "U", 0.3, 10.0) is True  # a new start
+    assert await t.start("r", "u", "c_x.1", "U", 0.3, 10.0) is Announce.NEEDED  # a new one
     assert await t.stop("r", "u", "c_x.1") == "U"
+
+
+async def test_typing_announced_with_the_change_reaches_the_room_once(state, handler):
+    """A store either publishes the announcement with the change (``SENT``: the room's
+    members get that very frame, once) or leaves it to the caller (``NEEDED``)."""
+    d, t = state.delivery, state.typing
+    bob = FakeSocket(d.new_connection_id(), "bob")
+    d.attach(bob)
+    await state.membership.join("r", Member("bob", "Bob"), bob.id)
+    frame = event_frame("user:typing", {"userId": "u", "isTyping": True})
+    said = Announcement("user:typing", frame, "u")
+    started = await t.start("r", "u", "c_x.1", "U", 5.0, 10.0, said)
+    assert started in (Announce.SENT, Announce.NEEDED)
+    assert await t.start("r", "u", "c_x.1", "U", 5.0, 10.0, said) is Announce.NONE
+    stop = Announcement("user:typing", event_frame("user:typing", {"isTyping": False}), "u")
+    stopped = await t.stop_announced("r", "u", stop)
+    assert stopped is started  # the same store does the same both ways
+    assert await t.stop_announced("r", "u", stop) is Announce.NONE  # nothing left to end
+    assert await t.expire("r", "u") is None  # nothing left to expire either
+    if started is Announce.SENT:
+        await wait_for(lambda: len(bob.frames) == 2)
+        assert bob.frames == [frame, stop.frame]
+    await asyncio.sleep(0.1)
+    assert len(bob.frames) == (2 if started is Announce.SENT else 0)
+    await state.membership.leave("r", "bob", bob.id)
+    d.detach(bob)
 
 
 async def test_timers_fire_once_and_rearm_or_disarm(state, handler):

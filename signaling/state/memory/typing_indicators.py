@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from signaling.state.handler import Reports
-from signaling.state.typing_indicators import TYPING_TIMER, TypingStore
+from signaling.state.typing_indicators import TYPING_TIMER, Announce, Announcement, TypingStore
 
 #: The event loop may run a timer a little before its deadline by the clock the record
 #: uses (uvloop's timers have millisecond resolution): that close counts as expired.
@@ -36,21 +36,28 @@ class MemoryTyping(TypingStore):
         )
 
     async def start(
-        self, room_id: str, user_id: str, conn_id: str, name: str, timeout: float, throttle: float
-    ) -> bool:
+        self,
+        room_id: str,
+        user_id: str,
+        conn_id: str,
+        name: str,
+        timeout: float,
+        throttle: float,
+        announcement: Announcement | None = None,
+    ) -> Announce:
         now = time.monotonic()
         current = self._typing.get((room_id, user_id))
         if current is None:
             record = self._typing[(room_id, user_id)] = _Typing(conn_id, name, now + timeout, now)
             self._arm(room_id, user_id, record, timeout)
-            return True
+            return Announce.NEEDED
         current.expires_at = now + timeout
         current.conn_id = conn_id
         self._arm(room_id, user_id, current, timeout)
         if now - current.last_sent < throttle:
-            return False
+            return Announce.NONE
         current.last_sent = now
-        return True
+        return Announce.NEEDED
 
     async def stop(self, room_id: str, user_id: str, conn_id: str | None) -> str | None:
         current = self._typing.get((room_id, user_id))

@@ -82,7 +82,7 @@ class RedisState(State):
             presence=presence,
             membership=membership,
             calls=calls,
-            typing=RedisTyping(link, timers),
+            typing=RedisTyping(link, timers, delivery),
             timers=timers,
             nodes=nodes,
             hosts=RedisMediaHosts(link),

@@ -94,6 +94,11 @@ class RedisDelivery(LocalDelivery):
             return sent + await self.link.publish(messages)
         return sent
 
+    def room_message(self, room_id: str, frame: bytes, exclude_user: str | None) -> bytes:
+        """What a room event is on the room's channel (for stores whose scripts publish
+        an event with the change it announces)."""
+        return pack({"r": [room_id], "i": 0, "x": exclude_user}, frame)
+
     async def rooms_frame(self, rooms: list[str], frame: bytes, exclude_user: str | None) -> int:
         if not self.link.online:
             return self.write_rooms(rooms, frame, exclude_user)
@@ -134,7 +139,7 @@ class RedisDelivery(LocalDelivery):
                     history.size,
                     int(history.ttl * 1000),
                     secrets.token_hex(EPOCH_LENGTH // 2),
-                    "SPUBLISH" if self.link.sharded else "PUBLISH",
+                    self.link.publish_command,
                 ],
             )
         return await super().room_recorded_frame(room_id, template, exclude_user)

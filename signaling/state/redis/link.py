@@ -181,6 +181,11 @@ class RedisLink:
             name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
         }
 
+    @property
+    def publish_command(self) -> str:
+        """How scripts publish: sharded on a cluster (the channel shares their slot)."""
+        return "SPUBLISH" if self.sharded else "PUBLISH"
+
     async def reset(self) -> None:
         """Drop every pooled connection (to a Redis that restarted they fail on first use)
         and make sure Redis has the scripts (pipelines on a cluster cannot load them

@@ -85,8 +85,10 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: room typing hash. ARGV: user, conn, name, now_ms, timeout_ms, throttle_ms.
-# Returns 1 when the state should be broadcast (a start, or a throttled repeat).
+# KEYS: room typing hash. ARGV: user, conn, name, now_ms, timeout_ms, throttle_ms, and
+# the announcement: the room's channel ('' for none), the bus message, PUBLISH or SPUBLISH.
+# Returns {1, receivers} when the state is to be announced (a start, or a repeat past the
+# throttle; published here if an announcement came with it), else {0, 0}.
 TYPING_START = """
 local now = tonumber(ARGV[4])
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -105,16 +107,22 @@ end
 state.c = ARGV[2]
 state.e = now + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(state))
-return announce
+local receivers = 0
+if announce == 1 and ARGV[7] ~= '' then
+  receivers = redis.call(ARGV[9], ARGV[7], ARGV[8])
+end
+return {announce, receivers}
 """
 
-# KEYS: room typing hash. ARGV: user, owner conn ('' = any). Returns the name, or nil.
+# KEYS: room typing hash. ARGV: user, owner conn ('' = any), and the announcement as for
+# TYPING_START. Returns the name, or nil.
 TYPING_STOP = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return false end
 local state = cjson.decode(raw)
 if ARGV[2] ~= '' and state.c ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call(ARGV[5], ARGV[3], ARGV[4]) end
 return state.n
 """
 

@@ -44,6 +44,11 @@ class RedisTimers(TimerStore):
         self._armed[key] = due
         pipe.zadd(self.link.keys.timers, {key: due})
 
+    def queue_disarm(self, pipe: Any, kind: str, parts: Sequence[str]) -> None:
+        key = timer_key(kind, parts)
+        self._armed.pop(key, None)
+        pipe.zrem(self.link.keys.timers, key)
+
     async def disarm(self, kind: str, parts: Sequence[str]) -> None:
         key = timer_key(kind, parts)
         self._armed.pop(key, None)

@@ -230,12 +230,13 @@ async def test_sentinel_failover_keeps_presence_rooms_and_calls(tmp_path):
     """Primary + replica + three Sentinels; the nodes connect through the Sentinels. The
     primary is killed: the Sentinels promote the replica, the nodes follow it and carry
     on with presence, rooms, calls and the room API's records intact."""
-    setup = SentinelSetup(tmp_path / "sentinel").start()
+    setup = SentinelSetup(tmp_path / "sentinel")
     # Nodes reconnect at different moments of their back-off: a node_dead_after longer
     # than the failover keeps them from reaping each other meanwhile.
     cluster = Cluster(tmp_path, setup.url)
     slow_reaping = {"SWITCHBOARD_NODE_DEAD_AFTER": "15", **API_ENV}
     try:
+        setup.start()
         a, b = await asyncio.gather(
             cluster.start("a", **slow_reaping), cluster.start("b", **slow_reaping)
         )

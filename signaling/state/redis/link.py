@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, WatchError
+from redis.exceptions import MaxConnectionsError, NoScriptError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.protocol import ErrorCode, HubError
@@ -38,8 +38,16 @@ log = logging.getLogger("switchboard.redis")
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Failures that mean "Redis is not reachable right now", as opposed to bugs.
-UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+#: Failures that mean "Redis is not reachable right now", as opposed to bugs. A Redis
+#: that no longer has the scripts loaded at connect was restarted (or flushed) behind the
+#: node's back: reconnecting reloads them and re-publishes the node's state.
+UNREACHABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    NoScriptError,
+)
 
 #: Commands wait for one of these connections instead of opening more: a burst of joins
 #: must not exhaust Redis's maxclients (which would look like an outage).
@@ -200,12 +208,12 @@ class RedisLink:
     async def run(self, name: str, keys: list[str], args: list[Any], client: Any = None) -> Any:
         if client is None:
             return await self.scripts[name](keys=keys, args=args)
-        if self.sharded:
-            # redis-py blocks evalsha() on cluster pipelines; the command itself routes by
-            # its keys, and reset() loaded the scripts on every primary.
-            sha = self.scripts[name].sha
-            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        return await self.scripts[name](keys=keys, args=args, client=client)
+        # On a pipeline: EVALSHA as a plain command. redis-py's script objects would make
+        # each pipeline check first that Redis has its scripts (SCRIPT EXISTS, a round
+        # trip more per execution), and on a cluster it refuses them; reset() loaded every
+        # script (on every primary), and a Redis that lost them counts as restarted.
+        sha = self.scripts[name].sha
+        return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     def failed(self, exc: BaseException) -> None:
         """A command failed for lack of Redis: serve locally until it is back.

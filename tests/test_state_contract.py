@@ -241,13 +241,14 @@ async def test_calls_are_updated_atomically_and_listed_per_user(state):
     with pytest.raises(KeyError):
         await calls.update("missing", accept)
     # Two devices accepting at once: both mutations run on top of each other's result.
-    counts = await asyncio.gather(
-        *(
-            calls.update("k2", lambda c: c.participants["b"].__setattr__("audio", False))
-            for _ in range(5)
-        )
-    )
+    before = (await calls.get("k2")).created_at
+
+    def bump(call: Call) -> None:
+        call.created_at += 1  # a counter: a mutation lost to the race would show
+
+    counts = await asyncio.gather(*(calls.update("k2", bump) for _ in range(5)))
     assert len(counts) == 5
+    assert (await calls.get("k2")).created_at == before + 5
     assert sorted(c.id for c in await calls.of_user("b")) == ["k1", "k2"]
     assert sorted(c.id for c in await calls.list_all()) == ["k1", "k2"]
     await calls.delete("k1")

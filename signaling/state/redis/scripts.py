@@ -201,3 +201,11 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 """
+
+# Compare-and-set of a record: write it only if the key still holds what the caller read
+# (RedisLink.update_json). KEYS: key. ARGV: the bytes read, the new value.
+SET_IF_UNCHANGED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+"""

@@ -219,7 +219,7 @@ class CallService:
         """Handler relaying offer/answer/ICE to one other participant of the call."""
 
         async def handler(conn: Connection, payload: Any) -> dict[str, Any]:
-            call = await self.store.get(payload.callId)
+            call = await self.store.peek(payload.callId)
             if call is None:
                 raise HubError(ErrorCode.CALL_NOT_FOUND, f"no call '{payload.callId}'")
             rules.joined_here(call, conn.user_id, conn.id)

@@ -127,6 +127,42 @@ async def test_one_to_one_call_signaling_between_nodes(two):
     assert ended["reason"] == "hangup" and ended["duration"] >= 0
 
 
+async def test_relays_follow_a_participant_who_moved_to_another_socket(two):
+    """Relays route by the call as the sender's node knows it: a change made on the other
+    node (bob resuming on a new socket there) reaches it before the next relay."""
+    a, b = two
+    alice = await a.connect("alice")
+    bob = await b.connect("bob")
+    call_id = (
+        await alice.request("call:initiate", {"callType": "audio", "participants": ["bob"]})
+    )["callId"]
+    await bob.expect("call:incoming")
+    await bob.request("call:accept", {"callId": call_id})
+    await alice.expect("call:accepted")
+
+    def candidate(i: int) -> dict:
+        line = f"candidate:{i} 1 udp 2122260223 127.0.0.1 {50000 + i} typ host"
+        return {"callId": call_id, "to": "bob", "candidate": {"candidate": line, "sdpMid": "0"}}
+
+    await alice.request("call:ice-candidate", candidate(0))  # node a now knows the call
+    assert (await bob.expect("call:ice-candidate"))["candidate"]["candidate"][10] == "0"
+    for round_ in range(1, 4):
+        # bob's network changed: a new socket on node b resumes the call there
+        moved = await b.connect("bob")
+        await moved.request("call:reconnected", {"callId": call_id})
+        await alice.expect("call:peer-reconnected")
+        await alice.request("call:ice-candidate", candidate(round_))
+        got = await moved.expect("call:ice-candidate")
+        assert got["candidate"]["candidate"].startswith(f"candidate:{round_} ")
+        await bob.expect_none("call:ice-candidate", within=0.2)
+        bob = moved
+    await bob.request("call:end", {"callId": call_id})  # ended on node b ...
+    assert (await alice.expect("call:ended"))["reason"] == "hangup"
+    with pytest.raises(RequestError) as err:  # ... and known on node a at once
+        await alice.request("call:ice-candidate", candidate(9))
+    assert err.value.code in ("not_in_call", "invalid_state", "call_not_found")
+
+
 async def test_unanswered_call_is_missed_by_whichever_node_fires_the_timer(cluster):
     a, b = await asyncio.gather(
         cluster.start("a", SWITCHBOARD_RING_TIMEOUT="0.8"),

@@ -18,6 +18,12 @@ class CallStore(ABC):
     @abstractmethod
     async def get(self, call_id: str) -> Call | None: ...
 
+    async def peek(self, call_id: str) -> Call | None:
+        """The call as this node last knew it, for reads that only route (relaying an
+        offer or ICE candidate). A store may answer from a copy it keeps fresh (Redis:
+        nodes tell each other about every change); the default reads it."""
+        return await self.get(call_id)
+
     @abstractmethod
     async def update(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
         """Apply ``mutate`` to the stored call atomically and persist it.

@@ -59,6 +59,7 @@ class RedisState(State):
         presence = RedisPresence(link, delivery)
         membership = RedisMembership(link, delivery)
         calls = RedisCalls(link)
+        delivery.on_call_changed = calls.changed_elsewhere
         timers = RedisTimers(link, reports)
         records = RedisRoomRecords(link)
         self.lifecycle = NodeLifecycle(

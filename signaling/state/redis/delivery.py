@@ -9,7 +9,7 @@ away, delivery falls back to this node's own sockets.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from signaling.protocol import text_frame_header
@@ -28,6 +28,8 @@ class RedisDelivery(LocalDelivery):
         #: The bounds of recorded events (the shared history's, set by the node).
         self.shared_history = history
         self.bus = Bus(self._on_bus, link.failed)
+        #: Told when another node announces a call's new version (the call store's copies).
+        self.on_call_changed: Callable[[str, int], None] | None = None
 
     # -- room channels follow this node's members -------------------------------------------
 
@@ -163,6 +165,9 @@ class RedisDelivery(LocalDelivery):
     def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
         if "n" in header:
             self.reports.node_message(header["n"])
+        elif "cv" in header:
+            if self.on_call_changed is not None:
+                self.on_call_changed(*header["cv"])
         elif "k" in header:
             self.reports.control([u for u in header["u"] if u in self.user_conns], header["k"])
         elif "r" in header:

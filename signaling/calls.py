@@ -122,9 +122,8 @@ class CallService:
 
     async def _call_ended(self, call: Call) -> None:
         self.metrics.calls_active.dec()
-        for user_id in call.participants:
-            await self.timers.disarm(GRACE, [call.id, user_id])
-        await self.timers.disarm(RING, [call.id])
+        grace = [(GRACE, [call.id, user_id]) for user_id in call.participants]
+        await self.timers.disarm_all([*grace, (RING, [call.id])])
         log.info("call ended", extra={"call": call.id, "reason": call.end_reason})
 
     async def end_call(self, call_id: str, reason: str) -> Call:
@@ -205,7 +204,8 @@ class CallService:
         call, _ = await self._apply(
             payload.callId, lambda c: rules.hang_up(c, conn.user_id, conn.id)
         )
-        await self.timers.disarm(GRACE, [call.id, conn.user_id])
+        if call.state != "ended":  # (an ended call's timers are all gone already)
+            await self.timers.disarm(GRACE, [call.id, conn.user_id])
         return call.to_wire()
 
     async def on_reconnected(self, conn: Connection, payload: events.CallRef) -> dict[str, Any]:

@@ -318,6 +318,9 @@ async def test_timers_fire_once_and_rearm_or_disarm(state, handler):
     await timers.arm("grace", ["call-1", "u"], 0.4)  # re-arming replaces the deadline
     await timers.arm("room-empty", ["r"], 0.1)
     await timers.disarm("room-empty", ["r"])
+    await timers.arm("ring", ["call-2"], 0.1)
+    await timers.arm("grace", ["call-2", "u"], 0.1)
+    await timers.disarm_all([("ring", ["call-2"]), ("grace", ["call-2", "u"]), ("x", [])])
     await wait_for(lambda: len(handler.timers) >= 1)
     assert handler.timers == [("ring", ["call-1"])]
     await wait_for(lambda: len(handler.timers) >= 2)

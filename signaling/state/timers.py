@@ -30,3 +30,8 @@ class TimerStore(ABC):
 
     @abstractmethod
     async def disarm(self, kind: str, parts: Sequence[str]) -> None: ...
+
+    async def disarm_all(self, timers: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """Disarm several at once (a store may do it in one round trip)."""
+        for kind, parts in timers:
+            await self.disarm(kind, parts)

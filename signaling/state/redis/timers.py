@@ -49,6 +49,14 @@ class RedisTimers(TimerStore):
         self._armed.pop(key, None)
         pipe.zrem(self.link.keys.timers, key)
 
+    async def disarm_all(self, timers: Sequence[tuple[str, Sequence[str]]]) -> None:
+        keys = [timer_key(kind, parts) for kind, parts in timers]
+        for key in keys:
+            self._armed.pop(key, None)
+        if keys and self.link.online:
+            with self.link.or_local():
+                await self.link.client.zrem(self.link.keys.timers, *keys)
+
     async def disarm(self, kind: str, parts: Sequence[str]) -> None:
         key = timer_key(kind, parts)
         self._armed.pop(key, None)

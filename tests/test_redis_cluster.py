@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 
 from benchmarks.redis_cluster import RedisClusterServer
+from signaling.state.redis.link import CLUSTER_NODE_CONNECTIONS, connect_client
 from tests.cluster import Cluster
 
 ROOMS = [f"room-{i}" for i in range(12)]
@@ -58,3 +60,27 @@ async def test_room_channels_are_sharded_over_the_primaries(cluster, redis_clust
             for channel in sharded & room_channels:
                 numsub = r.execute_command("PUBSUB", "SHARDNUMSUB", channel)
                 assert numsub[1] == 2, (channel, numsub)
+
+
+async def test_a_burst_past_the_connection_bound_waits_instead_of_failing(redis_cluster):
+    """redis-py's cluster client fails a command at once when a primary's connections are
+    all in use; Switchboard's waits for a place (a join burst must not be `unavailable`)."""
+    client = connect_client(redis_cluster.url, busy_timeout=30.0)
+    try:
+        await client.ping()  # learns the slots first, as a node does when it connects
+        burst = 4 * CLUSTER_NODE_CONNECTIONS
+
+        async def one(i: int) -> bytes | None:
+            if i % 2:
+                return await client.get(f"burst:{{k{i % 7}}}")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.set(f"burst:{{k{i % 7}}}", b"x")
+                pipe.get(f"burst:{{k{i % 5}}}")
+                return (await pipe.execute())[0]
+
+        results = await asyncio.gather(*(one(i) for i in range(burst)))
+        assert len(results) == burst  # every one answered, none refused
+        for node in client.get_primaries():
+            assert len(node._connections) <= CLUSTER_NODE_CONNECTIONS
+    finally:
+        await client.aclose()

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -52,11 +52,9 @@ UNREACHABLE = (
 #: Commands wait for one of these connections instead of opening more: a burst of joins
 #: must not exhaust Redis's maxclients (which would look like an outage).
 POOL_SIZE = 64
-#: Redis Cluster: connections per primary. redis-py's cluster client cannot make a command
-#: wait for a free connection, so the bound is wide (each socket has at most one event in
-#: flight, so this many is reached only under a flood); reaching it is back-pressure
-#: (:class:`RedisBusy`), not an outage.
-CLUSTER_NODE_CONNECTIONS = 512
+#: Redis Cluster: commands (or pipelines) in flight from one node, and so at most this
+#: many connections to any one primary (:class:`WaitingCluster`).
+CLUSTER_NODE_CONNECTIONS = 256
 CLUSTER_SCHEME = "redis+cluster://"
 
 
@@ -112,6 +110,46 @@ SCRIPTS = (
 )
 
 
+class WaitingCluster(RedisCluster):
+    """redis-py's cluster client has no waiting pool: a primary whose connections are all
+    in use fails the command at once (``MaxConnectionsError``), which a join burst of a
+    few hundred sockets reaches. Here a command (or pipeline) first waits, up to
+    ``busy_timeout``, for one of :data:`CLUSTER_NODE_CONNECTIONS` places, so no primary
+    ever sees more connections from this node than it allows."""
+
+    def __init__(self, *, busy_timeout: float, **kwargs: Any) -> None:
+        super().__init__(max_connections=CLUSTER_NODE_CONNECTIONS, **kwargs)
+        self._places = asyncio.Semaphore(CLUSTER_NODE_CONNECTIONS)
+        self._busy_timeout = busy_timeout
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._busy_timeout):
+                await self._places.acquire()
+        except TimeoutError:
+            raise RedisBusy() from None
+        try:
+            yield
+        finally:
+            self._places.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.place():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # (refused by redis-py)
+        return WaitingClusterPipeline(self, transaction)
+
+
+class WaitingClusterPipeline(ClusterPipeline):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.cluster_client.place():  # type: ignore[attr-defined]
+            return await super().execute(*args, **kwargs)
+
+
 class WaitingSentinelPool(SentinelConnectionPool, WaitingPool):
     """The Sentinel-managed pool (connections follow the current primary) with the same
     bounded wait for a busy pool."""
@@ -143,10 +181,10 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
     }
     if url.startswith(CLUSTER_SCHEME):
         parts = urlsplit(url)
-        return RedisCluster(
+        return WaitingCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in host_ports(parts.netloc, 6379)],
             password=parts.password,
-            max_connections=CLUSTER_NODE_CONNECTIONS,
+            busy_timeout=busy_timeout,
             **options,
         )
     if url.startswith("redis+sentinel://"):

@@ -61,6 +61,21 @@ async def test_room_channels_are_sharded_over_the_primaries(cluster, redis_clust
                 numsub = r.execute_command("PUBSUB", "SHARDNUMSUB", channel)
                 assert numsub[1] == 2, (channel, numsub)
 
+    # Nodes stop listening with their last member: room channels (and connections to
+    # primaries left with none) go away.
+    for client, room in [*zip(senders, ROOMS, strict=True), *zip(receivers, ROOMS, strict=True)]:
+        await client.request("room:leave", {"roomId": room})
+    for _ in range(50):
+        subs = subscriptions(redis_cluster, cluster.prefix)
+        if not set().union(*(sharded for sharded, _ in subs.values())) & room_channels:
+            break
+        await asyncio.sleep(0.1)
+    assert not set().union(*(sharded for sharded, _ in subs.values())) & room_channels, subs
+    await receivers[0].request("room:join", {"roomId": ROOMS[0]})  # and come back on demand
+    await senders[0].request("room:join", {"roomId": ROOMS[0]})
+    await senders[0].send("message:typing", {"conversationId": ROOMS[0], "isTyping": True})
+    assert (await receivers[0].expect("user:typing"))["conversationId"] == ROOMS[0]
+
 
 async def test_a_burst_past_the_connection_bound_waits_instead_of_failing(redis_cluster):
     """redis-py's cluster client fails a command at once when a primary's connections are

@@ -115,13 +115,17 @@ class Bus:
 
     async def unsubscribe(self, *channels: str) -> None:
         for channel in channels:
-            listener = self._listeners.get(self._owner.pop(channel, ""))
+            name = self._owner.pop(channel, "")
+            listener = self._listeners.get(name)
             if listener is None:
                 continue
-            if self._sharded:
-                await listener.pubsub.sunsubscribe(channel)
-            else:
+            if not self._sharded:
                 await listener.pubsub.unsubscribe(channel)
+            elif name in self._owner.values():
+                await listener.pubsub.sunsubscribe(channel)
+            else:  # the primary's last channel: its connection goes
+                del self._listeners[name]
+                await self._stop(listener)
 
     async def close(self) -> None:
         listeners = list(self._listeners.values())
@@ -129,13 +133,17 @@ class Bus:
         self._owner.clear()
         self._client = None
         for listener in listeners:
-            await cancel_and_wait(listener.reader)
-            with contextlib.suppress(Exception):
-                await listener.pubsub.aclose()
+            await self._stop(listener)
         for fut in self._confirmed.values():
             if not fut.done():
                 fut.cancel()
         self._confirmed.clear()
+
+    @staticmethod
+    async def _stop(listener: Listener) -> None:
+        await cancel_and_wait(listener.reader)
+        with contextlib.suppress(Exception):
+            await listener.pubsub.aclose()
 
     async def _read(self, pubsub: PubSub) -> None:
         try:

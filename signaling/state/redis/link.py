@@ -83,13 +83,6 @@ class WaitingPool(BlockingConnectionPool):
                 raise RedisBusy() from exc
             raise
 
-    async def ensure_connection(self, connection: Any) -> None:
-        """Connect if needed, without redis-py's probe read (a syscall and a timeout per
-        command) for data left over on a pooled connection: commands here always read
-        their whole reply, a cancelled one closes its connection, and a connection Redis
-        closed fails its next command, which reconnects the node."""
-        await connection.connect()
-
 
 SCRIPTS = (
     "HISTORY_PUBLISH",

@@ -224,6 +224,8 @@ class RedisLink:
         self.synced = False
         #: Set when a command failed for lack of Redis: the lifecycle reconnects.
         self.lost = asyncio.Event()
+        self._outbox: list[tuple[list[tuple[str, bytes]], asyncio.Future[int]]] = []
+        self._flusher: asyncio.Task[None] | None = None
         self.scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
         }
@@ -292,18 +294,47 @@ class RedisLink:
             raise StateUnavailable() from exc
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> int:
-        """PUBLISH each ``(channel, data)`` in one round trip; receivers counted."""
+        """PUBLISH each ``(channel, data)``; receivers counted.
+
+        Publishes are coalesced: those made while a batch is on its way to Redis go out
+        together in the next pipeline, one round trip for all of them (under load a relay
+        or an event no longer pays a pipeline of its own), and in the order they were
+        made."""
         if not messages:
             return 0
-        with self.or_local():
-            async with self.client.pipeline(transaction=False) as pipe:
-                for channel, data in messages:
-                    if self.sharded:
-                        pipe.spublish(channel, data)
-                    else:
-                        pipe.publish(channel, data)
-                return sum(await pipe.execute())
-        return 0
+        done = asyncio.get_running_loop().create_future()
+        self._outbox.append((messages, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="redis-publish")
+        return await done
+
+    async def _flush(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            counts: list[int] = []
+            failure: BaseException | None = None
+            try:
+                with self.or_local():
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for messages, _ in batch:
+                            for channel, data in messages:
+                                if self.sharded:
+                                    pipe.spublish(channel, data)
+                                else:
+                                    pipe.publish(channel, data)
+                        counts = await pipe.execute()
+            except Exception as exc:  # RedisBusy, or a bug: each publisher hears it
+                failure = exc
+            at = 0
+            for messages, done in batch:
+                heard = sum(counts[at : at + len(messages)])
+                at += len(messages)
+                if done.done():  # its publisher was cancelled (what it sent went anyway)
+                    continue
+                if failure is not None:
+                    done.set_exception(failure)
+                else:  # (no counts: Redis was lost, noted by or_local; nobody heard it)
+                    done.set_result(heard)
 
     async def update_json(
         self,

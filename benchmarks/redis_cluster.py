@@ -9,7 +9,23 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from redis.exceptions import RedisError
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll ``ready`` (failures to connect count as not yet) until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except (OSError, subprocess.SubprocessError, RedisError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"Redis did not reach the expected state ({what})")
 
 
 def _bindable(port: int) -> bool:
@@ -75,7 +91,7 @@ class RedisClusterServer:
                 )
             )
         for port in self.ports:
-            self._wait(lambda p=port: self._cli(p, "PING").strip() == "PONG")
+            wait_until(lambda p=port: self._cli(p, "PING").strip() == "PONG", "PING")
         subprocess.run(
             [
                 self.cli,
@@ -91,7 +107,9 @@ class RedisClusterServer:
             timeout=30,
         )
         for port in self.ports:
-            self._wait(lambda p=port: "cluster_state:ok" in self._cli(p, "CLUSTER", "INFO"))
+            wait_until(
+                lambda p=port: "cluster_state:ok" in self._cli(p, "CLUSTER", "INFO"), "cluster ok"
+            )
         return self
 
     def _cli(self, port: int, *command: str) -> str:
@@ -99,18 +117,6 @@ class RedisClusterServer:
             [self.cli, "-p", str(port), *command], capture_output=True, text=True, timeout=5
         )
         return done.stdout
-
-    @staticmethod
-    def _wait(ready: object, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if ready():  # type: ignore[operator]
-                    return
-            except (OSError, subprocess.SubprocessError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the Redis Cluster did not come up")
 
     def stop(self) -> None:
         for proc in self.procs:

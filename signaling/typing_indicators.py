@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import ErrorCode, HubError, event_frame
-from signaling.state.typing_indicators import Announce, Announcement
+from signaling.state.typing_indicators import Announcement
 
 if TYPE_CHECKING:
     from signaling.events import MessageTyping
@@ -39,21 +39,19 @@ class TypingService:
                 ErrorCode.NOT_IN_ROOM, f"join conversation '{room_id}' before sending typing"
             )
         user_id, name, typing = conn.user_id, conn.name, payload.isTyping
-        # The announcement goes with the change: a store that can publish it in the same
-        # round trip does (Redis); otherwise it is broadcast here.
+        # The announcement goes with the change: the store delivers it (on Redis in the
+        # change's own round trip), so it is encoded once and never broadcast here.
         announcement = Announcement(
             "user:typing",
             event_frame("user:typing", self._event(room_id, user_id, name, typing)),
             user_id,
         )
         if typing:
-            announce = await self.store.start(
+            await self.store.start(
                 room_id, user_id, conn.id, name, self.timeout, self.throttle, announcement
             )
         else:
-            announce = await self.store.stop_announced(room_id, user_id, announcement)
-        if announce is Announce.NEEDED:
-            await self._broadcast(room_id, user_id, name, typing)
+            await self.store.stop_announced(room_id, user_id, announcement)
         return {}
 
     async def clear(self, conn: Connection | RemoteConnection, room_id: str) -> None:

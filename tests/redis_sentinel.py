@@ -6,11 +6,12 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
+from benchmarks.redis_cluster import wait_until
 from tests.redis_server import free_port
 
 SERVICE = "switchboard"
@@ -82,16 +83,8 @@ class SentinelSetup:
         self.procs[self.primary_port].wait(10)
 
     @staticmethod
-    def wait(ready: object, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if ready():  # type: ignore[operator]
-                    return
-            except (OSError, redis.RedisError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the Redis/Sentinel setup did not reach the expected state")
+    def wait(ready: Callable[[], bool], timeout: float = 30.0) -> None:
+        wait_until(ready, "sentinel", timeout)
 
     def stop(self) -> None:
         for proc in self.procs.values():

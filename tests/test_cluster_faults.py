@@ -49,6 +49,15 @@ async def call_status(node: Node, call_id: str, user: str) -> dict[str, Any]:
         return await resp.json()
 
 
+async def wait_connected(node: Node, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        health = await wait_healthy(node)
+        if health["state"]["connected"] or time.monotonic() > deadline:
+            return health
+        await asyncio.sleep(0.1)
+
+
 async def start_call(caller, callee) -> str:
     call = await caller.request("call:initiate", {"callType": "audio", "participants": [callee]})
     return call["callId"]
@@ -136,11 +145,7 @@ async def test_redis_restart_nodes_serve_locally_then_republish(cluster, own_red
 
     own_redis.start()  # same port, empty: nothing persisted
     for node in (a, b):
-        for _ in range(100):
-            health = await wait_healthy(node)
-            if health["state"]["connected"]:
-                break
-            await asyncio.sleep(0.1)
+        health = await wait_connected(node, timeout=10.0)
         assert health["state"]["connected"], node.output()
 
     # Re-published: the room's settings and permissions (by the nodes its members are
@@ -215,15 +220,6 @@ async def test_redis_missing_at_start_is_reported_and_retried(tmp_path):
     finally:
         await cluster.close()
         redis.stop()
-
-
-async def wait_connected(node: Node, timeout: float = 30.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        health = await wait_healthy(node)
-        if health["state"]["connected"] or time.monotonic() > deadline:
-            return health
-        await asyncio.sleep(0.1)
 
 
 async def test_sentinel_failover_keeps_presence_rooms_and_calls(tmp_path):

@@ -51,7 +51,6 @@ class TrackRecorder:
         self._reorder: ReorderBuffer[tuple[int, bool, bytes]] = ReorderBuffer(DEPTH[kind])
         self._frames = Vp8Assembler() if kind == "video" else OpusFrames()
         self.file = TrackFile(path, kind, queue_size=queue_size)
-        self.started_at = time.time()
         #: When the file's first frame was captured, in the publisher's clock (its sender
         #: reports), else when it arrived here: the manifest aligns tracks with it.
         self.first_capture: float | None = None
@@ -71,7 +70,7 @@ class TrackRecorder:
         for _, (timestamp, marker, payload), gap in self._reorder.push(
             arrival.seq, (packet.timestamp, packet.marker, packet.payload)
         ):
-            self._frame(timestamp, marker, payload, gap, arrival.now)
+            self._frame(timestamp, marker, payload, gap)
 
     def suspend(self) -> None:
         """The track stopped forwarding (muted, blocked): the next frame must be a keyframe."""
@@ -80,7 +79,7 @@ class TrackRecorder:
 
     # -- frames -----------------------------------------------------------------------------
 
-    def _frame(self, timestamp: int, marker: bool, payload: bytes, gap: bool, now: float) -> None:
+    def _frame(self, timestamp: int, marker: bool, payload: bytes, gap: bool) -> None:
         frames = self._frames
         frame = frames.push(timestamp, marker, payload, gap)
         if frame is None:
@@ -110,7 +109,7 @@ class TrackRecorder:
         self.closed = True
         self.track.detach(self)  # type: ignore[arg-type]
         for _, (timestamp, marker, payload), gap in self._reorder.flush():
-            self._frame(timestamp, marker, payload, gap, time.monotonic())
+            self._frame(timestamp, marker, payload, gap)
         self.file.close()
 
     def info_out(self) -> dict[str, Any]:

@@ -13,9 +13,9 @@ TYPING_TIMER = "typing"
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """The room event a change would be announced with, encoded once by the service. A
-    store that can publish it in the same round trip as the change (Redis: the script
-    publishes it to the room's channel) does so and answers :attr:`Announce.SENT`."""
+    """The room event a change is announced with, encoded once by the service. The store
+    delivers it with the change and answers :attr:`Announce.SENT` (memory: written to the
+    room's sockets; Redis: the script publishes it in the change's round trip)."""
 
     type_: str
     frame: bytes
@@ -24,8 +24,8 @@ class Announcement:
 
 class Announce(IntEnum):
     NONE = 0  # nothing to announce (a throttled repeat)
-    NEEDED = 1  # the caller broadcasts
-    SENT = 2  # the store published the announcement with the change
+    NEEDED = 1  # to announce, and no announcement came with it: the caller broadcasts
+    SENT = 2  # the store delivered the announcement with the change
 
 
 class TypingStore(ABC):
@@ -48,13 +48,13 @@ class TypingStore(ABC):
         """End the typing state (only if ``conn_id`` owns it, unless ``None``); returns the
         display name to announce, or ``None`` if there was nothing to end."""
 
+    @abstractmethod
     async def stop_announced(
         self, room_id: str, user_id: str, announcement: Announcement
     ) -> Announce:
-        """End the typing state whoever owns it, with ``announcement`` as its end (the
-        stopping device's own name). The default: :meth:`stop`, the caller announces."""
-        name = await self.stop(room_id, user_id, None)
-        return Announce.NONE if name is None else Announce.NEEDED
+        """End the typing state whoever owns it, delivering ``announcement`` (made with
+        the stopping device's own name) as its end: ``SENT``, or ``NONE`` if there was
+        nothing to end."""
 
     @abstractmethod
     async def expire(self, room_id: str, user_id: str) -> str | None:

@@ -25,7 +25,7 @@ class MemoryState(State):
         self.history = history = MemoryHistory()
         delivery = LocalDelivery(node_id, reports, history)
         self._timers = MemoryTimers(reports)
-        self._typing = MemoryTyping(reports)
+        self._typing = MemoryTyping(reports, delivery)
         super().__init__(
             node_id=node_id,
             reports=reports,

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from signaling.state.handler import Reports
+from signaling.state.memory.delivery import LocalDelivery
 from signaling.state.typing_indicators import TYPING_TIMER, Announce, Announcement, TypingStore
 
 #: The event loop may run a timer a little before its deadline by the clock the record
@@ -24,9 +25,27 @@ class _Typing:
 
 
 class MemoryTyping(TypingStore):
-    def __init__(self, reports: Reports) -> None:
+    def __init__(self, reports: Reports, delivery: LocalDelivery) -> None:
         self._reports = reports
+        self._delivery = delivery
         self._typing: dict[tuple[str, str], _Typing] = {}
+
+    def _announced(self, room_id: str, announcement: Announcement | None) -> Announce:
+        """Write the announcement (encoded once, by the service) to the room's sockets."""
+        if announcement is None:
+            return Announce.NEEDED
+        started = time.perf_counter()
+        frame, exclude = announcement.frame, announcement.exclude_user
+        count = self._delivery.write_rooms([room_id], frame, exclude)
+        self._delivery.metrics.observe(announcement.type_, started, count)
+        return Announce.SENT
+
+    async def stop_announced(
+        self, room_id: str, user_id: str, announcement: Announcement
+    ) -> Announce:
+        if await self.stop(room_id, user_id, None) is None:
+            return Announce.NONE
+        return self._announced(room_id, announcement)
 
     def _arm(self, room_id: str, user_id: str, record: _Typing, delay: float) -> None:
         if record.expiry is not None:
@@ -50,14 +69,14 @@ class MemoryTyping(TypingStore):
         if current is None:
             record = self._typing[(room_id, user_id)] = _Typing(conn_id, name, now + timeout, now)
             self._arm(room_id, user_id, record, timeout)
-            return Announce.NEEDED
+            return self._announced(room_id, announcement)
         current.expires_at = now + timeout
         current.conn_id = conn_id
         self._arm(room_id, user_id, current, timeout)
         if now - current.last_sent < throttle:
             return Announce.NONE
         current.last_sent = now
-        return Announce.NEEDED
+        return self._announced(room_id, announcement)
 
     async def stop(self, room_id: str, user_id: str, conn_id: str | None) -> str | None:
         current = self._typing.get((room_id, user_id))

@@ -126,7 +126,7 @@ class RedisDelivery(LocalDelivery):
         if not self.link.online:
             return await super().room_recorded_frame(room_id, template, exclude_user)
         keys, history = self.link.keys, self.shared_history
-        prefix = pack({"r": [room_id], "i": 0, "x": exclude_user}, b"")
+        prefix = self.room_message(room_id, b"", exclude_user)
         with self.link.or_local():
             return await self.link.run(
                 "HISTORY_PUBLISH",

@@ -232,7 +232,8 @@ class RedisLink:
 
     @property
     def publish_command(self) -> str:
-        """How scripts publish: sharded on a cluster (the channel shares their slot)."""
+        """How messages are published: sharded on a cluster (a script publishing shares
+        the channel's slot)."""
         return "SPUBLISH" if self.sharded else "PUBLISH"
 
     async def reset(self) -> None:
@@ -318,10 +319,7 @@ class RedisLink:
                     async with self.client.pipeline(transaction=False) as pipe:
                         for messages, _ in batch:
                             for channel, data in messages:
-                                if self.sharded:
-                                    pipe.spublish(channel, data)
-                                else:
-                                    pipe.publish(channel, data)
+                                pipe.execute_command(self.publish_command, channel, data)
                         counts = await pipe.execute()
             except Exception as exc:  # RedisBusy, or a bug: each publisher hears it
                 failure = exc

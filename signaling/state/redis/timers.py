@@ -58,11 +58,7 @@ class RedisTimers(TimerStore):
                 await self.link.client.zrem(self.link.keys.timers, *keys)
 
     async def disarm(self, kind: str, parts: Sequence[str]) -> None:
-        key = timer_key(kind, parts)
-        self._armed.pop(key, None)
-        if self.link.online:
-            with self.link.or_local():
-                await self.link.client.zrem(self.link.keys.timers, key)
+        await self.disarm_all([(kind, parts)])
 
     # -- firing ----------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import WSMessage, WSMsgType, web
 
 from signaling.auth import authenticate, json_error
+from signaling.outbox import WriteBatcher, write_out
 from signaling.protocol import CloseCode, ErrorCode, close_frame, encode, text_frame
 from signaling.ratelimit import TokenBucket
 
@@ -35,56 +36,23 @@ GOODBYE_CODES = (CloseCode.NORMAL, 0)
 _DATA_TYPES = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
-class WriteBatcher:
-    """Coalesces the frames queued for each connection during one loop iteration.
-
-    Under fan-out load a receiver gets several frames per iteration; joining them into one
-    ``transport.write`` turns many syscalls into one. With light load it costs one extra
-    ``call_soon`` per iteration, not per frame.
-    """
-
-    __slots__ = ("_dirty", "_scheduled")
-
-    def __init__(self) -> None:
-        self._dirty: list[Connection] = []
-        self._scheduled = False
-
-    def mark(self, conn: Connection) -> None:
-        self._dirty.append(conn)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        for conn in dirty:
-            conn.flush()
-
-
-def write_batch(transport: asyncio.Transport, pending: list[bytes], limit: int) -> bool:
-    """Write a connection's queued frames in one call; ``True`` if the peer stopped
-    reading (more than ``limit`` bytes wait in the transport)."""
-    transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-    return transport.get_write_buffer_size() > limit
-
-
 class Connection:
     """A connected device of a user: identity, joined rooms, limits, bounded writes."""
 
     __slots__ = (
         "_batcher",
-        "_pending",
-        "_transport",
         "close_code",
         "closed",
         "errors",
+        "frames",
         "id",
         "principal",
         "rate",
         "rooms",
         "send_buffer_limit",
         "status",
+        "user_id",
+        "wire",
         "ws",
     )
 
@@ -102,10 +70,13 @@ class Connection:
     ) -> None:
         self.id = conn_id
         self.principal = principal
+        #: The token's subject: a refreshed token must name the same user, so this is
+        #: fixed (an attribute, not a property: the fan-out reads it for every recipient).
+        self.user_id = principal.user_id
         self.ws = ws
-        self._transport = transport
+        self.wire = transport
         self._batcher = batcher
-        self._pending: list[bytes] = []
+        self.frames: list[bytes] = []
         self.rate = rate
         self.errors = errors
         self.send_buffer_limit = send_buffer_limit
@@ -113,10 +84,6 @@ class Connection:
         self.rooms: set[str] = set()
         self.closed = False
         self.close_code: int | None = None  # set when the server closes the connection
-
-    @property
-    def user_id(self) -> str:
-        return self.principal.user_id
 
     @property
     def name(self) -> str:
@@ -133,28 +100,24 @@ class Connection:
         """Queue a pre-built WebSocket frame; ``False`` if the connection is gone."""
         if self.closed:
             return False
-        if self._transport.is_closing():
+        if self.wire.is_closing():
             self.closed = True
             return False
-        self._pending.append(frame)
-        if len(self._pending) == 1:
+        frames = self.frames
+        frames.append(frame)
+        if len(frames) == 1:
             self._batcher.mark(self)
         return True
 
     def flush(self) -> None:
-        """Write everything queued in one call; drop the peer if it stopped reading."""
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        if self.closed:
-            return
-        transport = self._transport
-        if transport.is_closing():
-            self.closed = True
-            return
-        if write_batch(transport, pending, self.send_buffer_limit):
-            self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
+        """Write everything queued now (before a close)."""
+        write_out((self,))
+
+    def transport_lost(self) -> None:
+        self.closed = True
+
+    def too_slow(self) -> None:
+        self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
 
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:
         return self.send_frame(text_frame(encode(type_, data, id_)))
@@ -178,7 +141,7 @@ class Connection:
             "closing connection",
             extra={"conn": self.id, "user": self.user_id, "code": code, "reason": reason},
         )
-        transport = self._transport
+        transport = self.wire
         if transport.is_closing():
             return
         transport.write(close_frame(code, reason))
@@ -198,7 +161,7 @@ class Connection:
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), 5.0)
         except (TimeoutError, ConnectionError, RuntimeError):
-            self._transport.abort()
+            self.wire.abort()
 
 
 class Dispatcher(Protocol):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from signaling.auth import request_token
+from signaling.outbox import WriteBatcher
 from signaling.protocol import CloseCode, ErrorCode
 from signaling.ratelimit import TokenBucket
 from signaling.socketio import packets as p
@@ -46,7 +47,7 @@ from signaling.socketio.session import (
     SioConnection,
 )
 from signaling.tokens import TokenError, verify_token
-from signaling.websocket import Dispatcher, WriteBatcher, hard_frame_cap
+from signaling.websocket import Dispatcher, hard_frame_cap
 
 if TYPE_CHECKING:
     from config.server import ServerSettings

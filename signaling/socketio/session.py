@@ -18,18 +18,19 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from signaling.outbox import write_out
 from signaling.protocol import CloseCode, close_frame, text_frame
 from signaling.socketio import packets as p
-from signaling.websocket import Connection, write_batch
+from signaling.websocket import Connection
 
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from signaling.outbox import WriteBatcher
     from signaling.ratelimit import TokenBucket
     from signaling.socketio.packets import BroadcastTranslator, Mark
     from signaling.socketio.recovery_log import RecoveryLog
     from signaling.tokens import Principal
-    from signaling.websocket import WriteBatcher
 
 log = logging.getLogger("switchboard.socketio")
 
@@ -52,15 +53,14 @@ class EngineSession:
 
     __slots__ = (
         "_batcher",
-        "_pending",
         "_ping_timer",
         "_pong_timer",
         "_queue",
         "_queued_bytes",
-        "_raw",
         "_waiter",
         "closed",
         "conn",
+        "frames",
         "goodbye",
         "handshake_token",
         "left",
@@ -72,6 +72,7 @@ class EngineSession:
         "sid",
         "skip_binary",
         "transport",
+        "wire",
         "ws",
     )
 
@@ -96,8 +97,9 @@ class EngineSession:
         self.handshake_token = handshake_token
         self.on_closed = on_closed
         self.ws: web.WebSocketResponse | None = None
-        self._raw: asyncio.Transport | None = None
-        self._pending: list[bytes] = []
+        #: The WebSocket's transport, once there is one (see :class:`Outbox`).
+        self.wire: asyncio.Transport | None = None
+        self.frames: list[bytes] = []
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -119,14 +121,15 @@ class EngineSession:
         """Queue one Engine.IO packet; ``ws_frame`` is its pre-built WebSocket frame."""
         if self.closed:
             return False
-        raw = self._raw
-        if raw is not None:
-            if raw.is_closing():
+        wire = self.wire
+        if wire is not None:
+            if wire.is_closing():
                 self.close("transport close")
                 return False
-            self._pending.append(ws_frame if ws_frame is not None else text_frame(packet))
-            if len(self._pending) == 1:
-                self._batcher.mark(self)  # type: ignore[arg-type]
+            frames = self.frames
+            frames.append(ws_frame if ws_frame is not None else text_frame(packet))
+            if len(frames) == 1:
+                self._batcher.mark(self)
             return True
         self._queue.append(packet)
         self._queued_bytes += len(packet) + 1
@@ -137,16 +140,15 @@ class EngineSession:
         return True
 
     def flush(self) -> None:
-        """Write what was queued for the WebSocket this iteration in one call."""
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        raw = self._raw
-        if self.closed or raw is None or raw.is_closing():
-            return
-        if write_batch(raw, pending, self.send_buffer_limit):
-            self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
+        """Write what was queued for the WebSocket now (before a close)."""
+        write_out((self,))
+
+    def transport_lost(self) -> None:
+        """Found at a flush: the WebSocket is closing."""
+        self.close("transport close")
+
+    def too_slow(self) -> None:
+        self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: send buffer limit exceeded")
 
     async def poll(self) -> bytes:
         """A polling GET: everything queued, waiting for something if nothing is."""
@@ -174,7 +176,7 @@ class EngineSession:
         """The WebSocket probe completed: packets go over it from now on, starting with
         those the client had not polled yet."""
         self.transport = "websocket"
-        self.ws, self._raw = ws, raw
+        self.ws, self.wire = ws, raw
         queued, self._queue, self._queued_bytes = self._queue, [], 0
         for packet in queued:
             if packet != p.NOOP:
@@ -182,7 +184,7 @@ class EngineSession:
         self._wake()
 
     def attach_websocket(self, ws: web.WebSocketResponse, raw: asyncio.Transport) -> None:
-        self.ws, self._raw = ws, raw
+        self.ws, self.wire = ws, raw
 
     def wake_poll_with_noop(self) -> None:
         """During an upgrade: end the pending GET so the client pauses polling."""
@@ -226,10 +228,10 @@ class EngineSession:
         if code in FINAL_CLOSES and self.conn is not None:
             self.write(p.DISCONNECT)
             self.flush()
-        if self._raw is not None and not self._raw.is_closing():
-            self._raw.write(close_frame(code, reason))
-            self._raw.close()
-            asyncio.get_running_loop().call_later(2.0, self._raw.abort)
+        if self.wire is not None and not self.wire.is_closing():
+            self.wire.write(close_frame(code, reason))
+            self.wire.close()
+            asyncio.get_running_loop().call_later(2.0, self.wire.abort)
         self.close(reason, final=code in FINAL_CLOSES)
 
     def close(self, reason: str, *, final: bool = False) -> None:
@@ -241,10 +243,10 @@ class EngineSession:
         for timer in (self._ping_timer, self._pong_timer):
             if timer is not None:
                 timer.cancel()
-        if self._raw is None:
+        if self.wire is None:
             self._queue.append(p.CLOSE)  # a poll still to come learns the session is over
-        elif not self._raw.is_closing() and not final:
-            self._raw.close()
+        elif not self.wire.is_closing() and not final:
+            self.wire.close()
         self._wake()
         log.debug("Socket.IO session ended", extra={"sid": self.sid, "reason": reason})
         self.on_closed(self)
@@ -319,7 +321,14 @@ class SioConnection(Connection):
     def send_frame(self, frame: bytes) -> bool:
         if self.closed:
             return False
-        return self._write(*self.translator.translate(frame))
+        packet, ws_frame, mark = self.translator.translate(frame)
+        if self.recovery is not None:
+            return self._write(packet, ws_frame, mark)
+        # The fan-out's path (once per recipient): straight to the session.
+        if self.session.write(packet, ws_frame):
+            return True
+        self.closed = True
+        return False
 
     def flush(self) -> None:
         self.session.flush()

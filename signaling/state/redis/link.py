@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -33,6 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.redis import scripts as lua
 from signaling.state.redis.keys import Keys
+from signaling.state.redis.multiplex import MultiplexedRedis, Multiplexer
 
 log = logging.getLogger("switchboard.redis")
 T = TypeVar("T")
@@ -194,7 +196,21 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
             **options,
         )
     pool = WaitingPool.from_url(url, max_connections=POOL_SIZE, timeout=busy_timeout, **options)
-    return Redis(connection_pool=pool)
+    if not url.startswith(("redis://", "unix://")):  # (TLS: redis-py's connections)
+        return Redis(connection_pool=pool)
+    # Commands share one multiplexed connection; the pool serves pub/sub.
+    address = parse_url(url)
+    mux = Multiplexer(
+        host=address.get("host", "localhost"),
+        port=address.get("port", 6379),
+        path=address.get("path"),
+        username=address.get("username"),
+        password=address.get("password"),
+        db=address.get("db", 0),
+        connect_timeout=options["socket_connect_timeout"],
+        reply_timeout=options["socket_timeout"],
+    )
+    return MultiplexedRedis(mux, connection_pool=pool)
 
 
 def redacted(url: str) -> str:
@@ -244,6 +260,8 @@ class RedisLink:
             await self.client.aclose()  # the cluster client re-learns the slots on next use
         else:
             await self.client.connection_pool.disconnect()
+            if isinstance(self.client, MultiplexedRedis):
+                await self.client.mux.reset()
         for script in self.scripts.values():
             await self.client.script_load(script.script)
 

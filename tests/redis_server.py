@@ -17,13 +17,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server (Debian package redis-server) is missing: run `make test`"
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra = extra  # more redis-server options (a password, a unix socket)
 
     @property
     def url(self) -> str:
@@ -46,6 +49,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -55,7 +59,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return self
             except OSError:
                 time.sleep(0.05)

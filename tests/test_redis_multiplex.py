@@ -1,0 +1,201 @@
+"""The multiplexed Redis connection, on real redis-servers: replies reach their callers in
+order under concurrency, error replies and cancelled callers leave the stream in step,
+pipelines and transactions keep redis-py's results, and a Redis that dies, hangs or comes
+back is reported with redis-py's failure types and reconnected to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from signaling.state.redis.link import connect_client
+from signaling.state.redis.multiplex import MultiplexedRedis
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (fault tests stop it)."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    if server.proc is not None and server.proc.poll() is None:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
+
+
+async def test_concurrent_callers_get_their_own_replies_in_one_connection(redis_server):
+    client = connect_client(redis_server.url)
+    assert isinstance(client, MultiplexedRedis)
+    try:
+        await client.mset({f"mx:k{i}": f"v{i}" for i in range(500)})
+        replies = await asyncio.gather(*(client.get(f"mx:k{i}") for i in range(500)))
+        assert replies == [f"v{i}".encode() for i in range(500)]
+        names = await asyncio.gather(*(client.client_id() for _ in range(50)))
+        assert len(set(names)) == 1  # every command on the one connection
+    finally:
+        await client.aclose()
+
+
+async def test_reply_conversions_are_redis_pys(redis_server):
+    client = connect_client(redis_server.url)
+    try:
+        assert await client.set("mx:s", "1", nx=True, ex=30) is True
+        assert await client.set("mx:s", "2", nx=True) is None
+        await client.hset("mx:h", mapping={"a": "1", "b": "2"})
+        assert await client.hgetall("mx:h") == {b"a": b"1", b"b": b"2"}
+        assert await client.hgetall("mx:missing") == {}
+        await client.sadd("mx:set", "x", "y")
+        assert await client.smembers("mx:set") == {b"x", b"y"}
+        await client.zadd("mx:z", {"a": 1.5, "b": 2})
+        assert await client.zrangebyscore("mx:z", "-inf", "+inf", withscores=True) == [
+            (b"a", 1.5),
+            (b"b", 2.0),
+        ]
+        assert await client.ping() is True
+        assert await client.delete("mx:s", "mx:h", "mx:set", "mx:z") == 4
+    finally:
+        await client.aclose()
+
+
+async def test_error_replies_raise_and_leave_the_stream_in_step(redis_server):
+    client = connect_client(redis_server.url)
+    try:
+        await client.set("mx:str", "x")
+        results = await asyncio.gather(
+            client.get("mx:str"),
+            client.hgetall("mx:str"),  # WRONGTYPE
+            client.evalsha("0" * 40, 0),  # NOSCRIPT
+            client.get("mx:str"),
+            return_exceptions=True,
+        )
+        assert results[0] == b"x" and results[3] == b"x"
+        assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
+        assert isinstance(results[2], NoScriptError)
+        # A registered script loads itself after NOSCRIPT, as with redis-py.
+        script = client.register_script("return ARGV[1]")
+        assert await script(args=["back"]) == b"back"
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_caller_does_not_shift_the_replies(redis_server):
+    client = connect_client(redis_server.url)
+    try:
+        await client.set("mx:a", "a")
+        await client.set("mx:b", "b")
+        slow = asyncio.ensure_future(client.blpop(["mx:nothing"], 0.2))
+        first = asyncio.ensure_future(client.get("mx:a"))
+        await asyncio.sleep(0.05)
+        slow.cancel()
+        first.cancel()
+        assert await client.get("mx:b") == b"b"  # not the cancelled callers' replies
+    finally:
+        await client.aclose()
+
+
+async def test_pipelines_and_transactions(redis_server):
+    client = connect_client(redis_server.url)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.set("mx:p", "1")
+            pipe.incr("mx:p")
+            pipe.hgetall("mx:p")  # WRONGTYPE in the middle
+            pipe.get("mx:p")
+            out = await pipe.execute(raise_on_error=False)
+        assert out[:2] == [True, 2] and out[3] == b"2"
+        assert isinstance(out[2], ResponseError)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get("mx:p")
+            pipe.hgetall("mx:p")
+            with pytest.raises(ResponseError, match="Command # 2"):
+                await pipe.execute()
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr("mx:p")
+            pipe.hset("mx:ph", "f", "v")
+            pipe.hgetall("mx:ph")
+            assert await pipe.execute() == [3, 1, {b"f": b"v"}]
+        # A command refused while queueing aborts the whole transaction.
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr("mx:p")
+            pipe.execute_command("NOSUCHCOMMAND")
+            with pytest.raises(ResponseError, match="unknown command"):
+                await pipe.execute()
+        assert await client.get("mx:p") == b"3"
+        async with client.pipeline() as pipe:
+            with pytest.raises(Exception, match="WATCH"):
+                await pipe.watch("mx:p")
+        assert await client.get("mx:p") == b"3"  # still in step afterwards
+    finally:
+        await client.delete("mx:p", "mx:ph")
+        await client.aclose()
+
+
+async def test_a_dead_redis_fails_waiting_callers_and_is_reconnected_to(own_redis):
+    client = connect_client(own_redis.url)
+    try:
+        await client.set("mx:d", "1")
+        pending = asyncio.ensure_future(client.blpop(["mx:nothing"], 1))
+        await asyncio.sleep(0.1)
+        own_redis.stop()
+        with pytest.raises(RedisConnectionError):
+            await pending
+        with pytest.raises(RedisConnectionError):
+            await client.get("mx:d")  # refused: nobody listens
+        own_redis.start()  # same port, empty
+        assert await client.get("mx:d") is None
+        assert await client.set("mx:d", "2") is True
+    finally:
+        await client.aclose()
+
+
+async def test_a_hung_redis_times_out_within_the_bound(own_redis):
+    client = connect_client(own_redis.url)
+    try:
+        await client.set("mx:h", "1")
+        assert own_redis.proc is not None
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await client.get("mx:h")
+        waited = time.monotonic() - started
+        assert 2.9 < waited < 5.0, waited  # socket_timeout 3 s, checked every second
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert await client.get("mx:h") == b"1"  # a new connection
+    finally:
+        await client.aclose()
+
+
+async def test_password_database_and_unix_socket(tmp_path: Path):
+    sock = tmp_path / "r.sock"
+    server = RedisServer(
+        tmp_path / "redis",
+        extra=("--requirepass", "s3cret", "--unixsocket", str(sock), "--unixsocketperm", "700"),
+    ).start()
+    try:
+        good = connect_client(f"redis://:s3cret@127.0.0.1:{server.port}/3")
+        await good.set("mx:db", "three")
+        via_unix = connect_client(f"unix://:s3cret@{sock}?db=3")
+        assert isinstance(via_unix, MultiplexedRedis)
+        assert await via_unix.get("mx:db") == b"three"
+        other_db = connect_client(f"redis://:s3cret@127.0.0.1:{server.port}/0")
+        assert await other_db.get("mx:db") is None
+        wrong = connect_client(f"redis://:nope@127.0.0.1:{server.port}/0")
+        with pytest.raises(AuthenticationError):
+            await wrong.get("mx:db")
+        for client in (good, via_unix, other_db, wrong):
+            await client.aclose()
+    finally:
+        server.stop()

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,50 @@ def start_pinned(
         time.sleep(0.1)
     server.kill()
     raise RuntimeError(f"{' '.join(cmd)} did not start")
+
+
+@contextlib.contextmanager
+def cpu_share(pids: list[int], share: float) -> Iterator[None]:
+    """Run ``pids`` (all their threads) on ``share`` of one CPU, in a cgroup of their own
+    (the CFS quota; cgroup v1's ``cpu`` controller or v2's), so a test can flood servers
+    past what they deliver with a load generator that could not outrun a whole core."""
+    roots = [Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup")]
+    root = next(
+        (
+            r
+            for r in roots
+            if (r / "cpu.cfs_quota_us").exists()
+            or "cpu" in _read(r / "cgroup.subtree_control").split()
+        ),
+        None,
+    )
+    if root is None:
+        raise RuntimeError("no cgroup cpu controller to limit the servers with")
+    group = root / f"switchboard-bench-{os.getpid()}"
+    group.mkdir()
+    period = 100_000
+    try:
+        if (group / "cpu.cfs_quota_us").exists():
+            (group / "cpu.cfs_period_us").write_text(str(period))
+            (group / "cpu.cfs_quota_us").write_text(str(int(period * share)))
+        else:
+            (group / "cpu.max").write_text(f"{int(period * share)} {period}")
+        for pid in pids:
+            (group / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        parent = group.parent / "cgroup.procs"
+        for pid in _read(group / "cgroup.procs").split():
+            with contextlib.suppress(OSError):
+                parent.write_text(pid)
+        group.rmdir()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

@@ -28,6 +28,7 @@ and in ``--out``, and a PNG plot beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import socket
@@ -44,6 +45,7 @@ import orjson
 from benchmarks.common import (
     SECRET,
     cpu_seconds,
+    cpu_share,
     emit_report,
     free_port,
     pct,
@@ -359,7 +361,10 @@ def run_one(
     params: dict[str, float],
     procs: int,
     history_size: int | None = None,
+    server_cpu_share: float | None = None,
 ) -> dict[str, Any]:
+    """One system on one topology. ``server_cpu_share`` runs the nodes and Redis on that
+    share of one CPU (the overload test's way to flood them past what they deliver)."""
     nodes, kind = TOPOLOGIES[topology]
     redis, redis_url, redis_pids = start_shared_redis(kind)
     extra: dict[str, str] = {}
@@ -380,9 +385,15 @@ def run_one(
         configs = generator_configs(
             scenario, params, procs, [url_of(system, p) for p in ports], system
         )
-        parts, readings = run_generators(
-            configs, pids, timeout=params["duration"] + params.get("drain_max", 0) + 240
+        limited = (
+            cpu_share([*pids, *redis_pids], server_cpu_share)
+            if server_cpu_share is not None
+            else contextlib.nullcontext()
         )
+        with limited:
+            parts, readings = run_generators(
+                configs, pids, timeout=params["duration"] + params.get("drain_max", 0) + 240
+            )
         result = {
             "scenario": scenario,
             "topology": topology,

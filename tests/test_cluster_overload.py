@@ -3,9 +3,11 @@ deliver, for 20 s, deliver every event late rather than never.
 
 The load is the signaling benchmark's fan-out (its Node load generator, 1,000 clients in
 rooms of 50 toggling typing, every toggle due to the 49 others), run here with a long
-drain. Two nodes and Redis share one core; the offered 196k deliveries/s is about twice
-what they deliver (the printed line says how much). What is asserted is behaviour, not
-speed: no error (no ``unavailable``), no connection lost, no delivery missing.
+drain. Two nodes and Redis share a tenth of one core (a cgroup's CPU quota: on a whole
+core they deliver more than the generator can offer); the offered 98k deliveries/s is
+several times what they deliver (the printed line says how much). What is asserted is
+behaviour, not speed: no error (no ``unavailable``), no connection lost, no delivery
+missing.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ import pytest
 
 from benchmarks import signaling
 
-FLOOD = {"clients": 1000, "room_size": 50, "rate": 4, "duration": 20, "drain_max": 150}
+FLOOD = {"clients": 1000, "room_size": 50, "rate": 2, "duration": 20, "drain_max": 200}
+#: The share of one CPU the two nodes and Redis get.
+SERVER_CPU_SHARE = 0.1
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(500)
 def test_two_nodes_flooded_past_capacity_deliver_everything_late_not_never():
     signaling.ensure_peers()
-    run = signaling.run_one("fanout", "redis2", "switchboard", dict(FLOOD), procs=2)
+    run = signaling.run_one(
+        "fanout", "redis2", "switchboard", dict(FLOOD), procs=2, server_cpu_share=SERVER_CPU_SHARE
+    )
     offered = FLOOD["clients"] * FLOOD["rate"] * (FLOOD["room_size"] - 1)
     drained_in = (run["drain_ms"] or 0) / 1000
     capacity = run["deliveries"] / (FLOOD["duration"] + drained_in)
@@ -34,3 +40,4 @@ def test_two_nodes_flooded_past_capacity_deliver_everything_late_not_never():
     assert run["drain_ms"] is not None, f"{run['dropped']} deliveries never arrived"
     assert run["dropped"] == 0
     assert run["deliveries"] == run["expected_deliveries"] > 0.9 * offered * FLOOD["duration"]
+    assert offered > 1.5 * capacity, "not an overload: raise the rate or lower the share"

@@ -19,7 +19,10 @@ class ClusterSettings(BaseModel):
     redis_busy_timeout: float = Field(
         default=30.0,
         gt=0,
-        description="how long a command waits for a free pooled Redis connection under load",
+        description=(
+            "how long a command waits for a free pooled Redis connection under load "
+            "(pub/sub; every command on rediss://, Sentinel and Cluster)"
+        ),
     )
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
     node_heartbeat_interval: float = Field(default=5.0, gt=0)

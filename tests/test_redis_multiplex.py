@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.state.redis.link import connect_client
-from signaling.state.redis.multiplex import MultiplexedRedis
+from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
 from tests.redis_server import RedisServer
 
 
@@ -199,3 +199,33 @@ async def test_password_database_and_unix_socket(tmp_path: Path):
             await client.aclose()
     finally:
         server.stop()
+
+
+async def test_a_subscriber_hands_over_messages_as_they_are_read(own_redis):
+    client = connect_client(own_redis.url)
+    assert isinstance(client, MultiplexedRedis)
+    pushed: asyncio.Queue[list[object]] = asyncio.Queue()
+    subscriber = Subscriber(client.mux, pushed.put_nowait)
+
+    async def next_push() -> list[object]:
+        return await asyncio.wait_for(pushed.get(), 5)
+
+    try:
+        await subscriber.subscribe("mx:ch1", "mx:ch2")
+        assert await next_push() == [b"subscribe", b"mx:ch1", 1]
+        assert await next_push() == [b"subscribe", b"mx:ch2", 2]
+        counts = await asyncio.gather(*(client.publish("mx:ch1", str(i)) for i in range(100)))
+        assert counts == [1] * 100
+        for i in range(100):  # all, in order
+            assert await next_push() == [b"message", b"mx:ch1", str(i).encode()]
+        await subscriber.unsubscribe("mx:ch1")
+        assert await next_push() == [b"unsubscribe", b"mx:ch1", 1]
+        assert await client.publish("mx:ch1", "unheard") == 0
+        assert await client.publish("mx:ch2", "last") == 1
+        assert await next_push() == [b"message", b"mx:ch2", b"last"]
+        own_redis.stop()  # a lost connection ends ``closed`` with the error
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(subscriber.closed, 5)
+    finally:
+        await subscriber.aclose()
+        await client.aclose()

@@ -23,6 +23,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 
 from signaling.background import cancel_and_wait
+from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
 
 log = logging.getLogger("switchboard.redis")
 
@@ -39,9 +40,11 @@ def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 
 class Listener:
-    """One pub/sub connection and the task reading it."""
+    """One pub/sub connection (redis-py's ``PubSub`` or a multiplexed client's
+    :class:`Subscriber`) and the task reading it (or watching it: a subscriber hands its
+    messages over as they are read)."""
 
-    def __init__(self, pubsub: PubSub, reader: asyncio.Task[None]) -> None:
+    def __init__(self, pubsub: Any, reader: asyncio.Task[None]) -> None:
         self.pubsub = pubsub
         self.reader = reader
 
@@ -78,7 +81,7 @@ class Bus:
         self._client, self._sharded = client, sharded
         await self.subscribe(*channels)
 
-    def _listener(self, channel: str) -> tuple[str, PubSub]:
+    def _listener(self, channel: str) -> tuple[str, Any]:
         if not self._sharded:
             name, make = "", self._client.pubsub
         else:
@@ -87,9 +90,14 @@ class Bus:
             make = lambda: Redis(connection_pool=node_pool(node)).pubsub()  # noqa: E731
         listener = self._listeners.get(name)
         if listener is None or listener.reader.done():
-            pubsub = make()
-            reader = asyncio.create_task(self._read(pubsub), name=f"redis-bus {name}")
-            listener = self._listeners[name] = Listener(pubsub, reader)
+            if isinstance(self._client, MultiplexedRedis):
+                subscriber = Subscriber(self._client.mux, self._pushed)
+                reader = asyncio.create_task(self._watch(subscriber), name="redis-bus")
+                listener = self._listeners[name] = Listener(subscriber, reader)
+            else:
+                pubsub = make()
+                reader = asyncio.create_task(self._read(pubsub), name=f"redis-bus {name}")
+                listener = self._listeners[name] = Listener(pubsub, reader)
         return name, listener.pubsub
 
     async def subscribe(self, *channels: str) -> None:
@@ -155,21 +163,42 @@ class Bus:
                 if message is None:
                     continue
                 kind = message["type"]
-                channel = message["channel"].decode()
                 if kind in ("message", "smessage"):
-                    try:
-                        header, frame = unpack(message["data"])
-                        self._on_message(header, frame)
-                    except Exception:
-                        log.exception("bad bus message on %s", channel)
+                    self._deliver(message["channel"], message["data"])
                 elif kind in ("subscribe", "ssubscribe"):
-                    fut = self._confirmed.get(channel)
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
+                    self._confirm(message["channel"])
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.on_lost(exc)
+
+    def _pushed(self, reply: list[Any]) -> None:
+        """What a :class:`Subscriber` read: ``[kind, channel, data or count]``."""
+        kind = reply[0]
+        if kind == b"message":
+            self._deliver(reply[1], reply[2])
+        elif kind == b"subscribe":
+            self._confirm(reply[1])
+
+    async def _watch(self, subscriber: Subscriber) -> None:
+        try:
+            await subscriber.closed
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.on_lost(exc)
+
+    def _deliver(self, channel: bytes, data: bytes) -> None:
+        try:
+            header, frame = unpack(data)
+            self._on_message(header, frame)
+        except Exception:
+            log.exception("bad bus message on %s", channel.decode(errors="replace"))
+
+    def _confirm(self, channel: bytes) -> None:
+        fut = self._confirmed.get(channel.decode())
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
 
 def node_pool(node: Any) -> ConnectionPool:

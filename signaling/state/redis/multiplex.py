@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
@@ -61,15 +61,22 @@ class _Waiter:
 
 
 class _Replies(asyncio.Protocol):
-    """The connection: writes requests, hands replies to the waiters in order."""
+    """The connection: writes requests, hands replies to the waiters in order. With
+    ``on_push`` it is a subscriber's: every array reply (a message, a subscription's
+    confirmation) goes to ``on_push`` as soon as it is read."""
 
-    def __init__(self, on_lost: Any) -> None:
+    def __init__(
+        self,
+        on_lost: Callable[[_Replies, Exception], None],
+        on_push: Callable[[list[Any]], None] | None = None,
+    ) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[_Waiter] = collections.deque()
         self._reader = hiredis.Reader(
             protocolError=InvalidResponse, replyError=BaseParser.parse_error
         )
         self._on_lost = on_lost
+        self._on_push = on_push
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,6 +94,9 @@ class _Replies(asyncio.Protocol):
                 return
             if reply is False:  # no complete reply yet (RESP2 has no false)
                 return
+            if self._on_push is not None and type(reply) is list:
+                self._on_push(reply)
+                continue
             if not waiting:  # a reply nobody asked for: the stream is out of step
                 self.fail(InvalidResponse("unexpected reply from Redis"))
                 return
@@ -109,7 +119,7 @@ class _Replies(asyncio.Protocol):
         """Cut the connection and fail everyone waiting on it (idempotent)."""
         if not self.lost:
             self.lost = True
-            self._on_lost(self)
+            self._on_lost(self, exc)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
         waiting, self.waiting = self.waiting, collections.deque()
@@ -179,14 +189,29 @@ class Multiplexer:
                 self._connecting = None
 
     async def _open(self) -> _Replies:
+        conn = await self.open_connection(self._lost)
+        self._conn = conn
+        self._arm_watchdog()
+        return conn
+
+    async def open_connection(
+        self,
+        on_lost: Callable[[_Replies, Exception], None],
+        on_push: Callable[[list[Any]], None] | None = None,
+    ) -> _Replies:
+        """A new connection to this Redis, authenticated and on the database."""
         loop = asyncio.get_running_loop()
         host, port, path = self._address
+
+        def protocol() -> _Replies:
+            return _Replies(on_lost, on_push)
+
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if path is not None:
-                    _, conn = await loop.create_unix_connection(lambda: _Replies(self._lost), path)
+                    _, conn = await loop.create_unix_connection(protocol, path)
                 else:
-                    _, conn = await loop.create_connection(lambda: _Replies(self._lost), host, port)
+                    _, conn = await loop.create_connection(protocol, host, port)
         except TimeoutError:
             raise RedisTimeoutError("Timeout connecting to Redis") from None
         except OSError as exc:
@@ -202,11 +227,9 @@ class Multiplexer:
                 if isinstance(reply, Exception):
                     conn.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
                     raise reply
-        self._conn = conn
-        self._arm_watchdog()
         return conn
 
-    def _lost(self, conn: _Replies) -> None:
+    def _lost(self, conn: _Replies, exc: Exception) -> None:
         if self._conn is conn:
             self._conn = None
 
@@ -240,6 +263,52 @@ class Multiplexer:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+
+
+class Subscriber:
+    """A pub/sub connection whose messages are handed to ``on_push`` as they are read (no
+    reader task polling for them). ``closed`` ends with the exception that cut the
+    connection, or with ``None`` after :meth:`aclose`."""
+
+    def __init__(self, mux: Multiplexer, on_push: Callable[[list[Any]], None]) -> None:
+        self._mux = mux
+        self._on_push = on_push
+        self._conn: _Replies | None = None
+        self._opening: asyncio.Future[_Replies] | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def _connected(self) -> _Replies:
+        if self._conn is not None:
+            return self._conn
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(
+                self._mux.open_connection(self._lost, self._on_push)
+            )
+        self._conn = await asyncio.shield(self._opening)
+        return self._conn
+
+    def _lost(self, conn: _Replies, exc: Exception) -> None:
+        if not self.closed.done():
+            self.closed.set_exception(exc)
+
+    async def subscribe(self, *channels: str) -> None:
+        """Subscribe (the confirmations arrive through ``on_push``)."""
+        conn = await self._connected()
+        conn.transport.write(_pack(("SUBSCRIBE", *channels)))  # type: ignore[union-attr]
+
+    async def unsubscribe(self, *channels: str) -> None:
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            conn.transport.write(_pack(("UNSUBSCRIBE", *channels)))  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        opening = self._opening
+        if self._conn is None and opening is not None and not opening.done():
+            opening.cancel()
+        if self._conn is not None:
+            self._conn.fail(RedisConnectionError("subscriber closed"))
 
 
 def _pack(args: Sequence[Any]) -> bytes:

@@ -61,7 +61,8 @@ class _Waiter:
 
 
 class _Replies(asyncio.Protocol):
-    """The connection: writes requests, hands replies to the waiters in order. With
+    """The connection: writes requests (those of one loop iteration together), hands
+    replies to the waiters in order. With
     ``on_push`` it is a subscriber's: every array reply (a message, a subscription's
     confirmation) goes to ``on_push`` as soon as it is read."""
 
@@ -78,6 +79,14 @@ class _Replies(asyncio.Protocol):
         self._on_lost = on_lost
         self._on_push = on_push
         self.lost = False
+        #: Requests of this loop iteration, written together at its end: one system call
+        #: (and one wake-up of Redis) for every caller of the iteration.
+        self.outgoing: list[bytes] = []
+
+    def flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if outgoing and not self.lost:
+            self.transport.write(b"".join(outgoing))  # type: ignore[union-attr]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -173,7 +182,10 @@ class Multiplexer:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         conn.waiting.append(_Waiter(future, count, loop.time()))
-        conn.transport.write(payload)  # type: ignore[union-attr]
+        outgoing = conn.outgoing
+        outgoing.append(payload)
+        if len(outgoing) == 1:
+            loop.call_soon(conn.flush)
         return future
 
     # -- connecting -------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import time
 
@@ -126,6 +127,9 @@ def test_settings_sources(tmp_path, monkeypatch):
 def test_call_round_trips_through_dict():
     call = Call("c1", "video", "a", None, 1)
     call.participants["a"] = CallParticipant("a", "A", "caller", "joined", conn_id="c_1")
+    call.participants["b"] = CallParticipant("b", "B", "callee", "ringing", video=False)
+    call.version, call.end_reason = 3, "hangup"
+    assert call.to_dict() == dataclasses.asdict(call)  # (built by hand for speed)
     assert Call.from_dict(call.to_dict()) == call
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 DeviceStatus = Literal["online", "away", "dnd", "invisible"]
@@ -133,13 +133,23 @@ class Call:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What ``dataclasses.asdict`` gives (every field is a scalar or a participant of
+        scalars), built directly: records are written on every call transition."""
+        out = {name: getattr(self, name) for name in _CALL_FIELDS}
+        out["participants"] = {
+            user: {name: getattr(p, name) for name in _PARTICIPANT_FIELDS}
+            for user, p in self.participants.items()
+        }
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Call:
         parts = {k: CallParticipant(**v) for k, v in raw["participants"].items()}
         return cls(**{**raw, "participants": parts})
 
+
+_CALL_FIELDS = tuple(f.name for f in fields(Call) if f.name != "participants")
+_PARTICIPANT_FIELDS = tuple(f.name for f in fields(CallParticipant))
 
 RoomType = Literal["chat", "conference"]
 

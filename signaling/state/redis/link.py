@@ -242,6 +242,7 @@ class RedisLink:
         self.lost = asyncio.Event()
         self._outbox: list[tuple[list[tuple[str, bytes]], asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._mux = self.client.mux if isinstance(self.client, MultiplexedRedis) else None
         self.scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
         }
@@ -318,9 +319,19 @@ class RedisLink:
         Publishes are coalesced: those made while a batch is on its way to Redis go out
         together in the next pipeline, one round trip for all of them (under load a relay
         or an event no longer pays a pipeline of its own), and in the order they were
-        made."""
+        made. On a multiplexed connection that is what writing at once does: the requests
+        of an iteration are written together, in call order."""
         if not messages:
             return 0
+        if self._mux is not None:
+            command = self.publish_command
+            with self.or_local():
+                counts = await self._mux.batch([(command, c, data) for c, data in messages])
+                for count in counts:
+                    if isinstance(count, Exception):
+                        raise count
+                return sum(counts)
+            return 0  # (Redis was lost, noted by or_local: nobody heard it)
         done = asyncio.get_running_loop().create_future()
         self._outbox.append((messages, done))
         if self._flusher is None or self._flusher.done():

@@ -21,7 +21,7 @@ class ClusterSettings(BaseModel):
         gt=0,
         description=(
             "how long a command waits for a free pooled Redis connection under load "
-            "(pub/sub; every command on rediss://, Sentinel and Cluster)"
+            "(rediss://, Sentinel and Cluster; redis:// shares one multiplexed connection)"
         ),
     )
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")

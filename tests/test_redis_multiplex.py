@@ -229,3 +229,26 @@ async def test_a_subscriber_hands_over_messages_as_they_are_read(own_redis):
     finally:
         await subscriber.aclose()
         await client.aclose()
+
+
+async def test_a_server_that_accepts_and_never_answers_times_out_connecting():
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = connect_client(f"redis://:pw@127.0.0.1:{port}/0")
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisTimeoutError):
+            await client.get("x")  # its AUTH is never answered
+        assert 1.9 < time.monotonic() - started < 4.0  # socket_connect_timeout 2 s
+        assert accepted
+    finally:
+        await client.aclose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()

@@ -10,8 +10,9 @@ event on Redis is a handful of commands, so this is most of a node's Redis cost.
 
 :class:`MultiplexedRedis` keeps redis-py's command methods and reply conversions (it is a
 ``redis.asyncio.Redis`` whose ``execute_command`` and pipelines go through the
-:class:`Multiplexer`), and its connection pool serves what cannot share a connection:
-pub/sub. WATCH is not supported (it pins a connection); the state uses compare-and-set
+:class:`Multiplexer`). What cannot share a connection, pub/sub, gets a
+:class:`Subscriber`: a connection of its own whose messages are handed over as they are
+read. WATCH is not supported (it pins a connection); the state uses compare-and-set
 scripts instead.
 
 Failures keep redis-py's types, so the link's rules apply unchanged: a refused or lost
@@ -62,9 +63,9 @@ class _Waiter:
 
 class _Replies(asyncio.Protocol):
     """The connection: writes requests (those of one loop iteration together), hands
-    replies to the waiters in order. With
-    ``on_push`` it is a subscriber's: every array reply (a message, a subscription's
-    confirmation) goes to ``on_push`` as soon as it is read."""
+    replies to the waiters in order. With ``on_push`` it is a subscriber's: every array
+    reply (a message, a subscription's confirmation) goes to ``on_push`` as soon as it is
+    read."""
 
     def __init__(
         self,
@@ -218,27 +219,32 @@ class Multiplexer:
         def protocol() -> _Replies:
             return _Replies(on_lost, on_push)
 
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                if path is not None:
-                    _, conn = await loop.create_unix_connection(protocol, path)
-                else:
-                    _, conn = await loop.create_connection(protocol, host, port)
-        except TimeoutError:
-            raise RedisTimeoutError("Timeout connecting to Redis") from None
-        except OSError as exc:
-            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
         setup: list[tuple[Any, ...]] = []
         if self._password is not None:
             auth = ("AUTH", self._username, self._password) if self._username else None
             setup.append(auth or ("AUTH", self._password))
         if self._db:
             setup.append(("SELECT", self._db))
-        if setup:
-            for reply in await self._send(conn, _packed(setup), len(setup)):
-                if isinstance(reply, Exception):
-                    conn.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
-                    raise reply
+        conn: _Replies | None = None
+        try:
+            # The bound covers the setup's replies too: a Redis that accepts and then
+            # never answers is as unreachable as one that never accepts.
+            async with asyncio.timeout(self._connect_timeout):
+                if path is not None:
+                    _, conn = await loop.create_unix_connection(protocol, path)
+                else:
+                    _, conn = await loop.create_connection(protocol, host, port)
+                replies = await self._send(conn, _packed(setup), len(setup)) if setup else []
+        except TimeoutError:
+            if conn is not None:
+                conn.fail(RedisTimeoutError("Timeout connecting to Redis"))
+            raise RedisTimeoutError("Timeout connecting to Redis") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"Error connecting to Redis: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                conn.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
+                raise reply
         return conn
 
     def _lost(self, conn: _Replies, exc: Exception) -> None:
@@ -337,7 +343,8 @@ def _packed(commands: Sequence[Sequence[Any]]) -> bytes:
 
 
 class MultiplexedRedis(Redis):
-    """redis-py's client API over a :class:`Multiplexer` (pub/sub uses the pool)."""
+    """redis-py's client API over a :class:`Multiplexer` (its connection pool is left
+    unused: the bus subscribes through a :class:`Subscriber`)."""
 
     def __init__(self, mux: Multiplexer, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -17,9 +17,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(
-        self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server (Debian package redis-server) is missing: run `make test`"
         self.binary = binary

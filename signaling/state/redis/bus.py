@@ -24,6 +24,7 @@ from redis.asyncio.client import PubSub
 
 from signaling.background import cancel_and_wait
 from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
+from signaling.state.redis.multiplex_cluster import ClusterMultiplexing
 
 log = logging.getLogger("switchboard.redis")
 
@@ -90,9 +91,14 @@ class Bus:
             make = lambda: Redis(connection_pool=node_pool(node)).pubsub()  # noqa: E731
         listener = self._listeners.get(name)
         if listener is None or listener.reader.done():
+            mux = None
             if isinstance(self._client, MultiplexedRedis):
-                subscriber = Subscriber(self._client.mux, self._pushed)
-                reader = asyncio.create_task(self._watch(subscriber), name="redis-bus")
+                mux = self._client.mux
+            elif self._sharded and isinstance(self._client, ClusterMultiplexing):
+                mux = self._client.mux_of_node(node)  # (SSUBSCRIBE at the slot's primary)
+            if mux is not None:
+                subscriber = Subscriber(mux, self._pushed)
+                reader = asyncio.create_task(self._watch(subscriber), name=f"redis-bus {name}")
                 listener = self._listeners[name] = Listener(subscriber, reader)
             else:
                 pubsub = make()
@@ -175,9 +181,9 @@ class Bus:
     def _pushed(self, reply: list[Any]) -> None:
         """What a :class:`Subscriber` read: ``[kind, channel, data or count]``."""
         kind = reply[0]
-        if kind == b"message":
+        if kind in (b"message", b"smessage"):
             self._deliver(reply[1], reply[2])
-        elif kind == b"subscribe":
+        elif kind in (b"subscribe", b"ssubscribe"):
             self._confirm(reply[1])
 
     async def _watch(self, subscriber: Subscriber) -> None:

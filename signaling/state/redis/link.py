@@ -35,6 +35,11 @@ from signaling.protocol import ErrorCode, HubError
 from signaling.state.redis import scripts as lua
 from signaling.state.redis.keys import Keys
 from signaling.state.redis.multiplex import MultiplexedRedis, Multiplexer
+from signaling.state.redis.multiplex_cluster import (
+    REDIRECTS,
+    ClusterMultiplexing,
+    MultiplexedClusterPipeline,
+)
 
 log = logging.getLogger("switchboard.redis")
 T = TypeVar("T")
@@ -105,10 +110,13 @@ SCRIPTS = (
 )
 
 
-class WaitingCluster(RedisCluster):
-    """redis-py's cluster client has no waiting pool: a primary whose connections are all
-    in use fails the command at once (``MaxConnectionsError``), which a join burst of a
-    few hundred sockets reaches. Here a command (or pipeline) first waits, up to
+class WaitingCluster(ClusterMultiplexing, RedisCluster):
+    """redis-py's cluster client, with commands of known keys sent over one multiplexed
+    connection per primary (:mod:`signaling.state.redis.multiplex_cluster`).
+
+    Its own path has no waiting pool: a primary whose connections are all in use fails
+    the command at once (``MaxConnectionsError``), which a join burst of a few hundred
+    sockets reaches. Here a command (or pipeline) taking that path first waits, up to
     ``busy_timeout``, for one of :data:`CLUSTER_NODE_CONNECTIONS` places, so no primary
     ever sees more connections from this node than it allows."""
 
@@ -116,6 +124,7 @@ class WaitingCluster(RedisCluster):
         super().__init__(max_connections=CLUSTER_NODE_CONNECTIONS, **kwargs)
         self._places = asyncio.Semaphore(CLUSTER_NODE_CONNECTIONS)
         self._busy_timeout = busy_timeout
+        self.init_multiplexing(username=kwargs.get("username"), password=kwargs.get("password"))
 
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
@@ -130,13 +139,25 @@ class WaitingCluster(RedisCluster):
             self._places.release()
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        mux = self.mux_for(args, kwargs)
+        if mux is not None:
+            reply = await mux.call(args)
+            if not isinstance(reply, REDIRECTS):
+                return self.parsed(args[0], reply, kwargs)
         async with self.place():
             return await super().execute_command(*args, **kwargs)
 
-    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         if shard_hint:
             return super().pipeline(transaction, shard_hint)  # (refused by redis-py)
+        return MultiplexedClusterPipeline(self, bool(transaction))
+
+    def redis_py_pipeline(self, transaction: bool) -> ClusterPipeline:
         return WaitingClusterPipeline(self, transaction)
+
+    async def aclose(self) -> None:
+        await self.drop_multiplexed()
+        await super().aclose()
 
 
 class WaitingClusterPipeline(ClusterPipeline):

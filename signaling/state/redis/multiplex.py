@@ -311,13 +311,22 @@ class Subscriber:
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe (the confirmations arrive through ``on_push``)."""
-        conn = await self._connected()
-        conn.transport.write(_pack(("SUBSCRIBE", *channels)))  # type: ignore[union-attr]
+        await self._write("SUBSCRIBE", channels)
 
     async def unsubscribe(self, *channels: str) -> None:
-        conn = self._conn
+        await self._write("UNSUBSCRIBE", channels, connect=False)
+
+    async def ssubscribe(self, *channels: str) -> None:
+        """Sharded: the connection must be to the primary owning the channels' slot."""
+        await self._write("SSUBSCRIBE", channels)
+
+    async def sunsubscribe(self, *channels: str) -> None:
+        await self._write("SUNSUBSCRIBE", channels, connect=False)
+
+    async def _write(self, command: str, channels: tuple[str, ...], connect: bool = True) -> None:
+        conn = await self._connected() if connect else self._conn
         if conn is not None and not conn.lost:
-            conn.transport.write(_pack(("UNSUBSCRIBE", *channels)))  # type: ignore[union-attr]
+            conn.transport.write(_pack((command, *channels)))  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
         if not self.closed.done():
@@ -342,6 +351,27 @@ def _packed(commands: Sequence[Sequence[Any]]) -> bytes:
     return b"".join(_pack(args) for args in commands)
 
 
+#: redis-py's reply conversions for RESP2, the protocol multiplexed connections speak (the
+#: pool's connections speak RESP3 with callbacks back to the same shapes).
+RESP2_CALLBACKS = CaseInsensitiveDict(
+    get_response_callbacks(user_protocol=2, legacy_responses=True)
+)
+
+
+def parse_reply(callbacks: Any, command_name: Any, reply: Any, options: dict[str, Any]) -> Any:
+    """What redis-py would return for ``reply`` (its reply callbacks)."""
+    if isinstance(reply, ResponseError):
+        if EMPTY_RESPONSE in options:
+            return options[EMPTY_RESPONSE]
+        raise reply
+    if options:
+        options.pop(EMPTY_RESPONSE, None)
+        for name in _NOT_CALLBACK_OPTIONS:
+            options.pop(name, None)
+    callback = callbacks.get(command_name)
+    return reply if callback is None else callback(reply, **options)
+
+
 class MultiplexedRedis(Redis):
     """redis-py's client API over a :class:`Multiplexer` (its connection pool is left
     unused: the bus subscribes through a :class:`Subscriber`)."""
@@ -349,27 +379,13 @@ class MultiplexedRedis(Redis):
     def __init__(self, mux: Multiplexer, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mux = mux
-        # The multiplexed connection speaks RESP2 (the pool's connections speak RESP3 with
-        # callbacks back to RESP2 shapes): the RESP2 callbacks give the same results.
-        self.response_callbacks = CaseInsensitiveDict(
-            get_response_callbacks(user_protocol=2, legacy_responses=True)
-        )
+        self.response_callbacks = RESP2_CALLBACKS
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         return self.parsed(args[0], await self.mux.call(args), options)
 
     def parsed(self, command_name: Any, reply: Any, options: dict[str, Any]) -> Any:
-        """What redis-py would return for ``reply`` (its reply callbacks)."""
-        if isinstance(reply, ResponseError):
-            if EMPTY_RESPONSE in options:
-                return options[EMPTY_RESPONSE]
-            raise reply
-        if options:
-            options.pop(EMPTY_RESPONSE, None)
-            for name in _NOT_CALLBACK_OPTIONS:
-                options.pop(name, None)
-        callback = self.response_callbacks.get(command_name)
-        return reply if callback is None else callback(reply, **options)
+        return parse_reply(self.response_callbacks, command_name, reply, options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> MultiplexedPipeline:
         return MultiplexedPipeline(self, transaction)
@@ -379,11 +395,22 @@ class MultiplexedRedis(Redis):
         await super().aclose(close_connection_pool)
 
 
+class Parsed:
+    """A pipeline result that is already what redis-py returns (a command a cluster
+    pipeline had redis-py's own client run), as opposed to a raw reply."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 class MultiplexedPipeline(Pipeline):
     """A pipeline (or MULTI/EXEC transaction) written in one go on the shared connection."""
 
-    def __init__(self, client: MultiplexedRedis, transaction: bool) -> None:
-        super().__init__(client.connection_pool, client.response_callbacks, transaction, None)
+    def __init__(self, client: Any, transaction: bool) -> None:
+        pool = getattr(client, "connection_pool", None)  # (a cluster client has none)
+        super().__init__(pool, client.response_callbacks, transaction, None)
         self._client = client
 
     async def watch(self, *names: Any) -> Any:
@@ -398,32 +425,40 @@ class MultiplexedPipeline(Pipeline):
         stack, self.command_stack = self.command_stack, []
         if not stack:
             return []
-        client = self._client
-        if self.is_transaction or self.explicit_transaction:
-            replies = await self._transaction(stack)
-        else:
-            replies = await client.mux.batch([args for args, _ in stack])
+        transaction = self.is_transaction or self.explicit_transaction
+        replies = await self.replies(stack, transaction)
         if raise_on_error:
-            self.raise_first_error(stack, replies)
+            self.raise_first_error(stack, [r.value if type(r) is Parsed else r for r in replies])
+        client = self._client
         out = []
         for reply, (args, options) in zip(replies, stack, strict=True):
-            if isinstance(reply, ResponseError):
+            if type(reply) is Parsed:
+                out.append(reply.value)
+            elif isinstance(reply, ResponseError):
                 out.append(reply)
             else:
                 out.append(client.parsed(args[0], reply, options))
         return out
 
-    async def _transaction(self, stack: list[Any]) -> list[Any]:
-        commands = [("MULTI",), *(args for args, _ in stack), ("EXEC",)]
-        replies = await self._client.mux.batch(commands)
-        queued, result = replies[1:-1], replies[-1]
-        refused = [r for r in queued if isinstance(r, ResponseError)]
-        if isinstance(result, ExecAbortError) and refused:
-            raise refused[0] from result
-        if isinstance(result, ResponseError):
-            raise result
-        if result is None:
-            raise WatchError("Watched variable changed.")
-        if len(result) != len(stack):
-            raise ResponseError("Wrong number of response items from pipeline execution")
-        return result  # type: ignore[no-any-return]
+    async def replies(self, stack: list[Any], transaction: bool) -> list[Any]:
+        """The raw replies (or :class:`Parsed` results) of ``stack``, in order."""
+        mux = self._client.mux
+        if transaction:
+            return await in_transaction(mux, [args for args, _ in stack])
+        return await mux.batch([args for args, _ in stack])
+
+
+async def in_transaction(mux: Multiplexer, commands: list[Any]) -> list[Any]:
+    """``commands`` between MULTI and EXEC: EXEC's replies, or the error that aborted it."""
+    replies = await mux.batch([("MULTI",), *commands, ("EXEC",)])
+    queued, result = replies[1:-1], replies[-1]
+    refused = [r for r in queued if isinstance(r, ResponseError)]
+    if isinstance(result, ExecAbortError) and refused:
+        raise refused[0] from result
+    if isinstance(result, ResponseError):
+        raise result
+    if result is None:
+        raise WatchError("Watched variable changed.")
+    if len(result) != len(commands):
+        raise ResponseError("Wrong number of response items from pipeline execution")
+    return result  # type: ignore[no-any-return]

@@ -21,7 +21,7 @@ class ClusterSettings(BaseModel):
         gt=0,
         description=(
             "how long a command waits for a free pooled Redis connection under load "
-            "(rediss://, Sentinel and Cluster; redis:// shares one multiplexed connection)"
+            "(rediss://, Sentinel, and cluster commands redis-py places itself)"
         ),
     )
     node_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,32}$")

@@ -219,7 +219,8 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
     pool = WaitingPool.from_url(url, max_connections=POOL_SIZE, timeout=busy_timeout, **options)
     if not url.startswith(("redis://", "unix://")):  # (TLS: redis-py's connections)
         return Redis(connection_pool=pool)
-    # Commands share one multiplexed connection; the pool serves pub/sub.
+    # Commands share one multiplexed connection, pub/sub has a Subscriber of its own (the
+    # pool is left unused).
     address = parse_url(url)
     mux = Multiplexer(
         host=address.get("host", "localhost"),

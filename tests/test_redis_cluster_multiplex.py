@@ -86,3 +86,15 @@ async def test_a_moved_command_runs_where_it_belongs_once(client):
     assert await client.get(other) == b"1"
     await client.delete(key)
     await client.delete(other)
+
+
+async def test_a_pipeline_with_a_command_of_unknown_key_keeps_its_order(client):
+    key, other = keys_on_every_primary(client, "mxc:order")[:2]
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.set(key, "1")
+        pipe.append(key, "x")  # no key the client knows of: redis-py's path places it
+        pipe.get(key)
+        pipe.set(other, "y")
+        assert await pipe.execute() == [True, 2, b"1x", True]  # in the order written
+    await client.delete(key)
+    await client.delete(other)

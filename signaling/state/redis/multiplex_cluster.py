@@ -6,7 +6,8 @@ along, an EVALSHA names it, an SPUBLISH's channel is its key) goes instead to th
 :class:`~signaling.state.redis.multiplex.Multiplexer` of the primary owning the key's slot:
 no connection checked out, no retry machinery per command, and the requests of a loop
 iteration in one write per primary. A pipeline is split by primary and sent to all of
-them at once; a transaction needs all its keys in one slot, as on any cluster.
+them at once (one with a command of unknown key goes to redis-py whole); a transaction
+needs all its keys in one slot, as on any cluster.
 
 Anything else — a command without a known key, a cluster still learning its slots, a
 reply that is a redirect (MOVED, ASK, TRYAGAIN: a slot moving or a failover) — goes
@@ -122,17 +123,13 @@ class MultiplexedClusterPipeline(MultiplexedPipeline):
                         raise
                     await client.nodes_manager.initialize()
                     muxes = [client.mux_for(args, options) for args, options in stack]
-        groups: dict[Multiplexer | None, list[int]] = {}
+        if None in muxes:  # (kept in one piece, so commands on one key keep their order)
+            return await self._through_redis_py(stack)
+        groups: dict[Multiplexer, list[int]] = {}
         for i, mux in enumerate(muxes):
-            groups.setdefault(mux, []).append(i)
+            groups.setdefault(mux, []).append(i)  # type: ignore[arg-type]
         out: list[Any] = [None] * len(stack)
-        unplaced = groups.pop(None, [])
-        if unplaced:
-            for i, result in zip(
-                unplaced, await self._through_redis_py([stack[i] for i in unplaced]), strict=True
-            ):
-                out[i] = result
-        sends = [mux.batch([stack[i][0] for i in at]) for mux, at in groups.items()]  # type: ignore[union-attr]
+        sends = [mux.batch([stack[i][0] for i in at]) for mux, at in groups.items()]
         batches = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         for at, replies in zip(groups.values(), batches, strict=True):
             for i, reply in zip(at, replies, strict=True):

@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,22 @@ from tests.redis_server import RedisServer
 
 
 @pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
+    c = connect_client(redis_server.url)
+    assert isinstance(c, MultiplexedRedis)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
+async def own_client(own_redis: RedisServer) -> AsyncIterator[MultiplexedRedis]:
+    c = connect_client(own_redis.url)
+    assert isinstance(c, MultiplexedRedis)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of the test's own (fault tests stop it)."""
     server = RedisServer(tmp_path / "redis").start()
@@ -36,78 +52,60 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-async def test_concurrent_callers_get_their_own_replies_in_one_connection(redis_server):
-    client = connect_client(redis_server.url)
-    assert isinstance(client, MultiplexedRedis)
-    try:
-        await client.mset({f"mx:k{i}": f"v{i}" for i in range(500)})
-        replies = await asyncio.gather(*(client.get(f"mx:k{i}") for i in range(500)))
-        assert replies == [f"v{i}".encode() for i in range(500)]
-        names = await asyncio.gather(*(client.client_id() for _ in range(50)))
-        assert len(set(names)) == 1  # every command on the one connection
-    finally:
-        await client.aclose()
+async def test_concurrent_callers_get_their_own_replies_in_one_connection(client):
+    await client.mset({f"mx:k{i}": f"v{i}" for i in range(500)})
+    replies = await asyncio.gather(*(client.get(f"mx:k{i}") for i in range(500)))
+    assert replies == [f"v{i}".encode() for i in range(500)]
+    names = await asyncio.gather(*(client.client_id() for _ in range(50)))
+    assert len(set(names)) == 1  # every command on the one connection
 
 
-async def test_reply_conversions_are_redis_pys(redis_server):
-    client = connect_client(redis_server.url)
-    try:
-        assert await client.set("mx:s", "1", nx=True, ex=30) is True
-        assert await client.set("mx:s", "2", nx=True) is None
-        await client.hset("mx:h", mapping={"a": "1", "b": "2"})
-        assert await client.hgetall("mx:h") == {b"a": b"1", b"b": b"2"}
-        assert await client.hgetall("mx:missing") == {}
-        await client.sadd("mx:set", "x", "y")
-        assert await client.smembers("mx:set") == {b"x", b"y"}
-        await client.zadd("mx:z", {"a": 1.5, "b": 2})
-        assert await client.zrangebyscore("mx:z", "-inf", "+inf", withscores=True) == [
-            (b"a", 1.5),
-            (b"b", 2.0),
-        ]
-        assert await client.ping() is True
-        assert await client.delete("mx:s", "mx:h", "mx:set", "mx:z") == 4
-    finally:
-        await client.aclose()
+async def test_reply_conversions_are_redis_pys(client):
+    assert await client.set("mx:s", "1", nx=True, ex=30) is True
+    assert await client.set("mx:s", "2", nx=True) is None
+    await client.hset("mx:h", mapping={"a": "1", "b": "2"})
+    assert await client.hgetall("mx:h") == {b"a": b"1", b"b": b"2"}
+    assert await client.hgetall("mx:missing") == {}
+    await client.sadd("mx:set", "x", "y")
+    assert await client.smembers("mx:set") == {b"x", b"y"}
+    await client.zadd("mx:z", {"a": 1.5, "b": 2})
+    assert await client.zrangebyscore("mx:z", "-inf", "+inf", withscores=True) == [
+        (b"a", 1.5),
+        (b"b", 2.0),
+    ]
+    assert await client.ping() is True
+    assert await client.delete("mx:s", "mx:h", "mx:set", "mx:z") == 4
 
 
-async def test_error_replies_raise_and_leave_the_stream_in_step(redis_server):
-    client = connect_client(redis_server.url)
-    try:
-        await client.set("mx:str", "x")
-        results = await asyncio.gather(
-            client.get("mx:str"),
-            client.hgetall("mx:str"),  # WRONGTYPE
-            client.evalsha("0" * 40, 0),  # NOSCRIPT
-            client.get("mx:str"),
-            return_exceptions=True,
-        )
-        assert results[0] == b"x" and results[3] == b"x"
-        assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
-        assert isinstance(results[2], NoScriptError)
-        # A registered script loads itself after NOSCRIPT, as with redis-py.
-        script = client.register_script("return ARGV[1]")
-        assert await script(args=["back"]) == b"back"
-    finally:
-        await client.aclose()
+async def test_error_replies_raise_and_leave_the_stream_in_step(client):
+    await client.set("mx:str", "x")
+    results = await asyncio.gather(
+        client.get("mx:str"),
+        client.hgetall("mx:str"),  # WRONGTYPE
+        client.evalsha("0" * 40, 0),  # NOSCRIPT
+        client.get("mx:str"),
+        return_exceptions=True,
+    )
+    assert results[0] == b"x" and results[3] == b"x"
+    assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
+    assert isinstance(results[2], NoScriptError)
+    # A registered script loads itself after NOSCRIPT, as with redis-py.
+    script = client.register_script("return ARGV[1]")
+    assert await script(args=["back"]) == b"back"
 
 
-async def test_a_cancelled_caller_does_not_shift_the_replies(redis_server):
-    client = connect_client(redis_server.url)
-    try:
-        await client.set("mx:a", "a")
-        await client.set("mx:b", "b")
-        slow = asyncio.ensure_future(client.blpop(["mx:nothing"], 0.2))
-        first = asyncio.ensure_future(client.get("mx:a"))
-        await asyncio.sleep(0.05)
-        slow.cancel()
-        first.cancel()
-        assert await client.get("mx:b") == b"b"  # not the cancelled callers' replies
-    finally:
-        await client.aclose()
+async def test_a_cancelled_caller_does_not_shift_the_replies(client):
+    await client.set("mx:a", "a")
+    await client.set("mx:b", "b")
+    slow = asyncio.ensure_future(client.blpop(["mx:nothing"], 0.2))
+    first = asyncio.ensure_future(client.get("mx:a"))
+    await asyncio.sleep(0.05)
+    slow.cancel()
+    first.cancel()
+    assert await client.get("mx:b") == b"b"  # not the cancelled callers' replies
 
 
-async def test_pipelines_and_transactions(redis_server):
-    client = connect_client(redis_server.url)
+async def test_pipelines_and_transactions(client):
     try:
         async with client.pipeline(transaction=False) as pipe:
             pipe.set("mx:p", "1")
@@ -140,42 +138,33 @@ async def test_pipelines_and_transactions(redis_server):
         assert await client.get("mx:p") == b"3"  # still in step afterwards
     finally:
         await client.delete("mx:p", "mx:ph")
-        await client.aclose()
 
 
-async def test_a_dead_redis_fails_waiting_callers_and_is_reconnected_to(own_redis):
-    client = connect_client(own_redis.url)
-    try:
-        await client.set("mx:d", "1")
-        pending = asyncio.ensure_future(client.blpop(["mx:nothing"], 1))
-        await asyncio.sleep(0.1)
-        own_redis.stop()
-        with pytest.raises(RedisConnectionError):
-            await pending
-        with pytest.raises(RedisConnectionError):
-            await client.get("mx:d")  # refused: nobody listens
-        own_redis.start()  # same port, empty
-        assert await client.get("mx:d") is None
-        assert await client.set("mx:d", "2") is True
-    finally:
-        await client.aclose()
+async def test_a_dead_redis_fails_waiting_callers_and_is_reconnected_to(own_redis, own_client):
+    await own_client.set("mx:d", "1")
+    pending = asyncio.ensure_future(own_client.blpop(["mx:nothing"], 1))
+    await asyncio.sleep(0.1)
+    own_redis.stop()
+    with pytest.raises(RedisConnectionError):
+        await pending
+    with pytest.raises(RedisConnectionError):
+        await own_client.get("mx:d")  # refused: nobody listens
+    own_redis.start()  # same port, empty
+    assert await own_client.get("mx:d") is None
+    assert await own_client.set("mx:d", "2") is True
 
 
-async def test_a_hung_redis_times_out_within_the_bound(own_redis):
-    client = connect_client(own_redis.url)
-    try:
-        await client.set("mx:h", "1")
-        assert own_redis.proc is not None
-        os.kill(own_redis.proc.pid, signal.SIGSTOP)
-        started = time.monotonic()
-        with pytest.raises(RedisTimeoutError):
-            await client.get("mx:h")
-        waited = time.monotonic() - started
-        assert 2.9 < waited < 5.0, waited  # socket_timeout 3 s, checked every second
-        os.kill(own_redis.proc.pid, signal.SIGCONT)
-        assert await client.get("mx:h") == b"1"  # a new connection
-    finally:
-        await client.aclose()
+async def test_a_hung_redis_times_out_within_the_bound(own_redis, own_client):
+    await own_client.set("mx:h", "1")
+    assert own_redis.proc is not None
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(RedisTimeoutError):
+        await own_client.get("mx:h")
+    waited = time.monotonic() - started
+    assert 2.9 < waited < 5.0, waited  # socket_timeout 3 s, checked every second
+    os.kill(own_redis.proc.pid, signal.SIGCONT)
+    assert await own_client.get("mx:h") == b"1"  # a new connection
 
 
 async def test_password_database_and_unix_socket(tmp_path: Path):

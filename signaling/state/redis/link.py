@@ -264,7 +264,8 @@ class RedisLink:
         self.lost = asyncio.Event()
         self._outbox: list[tuple[list[tuple[str, bytes]], asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._mux = self.client.mux if isinstance(self.client, MultiplexedRedis) else None
+        #: Commands go over multiplexed connections (one Redis, or a cluster's primaries).
+        self.multiplexed = isinstance(self.client, (MultiplexedRedis, WaitingCluster))
         self.scripts: dict[str, AsyncScript] = {
             name: self.client.register_script(getattr(lua, name)) for name in SCRIPTS
         }
@@ -341,18 +342,16 @@ class RedisLink:
         Publishes are coalesced: those made while a batch is on its way to Redis go out
         together in the next pipeline, one round trip for all of them (under load a relay
         or an event no longer pays a pipeline of its own), and in the order they were
-        made. On a multiplexed connection that is what writing at once does: the requests
-        of an iteration are written together, in call order."""
+        made. Multiplexed connections do that themselves (the requests of a loop iteration
+        are written together, in call order), so there a publish is its own pipeline."""
         if not messages:
             return 0
-        if self._mux is not None:
-            command = self.publish_command
+        if self.multiplexed:
             with self.or_local():
-                counts = await self._mux.batch([(command, c, data) for c, data in messages])
-                for count in counts:
-                    if isinstance(count, Exception):
-                        raise count
-                return sum(counts)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for channel, data in messages:
+                        pipe.execute_command(self.publish_command, channel, data)
+                    return sum(await pipe.execute())
             return 0  # (Redis was lost, noted by or_local: nobody heard it)
         done = asyncio.get_running_loop().create_future()
         self._outbox.append((messages, done))

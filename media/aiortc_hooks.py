@@ -20,6 +20,8 @@ the media path at the RTP level:
   :func:`check_list` and :func:`datagrams_waiting` let :mod:`media.ice` gather the
   server's host candidates by its own rules (port range, announced address), hold
   relayed pairs back while a direct path may win, and take turns receiving.
+* :func:`lazy_receive_estimators` spares the receivers of sending slots aiortc's
+  bitrate estimator (a thousand objects each) until a packet arrives, which never does.
 * :func:`one_fingerprint` makes each certificate state its SHA-256 fingerprint once,
   computed once, where aiortc computes three (SHA-256, -384, -512) for every m-section of
   every description it writes.
@@ -335,6 +337,36 @@ def one_fingerprint() -> None:
         return [cached]
 
     RTCCertificate.getFingerprints = fingerprints  # type: ignore[method-assign]
+
+
+class _LazyEstimator:
+    """Stands for a video receiver's ``RemoteBitrateEstimator`` until it gets a packet.
+
+    aiortc gives every video receiver an estimator holding a thousand one-millisecond
+    rate buckets, each an object. A subscriber's sending slots are transceivers too, whose
+    receivers never receive: in a room of 50 that was half a million objects the garbage
+    collector walked for nothing, and ten thousand more allocated by each join, setting
+    off collections of 10-100 ms in the middle of it. Only ``add`` is used by aiortc
+    (and wrapped by :func:`cap_receiver_estimate`)."""
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        real = self._real
+        if real is None:
+            from aiortc.rate import RemoteBitrateEstimator
+
+            real = self._real = RemoteBitrateEstimator()
+        return real.add(*args, **kwargs)
+
+
+def lazy_receive_estimators() -> None:
+    """Make aiortc's video receivers build their bitrate estimator on their first packet
+    (see :class:`_LazyEstimator`). Idempotent."""
+    import aiortc.rtcrtpreceiver
+
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyEstimator  # type: ignore[misc,assignment]
 
 
 RID_EXTENSIONS = (

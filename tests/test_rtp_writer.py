@@ -112,3 +112,27 @@ async def test_a_burst_of_costly_datagrams_takes_turns_with_other_tasks(pair):
     await asyncio.wait_for(other, 10)
     assert handled == list(range(1, 101))
     assert turns_during_burst >= 20
+
+
+async def test_sending_slots_carry_no_bitrate_estimator_until_a_packet_arrives():
+    """aiortc's video receivers each held a thousand rate-bucket objects; the receivers
+    of sending-only transceivers never receive, so theirs is built only on a packet."""
+    import gc
+
+    import aiortc.rate
+    import aiortc.rtcrtpreceiver
+
+    aiortc_hooks.lazy_receive_estimators()
+    pc = RTCPeerConnection(BUNDLED)
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(10):
+        pc.addTransceiver("video", direction="sendonly")
+    assert len(gc.get_objects()) - before < 3000  # was over 10,000 (1,000 buckets each)
+    # A receiver that does receive gets aiortc's estimator with its first packet.
+    estimator = aiortc.rtcrtpreceiver.RemoteBitrateEstimator()
+    assert estimator._real is None
+    estimator.add(0, 0, 1200, 1234)
+    assert isinstance(estimator._real, aiortc.rate.RemoteBitrateEstimator)
+    assert estimator._real.ssrcs  # the packet went to it
+    await pc.close()

@@ -203,7 +203,11 @@ async def measure(name: str, args: argparse.Namespace, layers: Path) -> dict[str
             "p50": round(pct(delays, 0.5), 1),
             "p99": round(pct(delays, 0.99), 1),
         },
-        "join_ms": {"joins": len(joins), "p50": round(pct(joins, 0.5), 1)},
+        "join_ms": {
+            "joins": len(joins),
+            "p50": round(pct(joins, 0.5), 1),
+            "p90": round(pct(joins, 0.9), 1),
+        },
         "server_rss_bytes": rss,
         "server_rss_added_bytes": rss - rss_idle,
         "load_cpu_share": round(sum(r["cpu"] for r in reports) / window, 3),
@@ -242,13 +246,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=4, help="load processes")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--late", type=int, default=1, help="late joiners per load process")
+    parser.add_argument(
+        "--late", type=int, default=3, help="late joiners per load process (one after another)"
+    )
     parser.add_argument("--systems", default="switchboard,janus")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="a 6-person room (< 60 s) for CI")
     args = parser.parse_args(argv)
     if args.quick:
         args.participants, args.workers, args.duration, args.warmup = 6, 2, 3.0, 1.0
+        args.late = 1
     unknown = set(args.systems.split(",")) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {sorted(unknown)}")

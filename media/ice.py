@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -124,40 +123,25 @@ ICE_POLICY: ContextVar[IcePolicy | None] = ContextVar("ice_policy", default=None
 async def _bind(
     conn: aioice.ice.Connection, address: str, policy: IcePolicy
 ) -> aioice.ice.StunProtocol:
-    """Bind a UDP socket on ``address`` (at a free port of the policy's range, if any).
-
-    The socket is bound here, synchronously, and handed to the loop ready-made: given a
-    ``local_addr``, uvloop resolves it on its thread pool first, and on a busy media node
-    that round trip through another thread held each offer back by 20-80 ms.
-    """
+    """Bind a UDP socket on ``address`` at a free port of the policy's range."""
     loop = asyncio.get_running_loop()
-    sock = _bound_socket(address, policy)
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: aioice.ice.StunProtocol(conn), sock=sock
-    )
-    return protocol
-
-
-def _bound_socket(address: str, policy: IcePolicy) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     if not policy.min_port:
-        ports: Iterable[int] = (0,)
-    else:
-        span = policy.max_port - policy.min_port + 1
-        start = random.randrange(span)
-        ports = (policy.min_port + (start + i) % span for i in range(min(span, BIND_ATTEMPTS)))
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: aioice.ice.StunProtocol(conn), local_addr=(address, 0)
+        )
+        return protocol
+    span = policy.max_port - policy.min_port + 1
+    start = random.randrange(span)
     last_error: OSError | None = None
-    for port in ports:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
+    for i in range(min(span, BIND_ATTEMPTS)):
+        port = policy.min_port + (start + i) % span
         try:
-            sock.setblocking(False)
-            sock.bind((address, port))
-            return sock
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(conn), local_addr=(address, port)
+            )
+            return protocol
         except OSError as exc:
-            sock.close()
             last_error = exc
-            if not policy.min_port:
-                raise
     raise OSError(f"no free UDP port in {policy.min_port}-{policy.max_port}: {last_error}")
 
 

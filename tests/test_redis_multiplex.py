@@ -26,20 +26,23 @@ from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
-    c = connect_client(redis_server.url)
+async def multiplexed(server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
+    c = connect_client(server.url)
     assert isinstance(c, MultiplexedRedis)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+async def client(redis_server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
+    async for c in multiplexed(redis_server):
+        yield c
 
 
 @pytest.fixture
 async def own_client(own_redis: RedisServer) -> AsyncIterator[MultiplexedRedis]:
-    c = connect_client(own_redis.url)
-    assert isinstance(c, MultiplexedRedis)
-    yield c
-    await c.aclose()
+    async for c in multiplexed(own_redis):
+        yield c
 
 
 @pytest.fixture

@@ -123,11 +123,11 @@ class MultiplexedClusterPipeline(MultiplexedPipeline):
                         raise
                     await client.nodes_manager.initialize()
                     muxes = [client.mux_for(args, options) for args, options in stack]
-        if None in muxes:  # (kept in one piece, so commands on one key keep their order)
-            return await self._through_redis_py(stack)
         groups: dict[Multiplexer, list[int]] = {}
         for i, mux in enumerate(muxes):
-            groups.setdefault(mux, []).append(i)  # type: ignore[arg-type]
+            if mux is None:  # (kept in one piece, so commands on one key keep their order)
+                return await self._through_redis_py(stack)
+            groups.setdefault(mux, []).append(i)
         out: list[Any] = [None] * len(stack)
         sends = [mux.batch([stack[i][0] for i in at]) for mux, at in groups.items()]
         batches = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)

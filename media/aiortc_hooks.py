@@ -11,7 +11,8 @@ the media path at the RTP level:
 * :class:`SilentTrack` is attached to senders so their encode loop waits forever and never
   builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
-* :func:`send_rtp` writes a rewritten packet straight to a transport's selected pair;
+* :func:`send_rtp` and :class:`RtpWriter` write a rewritten packet straight to a
+  transport's selected pair;
   :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
   :func:`sender_rtx_ssrc`, :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
@@ -19,6 +20,11 @@ the media path at the RTP level:
   and :func:`check_list` let :mod:`media.ice` gather the server's host candidates by its
   own rules (port range, announced address) and hold relayed pairs back while a direct
   path may win.
+* :func:`lazy_receive_estimators` spares the receivers of sending slots aiortc's
+  bitrate estimator (a thousand objects each) until a packet arrives, which never does.
+* :func:`one_fingerprint` makes each certificate state its SHA-256 fingerprint once,
+  computed once, where aiortc computes three (SHA-256, -384, -512) for every m-section of
+  every description it writes.
 * :func:`extend_header_extensions`, :func:`route_rtp_first`, :func:`route_rtcp_of`,
   :func:`send_rtcp` and :func:`send_rtcp_bytes` let :mod:`media.ingest` receive simulcast
   sections, which aiortc's receiver cannot, and send publishers congestion feedback.
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aioice.ice
 import aiortc.rtcicetransport
@@ -41,10 +47,16 @@ from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransce
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
+from pylibsrtp import SRTP_MAX_TRAILER_LEN
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 from media import twcc
 
 PacketHandler = Callable[[RtpPacket], None]
+_srtp_protect = _srtp_lib.srtp_protect
+#: pylibsrtp's buffer is 1,500 bytes; a packet must leave room for the SRTP trailer.
+_MAX_PROTECTED = 1500 - SRTP_MAX_TRAILER_LEN
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
 
 
@@ -141,17 +153,82 @@ def send_rtp(transport: RTCDtlsTransport, data: bytes) -> Awaitable[None] | None
     send is a coroutine). Packets for a transport that is not connected yet are dropped,
     as a real network would.
     """
-    if transport._state is not State.CONNECTED:
-        return None
-    pair = transport.transport._connection._nominated.get(1)
-    if pair is None:
-        return None
-    protected = transport._tx_srtp.protect(data)
-    protocol = pair.protocol
-    if type(protocol) is StunProtocol:
+    return rtp_writer(transport).write(data)
+
+
+class Writer(Protocol):
+    """What sends a subscriber's RTP: synchronously (``None``), or an awaitable to queue
+    when the transport is asynchronous (a TURN relay)."""
+
+    def write(self, data: bytes) -> Awaitable[None] | None: ...
+
+
+def rtp_writer(transport: RTCDtlsTransport) -> RtpWriter:
+    """The one :class:`RtpWriter` of ``transport`` (every sender bundled on it shares it)."""
+    writer: RtpWriter | None = getattr(transport, "_switchboard_writer", None)
+    if writer is None:
+        writer = RtpWriter(transport)
+        transport._switchboard_writer = writer  # type: ignore[attr-defined]
+    return writer
+
+
+class RtpWriter:
+    """Protects and sends RTP on one DTLS transport's selected candidate pair.
+
+    A subscriber's transport carries every packet forwarded to it, some 600 a second in a
+    room of 50. What a write needs (the SRTP context, the socket's ``sendto``, the peer's
+    address) is looked up once the transport is connected, not per packet, and forgotten
+    when its state changes (closed or failed). Once connected, aioice never changes the
+    nominated pair. Protection calls libsrtp directly with a length cell allocated once,
+    where pylibsrtp's ``protect`` allocates one and re-checks its argument per packet.
+    """
+
+    __slots__ = ("_addr", "_buffer", "_cdata", "_length", "_sendto", "_srtp", "_transport")
+
+    def __init__(self, transport: RTCDtlsTransport) -> None:
+        self._transport = transport
+        self._sendto: Callable[[bytes, Any], None] | None = None
+        self._addr: Any = None
+        self._srtp: Any = None
+        self._cdata: Any = None
+        self._buffer: Any = None
+        self._length = _srtp_ffi.new("int *")
+        transport.on("statechange", self._forget)
+
+    def _forget(self) -> None:
+        self._sendto = None
+
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        sendto = self._sendto
+        if sendto is not None:
+            length = self._length
+            size = length[0] = len(data)
+            if size <= _MAX_PROTECTED:
+                self._buffer[0:size] = data
+                if not _srtp_protect(self._srtp, self._cdata, length):
+                    sendto(self._buffer[0 : length[0]], self._addr)
+                    return None
+        return self._write_slowly(data)
+
+    def _write_slowly(self, data: bytes) -> Awaitable[None] | None:
+        """The checks of every write, and what lets the next ones skip them."""
+        transport = self._transport
+        self._sendto = None
+        if transport._state is not State.CONNECTED:
+            return None
+        pair = transport.transport._connection._nominated.get(1)
+        if pair is None:
+            return None
+        session = transport._tx_srtp
+        protected = session.protect(data)  # raises what libsrtp reports
+        protocol = pair.protocol
+        if type(protocol) is not StunProtocol:
+            return protocol.send_data(protected, pair.remote_addr)
         protocol.transport.sendto(protected, pair.remote_addr)
+        self._srtp, self._cdata, self._buffer = session._srtp[0], session._cdata, session._buffer
+        self._addr = pair.remote_addr
+        self._sendto = protocol.transport.sendto
         return None
-    return protocol.send_data(protected, pair.remote_addr)
 
 
 def quiet_sender_rtcp(sender: RTCRtpSender) -> None:
@@ -236,6 +313,55 @@ def nominated_pair(pc: Any) -> tuple[aioice.ice.Connection, aioice.ice.Candidate
         if pair is not None:
             return connection, pair
     return None
+
+
+def one_fingerprint() -> None:
+    """A description of 50 participants' tracks has about 60 m-sections, each with the
+    certificate's fingerprints: aiortc computed three hashes per section, twice per
+    negotiation (7 ms of the event loop on a busy node), and they were 20 kB of a 70 kB
+    offer that every client then parses. One fingerprint is what browsers write; it must be
+    one of the certificate's signature algorithm, which is SHA-256 for aiortc's ECDSA
+    certificates. Idempotent."""
+    from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsFingerprint, certificate_digest
+
+    def fingerprints(certificate: RTCCertificate) -> list[RTCDtlsFingerprint]:
+        cached: RTCDtlsFingerprint | None = getattr(certificate, "_switchboard_fingerprint", None)
+        if cached is None:
+            cached = RTCDtlsFingerprint("sha-256", certificate_digest(certificate._cert, "sha-256"))
+            certificate._switchboard_fingerprint = cached  # type: ignore[attr-defined]
+        return [cached]
+
+    RTCCertificate.getFingerprints = fingerprints  # type: ignore[method-assign]
+
+
+class _LazyEstimator:
+    """Stands for a video receiver's ``RemoteBitrateEstimator`` until it gets a packet.
+
+    aiortc gives every video receiver an estimator holding a thousand one-millisecond
+    rate buckets, each an object. A subscriber's sending slots are transceivers too, whose
+    receivers never receive: in a room of 50 that was half a million objects the garbage
+    collector walked for nothing, and ten thousand more allocated by each join, setting
+    off collections of 10-100 ms in the middle of it. Only ``add`` is used by aiortc
+    (and wrapped by :func:`cap_receiver_estimate`)."""
+
+    def __init__(self) -> None:
+        self._real: Any = None
+
+    def add(self, *args: Any, **kwargs: Any) -> Any:
+        real = self._real
+        if real is None:
+            from aiortc.rate import RemoteBitrateEstimator
+
+            real = self._real = RemoteBitrateEstimator()
+        return real.add(*args, **kwargs)
+
+
+def lazy_receive_estimators() -> None:
+    """Make aiortc's video receivers build their bitrate estimator on their first packet
+    (see :class:`_LazyEstimator`). Idempotent."""
+    import aiortc.rtcrtpreceiver
+
+    aiortc.rtcrtpreceiver.RemoteBitrateEstimator = _LazyEstimator  # type: ignore[misc,assignment]
 
 
 RID_EXTENSIONS = (

@@ -113,6 +113,8 @@ class MediaHost:
         )
         ice.install()
         aiortc_hooks.extend_header_extensions()
+        aiortc_hooks.one_fingerprint()
+        aiortc_hooks.lazy_receive_estimators()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room
         self._no_rooms = asyncio.Event()  # set whenever the last room here ends

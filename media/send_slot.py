@@ -150,6 +150,8 @@ class SendSlot:
         self.padding_bytes = 0
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
+        #: protects and sends this slot's packets (the transport's, shared by its slots)
+        self.writer: aiortc_hooks.Writer = aiortc_hooks.rtp_writer(self.sender.transport)
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
     @property
@@ -173,6 +175,8 @@ class SendSlot:
 
     def activate(self) -> None:
         """Start forwarding once negotiation settled the payload type."""
+        # after negotiation: aiortc moves every sender onto the bundle's transport then
+        self.writer = aiortc_hooks.rtp_writer(self.sender.transport)
         track = self.track
         if track is None or self.payload_type is not None:
             return
@@ -357,7 +361,7 @@ class SendSlot:
             self._run = _Run(run.layer, run.first_in, run.ts_offset, munger.numbers)
 
     def _write(self, data: bytes) -> None:
-        pending = aiortc_hooks.send_rtp(self.sender.transport, data)
+        pending = self.writer.write(data)
         if pending is not None:
             if self._relayed is None:
                 self._relayed = RelayedWrites()

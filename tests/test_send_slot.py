@@ -8,14 +8,13 @@ and the aiortc peer connections they belong to are real."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from media import aiortc_hooks
 from media.published_track import PublishedTrack, TrackInfo
 from media.relayed_writes import RELAY_QUEUE_LIMIT
 from media.send_slot import SendSlot
@@ -51,13 +50,29 @@ async def subscribers() -> AsyncIterator[tuple[PublishedTrack, SendSlot, SendSlo
         await pc.close()
 
 
+class FakeWriter:
+    """Stands for a slot's transport writer: ``send_rtp(transport, data)`` decides."""
+
+    def __init__(self, slot: SendSlot, send_rtp: Callable[[object, bytes], object]) -> None:
+        self.transport = slot.sender.transport
+        self.send_rtp = send_rtp
+
+    def write(self, data: bytes) -> object:
+        return self.send_rtp(self.transport, data)
+
+
+def fake_writes(slots: tuple[SendSlot, ...], send_rtp: Callable[[object, bytes], object]) -> None:
+    for slot in slots:
+        slot.writer = FakeWriter(slot, send_rtp)  # type: ignore[assignment]
+
+
 def packet(seq: int) -> RtpPacket:
     p = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960, ssrc=7)
     p.payload = b"\xfc" + seq.to_bytes(2, "big")
     return p
 
 
-async def test_a_stalled_relay_delays_nobody_and_drops_only_its_own(monkeypatch, subscribers):
+async def test_a_stalled_relay_delays_nobody_and_drops_only_its_own(subscribers):
     track, direct, relayed = subscribers
     stalled = asyncio.Event()  # never set until the end: the relay does not move
     written: list[bytes] = []
@@ -74,7 +89,7 @@ async def test_a_stalled_relay_delays_nobody_and_drops_only_its_own(monkeypatch,
         written.append(data)
         return None
 
-    monkeypatch.setattr(aiortc_hooks, "send_rtp", send_rtp)
+    fake_writes((direct, relayed), send_rtp)
     for seq in range(1000):
         assert track.on_packet(packet(seq)) is None  # the receive loop never waits
     # The direct subscriber got every packet at once, in order.
@@ -94,8 +109,8 @@ async def test_a_stalled_relay_delays_nobody_and_drops_only_its_own(monkeypatch,
     assert attempts == list(range(first, first + RELAY_QUEUE_LIMIT))
 
 
-async def test_a_slow_relay_gets_everything_in_order(monkeypatch, subscribers):
-    track, _, relayed = subscribers
+async def test_a_slow_relay_gets_everything_in_order(subscribers):
+    track, direct, relayed = subscribers
     relayed_out: list[int] = []
 
     def send_rtp(transport, data):
@@ -108,7 +123,7 @@ async def test_a_slow_relay_gets_everything_in_order(monkeypatch, subscribers):
             return relay()
         return None
 
-    monkeypatch.setattr(aiortc_hooks, "send_rtp", send_rtp)
+    fake_writes((direct, relayed), send_rtp)
     for seq in range(50):
         track.on_packet(packet(seq))
         await asyncio.sleep(0.002)  # a publisher's pace, slower than the relay
@@ -118,8 +133,8 @@ async def test_a_slow_relay_gets_everything_in_order(monkeypatch, subscribers):
     assert relayed.packets_dropped == 0
 
 
-async def test_a_failing_relay_write_does_not_stop_the_queue(monkeypatch, subscribers):
-    track, _, relayed = subscribers
+async def test_a_failing_relay_write_does_not_stop_the_queue(subscribers):
+    track, direct, relayed = subscribers
     done: list[int] = []
     tried: list[int] = []
 
@@ -136,7 +151,7 @@ async def test_a_failing_relay_write_does_not_stop_the_queue(monkeypatch, subscr
             return relay()
         return None
 
-    monkeypatch.setattr(aiortc_hooks, "send_rtp", send_rtp)
+    fake_writes((direct, relayed), send_rtp)
     for seq in range(5):
         track.on_packet(packet(seq))
     await asyncio.sleep(0.02)

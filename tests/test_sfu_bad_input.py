@@ -137,6 +137,27 @@ async def test_a_client_that_never_completes_ice_is_dropped_after_the_timeout(hu
     await good.close()
 
 
+async def test_a_client_that_never_answers_its_offer_leaves_after_the_timeout(hub_factory):
+    hub = await hub_factory(**{**SFU, "sfu_negotiation_timeout": 1.0})
+    good, _ = await participant(hub, "alice", "bad")
+    mute = await joined(hub, "mute")  # gets an offer for alice's tracks, never answers it
+    offer = await mute.expect("sfu:offer", timeout=5)
+    assert offer["roomId"] == "bad" and offer["tracks"]
+    started = asyncio.get_running_loop().time()
+    left = await mute.expect("sfu:left", timeout=5)
+    assert left["reason"] == "negotiation_timeout"
+    assert asyncio.get_running_loop().time() - started < 3
+    gone = await good.hub.expect("sfu:participant-left", timeout=5)
+    assert gone["userId"] == "mute" and gone["reason"] == "negotiation_timeout"
+    sfu = sfu_of(hub)
+    await wait_until(lambda: len(sfu.rooms["bad"].participants) == 1, 2)
+    # a late answer is refused the usual way; alice is untouched
+    with pytest.raises(RequestError):
+        await mute.request("sfu:answer", {"roomId": "bad", "sdp": offer["sdp"]})
+    assert good.participant_id in sfu.rooms["bad"].participants
+    await good.close()
+
+
 async def test_room_capacity_and_token_rooms(hub_factory):
     hub = await hub_factory(**{**SFU, "sfu_room_capacity": 2})
     await joined(hub, "a", "small")

@@ -17,7 +17,7 @@ from aiortc.rtp import RtcpRtpfbPacket, RtpPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media import aiortc_hooks, twcc, vp8
+from media import twcc, vp8
 from media.answer_sdp import accept_layers, accept_transport_cc, offered_layers
 from media.forwarder import Forwarder, Preference
 from media.published_track import PublishedTrack, TrackInfo
@@ -291,6 +291,16 @@ def test_transport_cc_replaces_remb_where_offered():
 # -- one subscriber slot switching layers ------------------------------------------------------
 
 
+class Capture:
+    """Stands for the slot's transport writer: keeps what would be sent."""
+
+    def __init__(self, sent: list[RtpPacket]) -> None:
+        self.sent = sent
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(RtpPacket.parse(data))
+
+
 @pytest.fixture
 async def slot() -> AsyncIterator[tuple[PublishedTrack, SendSlot, list[RtpPacket]]]:
     pc = RTCPeerConnection()
@@ -300,12 +310,10 @@ async def slot() -> AsyncIterator[tuple[PublishedTrack, SendSlot, list[RtpPacket
     slot.bind(track, Preference(width=160, height=90))
     slot.payload_type = 96
     track.attach(slot)
-    original = aiortc_hooks.send_rtp
-    aiortc_hooks.send_rtp = lambda transport, data: sent.append(RtpPacket.parse(data))  # type: ignore[assignment,func-returns-value]
+    slot.writer = Capture(sent)  # type: ignore[assignment]
     try:
         yield track, slot, sent
     finally:
-        aiortc_hooks.send_rtp = original
         slot.close()
         await pc.close()
 

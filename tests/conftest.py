@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from signaling.state import State
 from signaling.state.memory import MemoryState
 from signaling.tokens import mint_token
 from switchboard.app import NODE_KEY, create_app
+from switchboard.cli import tune_gc
 from tests.redis_server import RedisServer
 
 SECRET = "test-secret-0123456789abcdef0123456789"
@@ -92,6 +94,25 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture
+def served_collector() -> Iterator[None]:
+    """The garbage collector policy ``switchboard serve`` gives a node, for one test.
+
+    The hubs of these tests share the pytest process, whose heap grows over the suite. With
+    Python's default thresholds its full collections came every few seconds and took about
+    200 ms late in the suite; one landed in a Chromium layer switch and Chromium counted a
+    freeze. A served node freezes its start-up and collects young objects every 50,000
+    allocations (``tune_gc``); tests that time media run their in-process hub the same way.
+    """
+    before = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 def make_state(kind: str, request: pytest.FixtureRequest) -> State:

@@ -19,6 +19,7 @@ from tests.message_backend import MessageBackend
 from tests.test_sfu_browser import ARGS, CHROMIUM
 
 STATE_KINDS = ("memory",)
+pytestmark = pytest.mark.usefixtures("served_collector")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 #: Real-life timers where a browser must act within them; short ones where a test waits.
 TIMINGS = {

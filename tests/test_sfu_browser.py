@@ -12,6 +12,7 @@ import shutil
 import signal
 import time
 
+import pytest
 from playwright.async_api import async_playwright
 
 from media.client import SfuClient
@@ -20,6 +21,7 @@ from tests.cluster import Cluster, token
 from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, wait_until
 
 STATE_KINDS = ("memory",)  # the SFU is node-local
+pytestmark = pytest.mark.usefixtures("served_collector")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

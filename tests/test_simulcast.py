@@ -27,6 +27,7 @@ from tests.fake_camera import write_y4m
 from tests.sfu_helpers import SFU, FrameCounter, count_remote, sfu_of, wait_until
 
 STATE_KINDS = ("memory",)  # the SFU is node-local
+pytestmark = pytest.mark.usefixtures("served_collector")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOM = "sim-room"

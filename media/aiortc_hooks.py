@@ -16,10 +16,10 @@ the media path at the RTP level:
   :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
   :func:`sender_rtx_ssrc`, :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
-* :func:`use_ice_connection`, :func:`add_host_protocol`, :func:`nominated_components`
-  and :func:`check_list` let :mod:`media.ice` gather the server's host candidates by its
-  own rules (port range, announced address) and hold relayed pairs back while a direct
-  path may win.
+* :func:`use_ice_connection`, :func:`add_host_protocol`, :func:`nominated_components`,
+  :func:`check_list` and :func:`datagrams_waiting` let :mod:`media.ice` gather the
+  server's host candidates by its own rules (port range, announced address), hold
+  relayed pairs back while a direct path may win, and take turns receiving.
 * :func:`lazy_receive_estimators` spares the receivers of sending slots aiortc's
   bitrate estimator (a thousand objects each) until a packet arrives, which never does.
 * :func:`one_fingerprint` makes each certificate state its SHA-256 fingerprint once,
@@ -289,6 +289,11 @@ def use_ice_connection(cls: type[aioice.ice.Connection]) -> None:
 def add_host_protocol(connection: aioice.ice.Connection, protocol: StunProtocol) -> None:
     """Register a socket bound by the caller as one of the connection's host sockets."""
     connection._protocols.append(protocol)
+
+
+def datagrams_waiting(connection: aioice.ice.Connection) -> int:
+    """How many received datagrams wait in an ICE connection's queue for its reader."""
+    return connection._queue.qsize()
 
 
 def nominated_components(connection: aioice.ice.Connection) -> set[int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -48,6 +49,9 @@ AFTER_FIRST_RELAY = 1.0
 RELAYED_NOMINATION_DELAY = 0.5
 #: ... and up to this much longer while a better pair is still being checked.
 RELAYED_NOMINATION_WAIT = 2.0
+#: Longest a connection's receive loop runs on datagrams already waiting before it lets
+#: other tasks run (seconds); see :meth:`PolicyConnection.recvfrom`.
+RECEIVE_SLICE = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +155,28 @@ class PolicyConnection(aioice.ice.Connection):
         self.relays: dict[tuple[str, int], TurnServer] = {}
         #: Relayed pairs whose check passed, waiting to be nominated, by component.
         self._relayed_valid: dict[int, list[CandidatePair]] = {}
+        self._slice_from = 0.0  # when the receive loop last resumed from waiting
+
+    async def recvfrom(self) -> tuple[bytes, int]:
+        """The next datagram, as aioice gives it, but taking turns with other tasks.
+
+        aiortc's DTLS transport handles its datagrams in one loop that does not yield
+        while more are queued. On a media node one publisher's video packet costs about a
+        millisecond (it is forwarded to every subscriber), so a keyframe's burst of 50
+        packets held the event loop for 50 ms, and every join, answer and ICE check
+        waiting behind it with them. With a policy active, a loop that has run for
+        :data:`RECEIVE_SLICE` on already-queued datagrams yields once before the next.
+        """
+        if self._policy is None:
+            return await super().recvfrom()
+        if not aiortc_hooks.datagrams_waiting(self):
+            result = await super().recvfrom()
+            self._slice_from = time.monotonic()
+            return result
+        if time.monotonic() - self._slice_from > RECEIVE_SLICE:
+            await asyncio.sleep(0)
+            self._slice_from = time.monotonic()
+        return await super().recvfrom()
 
     async def check_start(self, pair: aioice.ice.CandidatePair) -> None:
         """aioice nominates the first pair whose check succeeds when it controls. A pair

@@ -28,6 +28,7 @@ class Layer:
         "_bitrate_since",
         "_last_pli",
         "_pli_timer",
+        "audience",
         "bitrate",
         "bytes_in",
         "cache",
@@ -71,6 +72,9 @@ class Layer:
         self._last_pli = -1e9
         self._pli_timer: asyncio.TimerHandle | None = None
         self.plis_sent = 0
+        #: the subscriber slots this layer's packets are offered to (see
+        #: :meth:`media.published_track.PublishedTrack.on_layer_packet`)
+        self.audience: list[Any] = []
 
     def account(self, packet: RtpPacket, now: float) -> None:
         self.packets_in += 1

@@ -246,6 +246,8 @@ class SendSlot:
         packet sent."""
         if self.forwarder is not None:
             self.forwarder.current = None
+        if self.track is not None:
+            self.track.reconsider()  # it listens to every layer again, for a keyframe
 
     def unbind(self) -> None:
         track = self.track

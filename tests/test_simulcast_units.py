@@ -5,6 +5,7 @@ what it would send is collected)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
 import time
@@ -418,3 +419,27 @@ async def test_retransmissions_go_on_the_rtx_stream_where_negotiated(slot):
     for p, seq in zip(sent, nack.lost, strict=True):
         assert p.payload == struct.pack("!H", seq) + first[seq].payload  # RFC 4588
         assert p.timestamp == first[seq].timestamp
+
+
+async def test_a_steady_slot_is_offered_only_its_layers_packets_until_its_wish_changes(slot):
+    track, sub, sent = slot
+    publisher = Publisher(track)
+    offered: list[str | None] = []
+    offer = sub.offer
+
+    def spy(arrival) -> None:
+        offered.append(arrival.layer.rid)
+        offer(arrival)
+
+    sub.offer = spy  # type: ignore[method-assign]
+    publisher.frame(keyframe=True)  # starts on q, the layer it wants
+    await asyncio.sleep(0.06)  # the audiences are worked out again by the next packet
+    offered.clear()
+    publisher.frame()
+    assert offered == ["q", "q"]  # h's and f's packets were not even offered
+    assert len(sent) == 4
+    sub.prefer(Preference(width=1280, height=720))  # now it looks for f's keyframe
+    offered.clear()
+    publisher.frame(keyframe=True)
+    assert offered == ["q", "q", "h", "h", "f", "f"]
+    assert sent[-1].ssrc == sub.ssrc and len(sent) == 8  # q's frame, then f's from its keyframe

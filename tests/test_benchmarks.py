@@ -46,8 +46,11 @@ def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
         assert run["deliveries"] > 0, (topology, system)
         assert run["connections"] > 0 and run["deliveries_per_server_cpu_s"] > 0
         assert run["latency_p50_ms"] > 0
-        if scenario != "calls":  # 20 connections: their memory is within the server's noise
-            assert run["server_rss_per_connection_bytes"] > 0
+        # Memory per connection is measurable where many connections are held: in the
+        # quick mode's calls (20 connections) it is within the server's noise, and in churn
+        # the connections come and go (one run measured -31 kB).
+        if scenario not in ("calls", "churn"):
+            assert run["server_rss_per_connection_bytes"] > 0, (topology, system)
         if system != "socketio":  # a tiny load: nothing may be lost or refused
             assert run["dropped"] == 0 and run["errors"] == 0, run
     for entry in report["ratios_switchboard_over_socketio"]:

@@ -1,7 +1,7 @@
 """The SFU's sending and receiving edges on real aiortc peer connections over loopback:
-the per-transport RTP writer (SRTP and the socket looked up once per connection), one
-certificate fingerprint in descriptions, and a receive loop that takes turns with the
-rest of the event loop."""
+the per-transport RTP writer (SRTP and a connected handle of the socket set up once per
+connection), one certificate fingerprint in descriptions, and a receive loop that takes
+turns with the rest of the event loop."""
 
 from __future__ import annotations
 
@@ -72,11 +72,18 @@ async def test_the_writer_sends_protected_packets_in_order_then_nothing_once_clo
         await asyncio.sleep(0.01)
     assert [p.sequence_number for p in got] == list(range(1, 101))
     assert all(p.payload == bytes([p.sequence_number]) * 100 for p in got)
+    # They left through a handle of the pair's socket connected to the peer.
+    pair = sending.sender.transport.transport._connection._nominated[1]
+    handle = writer._socket
+    assert handle is not None and handle.getpeername() == pair.remote_addr[:2]
+    assert handle.getsockname() == pair.protocol.transport.get_extra_info("sockname")
     # Too big for libsrtp's buffer: refused as pylibsrtp refuses it, nothing sent.
     with pytest.raises(ValueError):
         writer.write(rtp(sending, 101, bytes(1500)))
     await a.close()
-    # Closed: the writer forgot the socket; a write is dropped, as before connecting.
+    # Closed: the writer forgot the socket and closed its handle; a write is dropped, as
+    # before connecting.
+    assert writer._socket is None and handle.fileno() == -1
     assert writer.write(rtp(sending, 102, b"late")) is None
     await asyncio.sleep(0.1)
     assert len(got) == 100

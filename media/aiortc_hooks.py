@@ -242,13 +242,14 @@ class RtpWriter:
         return self._write_slowly(data)
 
     def _write_slowly(self, data: bytes) -> Awaitable[None] | None:
-        """The checks of every write, and what lets the next ones skip them."""
+        """The checks of every write, and what lets the next ones skip them. A packet
+        the fast path refused (too big for the buffer) keeps the handle it has."""
         transport = self._transport
-        self._forget()
-        if transport._state is not State.CONNECTED:
-            return None
-        pair = transport.transport._connection._nominated.get(1)
-        if pair is None:
+        if (
+            transport._state is not State.CONNECTED
+            or (pair := transport.transport._connection._nominated.get(1)) is None
+        ):
+            self._forget()
             return None
         session = transport._tx_srtp
         protected = session.protect(data)  # raises what libsrtp reports
@@ -256,6 +257,8 @@ class RtpWriter:
         if type(protocol) is not StunProtocol:
             return protocol.send_data(protected, pair.remote_addr)
         protocol.transport.sendto(protected, pair.remote_addr)
+        if self._socket is not None:
+            return None
         sock = _connected(protocol.transport, pair.remote_addr)
         if sock is None:
             return None

@@ -347,18 +347,14 @@ class Participant:
 
     async def _wait_answer(self, waiter: asyncio.Future[str]) -> str | None:
         """The answer, or ``None`` on timeout. A detached participant waits on: its
-        resume re-sends the offer, and the reconnect grace bounds the wait."""
+        resume re-sends the offer, and the reconnect grace bounds the wait.
+        ``asyncio.wait`` leaves the waiter alone on timeout and wakes this task one loop
+        turn after the answer (``wait_for`` over ``shield`` took three)."""
         timeout = self.room.settings.sfu_negotiation_timeout
-        while True:
-            # asyncio.wait leaves the waiter alone on timeout, and wakes this task one
-            # loop turn after the answer (wait_for over shield took three, on a busy node
-            # a few milliseconds each)
-            done, _ = await asyncio.wait((waiter,), timeout=timeout)
-            if done:
-                return waiter.result()
-            if self.conn_id is None and not self.closed:
-                continue
-            return None
+        while not (await asyncio.wait((waiter,), timeout=timeout))[0]:
+            if self.conn_id is not None or self.closed:
+                return None
+        return waiter.result()
 
     # -- the signaling connection ----------------------------------------------------------
 

@@ -87,6 +87,11 @@ class Lab:
         ns = f"{self.tag}-{name}"
         run(["ip", "netns", "add", ns])
         self.namespaces.append(ns)
+        # IPv4 only. An IPv6 link-local address turns usable about a second after its
+        # link comes up (duplicate address detection); Chromium takes that for a network
+        # change and fails the requests in flight (a page's module imports, seen in CI).
+        for scope in ("all", "default"):
+            self.sysctl(ns, f"net.ipv6.conf.{scope}.disable_ipv6", "1")
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         if forward:
             self.sysctl(ns, "net.ipv4.ip_forward", "1")

@@ -171,7 +171,7 @@ class DtxMicrophone:
             else:
                 packet.extensions.audio_level = (False, SILENCE)
                 packet.payload = b"\xf8"  # an empty Opus frame: what DTX sends
-            pending = aiortc_hooks.send_rtp(transport, packet.serialize(extensions))
+            pending = aiortc_hooks.rtp_writer(transport).write(packet.serialize(extensions))
             if pending is not None:
                 await pending
 

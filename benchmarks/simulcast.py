@@ -148,7 +148,7 @@ class SimulcastSender:
                     packet.extensions.mid = mid
                     packet.extensions.rtp_stream_id = rid
                     packet.payload = payload
-                    pending = aiortc_hooks.send_rtp(transport, packet.serialize(extensions))
+                    pending = aiortc_hooks.rtp_writer(transport).write(packet.serialize(extensions))
                     if pending is not None:
                         await pending
             index += 1

@@ -9,10 +9,9 @@ the media path at the RTP level:
   frame is ever assembled and no decoder is built (the idle decoder thread is ended as soon
   as aiortc starts it); each RTP packet goes to a callback instead.
 * :class:`SilentTrack` is attached to senders so their encode loop waits forever and never
-  builds an encoder; the SFU writes rewritten RTP straight through :func:`send_rtp`.
+  builds an encoder; the SFU writes rewritten RTP straight through :class:`RtpWriter`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
-* :func:`send_rtp` and :class:`RtpWriter` write a rewritten packet straight to a
-  transport's selected pair;
+* :func:`rtp_writer` writes a rewritten packet straight to a transport's selected pair;
   :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
   :func:`sender_rtx_ssrc`, :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
@@ -27,7 +26,8 @@ the media path at the RTP level:
   every description it writes.
 * :func:`extend_header_extensions`, :func:`route_rtp_first`, :func:`route_rtcp_of`,
   :func:`send_rtcp` and :func:`send_rtcp_bytes` let :mod:`media.ingest` receive simulcast
-  sections, which aiortc's receiver cannot, and send publishers congestion feedback.
+  sections, which aiortc's receiver cannot, and send publishers congestion feedback;
+  :func:`tap_transport_feedback` hands :mod:`media.send_side` what subscribers send back.
 
 Nothing outside this module touches a private attribute of aiortc or aioice.
 
@@ -146,16 +146,6 @@ def intercept_rtcp(sender: RTCRtpSender, handler: RtcpHandler) -> RtcpHandler:
     original = sender._handle_rtcp_packet
     sender._handle_rtcp_packet = handler  # type: ignore[method-assign]
     return original
-
-
-def send_rtp(transport: RTCDtlsTransport, data: bytes) -> Awaitable[None] | None:
-    """Protect and send one RTP packet; synchronous on a host socket, as most are.
-
-    Returns an awaitable only when the selected pair is relayed through TURN (aioice's TURN
-    send is a coroutine). Packets for a transport that is not connected yet are dropped,
-    as a real network would.
-    """
-    return rtp_writer(transport).write(data)
 
 
 class Writer(Protocol):
@@ -461,6 +451,26 @@ def route_rtp_first(transport: RTCDtlsTransport, route: Callable[[RtpPacket], An
         return target if target is not None else original(packet)
 
     router.route_rtp = route_rtp  # type: ignore[method-assign]
+
+
+def tap_transport_feedback(transport: RTCDtlsTransport, handler: Callable[[bytes], None]) -> None:
+    """Hand ``handler`` each transport feedback packet (RTPFB, format 15) the peer sends on
+    ``transport``, whole; aiortc gets the rest of the compound (it would parse a feedback
+    as a NACK and route it by whatever SSRC it names). The last handler set wins."""
+    first = not hasattr(transport, "_switchboard_feedback")
+    transport._switchboard_feedback = handler  # type: ignore[attr-defined]
+    if not first:
+        return
+    original = transport._handle_rtcp_data
+
+    async def handle_rtcp_data(data: bytes) -> None:
+        feedback, rest = twcc.split_feedback(data)
+        for packet in feedback:
+            transport._switchboard_feedback(packet)  # type: ignore[attr-defined]
+        if rest:
+            await original(rest)
+
+    transport._handle_rtcp_data = handle_rtcp_data  # type: ignore[method-assign]
 
 
 def route_rtcp_of(transport: RTCDtlsTransport, ssrc: int, receiver: Any) -> None:

@@ -11,7 +11,10 @@ RTP header extensions (mid, rid, repaired rid) name them in the first packets.
 **Transport-cc.** When the offer has the transport-wide sequence number extension and
 ``a=rtcp-fb:<pt> transport-cc``, the answer accepts both (the server sends the feedback,
 :mod:`media.twcc`) and drops abs-send-time and ``goog-remb``, so the browser's estimator
-is driven by that feedback alone and not capped by aiortc's slower REMB.
+is driven by that feedback alone and not capped by aiortc's slower REMB. Towards
+subscribers it is the other way round: the server's offer asks for the feedback on its
+video (:func:`offer_transport_cc`), and a subscriber whose answer takes it (browsers do,
+aiortc does not) gets its estimate made by the server (:mod:`media.send_side`).
 """
 
 from __future__ import annotations
@@ -97,6 +100,35 @@ def accept_transport_cc(offer: str, answer: str) -> str:
         body = _REMB.sub("", body)
         sections[i] = body + "".join(f"a=rtcp-fb:{pt} transport-cc{eol}" for pt in pts)
     return "".join(sections)
+
+
+_RTX = re.compile(r"^a=rtpmap:(\d+) (?:rtx|red|ulpfec)/", re.MULTILINE | re.IGNORECASE)
+
+
+def offer_transport_cc(offer: str) -> str:
+    """The server's ``offer`` to a subscriber asking for transport-wide congestion
+    feedback on each video codec, in the video sections that offer the extension."""
+    eol = "\r\n" if "\r\n" in offer else "\n"
+    sections = _sections(offer)
+    for i, section in enumerate(sections[1:], start=1):
+        if not section.startswith("m=video") or TRANSPORT_CC not in section:
+            continue
+        skip = set(_RTX.findall(section)) | set(_TRANSPORT_CC_FB.findall(section))
+        pts = [pt for pt in _RTPMAP.findall(section) if pt not in skip]
+        body = section if section.endswith(eol) else section + eol
+        sections[i] = body + "".join(f"a=rtcp-fb:{pt} transport-cc{eol}" for pt in pts)
+    return "".join(sections)
+
+
+def answered_transport_cc(answer: str) -> bool:
+    """Whether a subscriber's ``answer`` takes transport-wide congestion feedback (the
+    extension and the feedback type, in some video section)."""
+    return any(
+        section.startswith("m=video")
+        and TRANSPORT_CC in section
+        and _TRANSPORT_CC_FB.search(section) is not None
+        for section in _sections(answer)[1:]
+    )
 
 
 _OPUS = re.compile(r"^a=rtpmap:(\d+) opus/48000", re.MULTILINE | re.IGNORECASE)

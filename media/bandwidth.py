@@ -20,8 +20,8 @@ no estimate to climb back with). A layer costs its steady bitrate (what the publ
 sends on it, averaged over about five seconds, so that a keyframe does not pause a
 video). A video goes up only when the budget holds the new layer with 15 % to spare and
 it has not gone down in the last 2 s (twice as long after each time it went down
-within 10 s of going up, up to 32 s: no flapping); it keeps what it has while the estimate (without
-headroom) holds it.
+within 10 s of going up, up to 32 s: no flapping; but not once the estimate doubled since
+it went down); it keeps what it has while the estimate (without headroom) holds it.
 
 **Probing**: while some video gets less than it wants, the subscriber's RTX stream is
 padded by what the first refused step would add (at most half the estimate), so that
@@ -48,6 +48,8 @@ UPGRADE_MARGIN = 1.15
 UPGRADE_HOLD = 2.0
 UPGRADE_HOLD_MAX = 32.0
 FLAP_WINDOW = 10.0
+#: ... unless the estimate has grown this much since the downgrade.
+RECOVERED = 2.0
 #: Bitrates assumed for layers not measured yet (lowest first), and for audio.
 NOMINAL_LAYER_BPS = (150_000, 500_000, 1_500_000)
 AUDIO_BPS = 40_000
@@ -66,6 +68,12 @@ PROBE_DROP = 0.9
 #: ... then waits this long (seconds) before the next, doubling up to the maximum.
 PROBE_BACKOFF = 4.0
 PROBE_BACKOFF_MAX = 30.0
+#: With the server's own estimate (transport-cc) probes are 20 ms clusters that cost
+#: little: one that found the link full is retried after 1 s, doubling up to 3 s, and
+#: after an upgrade the next waits 0.5 s (the estimate is read from the feedback at once).
+CLUSTER_BACKOFF, CLUSTER_BACKOFF_MAX, CLUSTER_SETTLE = 1.0, 3.0, 0.5
+#: A cluster probe succeeded when the estimate grew by this much.
+CLUSTER_GAIN = 1.01
 
 
 class Video(Protocol):
@@ -85,6 +93,7 @@ class Share:
     cost: float
     wanted_cost: float
     downgraded_at: float = -1e9
+    downgraded_on: float = 0.0  # the estimate it was downgraded on
     #: how long it must then wait to go up again: :data:`UPGRADE_HOLD`, doubled by each
     #: downgrade that follows an upgrade within :data:`FLAP_WINDOW` (a video that keeps
     #: coming back only to be paused again is worse than one left paused)
@@ -109,13 +118,30 @@ class Allocator:
     needed: float | None = None
     probes: int = 0
     probes_failed: int = 0
+    #: where the estimate comes from: the subscriber's REMB, or the server's own
+    #: estimator reading transport-cc feedback (:meth:`send_side`)
+    source: str = "remb"
+    #: the last probe arrived as fast as it was sent: the next may go higher
+    link_open: bool = False
     _probe_peak: float | None = None  # the highest estimate during the probe under way
     _probe_resume_at: float = -1e9
     _probe_backoff: float = PROBE_BACKOFF
+    _backoff: tuple[float, float, float] = (PROBE_BACKOFF, PROBE_BACKOFF_MAX, UPGRADE_HOLD)
 
     def on_remb(self, bitrate: float) -> None:
+        if self.source == "remb":
+            self.on_estimate(bitrate)
+
+    def on_estimate(self, bitrate: float) -> None:
         self.estimate = bitrate
         self.remb_count += 1
+
+    def send_side(self) -> None:
+        """The estimate is the server's, from transport-cc feedback: REMB is ignored, and
+        probes are clusters (:meth:`cluster_rate`), retried sooner."""
+        self.source = "transport-cc"
+        self._backoff = (CLUSTER_BACKOFF, CLUSTER_BACKOFF_MAX, CLUSTER_SETTLE)
+        self._probe_backoff = CLUSTER_BACKOFF
 
     def current(self) -> float | None:
         """The estimate in force: the last REMB, ``start`` before any, and ``None`` when
@@ -164,6 +190,7 @@ class Allocator:
                 cost=0.0,
                 wanted_cost=_cost(layers, top),
                 downgraded_at=previous.downgraded_at if previous else -1e9,
+                downgraded_on=previous.downgraded_on if previous else 0.0,
                 hold=previous.hold if previous else UPGRADE_HOLD,
                 upgraded_at=previous.upgraded_at if previous else -1e9,
             )
@@ -194,11 +221,12 @@ class Allocator:
                 flapped = now - share.upgraded_at < FLAP_WINDOW
                 share.hold = min(share.hold * 2, UPGRADE_HOLD_MAX) if flapped else UPGRADE_HOLD
                 share.downgraded_at = now
+                share.downgraded_on = estimate
             elif share.index > before and id(video) in self.shares:
                 share.upgraded_at = now
                 # climbing: let the estimate settle on the new traffic, then probe again
-                self._probe_backoff = PROBE_BACKOFF
-                self._probe_resume_at = now + UPGRADE_HOLD
+                self._probe_backoff = self._backoff[0]
+                self._probe_resume_at = now + self._backoff[2]
             video.limit(None if share.index == top else share.index)
             self.shares[id(video)] = share
             live.add(id(video))
@@ -219,7 +247,11 @@ class Allocator:
             # the estimate by a few percent must not pause a video
             ok = budget + (self.current() or 0.0) * (1 - HEADROOM) >= step
         else:
-            ok = budget >= step * UPGRADE_MARGIN and now - share.downgraded_at >= share.hold
+            # the hold is over, or the estimate has doubled since: the link changed
+            ok = budget >= step * UPGRADE_MARGIN and (
+                now - share.downgraded_at >= share.hold
+                or (self.current() or 0.0) >= RECOVERED * share.downgraded_on
+            )
         if not ok and self.needed is None:
             self.needed = step * UPGRADE_MARGIN
         return ok
@@ -235,18 +267,34 @@ class Allocator:
         if peak is None:
             self.probes += 1
         elif estimate < peak * PROBE_DROP:
-            self._probe_peak = None
-            self._probe_resume_at = now + self._probe_backoff
-            self._probe_backoff = min(self._probe_backoff * 2, PROBE_BACKOFF_MAX)
-            self.probes_failed += 1
+            self.probe_failed(now)
             return 0.0
         self._probe_peak = estimate if peak is None else max(peak, estimate)
         return min(self.needed, PROBE_SHARE * estimate)
+
+    def probe_failed(self, now: float) -> None:
+        """The link is full: no probe for a while (longer after each failure)."""
+        self._probe_peak = None
+        self._probe_resume_at = now + self._probe_backoff
+        self._probe_backoff = min(self._probe_backoff * 2, self._backoff[1])
+        self.probes_failed += 1
+
+    def cluster_rate(self, now: float | None = None) -> float:
+        """The pace (bit/s) of the next probe cluster, 0 for none now: twice the
+        estimate (three times after a probe the link carried whole), or less when what
+        the videos want (with margin) needs less, but at least what the first refused
+        step needs."""
+        if self.probe_target(now) <= 0:
+            return 0.0
+        estimate = self.current() or self.start
+        enough = max(estimate + (self.needed or 0.0), self.wanted / HEADROOM * UPGRADE_MARGIN)
+        return min((3 if self.link_open else 2) * estimate, enough)
 
     def stats(self) -> dict[str, Any]:
         estimate = self.current()
         return {
             "estimate": round(estimate) if estimate is not None else None,
+            "estimator": self.source,
             "reports": self.remb_count,
             "allocated": round(self.allocated),
             "wanted": round(self.wanted),

@@ -110,8 +110,8 @@ class MediaOps:
         stats = participant.room.stats()
         stats["mediaNode"] = self.host.node
         stats["subscriptions"] = [s.stats() for s in participant.slots if s.track is not None]
-        # what this participant's downlink allows, from the estimate it reports (REMB)
-        stats["bandwidth"] = participant.downlink.allocator.stats()
+        # what this participant's downlink allows, from its REMB or transport feedback
+        stats["bandwidth"] = participant.downlink.stats()
         stats["publishCap"] = participant.publish_cap
         # How this participant reaches the server: direct (host, srflx/prflx) or relayed.
         stats["connection"] = {

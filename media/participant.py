@@ -333,7 +333,8 @@ class Participant:
                 if slot.track is not None and slot.mid is not None
             }
             self._answer = asyncio.get_running_loop().create_future()
-            self._offer = {"roomId": self.room.id, "sdp": pc.localDescription.sdp, "tracks": mids}
+            offer = self.downlink.offer(pc.localDescription.sdp)
+            self._offer = {"roomId": self.room.id, "sdp": offer, "tracks": mids}
             await self.room.send([self], "sfu:offer", self._offer)
             try:
                 sdp = await self._wait_answer(self._answer)
@@ -342,6 +343,7 @@ class Participant:
             if sdp is None:
                 await self._fail(self, "negotiation_timeout")
                 return
+            self.downlink.answered(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
             self.activate_slots()
 

@@ -11,7 +11,7 @@ subscriber's frame rate are not sent, and the numbers close over the gap.
 
 NACKs are answered from the layer's cache through a small ring that remembers, for each
 sequence number sent, where the packet came from; the retransmission goes on the slot's RTX
-stream when the subscriber negotiated one (RFC 4588), else on the media SSRC. Writes never wait (see
+stream if negotiated (RFC 4588), else on the media SSRC. Writes never wait (see
 :mod:`media.relayed_writes`).
 """
 
@@ -41,7 +41,7 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from media import aiortc_hooks, vp8
+from media import aiortc_hooks, twcc, vp8
 from media.forwarder import Forwarder, Preference
 from media.relayed_writes import RelayedWrites
 from media.rtp import SEQ_MOD, TS_MOD, repeat, rewrite, seq_newer
@@ -124,8 +124,9 @@ class SendSlot:
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
         self.level_id: int | None = None  # the audio-level extension's id, if negotiated
         self.send_time_id: int | None = None  # abs-send-time's, for the subscriber's REMB
-        #: the abs-send-time extension block for a packet of some size leaving now (set
-        #: by the participant once abs-send-time is negotiated: its pacing clock)
+        self.transport_cc_id: int | None = None  # transport-cc's, for its feedback
+        #: the send time or sequence extension block for a packet of some size leaving
+        #: now (set by the downlink once negotiated: its pacing clock)
         self.stamp: Callable[[int], bytes] | None = None
         #: told each bandwidth estimate (REMB) the subscriber reports
         self.on_remb: Callable[[float], None] | None = None
@@ -188,13 +189,14 @@ class SendSlot:
         if not codecs:
             return
         self.payload_type = codecs[0].payloadType
-        # the audio level goes on to subscribers that negotiated it, to draw levels with;
-        # video carries its send time, which the subscriber's bandwidth estimator reads
+        # audio levels go on to subscribers that negotiated them, to draw levels with;
+        # video carries what the bandwidth estimate is made from (media.downlink)
         ext_id = aiortc_hooks.negotiated_extension_id
         if self.kind == "audio":
             self.level_id = ext_id(self.transceiver, AUDIO_LEVEL)
         else:
             self.send_time_id = ext_id(self.transceiver, ABS_SEND_TIME)
+            self.transport_cc_id = ext_id(self.transceiver, twcc.URI)
         self.rtx_payload_type = next(
             (
                 c.payloadType
@@ -385,11 +387,9 @@ class SendSlot:
                 if report.ssrc == self.ssrc:
                     self.fraction_lost = report.fraction_lost
             await self._rr_handler(packet)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP and self.on_remb:
             with contextlib.suppress(ValueError):
-                bitrate, _ = unpack_remb_fci(packet.fci)
-                if self.on_remb is not None:
-                    self.on_remb(bitrate)
+                self.on_remb(unpack_remb_fci(packet.fci)[0])
 
     def _retransmit(self, track: PublishedTrack, lost: list[int]) -> None:
         """Answer a subscriber's NACK from the layer's cache; never bother the publisher."""

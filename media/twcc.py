@@ -134,9 +134,32 @@ def build_feedback(
     return struct.pack("!BBH", first_byte, RTCP_RTPFB, words) + body
 
 
+def split_feedback(data: bytes) -> tuple[list[bytes], bytes]:
+    """The transport feedback packets of a compound RTCP packet, and the rest of it (what
+    aiortc should parse: it would read a feedback as a NACK). A truncated packet ends the
+    compound: what follows it is left to aiortc, which reports the error."""
+    feedback: list[bytes] = []
+    rest: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos + 4 <= end:
+        length = (int.from_bytes(data[pos + 2 : pos + 4], "big") + 1) * 4
+        if pos + length > end:
+            break
+        packet = data[pos : pos + length]
+        if data[pos + 1] == RTCP_RTPFB and data[pos] & 0x1F == FMT_TRANSPORT_CC:
+            feedback.append(packet)
+        else:
+            rest.append(packet)
+        pos += length
+    if not feedback:
+        return feedback, data
+    return feedback, b"".join(rest) + data[pos:]
+
+
 def parse_feedback(data: bytes) -> tuple[int, list[int | None]]:
     """The base sequence number and the arrival times (µs, ``None`` for lost) one feedback
-    packet reports: the receiving side's reading, for tests."""
+    packet reports (a subscriber's, read by :mod:`media.send_side`; ours, in tests).
+    Raises ``struct.error``, ``IndexError`` or ``ValueError`` when it is malformed."""
     words = struct.unpack_from("!H", data, 2)[0]
     end = (words + 1) * 4
     if data[0] & 0x20:
@@ -171,5 +194,6 @@ def parse_feedback(data: bytes) -> tuple[int, list[int | None]]:
             pos += 2
         time += delta * DELTA_UNIT_US
         arrivals.append(time)
-    assert pos <= end
+    if pos > end:
+        raise ValueError("transport feedback deltas overrun the packet")
     return base, arrivals

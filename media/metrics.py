@@ -12,7 +12,7 @@ time (nothing is counted twice on the per-packet path).
 * ``switchboard_sfu_bandwidth_limited_videos{state}``: subscriptions held below the layer
   their tile wants by the subscriber's downlink (``lowered``) or paused by it (``paused``);
 * ``switchboard_sfu_downlink_estimate_bps{stat}``: min, median and max of subscribers'
-  downlink estimates (REMB); ``switchboard_sfu_probe_padding_bytes_total``: probing.
+  downlink estimates (transport-cc or REMB); ``switchboard_sfu_probe_padding_bytes_total``: probing.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class MediaCollector(Collector):
         )
         downlinks = GaugeMetricFamily(
             "switchboard_sfu_downlink_estimate_bps",
-            "Subscribers' downlink estimates (REMB): min, median, max",
+            "Subscribers' downlink estimates (transport-cc or REMB): min, median, max",
             labels=["stat"],
         )
         if estimates:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import struct
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -111,9 +112,9 @@ class SendSideEstimator:
         self.feedbacks = 0
         self.probe_results: list[float] = []  # the last few, for stats and tests
         # the send history, by transport-wide sequence number (low bits)
-        self.send_times = [0.0] * HISTORY
-        self.sizes = [0] * HISTORY
-        self.clusters = [0] * HISTORY
+        self.send_times = array("d", bytes(8 * HISTORY))
+        self.sizes = array("i", bytes(4 * HISTORY))
+        self.clusters = array("B", bytes(HISTORY))
         self.last_seq = -1  # the last number stamped
         self._clusters: dict[int, Cluster] = {}
         self._next_cluster = 0

@@ -12,6 +12,7 @@ import pytest
 from media import twcc
 from media.answer_sdp import answered_transport_cc, offer_transport_cc
 from media.bandwidth import Allocator
+from media.downlink import Downlink
 from media.send_side import OVERHEAD, PACE_FACTOR, SendSideEstimator, TransportClock
 
 
@@ -145,6 +146,18 @@ def test_malformed_feedback_is_refused_and_changes_nothing():
     assert estimator.estimate == 800_000 and estimator.feedbacks == 0
 
 
+def test_a_subscribers_malformed_feedback_is_counted_and_ignored():
+    downlink = Downlink(600_000, True)
+    downlink.estimator = SendSideEstimator(600_000)
+    downlink.estimator.sent(0, 0.0, 1000, 0)
+    downlink._on_feedback(b"\x8f\xcd\x00\x02" + bytes(8))  # no FCI at all
+    downlink._on_feedback(twcc.build_feedback(1, 2, 0, [1000], 0)[:-2])  # cut short
+    assert downlink.malformed_feedback == 2
+    assert downlink.allocator.estimate is None and downlink.estimator.estimate == 600_000
+    downlink._on_feedback(twcc.build_feedback(1, 2, 0, [1000], 0))
+    assert downlink.stats()["sendSide"]["feedbacks"] == 1
+
+
 def test_feedback_is_split_from_the_rest_of_a_compound_packet():
     feedback = twcc.build_feedback(1, 2, 7, [1000, None, 3000], 0)
     receiver_report = bytes([0x80, 201, 0, 1]) + (5).to_bytes(4, "big")
@@ -165,7 +178,7 @@ def test_the_clock_stamps_consecutive_numbers_and_records_paced_times():
     # sent them, counting what the network adds to each
     wire = 1250 + OVERHEAD
     assert times[1] - times[0] == pytest.approx(wire * 8 / (PACE_FACTOR * 1_000_000), rel=0.01)
-    assert estimator.sizes[:3] == [wire] * 3
+    assert list(estimator.sizes[:3]) == [wire] * 3
     assert estimator.last_seq == 2
 
 

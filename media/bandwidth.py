@@ -20,8 +20,9 @@ no estimate to climb back with). A layer costs its steady bitrate (what the publ
 sends on it, averaged over about five seconds, so that a keyframe does not pause a
 video). A video goes up only when the budget holds the new layer with 15 % to spare and
 it has not gone down in the last 2 s (twice as long after each time it went down
-within 10 s of going up, up to 32 s: no flapping; but not once the estimate doubled since
-it went down); it keeps what it has while the estimate (without headroom) holds it.
+within 10 s of going up, up to 32 s: no flapping; but not once a probe found the link
+open and the estimate doubled since it went down); it keeps what it has while the
+estimate (without headroom) holds it.
 
 **Probing**: while some video gets less than it wants, the subscriber's RTX stream is
 padded by what the first refused step would add (at most half the estimate), so that
@@ -48,7 +49,8 @@ UPGRADE_MARGIN = 1.15
 UPGRADE_HOLD = 2.0
 UPGRADE_HOLD_MAX = 32.0
 FLAP_WINDOW = 10.0
-#: ... unless the estimate has grown this much since the downgrade.
+#: ... unless a probe found the link open and the estimate grew this much since the
+#: downgrade.
 RECOVERED = 2.0
 #: Bitrates assumed for layers not measured yet (lowest first), and for audio.
 NOMINAL_LAYER_BPS = (150_000, 500_000, 1_500_000)
@@ -247,10 +249,13 @@ class Allocator:
             # the estimate by a few percent must not pause a video
             ok = budget + (self.current() or 0.0) * (1 - HEADROOM) >= step
         else:
-            # the hold is over, or the estimate has doubled since: the link changed
+            # the hold is over, or a probe found the link open and the estimate doubled
+            # since: the link changed (a REMB that swings proves no such thing)
+            recovered = self.link_open and (self.current() or 0.0) >= (
+                RECOVERED * share.downgraded_on
+            )
             ok = budget >= step * UPGRADE_MARGIN and (
-                now - share.downgraded_at >= share.hold
-                or (self.current() or 0.0) >= RECOVERED * share.downgraded_on
+                now - share.downgraded_at >= share.hold or recovered
             )
         if not ok and self.needed is None:
             self.needed = step * UPGRADE_MARGIN

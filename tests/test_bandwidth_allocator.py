@@ -224,3 +224,20 @@ def test_a_video_that_keeps_coming_back_only_to_be_paused_waits_longer_each_time
         now += 1.0  # and is paused again soon after
     waits = [resumed - paused for paused, resumed in itertools.pairwise(pauses)]
     assert waits[1] > waits[0] * 1.5, waits  # the hold doubled
+
+
+def test_a_link_found_open_by_a_probe_ends_the_hold_of_a_flapping_video() -> None:
+    alloc = allocator(2_000_000)
+    first, second = simulcast(wanted=0), simulcast(wanted=0)
+    videos = [(first, 0), (second, 1)]
+    alloc.allocate(videos, audio_slots=0, now=0.0)
+    assert second.given is None
+    alloc.on_remb(200_000)  # room for one: the second is paused
+    alloc.allocate(videos, audio_slots=0, now=0.25)
+    assert second.given == -1
+    alloc.on_remb(2_000_000)
+    alloc.allocate(videos, audio_slots=0, now=0.5)
+    assert second.given == -1  # held: the estimate may just be swinging
+    alloc.link_open = True  # a probe arrived as fast as it was sent
+    alloc.allocate(videos, audio_slots=0, now=0.75)
+    assert second.given is None

@@ -180,41 +180,58 @@ class SendSideEstimator:
         if self.last_seq < 0:
             return
         self.feedbacks += 1
-        for k, arrival_us in enumerate(arrivals):
-            seq = (base + k) & 0xFFFF
-            if (self.last_seq - seq) & 0xFFFF >= HISTORY:
-                continue  # not sent by us lately (or from the future): ignore
-            if arrival_us is None:
-                self._lost += 1
-                continue
-            self._received += 1
-            self._arrived(seq & _MASK, arrival_us / 1e6)
+        self._arrived(base, arrivals)
         self._judge_probes(now)
         self._control(now)
 
-    def _arrived(self, i: int, arrival: float) -> None:
-        send, size = self.send_times[i], self.sizes[i]
+    def _arrived(self, base: int, arrivals: list[int | None]) -> None:
+        """Take in what one feedback reports (some 50-100 packets: locals, no calls per
+        packet but for a group that completes)."""
+        last = self.last_seq
+        sizes, times, clusters = self.sizes, self.send_times, self.clusters
         acked = self._acked
-        acked.append((arrival, size))
-        self._acked_bytes += size
-        while acked and acked[0][0] < arrival - ACKED_WINDOW:
-            self._acked_bytes -= acked.popleft()[1]
-        cluster = self.clusters[i]
-        if cluster:
-            c = self._clusters.get(cluster)
-            if c is not None:
-                c.arrivals.append((arrival, size))
-            return  # a probe's burst is its own measure, not a sign of congestion
+        acked_bytes = self._acked_bytes
         group = self._group
-        if group is None or send - group[0] > GROUP_SPAN:
-            if group is not None and send < group[0]:
-                return  # reordered: sent before the group under way
-            if group is not None:
-                self._group_done(group)
-            self._group = [send, send, arrival]
-        else:
-            group[1] = max(group[1], send)
-            group[2] = max(group[2], arrival)
+        lost = received = 0
+        for k, arrival_us in enumerate(arrivals):
+            seq = (base + k) & 0xFFFF
+            if (last - seq) & 0xFFFF >= HISTORY:
+                continue  # not sent by us lately (or from the future): ignore
+            if arrival_us is None:
+                lost += 1
+                continue
+            received += 1
+            i = seq & _MASK
+            arrival = arrival_us * 1e-6
+            size = sizes[i]
+            acked.append((arrival, size))
+            acked_bytes += size
+            cluster = clusters[i]
+            if cluster:
+                c = self._clusters.get(cluster)
+                if c is not None:
+                    c.arrivals.append((arrival, size))
+                continue  # a probe's burst is its own measure, not a sign of congestion
+            send = times[i]
+            if group is None or send - group[0] > GROUP_SPAN:
+                if group is not None:
+                    if send < group[0]:
+                        continue  # reordered: sent before the group under way
+                    self._group_done(group)
+                group = [send, send, arrival]
+            else:
+                if send > group[1]:
+                    group[1] = send
+                if arrival > group[2]:
+                    group[2] = arrival
+        self._group = group
+        self._lost += lost
+        self._received += received
+        if acked:
+            oldest = acked[-1][0] - ACKED_WINDOW
+            while acked[0][0] < oldest:
+                acked_bytes -= acked.popleft()[1]
+        self._acked_bytes = acked_bytes
 
     def _group_done(self, group: list[float]) -> None:
         previous, self._previous = self._previous, group
@@ -368,10 +385,16 @@ class TransportClock:
 
 
 def _slope(points: deque[tuple[float, float]]) -> float:
-    """The least-squares slope of ``points``."""
+    """The least-squares slope of ``points`` (one pass; x taken from the first point's,
+    so that the sums stay small however long the call lasts)."""
     n = len(points)
-    mean_x = sum(p[0] for p in points) / n
-    mean_y = sum(p[1] for p in points) / n
-    num = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    den = sum((x - mean_x) ** 2 for x, _ in points)
-    return num / den if den else 0.0
+    origin = points[0][0]
+    sx = sy = sxx = sxy = 0.0
+    for x, y in points:
+        x -= origin
+        sx += x
+        sy += y
+        sxx += x * x
+        sxy += x * y
+    den = n * sxx - sx * sx
+    return (n * sxy - sx * sy) / den if den else 0.0

@@ -115,6 +115,9 @@ class SendSideEstimator:
         self.send_times = array("d", bytes(8 * HISTORY))
         self.sizes = array("i", bytes(4 * HISTORY))
         self.clusters = array("B", bytes(HISTORY))
+        #: 1 once a packet was reported received (a late packet makes the browser report
+        #: again from it on: what was told before is not counted twice)
+        self.reported = array("B", bytes(HISTORY))
         self.last_seq = -1  # the last number stamped
         self._clusters: dict[int, Cluster] = {}
         self._next_cluster = 0
@@ -136,7 +139,12 @@ class SendSideEstimator:
         self._acked_bytes = 0
         self._updated_at: float | None = None
         self._decreased_at = -1e9
-        self._lost = self._received = 0
+        # reported missing and not (yet) reported received: this window's, and the last
+        # window's, which count as lost when the window closes (a reordered packet is
+        # reported missing, then received)
+        self._missing: set[int] = set()
+        self._missing_before: set[int] = set()
+        self._received = 0
         self._loss_since: float | None = None
         self._quiet_until = -1.0
         #: the last probe arrived as fast as it was sent (the link has room beyond it)
@@ -157,6 +165,7 @@ class SendSideEstimator:
         self.send_times[i] = at
         self.sizes[i] = size
         self.clusters[i] = cluster
+        self.reported[i] = 0
         self.last_seq = seq
         if cluster:
             c = self._clusters.get(cluster)
@@ -188,20 +197,28 @@ class SendSideEstimator:
         """Take in what one feedback reports (some 50-100 packets: locals, no calls per
         packet but for a group that completes)."""
         last = self.last_seq
-        sizes, times, clusters = self.sizes, self.send_times, self.clusters
+        sizes, times, clusters, reported = self.sizes, self.send_times, self.clusters, self.reported
+        missing, missing_before = self._missing, self._missing_before
         acked = self._acked
         acked_bytes = self._acked_bytes
         group = self._group
-        lost = received = 0
+        received = 0
         for k, arrival_us in enumerate(arrivals):
             seq = (base + k) & 0xFFFF
             if (last - seq) & 0xFFFF >= HISTORY:
                 continue  # not sent by us lately (or from the future): ignore
-            if arrival_us is None:
-                lost += 1
-                continue
-            received += 1
             i = seq & _MASK
+            if reported[i]:
+                continue  # told before
+            if arrival_us is None:
+                missing.add(seq)
+                continue
+            reported[i] = 1
+            if missing:
+                missing.discard(seq)
+            if missing_before:
+                missing_before.discard(seq)
+            received += 1
             arrival = arrival_us * 1e-6
             size = sizes[i]
             acked.append((arrival, size))
@@ -225,7 +242,6 @@ class SendSideEstimator:
                 if arrival > group[2]:
                     group[2] = arrival
         self._group = group
-        self._lost += lost
         self._received += received
         if acked:
             oldest = acked[-1][0] - ACKED_WINDOW
@@ -309,11 +325,14 @@ class SendSideEstimator:
             estimate = max(estimate, min(grown, 1.5 * acked + 10_000))
         if self._loss_since is None:
             self._loss_since = now
-        elif now - self._loss_since >= LOSS_WINDOW and self._lost + self._received >= 20:
-            self.loss = self._lost / (self._lost + self._received)
-            if self.loss > LOSS_HIGH:
-                estimate *= 1 - 0.5 * self.loss
-            self._lost = self._received = 0
+        elif now - self._loss_since >= LOSS_WINDOW:
+            lost = len(self._missing_before)  # missing for a whole window: lost
+            if lost + self._received >= 20:
+                self.loss = lost / (lost + self._received)
+                if self.loss > LOSS_HIGH:
+                    estimate *= 1 - 0.5 * self.loss
+            self._missing_before, self._missing = self._missing, set()
+            self._received = 0
             self._loss_since = now
         self.estimate = min(max(estimate, MIN_ESTIMATE), MAX_ESTIMATE)
 

@@ -1,7 +1,8 @@
 """Subscribers' bandwidth in the network lab: a Chromium subscriber behind a 600 kbps link
 in a room of four simulcast cameras keeps decoding on low layers while an unconstrained
-subscriber gets the high ones, and climbs back once the cap is lifted; a lossy link keeps
-video decoding (NACK, RTX) without flooding the publisher with keyframe requests.
+subscriber gets the high ones, and climbs back once the cap is lifted; a jittery path is
+not taken for a congested one; a lossy link keeps video decoding (NACK, RTX) without
+flooding the publisher with keyframe requests.
 
 The cameras are lab agents replaying three pre-encoded VP8 layers the way a browser sends
 them (``benchmarks/simulcast.py``); the layers are encoded once per session, here.
@@ -210,6 +211,30 @@ async def test_a_subscriber_behind_600_kbps_decodes_low_layers_then_climbs_back(
             )
             assert server["bandwidth"]["estimator"] == "transport-cc", server["bandwidth"]
             print("climbed back in", round(took, 1), "s")
+    finally:
+        await asyncio.gather(*(camera.stop() for camera in cameras))
+
+
+async def test_a_jittery_path_does_not_pass_for_congestion(
+    internet: Internet, layers: Path
+) -> None:
+    """75 ms +- 15 ms, packets overtaking each other (a mobile path): the server's own
+    estimate must not read the jitter as a queue, nor the reordering as loss."""
+    room = internet.room()
+    cameras = await start_cameras(internet, room, layers)
+    jittery = internet.shaped(delay_ms=75, jitter_ms=15)
+    try:
+        async with async_playwright() as pw:
+            page = await open_viewer(pw, internet, jittery, room)
+            await until_layers(page, lambda sent: sent.count("h") == CAMERAS, 15)
+            seen = await watch(page, 8)
+            server = await page.evaluate("window.call.serverStats()")
+            report = {"browser": seen, "bandwidth": server["bandwidth"]}
+            print(json.dumps(report, indent=1))
+            assert server["bandwidth"]["estimator"] == "transport-cc", report
+            assert server["bandwidth"]["sendSide"]["loss"] < 0.02, report
+            for video in seen.values():
+                assert video["frames"] > 100 and video["longestFreeze"] < 1.0, report
     finally:
         await asyncio.gather(*(camera.stop() for camera in cameras))
 

@@ -136,6 +136,27 @@ def test_heavy_loss_cuts_the_estimate():
     assert estimator.estimate < 1_000_000, estimator.stats()
 
 
+def test_a_late_packet_reported_again_is_neither_lost_nor_counted_twice():
+    estimator = SendSideEstimator(1_000_000)
+    now = 0.0
+    for window in range(4):
+        base = window * 40
+        for k in range(40):
+            estimator.sent(base + k, now + k * 0.0125, 1000, 0)
+        arrivals: list[int | None] = [int((now + k * 0.0125 + 0.02) * 1e6) for k in range(40)]
+        late = arrivals[5]
+        arrivals[5] = None  # overtaken: reported missing first...
+        feedback = twcc.build_feedback(1, 2, base, arrivals[:20], 0)
+        estimator.on_feedback(feedback, now=now + 0.3)
+        arrivals[5] = late  # ... then the browser reports again from it on
+        feedback = twcc.build_feedback(1, 2, base + 5, arrivals[5:], 1)
+        estimator.on_feedback(feedback, now=now + 0.55)
+        now += 0.5
+    assert estimator.loss == 0.0, estimator.stats()
+    # 80 kbit every half second: counted once each
+    assert estimator.acked_rate == pytest.approx(1000 * 8 / 0.0125, rel=0.1)
+
+
 def test_malformed_feedback_is_refused_and_changes_nothing():
     estimator = SendSideEstimator(800_000)
     estimator.sent(0, 0.0, 1000, 0)

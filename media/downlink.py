@@ -101,6 +101,10 @@ class Downlink:
         except ValueError:
             self.malformed_feedback += 1
             return
+        except Exception:  # a fault of ours must not end the subscriber's transport
+            self.malformed_feedback += 1
+            log.exception("sfu transport feedback failed")
+            return
         self.allocator.on_estimate(estimator.estimate)
 
     def share(self, slots: list[SendSlot], speakers: set[str] | None = None) -> None:

@@ -12,7 +12,8 @@ time (nothing is counted twice on the per-packet path).
 * ``switchboard_sfu_bandwidth_limited_videos{state}``: subscriptions held below the layer
   their tile wants by the subscriber's downlink (``lowered``) or paused by it (``paused``);
 * ``switchboard_sfu_downlink_estimate_bps{stat}``: min, median and max of subscribers'
-  downlink estimates (transport-cc or REMB); ``switchboard_sfu_probe_padding_bytes_total``: probing.
+  downlink estimates (transport-cc or REMB), ``switchboard_sfu_downlink_estimators{estimator}``
+  how many of each; ``switchboard_sfu_probe_padding_bytes_total``: probing.
 """
 
 from __future__ import annotations
@@ -123,6 +124,18 @@ class MediaCollector(Collector):
             downlinks.add_metric(["median"], estimates[len(estimates) // 2])
             downlinks.add_metric(["max"], estimates[-1])
         yield downlinks
+        estimators = GaugeMetricFamily(
+            "switchboard_sfu_downlink_estimators",
+            "Subscribers by where their estimate comes from (transport-cc: the server's)",
+            labels=["estimator"],
+        )
+        by_source = {"transport-cc": 0, "remb": 0}
+        for p in participants:
+            if p.downlink.allocator.current() is not None:
+                by_source[p.downlink.allocator.source] += 1
+        for source, count in by_source.items():
+            estimators.add_metric([source], count)
+        yield estimators
 
         seen = {s: tuple(getattr(s, attr) for _, _, attr in COUNTERS) for s in slots}
         for slot, values in self._seen.items():

@@ -128,7 +128,10 @@ class Allocator:
     _probe_peak: float | None = None  # the highest estimate during the probe under way
     _probe_resume_at: float = -1e9
     _probe_backoff: float = PROBE_BACKOFF
-    _backoff: tuple[float, float, float] = (PROBE_BACKOFF, PROBE_BACKOFF_MAX, UPGRADE_HOLD)
+    # the first wait after a failed probe, the longest, and the wait after an upgrade
+    _backoff_first: float = PROBE_BACKOFF
+    _backoff_max: float = PROBE_BACKOFF_MAX
+    _settle: float = UPGRADE_HOLD
 
     def on_remb(self, bitrate: float) -> None:
         if self.source == "remb":
@@ -142,8 +145,8 @@ class Allocator:
         """The estimate is the server's, from transport-cc feedback: REMB is ignored, and
         probes are clusters (:meth:`cluster_rate`), retried sooner."""
         self.source = "transport-cc"
-        self._backoff = (CLUSTER_BACKOFF, CLUSTER_BACKOFF_MAX, CLUSTER_SETTLE)
-        self._probe_backoff = CLUSTER_BACKOFF
+        self._backoff_first = self._probe_backoff = CLUSTER_BACKOFF
+        self._backoff_max, self._settle = CLUSTER_BACKOFF_MAX, CLUSTER_SETTLE
 
     def current(self) -> float | None:
         """The estimate in force: the last REMB, ``start`` before any, and ``None`` when
@@ -227,8 +230,8 @@ class Allocator:
             elif share.index > before and id(video) in self.shares:
                 share.upgraded_at = now
                 # climbing: let the estimate settle on the new traffic, then probe again
-                self._probe_backoff = self._backoff[0]
-                self._probe_resume_at = now + self._backoff[2]
+                self._probe_backoff = self._backoff_first
+                self._probe_resume_at = now + self._settle
             video.limit(None if share.index == top else share.index)
             self.shares[id(video)] = share
             live.add(id(video))
@@ -281,7 +284,7 @@ class Allocator:
         """The link is full: no probe for a while (longer after each failure)."""
         self._probe_peak = None
         self._probe_resume_at = now + self._probe_backoff
-        self._probe_backoff = min(self._probe_backoff * 2, self._backoff[1])
+        self._probe_backoff = min(self._probe_backoff * 2, self._backoff_max)
         self.probes_failed += 1
 
     def cluster_rate(self, now: float | None = None) -> float:

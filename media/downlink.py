@@ -164,7 +164,7 @@ class Downlink:
             packets = math.ceil(rate * PROBE_DURATION / 8 / size)
             packets = max(PROBE_MIN_PACKETS, min(CLUSTER_MAX_PACKETS, packets))
             before = estimator.estimate
-            clock.cluster = estimator.start_cluster(rate, time.monotonic())
+            clock.cluster = estimator.start_cluster(time.monotonic())
             clock.probe_rate = rate
             try:
                 if not any(slot.pad(packets) for slot in slots):

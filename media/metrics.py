@@ -111,9 +111,16 @@ class MediaCollector(Collector):
         limited.add_metric(["lowered"], sum(1 for x in limits if x is not None and x >= 0))
         limited.add_metric(["paused"], sum(1 for x in limits if x == -1))
         yield limited
-        estimates = sorted(
-            e for e in (p.downlink.allocator.current() for p in participants) if e is not None
-        )
+        # one pass: each subscriber's estimate, and where it comes from
+        estimates: list[float] = []
+        by_source = {"transport-cc": 0, "remb": 0}
+        for p in participants:
+            allocator = p.downlink.allocator
+            estimate = allocator.current()
+            if estimate is not None:
+                estimates.append(estimate)
+                by_source[allocator.source] += 1
+        estimates.sort()
         downlinks = GaugeMetricFamily(
             "switchboard_sfu_downlink_estimate_bps",
             "Subscribers' downlink estimates (transport-cc or REMB): min, median, max",
@@ -129,10 +136,6 @@ class MediaCollector(Collector):
             "Subscribers by where their estimate comes from (transport-cc: the server's)",
             labels=["estimator"],
         )
-        by_source = {"transport-cc": 0, "remb": 0}
-        for p in participants:
-            if p.downlink.allocator.current() is not None:
-                by_source[p.downlink.allocator.source] += 1
         for source, count in by_source.items():
             estimators.add_metric([source], count)
         yield estimators

@@ -93,7 +93,6 @@ NORMAL, OVERUSE, UNDERUSE = "normal", "overuse", "underuse"
 class Cluster:
     """One probe: what was sent, and what the feedback said arrived."""
 
-    rate: float
     started: float
     sent_bytes: int = 0
     sent: int = 0
@@ -153,11 +152,12 @@ class SendSideEstimator:
 
     # -- probes ----------------------------------------------------------------------------
 
-    def start_cluster(self, rate: float, now: float) -> int:
-        """A new probe cluster at ``rate`` bit/s; its id, to stamp its packets with."""
+    def start_cluster(self, now: float) -> int:
+        """A new probe cluster (its pace is the clock's); its id, to stamp its packets
+        with."""
         self._quiet_until = now + PROBE_QUIET
         self._next_cluster = self._next_cluster % 255 + 1
-        self._clusters[self._next_cluster] = Cluster(rate, now)
+        self._clusters[self._next_cluster] = Cluster(now)
         return self._next_cluster
 
     def sent(self, seq: int, at: float, size: int, cluster: int) -> None:
@@ -184,7 +184,7 @@ class SendSideEstimator:
         now = time.monotonic() if now is None else now
         try:
             base, arrivals = twcc.parse_feedback(packet)
-        except (struct.error, IndexError, AssertionError) as exc:
+        except (struct.error, IndexError) as exc:
             raise ValueError("malformed transport feedback") from exc
         if self.last_seq < 0:
             return
@@ -355,10 +355,8 @@ class SendSideEstimator:
             start, end = tail[0][0], tail[-1][0]
             recv_bytes = sum(size for at, size in self._acked if start < at <= end)
             recv_rate = recv_bytes * 8 / (end - start) if end > start else send_rate
-            result = min(send_rate, recv_rate)
-            if recv_rate < PROBE_SATURATED * send_rate:
-                result = PROBE_UTILIZATION * recv_rate
             self.link_open = recv_rate >= PROBE_SATURATED * send_rate
+            result = min(send_rate, recv_rate) if self.link_open else PROBE_UTILIZATION * recv_rate
             self.probe_results = [*self.probe_results[-4:], result]
             if result > self.estimate:
                 self.estimate = min(result, MAX_ESTIMATE)

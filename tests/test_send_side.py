@@ -69,7 +69,7 @@ class Link:
 
     def probe(self, now: float, rate: float, packets: int = 20, size: int = 271) -> float:
         """A cluster paced (in its stamps) at ``rate``, written at once; reported after."""
-        cluster = self.estimator.start_cluster(rate, now)
+        cluster = self.estimator.start_cluster(now)
         for i in range(packets):
             self.send(now, size, cluster, at=now + i * size * 8 / rate)
         for step in range(1, 7):

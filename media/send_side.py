@@ -73,8 +73,7 @@ PROBE_UTILIZATION = 0.95
 #: A cluster not reported within this long (seconds) is given up.
 PROBE_TIMEOUT = 1.0
 #: A probe's burst queues the media behind it: the delay it adds for this long (seconds)
-#: is the probe's doing, not congestion, and cuts nothing (unless the probe raised the
-#: estimate: then a queue is the new rate's, and cuts at once).
+#: is the probe's doing, not congestion, and cuts nothing.
 PROBE_QUIET = 0.7
 MIN_ESTIMATE = 50_000.0
 MAX_ESTIMATE = 50_000_000.0
@@ -349,18 +348,13 @@ class SendSideEstimator:
             if send_span <= 0:
                 continue
             send_rate = (c.sent_bytes - c.last_size) * 8 / send_span
-            # The receive rate of everything that arrived meanwhile (media shares the link
-            # with the probe), while the whole cluster arrived and while its second half
-            # did, whichever is lower: a shaper's token bucket lets the first few kB
-            # through at line rate, and a stall on the way (a busy forwarder, Wi-Fi
-            # aggregation) delivers a short stretch at once; neither says anything of
-            # the link's rate, and the longer span is the harder to bunch.
-            arrivals = sorted(c.arrivals)
-            end = arrivals[-1][0]
-            recv_rate = min(
-                self._received_rate(arrivals[0][0], end, send_rate),
-                self._received_rate(arrivals[received // 2 - 1][0], end, send_rate),
-            )
+            # The receive rate while the cluster's second half arrived, of everything that
+            # arrived meanwhile (media shares the link with the probe): a shaper's token
+            # bucket lets the first few kB through at line rate, which says nothing.
+            tail = sorted(c.arrivals)[received // 2 - 1 :]
+            start, end = tail[0][0], tail[-1][0]
+            recv_bytes = sum(size for at, size in self._acked if start < at <= end)
+            recv_rate = recv_bytes * 8 / (end - start) if end > start else send_rate
             self.link_open = recv_rate >= PROBE_SATURATED * send_rate
             result = min(send_rate, recv_rate) if self.link_open else PROBE_UTILIZATION * recv_rate
             self.probe_results = [*self.probe_results[-4:], result]
@@ -368,15 +362,6 @@ class SendSideEstimator:
                 self.estimate = min(result, MAX_ESTIMATE)
                 self.state = NORMAL
                 self._updated_at = now
-                # the link carried it: a queue from now on is the new rate's doing
-                self._quiet_until = now
-
-    def _received_rate(self, start: float, end: float, otherwise: float) -> float:
-        """Bit/s of everything that arrived after ``start`` until ``end`` (``otherwise``
-        when they are the same instant)."""
-        if end <= start:
-            return otherwise
-        return sum(size for at, size in self._acked if start < at <= end) * 8 / (end - start)
 
     def stats(self) -> dict[str, object]:
         return {

@@ -83,9 +83,13 @@ def rewrite(
     return header + extension + body if extension else header + body
 
 
-def repeat(cached: Cached, payload_type: int, seq: int, ts: int, ssrc: int, body: bytes) -> bytes:
-    """A cached packet sent again (a retransmission): ``body`` under a new header."""
-    return HEADER.pack(0x80, (cached[2] << 7) | payload_type, seq, ts, ssrc) + body
+def repeat(
+    cached: Cached, payload_type: int, seq: int, ts: int, ssrc: int, body: bytes, extension: bytes
+) -> bytes:
+    """A cached packet sent again (a retransmission): ``body`` under a new header, with
+    ``extension`` (the subscriber's send time or transport-wide number) if any."""
+    first = 0x90 if extension else 0x80
+    return HEADER.pack(first, (cached[2] << 7) | payload_type, seq, ts, ssrc) + extension + body
 
 
 def one_byte_extension(elements: list[tuple[int, bytes]]) -> bytes:

@@ -20,8 +20,10 @@ and probe cluster, in rings indexed by the low bits of the number. Nothing else.
   least-squares slope) compared with an adaptive threshold, as GCC's trendline filter
   does. A rising trend (a queue filling) is overuse: the estimate drops to 85 % of what
   the subscriber acknowledged receiving over the last half second. Otherwise it grows 8 %
-  a second, but never past 1.5x what arrives (an idle link proves nothing);
-* *loss*: over each half second, more than 10 % lost cuts the estimate by half the loss;
+  a second, but never past 1.5x what arrives (an idle link proves nothing), and not
+  while the last half second lost over 2 %;
+* *loss*: over each half second, more than 10 % lost cuts the estimate to what arrived,
+  less half the loss (a link that polices rather than queues shows no delay to act on);
 * *probes*: a cluster of padding sent at a known pace whose packets mostly arrived gives
   ``min(send rate, receive rate)`` (95 % of the receive rate when the link visibly slowed
   it); above the estimate, it becomes the estimate.
@@ -62,6 +64,8 @@ ACKED_WINDOW = 0.5
 #: Loss is judged over this window (seconds); above HIGH the estimate is cut.
 LOSS_WINDOW = 0.5
 LOSS_HIGH = 0.10
+#: Above this loss (the last window's) the estimate holds rather than grows (GCC's rule).
+LOSS_LOW = 0.02
 #: A probe cluster: at least this long (seconds) and this many packets; it counts when
 #: this share of its packets were reported received.
 PROBE_DURATION = 0.02
@@ -319,7 +323,7 @@ class SendSideEstimator:
             if now - self._decreased_at >= DECREASE_INTERVAL and now >= self._quiet_until:
                 estimate = min(estimate, DECREASE * acked) if acked else estimate * DECREASE
                 self._decreased_at = now
-        elif self.state == NORMAL:
+        elif self.state == NORMAL and self.loss <= LOSS_LOW:
             grown = estimate * INCREASE_PER_SECOND**since
             # an application-limited link proves nothing beyond what it carries
             estimate = max(estimate, min(grown, 1.5 * acked + 10_000))
@@ -330,6 +334,11 @@ class SendSideEstimator:
             if lost + self._received >= 20:
                 self.loss = lost / (lost + self._received)
                 if self.loss > LOSS_HIGH:
+                    # what arrived is what the link carries: an estimate far above it
+                    # (a probe misread) would otherwise shed only a few percent a window
+                    # while growing back as fast, and the loss would last seconds
+                    if acked:
+                        estimate = min(estimate, acked)
                     estimate *= 1 - 0.5 * self.loss
             self._missing_before, self._missing = self._missing, set()
             self._received = 0

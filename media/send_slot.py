@@ -409,15 +409,16 @@ class SendSlot:
             track.nacks_answered += 1
             self.retransmitted += 1
             ts = (original[1] + run.ts_offset) % TS_MOD
-            if self.rtx_payload_type is None:
-                self._write(repeat(original, self.payload_type, seq, ts, self.ssrc, payload))
-                continue
-            # RFC 4588: the original sequence number leads the payload, on the RTX stream
-            body = struct.pack("!H", seq) + payload
-            self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
-            self._write(
-                repeat(original, self.rtx_payload_type, self._rtx_seq, ts, self.rtx_ssrc, body)
-            )
+            pt, out_seq, ssrc, body = self.payload_type, seq, self.ssrc, payload
+            if self.rtx_payload_type is not None:
+                # RFC 4588: the original number leads the payload, on the RTX stream
+                self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
+                pt, out_seq, ssrc = self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc
+                body = struct.pack("!H", seq) + payload
+            # stamped like the rest: it takes the link's room too, and the estimate must
+            # see it arrive (or not)
+            ext = self.stamp(len(body)) if self.stamp is not None else b""
+            self._write(repeat(original, pt, out_seq, ts, ssrc, body, ext))
 
     def pad(self, packets: int) -> int:
         """Send ``packets`` padding-only packets on the RTX stream (for the subscriber's

@@ -21,9 +21,16 @@ class Link:
     that reports every ``interval`` seconds."""
 
     def __init__(
-        self, estimator: SendSideEstimator, rate: float, delay: float = 0.02, burst: int = 0
+        self,
+        estimator: SendSideEstimator,
+        rate: float,
+        delay: float = 0.02,
+        burst: int = 0,
+        queue: float = 10.0,
     ) -> None:
         self.estimator, self.rate, self.delay = estimator, rate, delay
+        # a packet that would wait longer than this (seconds) is dropped (0: a policer)
+        self.queue = queue
         self.free_at = 0.0
         # a token bucket's burst: that many bytes pass at once after a pause (tc tbf)
         self.burst, self.tokens, self.filled_at = burst, float(burst), 0.0
@@ -39,6 +46,9 @@ class Link:
         if self.free_at <= now and self.tokens >= size:
             self.tokens -= size
             leaves = now
+        elif self.free_at - now > self.queue:
+            self.seq = (self.seq + 1) & 0xFFFF  # dropped: reported missing
+            return
         else:
             leaves = self.free_at = max(now, self.free_at) + size * 8 / self.rate
         self.pending.append((self.seq, leaves + self.delay))
@@ -134,6 +144,28 @@ def test_heavy_loss_cuts_the_estimate():
         link.report(now + 0.05)
         assert step < 39 or estimator.loss == pytest.approx(0.2, abs=0.05)
     assert estimator.estimate < 1_000_000, estimator.stats()
+
+
+def test_an_estimate_far_above_a_policed_link_comes_down_at_once():
+    # A link that drops what exceeds its rate rather than queueing it shows no delay to
+    # act on: loss alone must bring down an estimate that overshot (a misread probe).
+    estimator = SendSideEstimator(500_000)
+    link = Link(estimator, rate=600_000, burst=2000, queue=0.0)
+    now = link.run(0.0, 3.0, bitrate=450_000)
+    estimator.estimate = 1_000_000
+    seen, next_report = [], now + 0.05
+    while now < 12.0:  # the sender follows the estimate, as the allocator does
+        link.send(now, 1000)
+        now += 1000 * 8 / (0.9 * estimator.estimate)
+        if now >= next_report:
+            link.report(next_report)
+            seen.append((round(next_report, 2), round(estimator.estimate), estimator.loss))
+            next_report += 0.05
+    # within two seconds it fits the link...
+    assert min(estimate for at, estimate, _ in seen if at < 5.0) < 620_000, seen
+    # ... and grows back no further than a few percent of loss allow (GCC's hold)
+    assert max(loss for at, _, loss in seen if at > 6.0) < 0.1, seen
+    assert max(estimate for at, estimate, _ in seen if at > 6.0) < 800_000, seen
 
 
 def test_a_late_packet_reported_again_is_neither_lost_nor_counted_twice():

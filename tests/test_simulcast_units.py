@@ -22,6 +22,7 @@ from media import twcc, vp8
 from media.answer_sdp import accept_layers, accept_transport_cc, offered_layers
 from media.forwarder import Forwarder, Preference
 from media.published_track import PublishedTrack, TrackInfo
+from media.rtp import one_byte_extension
 from media.send_slot import SendSlot
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -404,7 +405,7 @@ async def test_nacks_are_answered_with_the_packet_as_first_sent(slot):
     assert (track.nacks_answered, track.nacks_missed) == (3, 1)
 
 
-async def test_retransmissions_go_on_the_rtx_stream_where_negotiated(slot):
+async def test_retransmissions_go_on_the_rtx_stream_where_negotiated_and_are_stamped(slot):
     track, sub, sent = slot
     sub.rtx_payload_type = 97
     publisher = Publisher(track)
@@ -413,8 +414,16 @@ async def test_retransmissions_go_on_the_rtx_stream_where_negotiated(slot):
     nack = RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=sub.ssrc)
     nack.lost = sorted(first)[:2]
     sent.clear()
+    stamped: list[int] = []  # retransmissions carry the estimate's stamp, as all video
+
+    def stamp(size: int) -> bytes:
+        stamped.append(size)
+        return one_byte_extension([(5, len(stamped).to_bytes(2, "big"))])
+
+    sub.stamp = stamp
     await sub._on_rtcp(nack)
     assert [(p.ssrc, p.payload_type) for p in sent] == [(sub.rtx_ssrc, 97)] * 2
+    assert stamped == [len(p.payload) for p in sent]
     assert (sent[1].sequence_number - sent[0].sequence_number) % 65536 == 1
     for p, seq in zip(sent, nack.lost, strict=True):
         assert p.payload == struct.pack("!H", seq) + first[seq].payload  # RFC 4588

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +193,11 @@ def generator_configs(
 
 
 def run_generators(
-    configs: list[dict[str, Any]], servers: list[int], timeout: float
+    configs: list[dict[str, Any]], servers: list[int], timeout: float, redis: Sequence[int] = ()
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Start the generators, wait until all are connected, start them together, collect."""
+    """Start the generators, wait until all are connected, start them together, collect.
+    The servers' CPU and Redis's (``redis``: its processes) are read over the same
+    window: from the start of the load to its last delivery, not the connecting before."""
     cpus = sorted(os.sched_getaffinity(0))
     gen_cpus = [c for c in cpus if c != cpus[0]] or cpus
     gens = []
@@ -216,11 +219,13 @@ def run_generators(
         rss_held = sum(rss_bytes(pid) for pid in servers)
         gen_cpu0 = sum(cpu_seconds(g.pid) for g in gens)
         cpu0 = sum(cpu_seconds(pid) for pid in servers)
+        redis_cpu0 = sum(cpu_seconds(pid) for pid in redis)
         for g in gens:
             g.stdin.write("go\n")  # type: ignore[union-attr]
             g.stdin.flush()  # type: ignore[union-attr]
         lines = [g.stdout.readline() for g in gens]  # type: ignore[union-attr]
         cpu1 = sum(cpu_seconds(pid) for pid in servers)
+        redis_cpu = sum(cpu_seconds(pid) for pid in redis) - redis_cpu0
         gen_cpu = sum(cpu_seconds(g.pid) for g in gens) - gen_cpu0
         for g in gens:
             g.wait(30)
@@ -236,6 +241,7 @@ def run_generators(
         "held": held,
         "rss_held": rss_held,
         "server_cpu": cpu1 - cpu0,
+        "redis_cpu": redis_cpu,
         "generator_cpu": gen_cpu,
         "generator_cores": min(len(gens), len(gen_cpus)),
     }
@@ -381,7 +387,6 @@ def run_one(
         time.sleep(0.5)  # nodes register and subscribe
         pids = [s.pid for s in servers]
         rss_idle = sum(rss_bytes(pid) for pid in pids)
-        redis_cpu0 = sum(cpu_seconds(pid) for pid in redis_pids)
         configs = generator_configs(
             scenario, params, procs, [url_of(system, p) for p in ports], system
         )
@@ -392,7 +397,10 @@ def run_one(
         )
         with limited:
             parts, readings = run_generators(
-                configs, pids, timeout=params["duration"] + params.get("drain_max", 0) + 240
+                configs,
+                pids,
+                timeout=params["duration"] + params.get("drain_max", 0) + 240,
+                redis=redis_pids,
             )
         result = {
             "scenario": scenario,
@@ -403,8 +411,7 @@ def run_one(
             "server_peak_rss_bytes": sum(peak_rss_bytes(pid) for pid in pids),
         }
         if redis_pids:
-            redis_cpu = sum(cpu_seconds(pid) for pid in redis_pids) - redis_cpu0
-            result["redis_cpu_s"] = round(redis_cpu, 3)
+            result["redis_cpu_s"] = round(readings["redis_cpu"], 3)
         if history_size is not None and system != "socketio":
             result["history_size"] = history_size
     finally:

@@ -47,17 +47,26 @@ class TypingService:
             user_id,
         )
         if typing:
+            conn.typed_in.add(room_id)
             await self.store.start(
                 room_id, user_id, conn.id, name, self.timeout, self.throttle, announcement
             )
         else:
+            conn.typed_in.discard(room_id)
             await self.store.stop_announced(room_id, user_id, announcement)
         return {}
 
     async def clear(self, conn: Connection | RemoteConnection, room_id: str) -> None:
         """Stop the typing state of ``conn``'s user in ``room_id`` if ``conn`` owns it.
 
-        With the shared state away this does nothing: the state's expiry ends it later."""
+        With the shared state away this does nothing: the state's expiry ends it later.
+        A live device that never said it types here (or said it stopped) owns no state:
+        nothing to ask the store (on Redis, a round trip per room of every leave)."""
+        typed_in = getattr(conn, "typed_in", None)  # (a gone node's connection: unknown)
+        if typed_in is not None:
+            if room_id not in typed_in:
+                return
+            typed_in.discard(room_id)
         try:
             name = await self.store.stop(room_id, conn.user_id, conn.id)
         except HubError:

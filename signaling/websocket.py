@@ -51,6 +51,7 @@ class Connection:
         "rooms",
         "send_buffer_limit",
         "status",
+        "typed_in",
         "user_id",
         "wire",
         "ws",
@@ -82,6 +83,9 @@ class Connection:
         self.send_buffer_limit = send_buffer_limit
         self.status = "online"
         self.rooms: set[str] = set()
+        #: rooms where this device's typing state may be standing (it said it types and
+        #: has not said it stopped): only these need clearing when it leaves
+        self.typed_in: set[str] = set()
         self.closed = False
         self.close_code: int | None = None  # set when the server closes the connection
 

@@ -66,3 +66,29 @@ async def test_typing_requires_joined_conversation(hub):
     with pytest.raises(RequestError) as err:
         await alice.request("message:typing", {"conversationId": "chat-1", "isTyping": "yes"})
     assert err.value.code == "invalid_payload" and "isTyping" in err.value.message
+
+
+async def test_leaving_asks_the_store_only_where_the_device_typed(hub, monkeypatch):
+    # On Redis every question is a round trip: a device that never typed in a room, or
+    # said it stopped, owns no typing state there, and its leaving asks nothing.
+    asked: list[str] = []
+    store = hub.hub.typing.store
+    stop = store.stop
+
+    async def counting_stop(room_id: str, user_id: str, conn_id: str | None) -> str | None:
+        if conn_id is not None:  # a device's own state (a stop said aloud ends anyone's)
+            asked.append(room_id)
+        return await stop(room_id, user_id, conn_id)
+
+    monkeypatch.setattr(store, "stop", counting_stop)
+    alice, bob = await pair(hub)
+    await bob.request("room:join", {"roomId": "chat-2"})
+    await alice.request("room:join", {"roomId": "chat-2"})
+    await alice.request("message:typing", {"conversationId": "chat-1", "isTyping": True})
+    await alice.request("message:typing", {"conversationId": "chat-2", "isTyping": True})
+    await alice.request("message:typing", {"conversationId": "chat-2", "isTyping": False})
+    await bob.close()
+    await alice.close()
+    # bob never typed; alice stopped in chat-2 and still types in chat-1, which is cleared
+    await asyncio.sleep(0.2)
+    assert asked == ["chat-1"]

@@ -153,7 +153,13 @@ async def test_join_capacity_is_atomic(state):
     results = await asyncio.gather(*joins, return_exceptions=True)
     refused = [r for r in results if isinstance(r, HubError)]
     assert len(refused) == 5 and {r.code.value for r in refused} == {"room_full"}
-    assert len(await state.membership.members("full")) == 3
+    members = await state.membership.members("full")
+    assert len(members) == 3
+    # the refused are not recorded as in the room anywhere
+    joined = {m.user_id for m in members}
+    for i in range(8):
+        rooms = await state.membership.rooms_of(f"u{i}")
+        assert rooms == ({"full"} if f"u{i}" in joined else set()), (i, rooms)
     # A member's second device is not refused.
     assert await state.membership.join("full", Member("u0", "u0"), "c_x.extra", capacity=3) is False
 

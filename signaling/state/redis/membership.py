@@ -42,19 +42,29 @@ class RedisMembership(MembershipStore):
     async def _write_join(
         self, room_id: str, user_id: str, name: str, conn_id: str, capacity: int | None = None
     ) -> int:
-        """1: first device, 0: another device, -1: refused (the room is full)."""
+        """1: first device, 0: another device, -1: refused (the room is full).
+
+        One round trip: the user's and the node's records of the membership are written
+        with the join, and taken back in a second only when the room refused it."""
         k = self.link.keys
-        first = int(
+        user_rooms, node_rooms = k.user_rooms(user_id), k.node_rooms(node_of(conn_id))
+        entry = f"{conn_id} {room_id} {user_id}"
+        async with self.link.client.pipeline(transaction=False) as pipe:
             await self.link.run(
                 "JOIN_ROOM",
                 [k.room_members(room_id), k.room_devices(room_id, user_id)],
                 [user_id, name, conn_id, "" if capacity is None else capacity],
+                pipe,
             )
-        )
-        if first >= 0:
+            pipe.sadd(user_rooms, room_id)
+            pipe.sadd(node_rooms, entry)
+            joined, added, _ = await pipe.execute()
+        first = int(joined)
+        if first < 0:
             async with self.link.client.pipeline(transaction=False) as pipe:
-                pipe.sadd(k.user_rooms(user_id), room_id)
-                pipe.sadd(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
+                if added:  # (not if another of the user's devices is in the room)
+                    pipe.srem(user_rooms, room_id)
+                pipe.srem(node_rooms, entry)
                 await pipe.execute()
         return first
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from signaling.state.delivery import Fanout
     from signaling.state.history import RoomHistory
     from signaling.state.membership import MembershipStore
-    from signaling.state.models import RemoteConnection, RoomInfo
+    from signaling.state.models import PresenceInfo, RemoteConnection, RoomInfo
     from signaling.state.presence import PresenceStore
     from signaling.typing_indicators import TypingService
     from signaling.websocket import Connection
@@ -49,9 +49,11 @@ class MembershipService:
 
     async def on_join(self, conn: Connection, payload: RoomJoin) -> dict[str, Any]:
         room_id = payload.roomId
-        room = await self._enter(conn, room_id)
+        room, first = await self._admit(conn, room_id)
         members = await self.store.members(room_id)
         presence = await self.presence.get([m.user_id for m in members])
+        if first:  # announced with the presence the answer read (no read of its own)
+            await self._announce_joined(conn, room_id, presence.get(conn.user_id))
         answer = {
             "roomId": room_id,
             "type": room.type,
@@ -86,6 +88,14 @@ class MembershipService:
         return found
 
     async def _enter(self, conn: Connection, room_id: str) -> RoomInfo:
+        room, first = await self._admit(conn, room_id)
+        if first:
+            await self._announce_joined(conn, room_id)
+        return room
+
+    async def _admit(self, conn: Connection, room_id: str) -> tuple[RoomInfo, bool]:
+        """Join the device to the room; whether it is the user's first device there (to
+        be announced by the caller)."""
         if not conn.principal.may_join(room_id):
             raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
         room = await self.lifecycle.ensure(room_id)
@@ -98,16 +108,21 @@ class MembershipService:
                 room_id, Member(conn.user_id, conn.name), conn.id, room.capacity
             )
             conn.rooms.add(room_id)
-            if first:
-                self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
-                me = (await self.presence.get([conn.user_id]))[conn.user_id]
-                await self.fanout.to_room_recorded(
-                    room_id,
-                    "room:member-joined",
-                    {"roomId": room_id, "name": conn.name, **me.to_wire()},
-                    exclude_user=conn.user_id,
-                )
-        return room
+            return room, first
+        return room, False
+
+    async def _announce_joined(
+        self, conn: Connection, room_id: str, me: PresenceInfo | None = None
+    ) -> None:
+        self.lifecycle.member_joined(room_id, conn.user_id, conn.name)
+        if me is None:
+            me = (await self.presence.get([conn.user_id]))[conn.user_id]
+        await self.fanout.to_room_recorded(
+            room_id,
+            "room:member-joined",
+            {"roomId": room_id, "name": conn.name, **me.to_wire()},
+            exclude_user=conn.user_id,
+        )
 
     async def on_leave(self, conn: Connection, payload: RoomRef) -> dict[str, Any]:
         if payload.roomId not in conn.rooms:

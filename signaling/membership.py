@@ -138,11 +138,12 @@ class MembershipService:
         """Take one device out of the room (``reason`` goes to the webhook)."""
         await self.typing.clear(conn, room_id)
         conn.rooms.discard(room_id)
-        if await self.store.leave(room_id, conn.user_id, conn.id):
+        departure = await self.store.leave(room_id, conn.user_id, conn.id)
+        if departure.last_device:
             await self.fanout.to_room_recorded(
                 room_id,
                 "room:member-left",
                 {"roomId": room_id, "userId": conn.user_id},
                 exclude_user=conn.user_id,
             )
-            await self.lifecycle.member_left(room_id, conn.user_id, reason)
+            await self.lifecycle.member_left(room_id, conn.user_id, reason, departure.members_left)

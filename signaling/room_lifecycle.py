@@ -132,16 +132,21 @@ class RoomLifecycle:
             "participant_joined", room_id, {"roomId": room_id, "userId": user_id, "name": name}
         )
 
-    async def member_left(self, room_id: str, user_id: str, reason: str) -> None:
+    async def member_left(
+        self, room_id: str, user_id: str, reason: str, members_left: int | None = None
+    ) -> None:
         self.webhooks.emit(
             "participant_left", room_id, {"roomId": room_id, "userId": user_id, "reason": reason}
         )
-        await self.check_empty(room_id)
+        await self.check_empty(room_id, members_left)
 
-    async def check_empty(self, room_id: str) -> None:
+    async def check_empty(self, room_id: str, members_left: int | None = None) -> None:
         """Start the empty timeout once the last member and group call participant left.
-        (With the shared state away it is not started: the room then stays open.)"""
-        if await self.membership.members(room_id):
+        (With the shared state away it is not started: the room then stays open.)
+        ``members_left``: how many members the room has, when the caller just read it."""
+        if members_left is None:
+            members_left = len(await self.membership.members(room_id))
+        if members_left:
             return
         try:
             room = await self.records.get(room_id)

@@ -177,9 +177,9 @@ async def test_first_and_last_device_and_who_shares_a_room(state):
     assert await m.rooms_of("alice") == {"team"}
     assert await m.share_a_room("alice", "bob") is True
     assert await m.share_a_room("alice", "carol") is False
-    assert await m.leave("team", "alice", "c_x.phone") is False  # the laptop stays
-    assert await m.leave("team", "alice", "c_x.phone") is False  # twice: nothing
-    assert await m.leave("team", "alice", "c_x.laptop") is True
+    assert await m.leave("team", "alice", "c_x.phone") == (False, 2)  # the laptop stays
+    assert await m.leave("team", "alice", "c_x.phone") == (False, 2)  # twice: nothing
+    assert await m.leave("team", "alice", "c_x.laptop") == (True, 1)
     assert await m.rooms_of("alice") == set()
     assert [x.user_id for x in await m.members("team")] == ["bob"]
 

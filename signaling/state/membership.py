@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import NamedTuple
 
 from signaling.state.models import Member
+
+
+class Departure(NamedTuple):
+    """What a device's leaving a room changed (read in the leave's own round trip, so
+    that who announces it and who checks whether the room emptied need no other)."""
+
+    last_device: bool  # it was the user's last device there: the user left the room
+    members_left: int | None  # members the room still has (None: not known)
 
 
 class MembershipStore(ABC):
@@ -18,8 +27,8 @@ class MembershipStore(ABC):
         the room already has that many members; the check and the join are one step."""
 
     @abstractmethod
-    async def leave(self, room_id: str, user_id: str, conn_id: str) -> bool:
-        """Remove a connection from a room; ``True`` if it was the user's last device."""
+    async def leave(self, room_id: str, user_id: str, conn_id: str) -> Departure:
+        """Remove a connection from a room."""
 
     @abstractmethod
     async def members(self, room_id: str) -> list[Member]: ...

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.delivery import Delivery
-from signaling.state.membership import MembershipStore
+from signaling.state.membership import Departure, MembershipStore
 from signaling.state.models import Member
 
 
@@ -42,17 +42,17 @@ class MemoryMembership(MembershipStore):
         self._user_rooms.setdefault(member.user_id, set()).add(room_id)
         return first
 
-    async def leave(self, room_id: str, user_id: str, conn_id: str) -> bool:
+    async def leave(self, room_id: str, user_id: str, conn_id: str) -> Departure:
         room = self._rooms.get(room_id)
         if room is None:
-            return False
+            return Departure(False, 0)
         await self._delivery.room_left(room_id, conn_id)
         conns = room.user_conns.get(user_id)
         if not conns or conn_id not in conns:
-            return False
+            return Departure(False, len(room.members))
         conns.discard(conn_id)
         if conns:
-            return False
+            return Departure(False, len(room.members))
         del room.user_conns[user_id]
         room.members.pop(user_id, None)
         rooms = self._user_rooms.get(user_id)
@@ -62,7 +62,7 @@ class MemoryMembership(MembershipStore):
                 del self._user_rooms[user_id]
         if not room.members:
             del self._rooms[room_id]
-        return True
+        return Departure(True, len(room.members))
 
     async def members(self, room_id: str) -> list[Member]:
         room = self._rooms.get(room_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.delivery import node_of
-from signaling.state.membership import MembershipStore
+from signaling.state.membership import Departure, MembershipStore
 from signaling.state.models import Member
 from signaling.state.redis.delivery import RedisDelivery
 from signaling.state.redis.link import RedisLink
@@ -68,9 +68,9 @@ class RedisMembership(MembershipStore):
                 await pipe.execute()
         return first
 
-    async def leave(self, room_id: str, user_id: str, conn_id: str) -> bool:
+    async def leave(self, room_id: str, user_id: str, conn_id: str) -> Departure:
         await self.delivery.room_left(room_id, conn_id)
-        locally_last = not self._here(room_id, user_id)
+        locally_last = Departure(not self._here(room_id, user_id), None)
         if not self.link.online:
             return locally_last
         k = self.link.keys
@@ -83,10 +83,11 @@ class RedisMembership(MembershipStore):
                     pipe,
                 )
                 pipe.srem(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
-                last = bool((await pipe.execute())[0])
+                pipe.hlen(k.room_members(room_id))
+                last, _, members_left = await pipe.execute()
             if last:
                 await self.link.client.srem(k.user_rooms(user_id), room_id)
-            return last
+            return Departure(bool(last), int(members_left))
         return locally_last
 
     async def members(self, room_id: str) -> list[Member]:

@@ -62,7 +62,7 @@ class TypingService:
         With the shared state away this does nothing: the state's expiry ends it later.
         A live device that never said it types here (or said it stopped) owns no state:
         nothing to ask the store (on Redis, a round trip per room of every leave)."""
-        typed_in = getattr(conn, "typed_in", None)  # (a gone node's connection: unknown)
+        typed_in = conn.typed_in
         if typed_in is not None:
             if room_id not in typed_in:
                 return

@@ -62,6 +62,8 @@ class RemoteConnection:
     user_id: str
     rooms: set[str] = field(default_factory=set)
     closed: bool = True
+    #: where it may have typing state: not known (a live connection tracks it)
+    typed_in: set[str] | None = None
 
 
 @dataclass(slots=True, frozen=True)

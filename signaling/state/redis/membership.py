@@ -58,12 +58,11 @@ class RedisMembership(MembershipStore):
             )
             pipe.sadd(user_rooms, room_id)
             pipe.sadd(node_rooms, entry)
-            joined, added, _ = await pipe.execute()
+            joined, _, _ = await pipe.execute()
         first = int(joined)
         if first < 0:
             async with self.link.client.pipeline(transaction=False) as pipe:
-                if added:  # (not if another of the user's devices is in the room)
-                    pipe.srem(user_rooms, room_id)
+                pipe.srem(user_rooms, room_id)  # (refused: none of the user's devices is in)
                 pipe.srem(node_rooms, entry)
                 await pipe.execute()
         return first

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from signaling.room_lifecycle import RoomLifecycle
     from signaling.state.delivery import Fanout
     from signaling.state.history import RoomHistory
-    from signaling.state.membership import MembershipStore
+    from signaling.state.membership import Entry, MembershipStore
     from signaling.state.models import PresenceInfo, RemoteConnection, RoomInfo
     from signaling.state.presence import PresenceStore
     from signaling.typing_indicators import TypingService
@@ -49,29 +49,29 @@ class MembershipService:
 
     async def on_join(self, conn: Connection, payload: RoomJoin) -> dict[str, Any]:
         room_id = payload.roomId
-        room, first = await self._admit(conn, room_id)
-        members = await self.store.members(room_id)
+        room, entry = await self._admit(conn, room_id)
+        first, members = entry if entry is not None else (False, await self.store.members(room_id))
         presence = await self.presence.get([m.user_id for m in members])
         if first:  # announced with the presence the answer read (no read of its own)
             await self._announce_joined(conn, room_id, presence.get(conn.user_id))
+        # Read after joining (and after the arrival it records): what is recorded from now
+        # on reaches the connection live, what was before is in the history (a client
+        # drops offsets it already has).
+        since = None
+        if payload.recover is not None:
+            since = Position(payload.recover.epoch, payload.recover.offset)
+        found = await self._recovery(conn, room_id, since)
         answer = {
             "roomId": room_id,
             "type": room.type,
             "metadata": room.metadata,
             "members": [{"name": m.name, **presence[m.user_id].to_wire()} for m in members],
+            "position": {"room": room_id, **found.position.to_wire()},
         }
-        # Read after joining: what is recorded from now on reaches the connection live,
-        # what was before is in the history (a client drops offsets it already has).
-        if payload.recover is None:
-            position = await self.history.position(room_id)
-            conn.room_position(room_id, position.epoch, position.offset)
-            return {**answer, "position": {"room": room_id, **position.to_wire()}}
-        since = Position(payload.recover.epoch, payload.recover.offset)
-        found = await self.history.recover(room_id, since, conn.user_id)
-        conn.room_position(room_id, found.position.epoch, found.position.offset)
+        if since is None:
+            return answer
         return {
             **answer,
-            "position": {"room": room_id, **found.position.to_wire()},
             "recovered": found.recovered,
             "publications": [orjson.Fragment(p) for p in found.publications],
         }
@@ -80,6 +80,11 @@ class MembershipService:
         """Join again for a resuming session (Socket.IO's connection-state recovery): what
         was recorded in the room after ``since`` (just the position without it)."""
         await self._enter(conn, room_id)
+        return await self._recovery(conn, room_id, since)
+
+    async def _recovery(self, conn: Connection, room_id: str, since: Position | None) -> Recovery:
+        """What was recorded in the room after ``since`` (just the position without it),
+        which becomes the connection's position there."""
         if since is None:
             found = Recovery(await self.history.position(room_id), False)
         else:
@@ -88,14 +93,15 @@ class MembershipService:
         return found
 
     async def _enter(self, conn: Connection, room_id: str) -> RoomInfo:
-        room, first = await self._admit(conn, room_id)
-        if first:
+        room, entry = await self._admit(conn, room_id)
+        if entry is not None and entry.first_device:
             await self._announce_joined(conn, room_id)
         return room
 
-    async def _admit(self, conn: Connection, room_id: str) -> tuple[RoomInfo, bool]:
-        """Join the device to the room; whether it is the user's first device there (to
-        be announced by the caller)."""
+    async def _admit(self, conn: Connection, room_id: str) -> tuple[RoomInfo, Entry | None]:
+        """Join the device to the room: what the join found (whether it is the user's
+        first device there, to be announced by the caller), or ``None`` if the device
+        was in already."""
         if not conn.principal.may_join(room_id):
             raise HubError(ErrorCode.FORBIDDEN, f"token does not allow joining room '{room_id}'")
         room = await self.lifecycle.ensure(room_id)
@@ -104,12 +110,12 @@ class MembershipService:
                 raise HubError(
                     ErrorCode.TOO_MANY_ROOMS, f"at most {self.max_rooms} rooms per connection"
                 )
-            first = await self.store.join(
+            entry = await self.store.join(
                 room_id, Member(conn.user_id, conn.name), conn.id, room.capacity
             )
             conn.rooms.add(room_id)
-            return room, first
-        return room, False
+            return room, entry
+        return room, None
 
     async def _announce_joined(
         self, conn: Connection, room_id: str, me: PresenceInfo | None = None

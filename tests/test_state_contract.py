@@ -161,15 +161,19 @@ async def test_join_capacity_is_atomic(state):
         rooms = await state.membership.rooms_of(f"u{i}")
         assert rooms == ({"full"} if f"u{i}" in joined else set()), (i, rooms)
     # A member's second device is not refused.
-    assert await state.membership.join("full", Member("u0", "u0"), "c_x.extra", capacity=3) is False
+    entry = await state.membership.join("full", Member("u0", "u0"), "c_x.extra", capacity=3)
+    assert entry.first_device is False
 
 
 async def test_first_and_last_device_and_who_shares_a_room(state):
     m = state.membership
-    assert await m.join("team", Member("alice", "Alice"), "c_x.phone") is True
-    assert await m.join("team", Member("alice", "Alice"), "c_x.laptop") is False
-    assert await m.join("team", Member("bob", "Bob"), "c_x.bob") is True
-    assert await m.join("other", Member("carol", "Carol"), "c_x.carol") is True
+    assert (await m.join("team", Member("alice", "Alice"), "c_x.phone")).first_device is True
+    assert (await m.join("team", Member("alice", "Alice"), "c_x.laptop")).first_device is False
+    entry = await m.join("team", Member("bob", "Bob"), "c_x.bob")
+    # the join lists the members as they are just after it, the joiner among them
+    assert entry.first_device is True
+    assert sorted(x.user_id for x in entry.members) == ["alice", "bob"]
+    assert (await m.join("other", Member("carol", "Carol"), "c_x.carol")).first_device is True
     assert sorted((x.user_id, x.name) for x in await m.members("team")) == [
         ("alice", "Alice"),
         ("bob", "Bob"),
@@ -178,6 +182,7 @@ async def test_first_and_last_device_and_who_shares_a_room(state):
     assert await m.share_a_room("alice", "bob") is True
     assert await m.share_a_room("alice", "carol") is False
     assert await m.leave("team", "alice", "c_x.phone") == (False, 2)  # the laptop stays
+    assert await m.rooms_of("alice") == {"team"}
     assert await m.leave("team", "alice", "c_x.phone") == (False, 2)  # twice: nothing
     assert await m.leave("team", "alice", "c_x.laptop") == (True, 1)
     assert await m.rooms_of("alice") == set()

@@ -16,12 +16,20 @@ class Departure(NamedTuple):
     members_left: int | None  # members the room still has (None: not known)
 
 
+class Entry(NamedTuple):
+    """What a device's joining a room found (read in the join's own round trip: the
+    join's answer lists the members, and the first device is announced)."""
+
+    first_device: bool  # the user's first device there: the user joined the room
+    members: list[Member]  # the room's members just after the join, the joiner among them
+
+
 class MembershipStore(ABC):
     @abstractmethod
     async def join(
         self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
-    ) -> bool:
-        """Join a connection to a room; ``True`` if it is the user's first device there.
+    ) -> Entry:
+        """Join a connection to a room, and list the room's members as they are then.
 
         With ``capacity``, a user who is not yet a member is refused (``room_full``) when
         the room already has that many members; the check and the join are one step."""

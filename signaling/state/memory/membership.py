@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.delivery import Delivery
-from signaling.state.membership import Departure, MembershipStore
+from signaling.state.membership import Departure, Entry, MembershipStore
 from signaling.state.models import Member
 
 
@@ -24,7 +24,7 @@ class MemoryMembership(MembershipStore):
 
     async def join(
         self, room_id: str, member: Member, conn_id: str, capacity: int | None = None
-    ) -> bool:
+    ) -> Entry:
         room = self._rooms.setdefault(room_id, _Room())
         if (
             capacity is not None
@@ -40,7 +40,7 @@ class MemoryMembership(MembershipStore):
         room.members[member.user_id] = member
         await self._delivery.room_joined(room_id, conn_id)
         self._user_rooms.setdefault(member.user_id, set()).add(room_id)
-        return first
+        return Entry(first, list(room.members.values()))
 
     async def leave(self, room_id: str, user_id: str, conn_id: str) -> Departure:
         room = self._rooms.get(room_id)

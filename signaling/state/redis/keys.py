@@ -24,6 +24,8 @@ class Keys:
         return f"{self.prefix}:{{u:{user_id}}}:presence"
 
     def user_rooms(self, user_id: str) -> str:
+        """Set: ``<room> <conn>`` per device of the user in a room (a device's leave takes
+        its own entry out without knowing whether another device stays)."""
         return f"{self.prefix}:{{u:{user_id}}}:rooms"
 
     def sent_message(self, user_id: str, temp_id: str) -> str:

@@ -1,11 +1,15 @@
 """Presence: per-device statuses, aggregated per user, announced to room co-members.
 
 Announcements happen only when the user's *visible* aggregate changes, so a second device
-connecting or a device going away while another stays online is silent.
+connecting or a device going away while another stays online is silent. Their audience,
+the user's rooms, is read alongside the change (on Redis in the same write and round
+trip), whether or not it turns out to be needed: a set read costs Redis little, a round
+trip of its own costs the node a write and a wake-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from signaling.protocol import ErrorCode, HubError
@@ -37,15 +41,14 @@ class PresenceService:
         self.max_query = max_query
 
     async def device_connected(self, conn: Connection) -> None:
-        await self._announce(await self.store.set_device(conn.user_id, conn.id, conn.status))
+        await self._set(conn.user_id, conn.id, conn.status)
 
     async def device_gone(self, conn: Connection | RemoteConnection) -> None:
-        await self._announce(await self.store.set_device(conn.user_id, conn.id, None))
+        await self._set(conn.user_id, conn.id, None)
 
     async def on_update(self, conn: Connection, payload: PresenceUpdate) -> dict[str, Any]:
         conn.status = payload.status
-        change = await self.store.set_device(conn.user_id, conn.id, payload.status)
-        await self._announce(change)
+        change = await self._set(conn.user_id, conn.id, payload.status)
         return {"deviceStatus": payload.status, **change.after.to_wire()}
 
     async def on_query(self, conn: Connection, payload: PresenceQuery) -> dict[str, Any]:
@@ -68,13 +71,15 @@ class PresenceService:
         found = await self.store.get(allowed)
         return {"users": [found[u].to_wire() for u in allowed], "denied": denied}
 
-    async def _announce(self, change: PresenceChange) -> None:
-        if not change.changed:
-            return
-        user_id = change.after.user_id
-        self.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())
-        rooms = await self.membership.rooms_of(user_id)
-        if rooms:
-            await self.fanout.to_rooms(
-                rooms, "presence:changed", change.after.to_wire(), exclude_user=user_id
-            )
+    async def _set(self, user_id: str, conn_id: str, status: str | None) -> PresenceChange:
+        """Set one device's status and announce the user's change, if any, to its rooms."""
+        change, rooms = await asyncio.gather(
+            self.store.set_device(user_id, conn_id, status), self.membership.rooms_of(user_id)
+        )
+        if change.changed:
+            self.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())
+            if rooms:
+                await self.fanout.to_rooms(
+                    rooms, "presence:changed", change.after.to_wire(), exclude_user=user_id
+                )
+        return change

@@ -186,6 +186,8 @@ class Node:
                 receipts=receipts,
                 messages=messages,
             ),
+            # Connect and disconnect hooks are independent and run side by side; release
+            # hooks run in order (presence first: its audience is the rooms left next).
             on_connected=[
                 presence.device_connected,
                 calls.device_connected,

@@ -214,6 +214,13 @@ async def test_presence_aggregates_devices_and_reports_visible_changes(state):
     change = await p.set_device("alice", "c_x.2", "invisible")
     assert change.after.last_seen == seen
     assert (await p.get(["alice"]))["alice"].status == "offline"
+    # A device's own earlier status no longer counts once it changes.
+    await p.set_device("bob", "c_x.3", "dnd")
+    await p.set_device("bob", "c_x.4", "away")
+    change = await p.set_device("bob", "c_x.3", "online")
+    assert (change.before.status, change.after.status) == ("dnd", "online")
+    change = await p.set_device("bob", "c_x.3", None)
+    assert (change.before.status, change.after.status) == ("online", "away")
 
 
 # -- calls ---------------------------------------------------------------------------------

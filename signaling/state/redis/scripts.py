@@ -31,30 +31,37 @@ return redis.call(ARGV[10], ARGV[1], ARGV[2] .. envelope)
 
 # Set (or with an empty value remove) one device's status and return the user's visible
 # status and last_seen before and after. Precedence matches models.STATUS_PRECEDENCE:
-# invisible (shown as offline) > dnd > online > away.
+# invisible (shown as offline) > dnd > online > away. The hash is read once: the status
+# after is the best of the other devices' and the new value.
 # KEYS: presence hash. ARGV: field, value ('' removes), now_ms.
 SET_DEVICE = """
 local ranks = {invisible = 1, dnd = 2, online = 3, away = 4}
 local shown = {'offline', 'dnd', 'online', 'away', 'offline'}
-local function visible()
-  local best = 5
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'd:' then
-      local rank = ranks[string.match(all[i + 1], '^[^|]*')]
-      if rank and rank < best then best = rank end
-    end
-  end
-  return shown[best]
+local function rank(value)
+  return ranks[string.match(value, '^[^|]*')] or 5
 end
-local before = visible()
-local seen = redis.call('HGET', KEYS[1], 'seen') or ''
+local all = redis.call('HGETALL', KEYS[1])
+local seen = ''
+local before, others = 5, 5
+for i = 1, #all, 2 do
+  local field = all[i]
+  if field == 'seen' then
+    seen = all[i + 1]
+  elseif string.sub(field, 1, 2) == 'd:' then
+    local r = rank(all[i + 1])
+    if r < before then before = r end
+    if field ~= ARGV[1] and r < others then others = r end
+  end
+end
+local after = others
 if ARGV[2] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  local r = rank(ARGV[2])
+  if r < after then after = r end
 end
-local after = visible()
+before, after = shown[before], shown[after]
 local new_seen = seen
 if before ~= 'offline' or after ~= 'offline' then
   new_seen = ARGV[3]

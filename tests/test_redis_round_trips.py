@@ -1,6 +1,7 @@
 """How many round trips to Redis a device's life costs: what the node's CPU (a write and a
 wake-up each) and Redis's go by under churn. The counts are behaviour, not timing: each
-is the number of writes to Redis that carry the device's or its room's keys."""
+is the number of writes to Redis that carry the device's or its room's keys. And the
+per-device records that let a leave be one round trip."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 import pytest
 
+from signaling.state.models import Member
 from signaling.state.redis.multiplex import _Replies
+from tests.conftest import make_state
+from tests.test_state_contract import Recorder
 
 STATE_KINDS = ("redis",)
 
@@ -69,3 +73,21 @@ async def test_a_device_connects_joins_and_leaves_in_ten_round_trips(
     # Presence, rooms and calls together; the presence announcement; the leave with the
     # user's and node's records and the members left; the recorded departure.
     assert about(writes, b"carol", b"{r:team}") == 4
+
+
+async def test_a_leave_takes_back_the_room_record_an_older_node_wrote(
+    request: pytest.FixtureRequest,
+) -> None:
+    """Older nodes recorded a user's rooms as bare room ids, taken back by the last
+    device's leave; a device's leave now takes back its own entry and any bare one."""
+    state = make_state("redis", request)
+    await state.start(Recorder())
+    try:
+        membership, link = state.membership, state.link
+        await membership.join("team", Member("alice", "Alice"), "c_x.phone")
+        await link.client.sadd(link.keys.user_rooms("alice"), "team", "older")
+        assert await membership.rooms_of("alice") == {"team", "older"}
+        await membership.leave("team", "alice", "c_x.phone")
+        assert await membership.rooms_of("alice") == {"older"}
+    finally:
+        await state.close()

@@ -90,7 +90,8 @@ class RedisMembership(MembershipStore):
                     pipe,
                 )
                 pipe.srem(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
-                pipe.srem(k.user_rooms(user_id), f"{room_id} {conn_id}")
+                # (with the bare room id an older node recorded per user, not per device)
+                pipe.srem(k.user_rooms(user_id), f"{room_id} {conn_id}", room_id)
                 pipe.hlen(k.room_members(room_id))
                 last, _, _, members_left = await pipe.execute()
             return Departure(bool(last), int(members_left))

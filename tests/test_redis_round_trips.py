@@ -1,7 +1,8 @@
 """How many round trips to Redis a device's life costs: what the node's CPU (a write and a
 wake-up each) and Redis's go by under churn. The counts are behaviour, not timing: each
 is the number of writes to Redis that carry the device's or its room's keys. And the
-per-device records that let a leave be one round trip."""
+per-device records that let a leave be one round trip, and an idle node's timer poll,
+which runs no script."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from signaling.state.models import Member
 from signaling.state.redis.multiplex import _Replies
@@ -91,3 +93,26 @@ async def test_a_leave_takes_back_the_room_record_an_older_node_wrote(
         assert await membership.rooms_of("alice") == {"older"}
     finally:
         await state.close()
+
+
+async def test_an_idle_nodes_timer_poll_runs_no_script(hub_factory: Any, redis_server: Any) -> None:
+    """The node polls the shared timers every 50 ms; with nothing due, a poll is a plain
+    read, and the claiming script runs only for a timer that is due."""
+    hub = await hub_factory(presence_grace=0)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await asyncio.sleep(0.2)
+        await client.config_resetstat()
+        await asyncio.sleep(0.5)
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_zrangebyscore"]["calls"] >= 5
+        assert "cmdstat_evalsha" not in stats
+        # A due timer is still claimed and fired: typing expires.
+        alice = await hub.connect_in("alice", "team")
+        bob = await hub.connect_in("bob", "team")
+        await alice.request("message:typing", {"conversationId": "team", "isTyping": True})
+        await bob.expect("user:typing", where=lambda d: d["isTyping"])
+        stopped = await bob.expect("user:typing", where=lambda d: not d["isTyping"], timeout=3)
+        assert stopped["userId"] == "alice"
+    finally:
+        await client.aclose()

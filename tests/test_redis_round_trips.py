@@ -1,18 +1,22 @@
 """How many round trips to Redis a device's life costs: what the node's CPU (a write and a
 wake-up each) and Redis's go by under churn. The counts are behaviour, not timing: each
 is the number of writes to Redis that carry the device's or its room's keys. And the
-per-device records that let a leave be one round trip, and an idle node's timer poll,
-which runs no script."""
+per-device records that let a leave be one round trip, an idle node's timer poll, which
+runs no script, and a call changed on another node, relayed and changed from the copy that
+node sent."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from signaling.state.models import Member
+from signaling.protocol import ErrorCode, HubError
+from signaling.state.models import Call, CallParticipant, Member
+from signaling.state.redis import RedisState
 from signaling.state.redis.multiplex import _Replies
 from tests.conftest import make_state
 from tests.test_state_contract import Recorder
@@ -116,3 +120,65 @@ async def test_an_idle_nodes_timer_poll_runs_no_script(hub_factory: Any, redis_s
         assert stopped["userId"] == "alice"
     finally:
         await client.aclose()
+
+
+async def test_a_call_changed_elsewhere_is_relayed_and_changed_from_the_copy_sent(
+    redis_server: Any,
+) -> None:
+    """Node b changes a call whose caller is on node a: the note telling a of the new
+    version carries the record, so a relays (``peek``) and changes the call from it with
+    no read of the record (one script, where it took a read and a script)."""
+    prefix = "t" + secrets.token_hex(6)
+    a = RedisState(redis_server.url, prefix=prefix)
+    b = RedisState(redis_server.url, prefix=prefix)
+    await a.start(Recorder())
+    await b.start(Recorder())
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        call = Call("k1", "video", "alice", None, 1)
+        call.participants["alice"] = CallParticipant(
+            "alice", "A", "caller", "joined", conn_id=f"c_{a.link.node_id}.1"
+        )
+        call.participants["bob"] = CallParticipant("bob", "B", "callee", "ringing")
+        await a.calls.create(call)
+
+        def accept(c: Call) -> None:
+            c.participants["bob"].state = "joined"
+            c.participants["bob"].conn_id = f"c_{b.link.node_id}.2"
+
+        await b.calls.update("k1", accept)
+        for _ in range(100):
+            if a.calls._fresh("k1") is not None:
+                break
+            await asyncio.sleep(0.02)
+        await client.config_resetstat()
+        seen = await a.calls.peek("k1")
+        assert seen is not None and seen.version == 2
+        assert seen.participants["bob"].state == "joined"
+
+        def end(c: Call) -> None:
+            if c.state == "ended":
+                raise HubError(ErrorCode.CALL_NOT_FOUND, "ended already")
+            c.state = "ended"
+
+        ended, _ = await a.calls.update("k1", end)
+        assert ended.version == 3
+        stats = await client.info("commandstats")
+        # (the script's own GET, which compares, is the only one)
+        assert stats["cmdstat_evalsha"]["calls"] == stats["cmdstat_get"]["calls"] == 1
+        # A refusal worked out from a copy is checked again on a fresh read: b's copy is
+        # version 2, stale now, but the note from a brought it the ended call.
+        for _ in range(100):
+            if (b.calls._recent.get("k1") or (0,))[0] == 3:
+                break
+            await asyncio.sleep(0.02)
+        try:
+            await b.calls.update("k1", end)
+            raise AssertionError("ended twice")
+        except HubError as exc:
+            assert exc.code is ErrorCode.CALL_NOT_FOUND
+        assert (await b.calls.get("k1")).version == 3
+    finally:
+        await client.aclose()
+        await a.close()
+        await b.close()

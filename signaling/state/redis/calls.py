@@ -48,8 +48,9 @@ class RedisCalls(CallStore):
         if len(self._recent) > RECENT_CALLS:
             self._recent.popitem(last=False)
 
-    def changed_elsewhere(self, call_id: str, version: int) -> None:
-        """Another node wrote ``version`` of the call: older copies are stale."""
+    def changed_elsewhere(self, call_id: str, version: int, raw: bytes = b"") -> None:
+        """Another node wrote ``version`` of the call (``raw``, when the note carries it):
+        older copies are stale, and the one carried is the newest."""
         if version > self._newest.get(call_id, 0):
             self._newest[call_id] = version
             self._newest.move_to_end(call_id)
@@ -58,18 +59,32 @@ class RedisCalls(CallStore):
         kept = self._recent.get(call_id)
         if kept is not None and kept[0] < version:
             del self._recent[call_id]
+        if raw and version >= self._newest.get(call_id, 0) and (kept is None or kept[0] <= version):
+            self._recent[call_id] = (version, raw)
+            self._recent.move_to_end(call_id)
+            if len(self._recent) > RECENT_CALLS:
+                self._recent.popitem(last=False)
 
-    async def peek(self, call_id: str) -> Call | None:
+    def _fresh(self, call_id: str) -> bytes | None:
+        """This node's copy of the call, if no newer version was announced since."""
         kept = self._recent.get(call_id)
         if kept is not None and kept[0] >= self._newest.get(call_id, 0):
-            return Call.from_dict(orjson.loads(kept[1]))
+            return kept[1]
+        return None
+
+    async def peek(self, call_id: str) -> Call | None:
+        raw = self._fresh(call_id)
+        if raw is not None:
+            return Call.from_dict(orjson.loads(raw))
         return await self.get(call_id)
 
-    async def _announce(self, call: Call, conns: set[str]) -> None:
-        """Tell the other nodes holding the call's joined connections its new version."""
+    async def _announce(self, call: Call, conns: set[str], raw: bytes) -> None:
+        """Tell the other nodes holding the call's joined connections its new version,
+        with the record itself: they relay and change the call from that copy, with no
+        read of their own."""
         nodes = sorted({node_of(c) for c in conns} - {self.link.node_id})
         if nodes:
-            note = pack({"cv": [call.id, call.version]}, b"")
+            note = pack({"cv": [call.id, call.version]}, raw)
             await self.link.publish([(self.link.keys.node_channel(n), note) for n in nodes])
 
     def _remember(self, call: Call, raw: bytes) -> None:
@@ -114,11 +129,11 @@ class RedisCalls(CallStore):
 
         async with self.link.shared():
             call, result, raw = await self.link.update_json(
-                self.link.keys.call(call_id), call_id, Call.from_dict, bump
+                self.link.keys.call(call_id), call_id, Call.from_dict, bump, self._fresh(call_id)
             )
         self._remember(call, raw)
         self._keep(call, raw)
-        await self._announce(call, before | conns_of(call))
+        await self._announce(call, before | conns_of(call), raw)
         return call, result
 
     async def _by_ids(self, ids: list[bytes]) -> list[Call]:

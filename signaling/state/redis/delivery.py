@@ -28,8 +28,9 @@ class RedisDelivery(LocalDelivery):
         #: The bounds of recorded events (the shared history's, set by the node).
         self.shared_history = history
         self.bus = Bus(self._on_bus, link.failed)
-        #: Told when another node announces a call's new version (the call store's copies).
-        self.on_call_changed: Callable[[str, int], None] | None = None
+        #: Told when another node announces a call's new version, with the record (the
+        #: call store's copies).
+        self.on_call_changed: Callable[[str, int, bytes], None] | None = None
 
     # -- room channels follow this node's members -------------------------------------------
 
@@ -167,7 +168,8 @@ class RedisDelivery(LocalDelivery):
             self.reports.node_message(header["n"])
         elif "cv" in header:
             if self.on_call_changed is not None:
-                self.on_call_changed(*header["cv"])
+                call_id, version = header["cv"]
+                self.on_call_changed(call_id, version, frame)
         elif "k" in header:
             self.reports.control([u for u in header["u"] if u in self.user_conns], header["k"])
         elif "r" in header:

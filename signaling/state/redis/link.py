@@ -390,17 +390,31 @@ class RedisLink:
         record_id: str,
         load: Callable[[dict[str, Any]], R],
         mutate: Callable[[R], T],
+        known: bytes | None = None,
     ) -> tuple[R, T, bytes]:
         """Optimistic update of one JSON record: read it, change it here, and write it
         back only if it is still what was read (one script, comparing the bytes), else
         retry on top of the winner's result (two devices accepting a call). Two round
-        trips, where WATCH/MULTI took three and held a pooled connection throughout."""
+        trips, where WATCH/MULTI took three and held a pooled connection throughout.
+
+        With ``known`` (a copy the node believes current) the first try skips the read:
+        one round trip. The copy is trusted only if the write finds it unchanged; a
+        refusal (``HubError``) computed from it is checked again on a fresh read."""
+        raw, guessed = known, known is not None
         while True:
-            raw = await self.client.get(key)
             if raw is None:
-                raise KeyError(record_id)
+                raw, guessed = await self.client.get(key), False
+                if raw is None:
+                    raise KeyError(record_id)
             record = load(orjson.loads(raw))
-            result = mutate(record)
+            try:
+                result = mutate(record)
+            except HubError:
+                if not guessed:
+                    raise
+                raw = None
+                continue
             new_raw = orjson.dumps(record.to_dict())  # type: ignore[attr-defined]
             if await self.run("SET_IF_UNCHANGED", [key], [raw, new_raw]):
                 return record, result, new_raw
+            raw = None

@@ -6,8 +6,10 @@ restarts empty.
 Relays (offer, answer, ICE: most of a call set-up's requests) only route, so they read a
 node-local copy (:meth:`RedisCalls.peek`) instead of Redis. It stays fresh because every
 write tells the nodes holding the call's joined connections (before and after the change;
-only they can relay) its new version on their channels; a copy older than the newest
-version announced is read again. Copies are dropped whenever the node reconnects."""
+only they can relay) its new version on their channels, with the record itself; a copy
+older than the newest version announced is read again. A change starts from a fresh copy
+too, trusted only if the compare-and-set finds it unchanged. Copies are dropped whenever
+the node reconnects."""
 
 from __future__ import annotations
 

@@ -42,11 +42,13 @@ class RedisCalls(CallStore):
         self._recent: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # for peek()
         self._newest: OrderedDict[str, int] = OrderedDict()  # versions others announced
 
-    def _keep(self, call: Call, raw: bytes) -> None:
-        if call.version < self._newest.get(call.id, 0):
+    def _keep(self, call_id: str, version: int, raw: bytes) -> None:
+        """Keep ``raw`` as this node's copy of the call, unless a newer one is known."""
+        kept = self._recent.get(call_id)
+        if version < self._newest.get(call_id, 0) or (kept is not None and kept[0] > version):
             return  # already superseded by a write announced meanwhile
-        self._recent[call.id] = (call.version, raw)
-        self._recent.move_to_end(call.id)
+        self._recent[call_id] = (version, raw)
+        self._recent.move_to_end(call_id)
         if len(self._recent) > RECENT_CALLS:
             self._recent.popitem(last=False)
 
@@ -61,11 +63,8 @@ class RedisCalls(CallStore):
         kept = self._recent.get(call_id)
         if kept is not None and kept[0] < version:
             del self._recent[call_id]
-        if raw and version >= self._newest.get(call_id, 0) and (kept is None or kept[0] <= version):
-            self._recent[call_id] = (version, raw)
-            self._recent.move_to_end(call_id)
-            if len(self._recent) > RECENT_CALLS:
-                self._recent.popitem(last=False)
+        if raw:
+            self._keep(call_id, version, raw)
 
     def _fresh(self, call_id: str) -> bytes | None:
         """This node's copy of the call, if no newer version was announced since."""
@@ -107,7 +106,7 @@ class RedisCalls(CallStore):
                     pipe.sadd(keys.user_calls(user_id), call.id)
                 await pipe.execute()
         self._remember(call, raw)
-        self._keep(call, raw)
+        self._keep(call.id, call.version, raw)
 
     async def get(self, call_id: str) -> Call | None:
         async with self.link.shared():
@@ -116,7 +115,7 @@ class RedisCalls(CallStore):
             self._recent.pop(call_id, None)
             return None
         call = Call.from_dict(orjson.loads(raw))
-        self._keep(call, raw)
+        self._keep(call.id, call.version, raw)
         return call
 
     async def update(self, call_id: str, mutate: Callable[[Call], T]) -> tuple[Call, T]:
@@ -134,7 +133,7 @@ class RedisCalls(CallStore):
                 self.link.keys.call(call_id), call_id, Call.from_dict, bump, self._fresh(call_id)
             )
         self._remember(call, raw)
-        self._keep(call, raw)
+        self._keep(call.id, call.version, raw)
         await self._announce(call, before | conns_of(call), raw)
         return call, result
 

@@ -55,7 +55,7 @@ class RedisMembership(MembershipStore):
         second round trip only when the room refused the join."""
         k = self.link.keys
         user_rooms, node_rooms = k.user_rooms(user_id), k.node_rooms(node_of(conn_id))
-        entry, device = f"{conn_id} {room_id} {user_id}", f"{room_id} {conn_id}"
+        entry, device = _node_entry(conn_id, room_id, user_id), _device_entry(room_id, conn_id)
         async with self.link.client.pipeline(transaction=False) as pipe:
             await self.link.run(
                 "JOIN_ROOM",
@@ -89,9 +89,9 @@ class RedisMembership(MembershipStore):
                     [user_id, conn_id],
                     pipe,
                 )
-                pipe.srem(k.node_rooms(node_of(conn_id)), f"{conn_id} {room_id} {user_id}")
+                pipe.srem(k.node_rooms(node_of(conn_id)), _node_entry(conn_id, room_id, user_id))
                 # (with the bare room id an older node recorded per user, not per device)
-                pipe.srem(k.user_rooms(user_id), f"{room_id} {conn_id}", room_id)
+                pipe.srem(k.user_rooms(user_id), _device_entry(room_id, conn_id), room_id)
                 pipe.hlen(k.room_members(room_id))
                 last, _, _, members_left = await pipe.execute()
             return Departure(bool(last), int(members_left))
@@ -124,3 +124,13 @@ class RedisMembership(MembershipStore):
 
 def _members(row: dict[bytes, bytes]) -> list[Member]:
     return [Member(u.decode(), n.decode()) for u, n in row.items()]
+
+
+def _node_entry(conn_id: str, room_id: str, user_id: str) -> str:
+    """A membership in the node's record (read back by the reaper, ``lifecycle.py``)."""
+    return f"{conn_id} {room_id} {user_id}"
+
+
+def _device_entry(room_id: str, conn_id: str) -> str:
+    """A device's membership in the user's record (``rooms_of`` reads the room first)."""
+    return f"{room_id} {conn_id}"

@@ -197,7 +197,8 @@ def run_generators(
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Start the generators, wait until all are connected, start them together, collect.
     The servers' CPU and Redis's (``redis``: its processes) are read over the same
-    window: from the start of the load to its last delivery, not the connecting before."""
+    window: from the start of the load to its last delivery, not the connecting before
+    nor the disconnecting after (the generators close their connections when told)."""
     cpus = sorted(os.sched_getaffinity(0))
     gen_cpus = [c for c in cpus if c != cpus[0]] or cpus
     gens = []
@@ -227,6 +228,9 @@ def run_generators(
         cpu1 = sum(cpu_seconds(pid) for pid in servers)
         redis_cpu = sum(cpu_seconds(pid) for pid in redis) - redis_cpu0
         gen_cpu = sum(cpu_seconds(g.pid) for g in gens) - gen_cpu0
+        for g in gens:  # only now: the disconnects are not the load
+            g.stdin.write("close\n")  # type: ignore[union-attr]
+            g.stdin.flush()  # type: ignore[union-attr]
         for g in gens:
             g.wait(30)
     finally:

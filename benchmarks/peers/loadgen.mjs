@@ -4,7 +4,8 @@
 //
 // Protocol with the orchestrator (benchmarks/signaling.py): the config is JSON in argv[2];
 // after connecting, the generator prints {"ready": n} on stdout and waits for a line on
-// stdin; it then runs for config.duration seconds, drains, prints one result line and exits.
+// stdin; it then runs for config.duration seconds, drains and prints one result line; on a
+// second line it closes its connections and exits.
 // Senders and receivers of a room (or call) live in one generator, so latency is measured
 // on one clock.
 import { createInterface } from "node:readline";
@@ -111,7 +112,8 @@ function connectSocketIO(url, tok, onEvent) {
 const connect = cfg.system === "socketio" ? connectSocketIO : connectSwitchboard;
 const urlFor = (i) => cfg.urls[i % cfg.urls.length];
 
-// -- scenarios: setup() connects, then run() loads for cfg.duration seconds ------------------
+// -- scenarios: setup() connects, then run() loads for cfg.duration seconds and returns what
+// closes the connections held ---------------------------------------------------------------
 
 // Rooms of cfg.roomSize members; member i of a room on node i mod nodes, so with two nodes
 // most deliveries cross nodes. Typing toggles are counted per (receiver, sender) in order.
@@ -176,7 +178,7 @@ function typingRooms(hold, type) {
       stats.expected = members.reduce((n, m) => n + m.sentAt.length, 0) * (cfg.roomSize - 1);
       await drainDeliveries();
       extra.connections = members.filter((m) => m.conn.open).length;
-      for (const m of members) m.conn.close();
+      return () => members.forEach((m) => m.conn.close());
     },
   };
 }
@@ -336,10 +338,7 @@ function calls() {
       await sleep(DRAIN_MS);
       stats.expected = started * perSetup;
       extra.connections = pairs.filter((p) => p.caller.open && p.callee.open).length * 2;
-      for (const p of pairs) {
-        p.caller.close();
-        p.callee.close();
-      }
+      return () => pairs.forEach((p) => [p.caller, p.callee].forEach((c) => c.close()));
     },
   };
 }
@@ -381,7 +380,7 @@ function messages() {
       stats.expected = sent * cfg.roomSize;
       await sleep(DRAIN_MS);
       extra.connections = members.filter((m) => m.conn.open).length;
-      for (const m of members) m.conn.close();
+      return () => members.forEach((m) => m.conn.close());
     },
   };
 }
@@ -443,7 +442,7 @@ function churn() {
       extra.churnCycles = n;
       extra.connectMs = connectMs;
       extra.connections = members.filter((m) => m.conn.open).length;
-      for (const m of members) m.conn.close();
+      return () => members.forEach((m) => m.conn.close());
     },
   };
 }
@@ -454,9 +453,14 @@ const scenario = scenarios[cfg.scenario]();
 const ready = await scenario.setup();
 process.stdout.write(`${JSON.stringify({ ready })}\n`);
 const lines = createInterface({ input: process.stdin });
-await new Promise((r) => lines.once("line", r));
+const nextLine = () => new Promise((r) => lines.once("line", r));
+await nextLine();
 const t0 = performance.now();
-await scenario.run();
+const closeAll = await scenario.run();
 const elapsed = (performance.now() - t0) / 1000;
-// exit only once the (possibly large) line is flushed: stdout to a pipe is asynchronous
-process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`, () => process.exit(0));
+process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
+// The held connections close only when told, after the servers' CPU was read: thousands
+// of disconnects (presence and member-left broadcasts on both systems) are not the load.
+await nextLine();
+closeAll();
+setTimeout(() => process.exit(0), 200);

@@ -177,9 +177,15 @@ class CallService:
             )
         await self.store.create(call)
         self.metrics.calls_active.inc()
-        await self.timers.arm(RING, [call.id], self.settings.ring_timeout)
-        await self.fanout.to_users(callees, "call:incoming", self._incoming(call))
-        presence = await self.presence.get(callees)
+        # Once the record exists, the rest is independent: on Redis the ring's timer, the
+        # ring and the callees' presence go out in one write and come back in one round
+        # trip (one after another they took three). The timer is queued before the ring,
+        # so no accept can overtake it.
+        _, _, presence = await asyncio.gather(
+            self.timers.arm(RING, [call.id], self.settings.ring_timeout),
+            self.fanout.to_users(callees, "call:incoming", self._incoming(call)),
+            self.presence.get(callees),
+        )
         log.info("call initiated", extra={"call": call.id, "user": me, "count": len(callees)})
         return {
             "callId": call.id,

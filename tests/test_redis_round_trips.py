@@ -2,8 +2,8 @@
 wake-up each) and Redis's go by under churn. The counts are behaviour, not timing: each
 is the number of writes to Redis that carry the device's or its room's keys. And the
 per-device records that let a leave be one round trip, an idle node's timer poll, which
-runs no script, and a call changed on another node, relayed and changed from the copy that
-node sent."""
+runs no script, a call's ring, and a call changed on another node, relayed and changed from the copy
+that node sent."""
 
 from __future__ import annotations
 
@@ -79,6 +79,22 @@ async def test_a_device_connects_joins_and_leaves_in_ten_round_trips(
     # Presence, rooms and calls together; the presence announcement; the leave with the
     # user's and node's records and the members left; the recorded departure.
     assert about(writes, b"carol", b"{r:team}") == 4
+
+
+async def test_a_call_rings_in_two_round_trips(hub_factory: Any, writes: list[bytes]) -> None:
+    """The record is written first; the ring's timer, the ring and the callee's presence
+    then go out in one write (one after another they took three)."""
+    hub = await hub_factory(presence_grace=0)
+    alice = await hub.connect("alice")
+    bob = await hub.connect("bob")
+    await settle()
+    writes.clear()
+
+    answer = await alice.request("call:initiate", {"participants": ["bob"], "callType": "audio"})
+    incoming = await bob.expect("call:incoming")
+    assert incoming["callId"] == answer["callId"] and answer["offline"] == []
+    call_key = answer["callId"].encode()
+    assert about(writes, call_key, b"presence") == 2
 
 
 async def test_a_leave_takes_back_the_room_record_an_older_node_wrote(

@@ -177,10 +177,10 @@ class CallService:
             )
         await self.store.create(call)
         self.metrics.calls_active.inc()
-        # Once the record exists, the rest is independent: on Redis the ring's timer, the
-        # ring and the callees' presence go out in one write and come back in one round
-        # trip (one after another they took three). The timer is queued before the ring,
-        # so no accept can overtake it.
+        # Once the record exists, the rest is independent: on Redis the first requests of
+        # the ring's timer, the ring (the callees' nodes) and the callees' presence go out
+        # in one write (one after another each took its own round trip). The timer is
+        # queued before the ring, so no accept can overtake it.
         _, _, presence = await asyncio.gather(
             self.timers.arm(RING, [call.id], self.settings.ring_timeout),
             self.fanout.to_users(callees, "call:incoming", self._incoming(call)),

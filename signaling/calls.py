@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from signaling import call_transitions as rules
 from signaling.background import cancel_and_wait
 from signaling.call_transitions import Notice
+from signaling.overlap import overlapped
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.models import Call, CallParticipant, RemoteConnection, now_ms
 
@@ -50,8 +51,10 @@ class CallService:
         metrics: HubMetrics,
         settings: HubSettings,
         ice_servers: IceServers,
+        overlap: bool = False,
     ) -> None:
         self.store = store
+        self.overlap = overlap  # a ring's independent requests side by side
         self.presence = presence
         self.timers = timers
         self.fanout = fanout
@@ -180,8 +183,10 @@ class CallService:
         # Once the record exists, the rest is independent: on Redis the first requests of
         # the ring's timer, the ring (the callees' nodes) and the callees' presence go out
         # in one write (one after another each took its own round trip). The timer is
-        # queued before the ring, so no accept can overtake it.
-        _, _, presence = await asyncio.gather(
+        # queued before the ring, so no accept can overtake it (in memory it is armed
+        # first, as before).
+        _, _, presence = await overlapped(
+            self.overlap,
             self.timers.arm(RING, [call.id], self.settings.ring_timeout),
             self.fanout.to_users(callees, "call:incoming", self._incoming(call)),
             self.presence.get(callees),

@@ -15,7 +15,6 @@ release hooks (presence, rooms, calls).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from signaling import events
+from signaling.overlap import overlapped
 from signaling.protocol import CloseCode, ErrorCode, HubError
 
 if TYPE_CHECKING:
@@ -80,8 +80,11 @@ class Hub:
         on_disconnected: Sequence[ConnectionHook],
         on_released: Sequence[ReleaseHook],
         on_closed: Sequence[ConnectionHook],
+        overlap: bool = False,
     ) -> None:
         self.settings = settings
+        #: whether independent hooks run side by side (the state is remote)
+        self.overlap = overlap
         self.delivery = delivery
         self.metrics = metrics
         self.ice_servers = ice_servers
@@ -114,13 +117,13 @@ class Hub:
                 "iceServers": self.ice_servers.for_user(conn.user_id),
             },
         )
-        await _all_deferrable(self.on_connected, conn)
+        await overlapped(self.overlap, *(_deferrable(h, conn) for h in self.on_connected))
         log.info("connected", extra={"conn": conn.id, "user": conn.user_id})
 
     async def on_disconnect(self, conn: Connection) -> None:
         conn.closed = True
         try:
-            await _all_deferrable(self.on_disconnected, conn)
+            await overlapped(self.overlap, *(_deferrable(h, conn) for h in self.on_disconnected))
             for hook in self.on_closed:
                 await hook(conn)
         finally:
@@ -209,16 +212,6 @@ class Hub:
             return
         log.warning("closing misbehaving client", extra={"conn": conn.id, "code": code.value})
         await conn.close(CloseCode.POLICY_VIOLATION, f"too many errors (last: {code.value})")
-
-
-async def _all_deferrable(hooks: Sequence[ConnectionHook], conn: Any) -> None:
-    """Run independent connection hooks side by side: on Redis, their first requests go
-    out in one write and come back in one round trip, where one after another each took
-    its own (a connect or disconnect made two or three more)."""
-    if len(hooks) == 1:
-        await _deferrable(hooks[0], conn)
-    elif hooks:
-        await asyncio.gather(*(_deferrable(hook, conn) for hook in hooks))
 
 
 async def _deferrable(hook: Callable[[Any], Awaitable[None]], conn: Any) -> None:

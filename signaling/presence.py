@@ -3,15 +3,15 @@
 Announcements happen only when the user's *visible* aggregate changes, so a second device
 connecting or a device going away while another stays online is silent. Their audience,
 the user's rooms, is read alongside the change (on Redis in the same write and round
-trip), whether or not it turns out to be needed: a set read costs Redis little, a round
-trip of its own costs the node a write and a wake-up.
+trip, :mod:`signaling.overlap`), whether or not it turns out to be needed: a set read
+costs Redis little, a round trip of its own costs the node a write and a wake-up.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
+from signaling.overlap import overlapped
 from signaling.protocol import ErrorCode, HubError
 
 if TYPE_CHECKING:
@@ -33,8 +33,10 @@ class PresenceService:
         fanout: Fanout,
         webhooks: WebhookOutbox,
         max_query: int,
+        overlap: bool = False,
     ) -> None:
         self.store = store
+        self.overlap = overlap  # the change and its audience read side by side
         self.membership = membership
         self.fanout = fanout
         self.webhooks = webhooks
@@ -73,8 +75,10 @@ class PresenceService:
 
     async def _set(self, user_id: str, conn_id: str, status: str | None) -> PresenceChange:
         """Set one device's status and announce the user's change, if any, to its rooms."""
-        change, rooms = await asyncio.gather(
-            self.store.set_device(user_id, conn_id, status), self.membership.rooms_of(user_id)
+        change, rooms = await overlapped(
+            self.overlap,
+            self.store.set_device(user_id, conn_id, status),
+            self.membership.rooms_of(user_id),
         )
         if change.changed:
             self.webhooks.emit("presence_changed", f"user:{user_id}", change.after.to_wire())

@@ -99,6 +99,7 @@ class Node:
             metrics=metrics,
             settings=s,
             ice_servers=ice_servers,
+            overlap=state.overlap,
         )
         self.lifecycle = lifecycle = RoomLifecycle(
             records=state.records,
@@ -119,6 +120,7 @@ class Node:
             fanout=fanout,
             webhooks=webhooks,
             max_query=s.max_presence_query,
+            overlap=state.overlap,
         )
         self.membership = membership = MembershipService(
             store=state.membership,
@@ -186,8 +188,10 @@ class Node:
                 receipts=receipts,
                 messages=messages,
             ),
-            # Connect and disconnect hooks are independent and run side by side; release
+            # Connect and disconnect hooks are independent and run side by side on Redis
+            # (in memory in order: as tasks they would only cost loop turns); release
             # hooks run in order (presence first: its audience is the rooms left next).
+            overlap=state.overlap,
             on_connected=[
                 presence.device_connected,
                 calls.device_connected,

@@ -32,6 +32,10 @@ from signaling.state.webhook_queue import WebhookQueue
 class State:
     """One backend's stores, started and closed together."""
 
+    #: Whether the stores answer over the network, so that independent requests are
+    #: worth running side by side (:func:`signaling.overlap.overlapped`).
+    overlap = False
+
     def __init__(
         self,
         *,

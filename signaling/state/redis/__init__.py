@@ -40,6 +40,8 @@ from signaling.state.redis.webhook_queue import RedisWebhookQueue
 
 
 class RedisState(State):
+    overlap = True  # several requests issued together cost one round trip
+
     def __init__(
         self,
         url: str,

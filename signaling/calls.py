@@ -51,7 +51,7 @@ class CallService:
         metrics: HubMetrics,
         settings: HubSettings,
         ice_servers: IceServers,
-        overlap: bool = False,
+        overlap: bool,
     ) -> None:
         self.store = store
         self.overlap = overlap  # a ring's independent requests side by side
@@ -184,7 +184,7 @@ class CallService:
         # the ring's timer, the ring (the callees' nodes) and the callees' presence go out
         # in one write (one after another each took its own round trip). The timer is
         # queued before the ring, so no accept can overtake it (in memory it is armed
-        # first, as before).
+        # first).
         _, _, presence = await overlapped(
             self.overlap,
             self.timers.arm(RING, [call.id], self.settings.ring_timeout),

@@ -80,7 +80,7 @@ class Hub:
         on_disconnected: Sequence[ConnectionHook],
         on_released: Sequence[ReleaseHook],
         on_closed: Sequence[ConnectionHook],
-        overlap: bool = False,
+        overlap: bool,
     ) -> None:
         self.settings = settings
         #: whether independent hooks run side by side (the state is remote)

@@ -33,7 +33,7 @@ class PresenceService:
         fanout: Fanout,
         webhooks: WebhookOutbox,
         max_query: int,
-        overlap: bool = False,
+        overlap: bool,
     ) -> None:
         self.store = store
         self.overlap = overlap  # the change and its audience read side by side

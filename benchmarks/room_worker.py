@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -35,6 +36,7 @@ from media import aiortc_hooks, ice
 from media.client import BUNDLED, SfuClient
 from signaling.client import HubClient
 from signaling.tokens import mint_token
+from switchboard.cli import tune_gc
 
 CAMERAS = 10
 TALKERS = 5
@@ -240,9 +242,14 @@ async def main() -> None:
     parser.add_argument("--listen-ip", default="127.0.0.1")
     parser.add_argument("--sample", type=int, default=1, help="subscribers keeping arrivals")
     args = parser.parse_args()
+    # The collector policy of a served node, for the same reason: a load process holds a
+    # dozen peer connections, and its full collections under Python's default took
+    # 200-800 ms, stalling its publishers and the joins it times, whatever the server.
+    tune_gc()
     ice.install()
     ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=(args.listen_ip,)))
     aiortc_hooks.extend_header_extensions()
+    aiortc_hooks.gather_in_place()
     layers = load_loops(Path(args.layers))
     audio = opus_loop()
     system: Any = (
@@ -276,6 +283,8 @@ async def main() -> None:
                 cameras = min(CAMERAS, len(feeds))
                 await asyncio.gather(*(system.subscribe(m, feeds, speaker) for m in members))
                 await until_flowing(members, cameras, 360)
+                gc.collect()  # before the warm-up, not in the window
+                gc.freeze()
                 say("flowing")
             elif cmd["cmd"] == "mark":
                 for member in members:

@@ -114,6 +114,7 @@ class MediaHost:
         ice.install()
         aiortc_hooks.extend_header_extensions()
         aiortc_hooks.one_fingerprint()
+        aiortc_hooks.gather_in_place()
         aiortc_hooks.lazy_receive_estimators()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -123,25 +124,35 @@ ICE_POLICY: ContextVar[IcePolicy | None] = ContextVar("ice_policy", default=None
 async def _bind(
     conn: aioice.ice.Connection, address: str, policy: IcePolicy
 ) -> aioice.ice.StunProtocol:
-    """Bind a UDP socket on ``address`` at a free port of the policy's range."""
+    """Bind a UDP socket on ``address`` at a free port of the policy's range.
+
+    The socket is bound here and handed over: given an address instead, uvloop resolves
+    it in its thread pool first, and the offer waits for that thread's answer (an
+    address is what the policy holds, so there is nothing to resolve)."""
     loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     if not policy.min_port:
+        ports: Iterable[int] = (0,)
+    else:
+        span = policy.max_port - policy.min_port + 1
+        start = random.randrange(span)
+        ports = (policy.min_port + (start + i) % span for i in range(min(span, BIND_ATTEMPTS)))
+    last_error: OSError | None = None
+    for port in ports:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((address, port))
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
         _, protocol = await loop.create_datagram_endpoint(
-            lambda: aioice.ice.StunProtocol(conn), local_addr=(address, 0)
+            lambda: aioice.ice.StunProtocol(conn), sock=sock
         )
         return protocol
-    span = policy.max_port - policy.min_port + 1
-    start = random.randrange(span)
-    last_error: OSError | None = None
-    for i in range(min(span, BIND_ATTEMPTS)):
-        port = policy.min_port + (start + i) % span
-        try:
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: aioice.ice.StunProtocol(conn), local_addr=(address, port)
-            )
-            return protocol
-        except OSError as exc:
-            last_error = exc
+    if not policy.min_port and last_error is not None:
+        raise last_error
     raise OSError(f"no free UDP port in {policy.min_port}-{policy.max_port}: {last_error}")
 
 
@@ -251,6 +262,14 @@ class PolicyConnection(aioice.ice.Connection):
             self.check_complete(pair)
             return False
         return True
+
+    async def gather_candidates(self) -> None:
+        """With a policy, the addresses are the policy's: gather without listing the
+        host's interfaces, and without a task per component (event-loop turns)."""
+        if self._policy is None:
+            await super().gather_candidates()
+            return
+        await aiortc_hooks.gather_components(self)
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5

@@ -11,28 +11,9 @@ from typing import Any
 import pytest
 
 from signaling.overlap import overlapped
+from tests.loop_turns import Turns
 
 STATE_KINDS = ("memory",)
-
-
-class Turns:
-    """Counts event-loop iterations while it runs."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._handle: asyncio.Handle | None = None
-
-    def _tick(self) -> None:
-        self.count += 1
-        self._handle = asyncio.get_running_loop().call_soon(self._tick)
-
-    def __enter__(self) -> Turns:
-        self._handle = asyncio.get_running_loop().call_soon(self._tick)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 async def answer(log: list[str], name: str, gate: asyncio.Event | None = None) -> str:

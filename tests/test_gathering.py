@@ -1,0 +1,108 @@
+"""A bundled connection gathers its candidates in the negotiating task
+(``aiortc_hooks.gather_in_place`` and ``ice.PolicyConnection.gather_candidates``): on a
+media node every event-loop turn of a join's offer waits behind packet work, and aiortc's
+and aioice's task per gathering had cost about ten of them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCBundlePolicy
+
+from media import aiortc_hooks, ice
+from tests.loop_turns import Turns
+
+
+def install() -> None:
+    ice.install()
+    aiortc_hooks.gather_in_place()
+    ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",)))
+
+
+async def test_an_offer_of_sixty_sections_takes_two_loop_turns_and_still_connects() -> None:
+    install()
+    # as the SFU's connections are: bundled, and no STUN server of their own
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    offerer, answerer = RTCPeerConnection(config), RTCPeerConnection(config)
+    try:
+        for n in range(60):
+            offerer.addTransceiver("audio" if n < 50 else "video", direction="sendonly")
+        offer = await offerer.createOffer()
+        with Turns() as turns:
+            await offerer.setLocalDescription(offer)
+        # binding the policy's socket: its connection_made, then the wake-up
+        assert turns.count <= 2
+        sdp = offerer.localDescription.sdp
+        assert sdp.count("a=candidate:") == 60  # the one host candidate, in each section
+        assert " 127.0.0.1 " in sdp
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        deadline = time.monotonic() + 10
+        while offerer.connectionState != "connected":
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        assert offerer.connectionState == answerer.connectionState == "connected"
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+async def test_several_transports_still_gather_side_by_side() -> None:
+    """Unbundled (one ICE transport per section) keeps aiortc's concurrent gathering,
+    so one slow server cannot hold the others' candidates back."""
+    install()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio")
+        pc.addTransceiver("video")
+        await pc.setLocalDescription(await pc.createOffer())
+        sections = pc.localDescription.sdp.split("\r\nm=")[1:]
+        assert len(sections) == 2
+        ports = {
+            line.split()[5]
+            for section in sections
+            for line in section.splitlines()
+            if line.startswith("a=candidate:")
+        }
+        assert len(ports) == 2  # each section its own transport, each gathered
+    finally:
+        await pc.close()
+
+
+async def test_candidates_bind_within_the_policys_port_range() -> None:
+    """``sfu_udp_min_port``/``sfu_udp_max_port``: each connection binds a free port of
+    the range (taken ones are skipped); with none left, gathering says so."""
+    ice.install()
+    aiortc_hooks.gather_in_place()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        low = probe.getsockname()[1]
+    # a range of three ports, the middle one taken by someone else
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", low + 1))
+    ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",), min_port=low, max_port=low + 2))
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    pcs = [RTCPeerConnection(config) for _ in range(3)]
+    try:
+        ports = []
+        for pc in pcs[:2]:
+            pc.addTransceiver("audio", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            line = next(
+                x for x in pc.localDescription.sdp.splitlines() if x.startswith("a=candidate:")
+            )
+            ports.append(int(line.split()[5]))
+        assert sorted(ports) == [low, low + 2]
+        pcs[2].addTransceiver("audio", direction="sendonly")
+        with pytest.raises(OSError, match=f"no free UDP port in {low}-{low + 2}"):
+            await pcs[2].setLocalDescription(await pcs[2].createOffer())
+    finally:
+        taken.close()
+        for pc in pcs:
+            await pc.close()

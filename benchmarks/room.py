@@ -15,7 +15,8 @@ Reported per system, over a fixed window once every subscriber receives every vi
 server cores busy, forwarded packets per server CPU-second, egress Mbit/s (RTP as sent,
 SRTP included), loss (sequence gaps), added delay per video frame (publisher's send time
 to a sampled subscriber's first packet of it: one clock, ``CLOCK_MONOTONIC``), join
-(a late subscribe-only participant's join request to its first RTP packet), server
+(a late subscribe-only participant's join request to its first RTP packet: its hub
+connection, like Janus's session, is made before the clock starts), server
 RSS, and the load processes' own CPU (saturation check). JSON + PNG.
 """
 
@@ -162,8 +163,11 @@ async def measure(name: str, args: argparse.Namespace, layers: Path) -> dict[str
         cpu1, t1 = cpu_seconds(server.pid), time.monotonic()
         rss = rss_bytes(server.pid)
         joins: list[float] = []
+        connects: list[float] = []
         for worker in workers:
-            joins += (await worker.ask({"cmd": "late", "count": args.late}, "late", 60))["join_ms"]
+            late = await worker.ask({"cmd": "late", "count": args.late}, "late", 60)
+            joins += late["join_ms"]
+            connects += late["connect_ms"]
     finally:
         for worker in workers:
             with contextlib.suppress(Exception):
@@ -207,6 +211,8 @@ async def measure(name: str, args: argparse.Namespace, layers: Path) -> dict[str
             "joins": len(joins),
             "p50": round(pct(joins, 0.5), 1),
             "p90": round(pct(joins, 0.9), 1),
+            # before the clock: the hub connection (Janus's session exists already)
+            "connect_p50": round(pct(connects, 0.5), 1) if connects else None,
         },
         "server_rss_bytes": rss,
         "server_rss_added_bytes": rss - rss_idle,

@@ -93,8 +93,13 @@ class Switchboard:
         self.url = args.base.replace("http", "ws") + "/ws"
         self.layers, self.audio = layers, audio
         self.clients: dict[int, SfuClient] = {}
+        self.connects: list[float] = []  # late joiners' hub connections, ms
 
-    async def _client(self, member: Member, user: str) -> SfuClient:
+    async def _client(
+        self, member: Member, user: str, joining: Callable[[], None] | None = None
+    ) -> SfuClient:
+        """Connect ``user`` to the hub and join the room (``joining`` is called between:
+        a chat app's users are connected before they join a call)."""
         hub = await HubClient.connect(self.url, mint_token(SECRET, user))
 
         def lean(pc: RTCPeerConnection, sdp: str) -> None:
@@ -103,6 +108,8 @@ class Switchboard:
 
         client = SfuClient(hub, "room50", decode=False, on_subscriber=lean)
         member.closers += [client.close, hub.close]
+        if joining is not None:
+            joining()
         await client.join()
         return client
 
@@ -134,9 +141,13 @@ class Switchboard:
         await client.hub.request("sfu:subscription", {"roomId": "room50", "tracks": wishes})
 
     async def late(self, member: Member) -> float:
-        started = time.monotonic()
-        await self._client(member, f"late{member.index}")
-        return started
+        """The time of the join request (``sfu:join``), as Janus's is its attach and join
+        on the session the load process holds."""
+        connecting = time.monotonic()
+        started: list[float] = []
+        await self._client(member, f"late{member.index}", lambda: started.append(time.monotonic()))
+        self.connects.append((started[0] - connecting) * 1000)
+        return started[0]
 
 
 class Janus:
@@ -323,7 +334,7 @@ async def main() -> None:
                         await asyncio.sleep(0.005)
                     if member.sub.first_at is not None:
                         times.append((member.sub.first_at - started) * 1000)
-                say("late", join_ms=times)
+                say("late", join_ms=times, connect_ms=getattr(system, "connects", []))
             elif cmd["cmd"] == "stop":
                 return
     finally:

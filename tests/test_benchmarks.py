@@ -169,5 +169,8 @@ def test_room_quick_mode_fills_a_room_from_several_processes_like_janus(tmp_path
         assert run["packets_per_server_cpu_s"] > 0 and run["egress_mbit_per_s"] > 0, name
         assert run["loss"] is not None and run["loss"] < 0.05, run
         assert run["added_delay_ms"]["frames"] > 0 and run["join_ms"]["joins"] == 2, run
+    # a late joiner's hub connection is timed apart from its join (Janus has no such step)
+    assert runs["switchboard-sfu"]["join_ms"]["connect_p50"] > 0
+    assert runs["janus-videoroom"]["join_ms"]["connect_p50"] is None
     assert report["ratios_switchboard_over_janus"]["packets_per_server_cpu_s"] > 0
     assert "janus: every video flowing" in stderr  # progress is shown

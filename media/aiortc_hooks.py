@@ -371,9 +371,9 @@ def gather_in_place() -> None:
     aiortc's ``setLocalDescription`` gathers through ``asyncio.gather``, and aioice's
     gathering through another: each wraps a coroutine in a task, and each task costs
     about three event-loop turns (its first step, its done callback, the waiter's wake-up)
-    even when nothing is waited for. With the policy's binding that was 10 turns per
-    offer; on a busy media node a turn carries milliseconds of packet work, so a join's
-    offer waited 30-110 ms behind them (traced in the room benchmark). With one ICE
+    even when nothing is waited for: 8 turns per offer with the policy's binding, 2 of
+    them the binding's own. On a busy media node a turn carries milliseconds of packet
+    work, and a join's offer took 30-110 ms (traced in the room benchmark). With one ICE
     transport (the SFU bundles everything on one) the gatherer is awaited directly;
     several keep aiortc's concurrent gathering. Idempotent."""
     from aiortc import RTCPeerConnection

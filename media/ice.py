@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -126,33 +125,27 @@ async def _bind(
 ) -> aioice.ice.StunProtocol:
     """Bind a UDP socket on ``address`` at a free port of the policy's range.
 
-    The socket is bound here and handed over: given an address instead, uvloop resolves
-    it in its thread pool first, and the offer waits for that thread's answer (an
-    address is what the policy holds, so there is nothing to resolve)."""
+    The loop binds it: handed a socket bound here instead (which spares uvloop resolving
+    the address on its thread pool), relayed clients' connections failed ICE now and then
+    in the network lab (libuv sets ``SO_REUSEADDR`` on a socket it is handed)."""
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     if not policy.min_port:
-        ports: Iterable[int] = (0,)
-    else:
-        span = policy.max_port - policy.min_port + 1
-        start = random.randrange(span)
-        ports = (policy.min_port + (start + i) % span for i in range(min(span, BIND_ATTEMPTS)))
-    last_error: OSError | None = None
-    for port in ports:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((address, port))
-        except OSError as exc:
-            sock.close()
-            last_error = exc
-            continue
         _, protocol = await loop.create_datagram_endpoint(
-            lambda: aioice.ice.StunProtocol(conn), sock=sock
+            lambda: aioice.ice.StunProtocol(conn), local_addr=(address, 0)
         )
         return protocol
-    if not policy.min_port and last_error is not None:
-        raise last_error
+    span = policy.max_port - policy.min_port + 1
+    start = random.randrange(span)
+    last_error: OSError | None = None
+    for i in range(min(span, BIND_ATTEMPTS)):
+        port = policy.min_port + (start + i) % span
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: aioice.ice.StunProtocol(conn), local_addr=(address, port)
+            )
+            return protocol
+        except OSError as exc:
+            last_error = exc
     raise OSError(f"no free UDP port in {policy.min_port}-{policy.max_port}: {last_error}")
 
 

@@ -6,6 +6,7 @@ and aioice's task per gathering had cost six of them. Also the policy's port ran
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 
@@ -100,17 +101,32 @@ async def test_several_transports_still_gather_side_by_side() -> None:
         await pc.close()
 
 
+def three_ports_middle_taken() -> tuple[int, socket.socket]:
+    """Three free UDP ports in a row above the kernel's ephemeral range (so no port-0 bind
+    of the suite lands on them), the middle one held by the returned socket."""
+    for _ in range(100):
+        low = random.randrange(61_000, 64_000)
+        held: list[socket.socket] = []
+        try:
+            for port in range(low, low + 3):
+                held.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                held[-1].bind(("127.0.0.1", port))
+        except OSError:
+            for sock in held:
+                sock.close()
+            continue
+        held[0].close()
+        held[2].close()
+        return low, held[1]
+    raise RuntimeError("no three free UDP ports in a row")
+
+
 async def test_candidates_bind_within_the_policys_port_range() -> None:
     """``sfu_udp_min_port``/``sfu_udp_max_port``: each connection binds a free port of
     the range (taken ones are skipped); with none left, gathering says so."""
     ice.install()
     aiortc_hooks.gather_in_place()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        low = probe.getsockname()[1]
-    # a range of three ports, the middle one taken by someone else
-    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    taken.bind(("127.0.0.1", low + 1))
+    low, taken = three_ports_middle_taken()
     ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",), min_port=low, max_port=low + 2))
     pcs = [RTCPeerConnection(SFU_LIKE) for _ in range(3)]
     try:

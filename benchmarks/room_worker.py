@@ -95,11 +95,8 @@ class Switchboard:
         self.clients: dict[int, SfuClient] = {}
         self.connects: list[float] = []  # late joiners' hub connections, ms
 
-    async def _client(
-        self, member: Member, user: str, joining: Callable[[], None] | None = None
-    ) -> SfuClient:
-        """Connect ``user`` to the hub and join the room (``joining`` is called between:
-        a chat app's users are connected before they join a call)."""
+    async def _connect(self, member: Member, user: str) -> SfuClient:
+        """``user`` connected to the hub, not yet in the room."""
         hub = await HubClient.connect(self.url, mint_token(SECRET, user))
 
         def lean(pc: RTCPeerConnection, sdp: str) -> None:
@@ -108,8 +105,10 @@ class Switchboard:
 
         client = SfuClient(hub, "room50", decode=False, on_subscriber=lean)
         member.closers += [client.close, hub.close]
-        if joining is not None:
-            joining()
+        return client
+
+    async def _client(self, member: Member, user: str) -> SfuClient:
+        client = await self._connect(member, user)
         await client.join()
         return client
 
@@ -144,10 +143,11 @@ class Switchboard:
         """The time of the join request (``sfu:join``), as Janus's is its attach and join
         on the session the load process holds."""
         connecting = time.monotonic()
-        started: list[float] = []
-        await self._client(member, f"late{member.index}", lambda: started.append(time.monotonic()))
-        self.connects.append((started[0] - connecting) * 1000)
-        return started[0]
+        client = await self._connect(member, f"late{member.index}")
+        started = time.monotonic()
+        self.connects.append((started - connecting) * 1000)
+        await client.join()
+        return started
 
 
 class Janus:
@@ -156,6 +156,7 @@ class Janus:
         self.layers, self.audio = layers, audio
         self.http: aiohttp.ClientSession | None = None
         self.session: JanusSession | None = None
+        self.connects: list[float] = []  # none: one session, made at the start
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession()
@@ -334,7 +335,7 @@ async def main() -> None:
                         await asyncio.sleep(0.005)
                     if member.sub.first_at is not None:
                         times.append((member.sub.first_at - started) * 1000)
-                say("late", join_ms=times, connect_ms=getattr(system, "connects", []))
+                say("late", join_ms=times, connect_ms=system.connects)
             elif cmd["cmd"] == "stop":
                 return
     finally:

@@ -124,8 +124,7 @@ def three_ports_middle_taken() -> tuple[int, socket.socket]:
 async def test_candidates_bind_within_the_policys_port_range() -> None:
     """``sfu_udp_min_port``/``sfu_udp_max_port``: each connection binds a free port of
     the range (taken ones are skipped); with none left, gathering says so."""
-    ice.install()
-    aiortc_hooks.gather_in_place()
+    install()
     low, taken = three_ports_middle_taken()
     ice.ICE_POLICY.set(ice.IcePolicy(listen_ips=("127.0.0.1",), min_port=low, max_port=low + 2))
     pcs = [RTCPeerConnection(SFU_LIKE) for _ in range(3)]

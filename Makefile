@@ -8,17 +8,18 @@ PYPROJECT_HASH := $(shell sha1sum pyproject.toml | cut -c1-12)
 RUN_STAMP := $(VENV)/.run-$(PYPROJECT_HASH)
 TEST_STAMP := $(VENV)/.test-$(PYPROJECT_HASH)
 
-.PHONY: run test bench install install-test system-deps lint format clean
+.PHONY: run test bench install install-test build-deps system-deps lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
+# The compiled module (setup.py) is rebuilt when its source changes.
+$(RUN_STAMP): pyproject.toml setup.py media/_rtpsend.c | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	rm -f $(VENV)/.run-*; touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml setup.py media/_rtpsend.c | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.test-* $(VENV)/.run-*; touch $@ $(RUN_STAMP)
 
@@ -28,6 +29,10 @@ install-test: $(TEST_STAMP)
 
 run: install
 	$(BIN)/switchboard serve --dev
+
+# A C compiler and Python's headers for media/_rtpsend.c, installed with apt-get if missing.
+build-deps:
+	./tools/build-deps.sh $(PYTHON)
 
 # Programs the integration tests run for real (coturn), installed with apt-get if missing.
 system-deps:

@@ -41,6 +41,9 @@ class SfuSettings(BaseModel):
     sfu_max_publish_bitrate: int = Field(default=0, ge=0)
     sfu_start_bitrate: int = Field(default=600_000, ge=50_000)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
+    # Forwarded packets leave through the compiled writer (media/_rtpsend.c: header,
+    # SRTP and send in one C call) when the install built it; false: the pure-Python one.
+    sfu_compiled_writer: bool = True
     # Media placement in a cluster (0: no limit) and what survives a lost node.
     sfu_host_rooms: bool = True
     sfu_max_rooms: int = Field(default=0, ge=0)

@@ -116,6 +116,11 @@ class MediaHost:
         aiortc_hooks.one_fingerprint()
         aiortc_hooks.gather_in_place()
         aiortc_hooks.lazy_receive_estimators()
+        if s.sfu_compiled_writer and not aiortc_hooks.COMPILED_WRITER:
+            log.warning(
+                "the compiled RTP writer was not built (no C compiler at install): "
+                "forwarding with the pure-Python one"
+            )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room
         self._no_rooms = asyncio.Event()  # set whenever the last room here ends

@@ -402,7 +402,7 @@ class Participant:
             )
             if slot is None:
                 transceiver = self.subscriber.addTransceiver(track.kind, direction="sendonly")
-                slot = SendSlot(transceiver)
+                slot = SendSlot(transceiver, self.room.settings.sfu_compiled_writer)
                 self.downlink.adopt(slot)
                 self.slots.append(slot)
             slot.transceiver.setCodecPreferences(_preferences(track))

@@ -65,24 +65,6 @@ def keyframe_detector(mime_type: str) -> Callable[[bytes], bool] | None:
     return None
 
 
-def rewrite(
-    packet: RtpPacket,
-    payload_type: int,
-    seq: int,
-    ts: int,
-    ssrc: int,
-    payload: bytes | None = None,
-    extension: bytes = b"",
-) -> bytes:
-    """Serialize ``packet``'s payload (or ``payload``, a rewritten copy of it) under a new
-    header; the publisher's header extensions are dropped, ``extension`` (a whole
-    extension block, see :func:`one_byte_extension`) is written instead."""
-    body = packet.payload if payload is None else payload
-    first = 0x90 if extension else 0x80
-    header = HEADER.pack(first, (packet.marker << 7) | payload_type, seq, ts, ssrc)
-    return header + extension + body if extension else header + body
-
-
 def repeat(
     cached: Cached, payload_type: int, seq: int, ts: int, ssrc: int, body: bytes, extension: bytes
 ) -> bytes:

@@ -22,7 +22,7 @@ import random
 import struct
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver
@@ -44,7 +44,7 @@ from aiortc.rtp import (
 from media import aiortc_hooks, twcc, vp8
 from media.forwarder import Forwarder, Preference
 from media.relayed_writes import RelayedWrites
-from media.rtp import SEQ_MOD, TS_MOD, repeat, rewrite, seq_newer
+from media.rtp import SEQ_MOD, TS_MOD, repeat, seq_newer
 
 if TYPE_CHECKING:
     from media.layer import Layer
@@ -109,8 +109,9 @@ class SendSlot:
     sequence numbers and timestamps so the receiver sees one unbroken stream.
     """
 
-    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+    def __init__(self, transceiver: RTCRtpTransceiver, compiled_writer: bool = True) -> None:
         self.transceiver = transceiver
+        self._compiled_writer = compiled_writer
         self.sender: RTCRtpSender = transceiver.sender
         aiortc_hooks.quiet_sender_rtcp(self.sender)  # the participant reports for all slots
         self._reported = -1  # packets_out at the last sender report
@@ -152,7 +153,9 @@ class SendSlot:
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
         #: protects and sends this slot's packets (the transport's, shared by its slots)
-        self.writer: aiortc_hooks.Writer = aiortc_hooks.rtp_writer(self.sender.transport)
+        self.writer: aiortc_hooks.Writer = aiortc_hooks.rtp_writer(
+            self.sender.transport, self._compiled_writer
+        )
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
     @property
@@ -177,7 +180,7 @@ class SendSlot:
     def activate(self) -> None:
         """Start forwarding once negotiation settled the payload type."""
         # after negotiation: aiortc moves every sender onto the bundle's transport then
-        self.writer = aiortc_hooks.rtp_writer(self.sender.transport)
+        self.writer = aiortc_hooks.rtp_writer(self.sender.transport, self._compiled_writer)
         track = self.track
         if track is None or self.payload_type is not None:
             return
@@ -313,7 +316,16 @@ class SendSlot:
             extension = arrival.level_extension(self.level_id)
         else:
             extension = b""
-        self._write(rewrite(packet, self.payload_type, seq, ts, self.ssrc, payload, extension))
+        pending = self.writer.forward(
+            (packet.marker << 7) | self.payload_type,
+            seq,
+            ts,
+            self.ssrc,
+            extension,
+            packet.payload if payload is None else payload,
+        )
+        if pending is not None:
+            self._relay(pending)
 
     def _switch(self, arrival: Arrival) -> None:
         """Start sending ``arrival``'s layer from this keyframe on, numbered after the
@@ -367,9 +379,13 @@ class SendSlot:
     def _write(self, data: bytes) -> None:
         pending = self.writer.write(data)
         if pending is not None:
-            if self._relayed is None:
-                self._relayed = RelayedWrites()
-            self._relayed.put(pending)
+            self._relay(pending)
+
+    def _relay(self, pending: Awaitable[None]) -> None:
+        """Queue a write the transport could not make at once (a TURN relay's)."""
+        if self._relayed is None:
+            self._relayed = RelayedWrites()
+        self._relayed.put(pending)
 
     # -- feedback from the subscriber ----------------------------------------------------------
 

@@ -15,12 +15,13 @@ from av import VideoFrame
 from hypothesis import given
 from hypothesis import strategies as st
 
+from media import aiortc_hooks
 from media.rtp import (
     CACHE_SIZE,
     PacketCache,
     h264_keyframe_start,
     keyframe_detector,
-    rewrite,
+    one_byte_extension,
     seq_newer,
     vp8_keyframe_start,
 )
@@ -114,12 +115,15 @@ def test_keyframe_detector_by_codec():
     assert keyframe_detector("audio/opus") is None
 
 
-def test_rewrite_replaces_the_header_and_keeps_the_payload():
-    packet = RtpPacket(payload_type=111, marker=1, sequence_number=9, timestamp=7, ssrc=1)
-    packet.payload = b"opus-frame"
-    packet.extensions.audio_level = (True, 40)
-    data = rewrite(packet, 96, 65535, (1 << 32) - 1, 0xDEADBEEF)
-    parsed = RtpPacket.parse(data)
+def test_forward_builds_a_new_header_and_keeps_the_payload():
+    sent: list[bytes] = []
+
+    class Capture(aiortc_hooks.Writer):
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+
+    Capture().forward(0x80 | 96, 65535, (1 << 32) - 1, 0xDEADBEEF, b"", b"opus-frame")
+    parsed = RtpPacket.parse(sent[0])
     assert (parsed.payload_type, parsed.marker) == (96, 1)
     assert (parsed.sequence_number, parsed.timestamp, parsed.ssrc) == (
         65535,
@@ -127,7 +131,11 @@ def test_rewrite_replaces_the_header_and_keeps_the_payload():
         0xDEADBEEF,
     )
     assert parsed.payload == b"opus-frame"
-    assert data[0] & 0x10 == 0 and len(data) == 12 + len(b"opus-frame")  # no extension
+    assert sent[0][0] & 0x10 == 0 and len(sent[0]) == 12 + len(b"opus-frame")  # no extension
+    extension = one_byte_extension([(3, b"\x01\x02\x03")])
+    Capture().forward(96, 1, 2, 3, extension, b"vp8")
+    assert sent[1][0] == 0x90 and sent[1][12:] == extension + b"vp8"
+    assert RtpPacket.parse(sent[1]).marker == 0
 
 
 def test_seq_newer_across_the_wrap():

@@ -6,6 +6,7 @@ turns with the rest of the event loop."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks, ice
 from media.client import BUNDLED
+from media.rtp import one_byte_extension
 
 
 @pytest.fixture
@@ -59,34 +61,151 @@ async def test_descriptions_carry_one_sha256_fingerprint_and_still_connect(pair)
         assert all(line.startswith("a=fingerprint:sha-256 ") for line in fingerprints)
 
 
-async def test_the_writer_sends_protected_packets_in_order_then_nothing_once_closed(pair):
+def test_the_compiled_writer_is_built_by_the_install():
+    """``make test`` installs a C compiler first, so the suite always has both writers."""
+    assert aiortc_hooks.COMPILED_WRITER
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+async def test_the_writer_sends_protected_packets_in_order_then_nothing_once_closed(pair, compiled):
     a, b, sending = pair
     got: list[RtpPacket] = []
     aiortc_hooks.tap_receiver(b.getTransceivers()[0].receiver, got.append)
-    writer = aiortc_hooks.rtp_writer(sending.sender.transport)
-    assert writer is aiortc_hooks.rtp_writer(sending.sender.transport)  # one per transport
+    transport = sending.sender.transport
+    writer = aiortc_hooks.rtp_writer(transport, compiled)
+    assert type(writer) is (aiortc_hooks.CompiledRtpWriter if compiled else aiortc_hooks.RtpWriter)
+    assert writer is aiortc_hooks.rtp_writer(transport, compiled)  # one per transport
+    pt = aiortc_hooks.negotiated_codecs(sending)[0].payloadType
+    ssrc = aiortc_hooks.sender_ssrc(sending.sender)
+    extension = one_byte_extension([(1, b"\x0a")])  # an audio level, as forwarded
     for seq in range(1, 101):
-        assert writer.write(rtp(sending, seq, bytes([seq]) * 100)) is None
+        if seq % 2:
+            assert writer.write(rtp(sending, seq, bytes([seq]) * 100)) is None
+        else:  # forwarded: a new header over the payload, marked every tenth
+            marker = int(seq % 10 == 0)
+            body = bytes([seq]) * 100
+            assert writer.forward(marker << 7 | pt, seq, seq * 960, ssrc, extension, body) is None
     deadline = time.monotonic() + 5
     while len(got) < 100 and time.monotonic() < deadline:  # noqa: ASYNC110 (a receive callback)
         await asyncio.sleep(0.01)
     assert [p.sequence_number for p in got] == list(range(1, 101))
     assert all(p.payload == bytes([p.sequence_number]) * 100 for p in got)
+    assert [p.timestamp for p in got] == [seq * 960 for seq in range(1, 101)]
+    assert [p.sequence_number for p in got if p.marker] == list(range(10, 101, 10))
     # They left through a handle of the pair's socket connected to the peer.
-    pair = sending.sender.transport.transport._connection._nominated[1]
+    pair = transport.transport._connection._nominated[1]
     handle = writer._socket
     assert handle is not None and handle.getpeername() == pair.remote_addr[:2]
     assert handle.getsockname() == pair.protocol.transport.get_extra_info("sockname")
     # Too big for libsrtp's buffer: refused as pylibsrtp refuses it, nothing sent.
     with pytest.raises(ValueError):
         writer.write(rtp(sending, 101, bytes(1500)))
+    with pytest.raises(ValueError):
+        writer.forward(pt, 101, 0, ssrc, b"", bytes(1500))
     await a.close()
     # Closed: the writer forgot the socket and closed its handle; a write is dropped, as
     # before connecting.
     assert writer._socket is None and handle.fileno() == -1
+    if compiled:
+        assert writer._sender is None
     assert writer.write(rtp(sending, 102, b"late")) is None
+    assert writer.forward(pt, 103, 0, ssrc, b"", b"late") is None
     await asyncio.sleep(0.1)
     assert len(got) == 100
+
+
+async def test_a_full_socket_queues_the_compiled_writers_packet_on_the_loop(pair):
+    """When the kernel takes no more, the compiled sender hands the protected datagram
+    to the event loop's queue (uvloop's ``sendto``): late, not lost. A datagram socket
+    pair stands for the pair's socket here: on loopback UDP the kernel never refuses a
+    send (the receiver drops instead)."""
+    _, _, sending = pair
+    writer = aiortc_hooks.rtp_writer(sending.sender.transport)
+    assert writer.write(rtp(sending, 1, b"first")) is None  # connects the fast path
+    queued: list[tuple[bytes, object]] = []
+    writer._sendto = lambda data, addr: queued.append((data, addr))
+    full, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with full, peer:
+        full.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        real = writer._sender
+        writer._sender = type(real)(full.fileno(), *_sender_arguments(writer))
+        seq = 2
+        while not queued:
+            assert writer.forward(96, seq, 0, 7, b"", b"z" * 1000) is None
+            seq += 1
+            assert seq < 10_000
+        writer._sender = real
+    ((datagram, addr),) = queued
+    assert addr == writer._addr and len(datagram) > 1000  # protected: the trailer is on
+    assert writer._sender.pending() is None
+
+
+def _sender_arguments(writer: aiortc_hooks.CompiledRtpWriter) -> tuple[int, int, int]:
+    """The compiled sender's libsrtp function, context and size limit of ``writer``."""
+    from pylibsrtp._binding import ffi, lib
+
+    from media.aiortc_hooks import writer as module
+
+    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+    return protect, int(ffi.cast("uintptr_t", writer._session._srtp[0])), module._MAX_PROTECTED
+
+
+def test_the_compiled_sender_reports_what_python_must_do():
+    """The C sender on its own: a datagram per packet, protected by libsrtp; too big,
+    refused or closed leave it to the checked path."""
+    from pylibsrtp import Policy, Session
+    from pylibsrtp._binding import ffi, lib
+
+    from media import _rtpsend
+
+    key = bytes(range(30))
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
+    context = int(ffi.cast("uintptr_t", tx._srtp[0]))
+    with a, b:
+        sender = _rtpsend.Sender(a.fileno(), protect, context, 1400)
+        extension = one_byte_extension([(3, b"\x00\x01\x02")])
+        assert sender.send(0x80 | 100, 65535, (1 << 32) - 1, 0xCAFE, extension, b"x" * 50) == 0
+        clear = rx.unprotect(b.recv(2048))
+        assert clear[0] == 0x90 and clear[12 : 12 + len(extension)] == extension
+        packet = RtpPacket.parse(clear)
+        assert (packet.payload_type, packet.marker, packet.ssrc) == (100, 1, 0xCAFE)
+        assert (packet.sequence_number, packet.timestamp) == (65535, (1 << 32) - 1)
+        assert packet.payload == b"x" * 50
+        assert sender.pending() is None
+        assert sender.send(100, 1, 2, 0xCAFE, b"", b"y" * (1400 - 12 + 1)) == 1  # too big
+        assert sender.send(100, 1, 2, 0xCAFE, b"", b"y" * (1400 - 12)) == 0
+        assert len(rx.unprotect(b.recv(2048))) == 1400
+        # A full socket: PENDING, and the protected datagram is handed over once.
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        seq, results = 2, []
+        while (done := sender.send(100, seq, 0, 0xCAFE, b"", b"z" * 1000)) == 0:
+            seq += 1
+            assert seq < 10_000
+        assert done == 2
+        datagram = sender.pending()
+        assert sender.pending() is None
+        while True:  # what the kernel took, then the pending one
+            try:
+                results.append(RtpPacket.parse(rx.unprotect(b.recv(2048, socket.MSG_DONTWAIT))))
+            except BlockingIOError:
+                break
+        assert [p.sequence_number for p in results] == list(range(2, seq))
+        assert RtpPacket.parse(rx.unprotect(datagram)).sequence_number == seq
+        # Wrong types are refused with an error, not sent.
+        with pytest.raises(TypeError):
+            sender.send(100, 1, 2, 3, b"", bytearray(b"body"))
+        with pytest.raises(TypeError):
+            sender.send(100, 1, 2)
+        # Closed: nothing is sent, every packet goes to the checked path.
+        sender.close()
+        assert sender.closed and sender.send(100, 1, 2, 0xCAFE, b"", b"q") == 1
+    with pytest.raises(ValueError):
+        _rtpsend.Sender(-1, protect, context, 1400)
+    with pytest.raises(ValueError):
+        _rtpsend.Sender(3, protect, context, 4000)
 
 
 async def test_a_burst_of_costly_datagrams_takes_turns_with_other_tasks(pair):

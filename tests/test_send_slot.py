@@ -15,6 +15,7 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from media import aiortc_hooks
 from media.published_track import PublishedTrack, TrackInfo
 from media.relayed_writes import RELAY_QUEUE_LIMIT
 from media.send_slot import SendSlot
@@ -50,7 +51,7 @@ async def subscribers() -> AsyncIterator[tuple[PublishedTrack, SendSlot, SendSlo
         await pc.close()
 
 
-class FakeWriter:
+class FakeWriter(aiortc_hooks.Writer):
     """Stands for a slot's transport writer: ``send_rtp(transport, data)`` decides."""
 
     def __init__(self, slot: SendSlot, send_rtp: Callable[[object, bytes], object]) -> None:

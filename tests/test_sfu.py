@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, wait_until
+import pytest
+
+from media import aiortc_hooks
+from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, sfu_of, wait_until
 
 STATE_KINDS = ("memory",)  # the SFU is node-local
 
 
-async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(hub_factory):
-    hub = await hub_factory(**SFU)
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-writer", "pure-writer"])
+async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(
+    hub_factory, compiled
+):
+    """Both RTP writers (``sfu_compiled_writer``) carry a call end to end."""
+    hub = await hub_factory(**SFU, sfu_compiled_writer=compiled)
     a, _ = await participant(hub, "alice", "grp")
     b, _ = await participant(hub, "bob", "grp")
     c, _ = await participant(hub, "carol", "grp")
@@ -33,6 +40,13 @@ async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(h
             )
 
         await wait_until(all_decoding, timeout=15)
+        writers = {
+            type(slot.writer)
+            for p in sfu_of(hub).rooms["grp"].participants.values()
+            for slot in p.slots
+        }
+        expected = aiortc_hooks.CompiledRtpWriter if compiled else aiortc_hooks.RtpWriter
+        assert writers == {expected}
         # each participant sees exactly the other two, camera + microphone each
         for me, mine in zip(clients, counters, strict=True):
             owners = {fc.remote.info["participantId"] for fc in mine.values()}

@@ -50,6 +50,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
 
 from media import twcc
+from media.aiortc_hooks.writer import COMPILED_WRITER as COMPILED_WRITER
+from media.aiortc_hooks.writer import CompiledRtpWriter as CompiledRtpWriter
 from media.aiortc_hooks.writer import RtpWriter as RtpWriter
 from media.aiortc_hooks.writer import Writer as Writer
 from media.aiortc_hooks.writer import rtp_writer as rtp_writer

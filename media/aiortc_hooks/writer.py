@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aioice.ice import StunProtocol
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
@@ -15,28 +16,59 @@ from pylibsrtp import SRTP_MAX_TRAILER_LEN
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
+try:
+    from media import _rtpsend
+except ImportError:  # built without a C compiler: the pure-Python writer only
+    _rtpsend = None  # type: ignore[assignment]
+
+#: Whether the compiled sending edge (``media/_rtpsend.c``) was built with this install.
+COMPILED_WRITER = _rtpsend is not None
 _srtp_protect = _srtp_lib.srtp_protect
+#: Handed to the compiled sender: the copy of libsrtp that made the sessions it protects with.
+_SRTP_PROTECT_ADDRESS = int(
+    _srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect"))
+)
+#: The first byte of a forwarded packet's header, without and with an extension block.
+_PLAIN, _EXTENDED = 0x80, 0x90
+_HEADER = struct.Struct("!BBHII")
 #: pylibsrtp's buffer is 1,500 bytes; a packet must leave room for the SRTP trailer.
 _MAX_PROTECTED = 1500 - SRTP_MAX_TRAILER_LEN
 
 
-class Writer(Protocol):
+class Writer:
     """What sends a subscriber's RTP: synchronously (``None``), or an awaitable to queue
-    when the transport is asynchronous (a TURN relay)."""
+    when the transport is asynchronous (a TURN relay). A writer need only :meth:`write`
+    whole packets; :meth:`forward` builds one and writes it unless the writer does both
+    at once (the compiled writer)."""
 
-    def write(self, data: bytes) -> Awaitable[None] | None: ...
+    __slots__ = ()
+
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        """Send one whole RTP packet."""
+        raise NotImplementedError
+
+    def forward(
+        self, second: int, seq: int, ts: int, ssrc: int, extension: bytes, body: bytes
+    ) -> Awaitable[None] | None:
+        """Send a forwarded packet: ``body`` under a new header whose second byte is
+        ``second`` (marker and payload type), with ``extension`` (a whole extension block,
+        or ``b""``). The publisher's header and extensions are not carried."""
+        header = _HEADER.pack(_EXTENDED if extension else _PLAIN, second, seq, ts, ssrc)
+        return self.write(header + extension + body if extension else header + body)
 
 
-def rtp_writer(transport: RTCDtlsTransport) -> RtpWriter:
-    """The one :class:`RtpWriter` of ``transport`` (every sender bundled on it shares it)."""
+def rtp_writer(transport: RTCDtlsTransport, compiled: bool = True) -> RtpWriter:
+    """The one :class:`RtpWriter` of ``transport`` (every sender bundled on it shares it):
+    with the compiled sending edge if ``compiled`` and it was built (the first caller
+    decides, and a media node's slots all ask the same)."""
     writer: RtpWriter | None = getattr(transport, "_switchboard_writer", None)
     if writer is None:
-        writer = RtpWriter(transport)
+        writer = (CompiledRtpWriter if compiled and COMPILED_WRITER else RtpWriter)(transport)
         transport._switchboard_writer = writer  # type: ignore[attr-defined]
     return writer
 
 
-class RtpWriter:
+class RtpWriter(Writer):
     """Protects and sends RTP on one DTLS transport's selected candidate pair.
 
     A subscriber's transport carries every packet forwarded to it, some 600 a second in a
@@ -86,6 +118,7 @@ class RtpWriter:
             self._socket = None
 
     def write(self, data: bytes) -> Awaitable[None] | None:
+        """Send one whole RTP packet (protected here)."""
         send = self._send
         if send is not None:
             length = self._length
@@ -129,7 +162,60 @@ class RtpWriter:
         self._sendto = protocol.transport.sendto
         self._socket = sock
         self._send = sock.send
+        self._connected(session)
         return None
+
+    def _connected(self, session: Any) -> None:
+        """The fast path is set up (``session`` is the transport's SRTP session)."""
+
+
+class CompiledRtpWriter(RtpWriter):
+    """The writer with the compiled sending edge (``media/_rtpsend.c``): a forwarded
+    packet's header, protection and ``send`` are one C call, where the pure-Python
+    :meth:`RtpWriter.forward` spends about as much in the interpreter as in the system
+    call. What the C call leaves (a packet too big or refused by libsrtp, a full socket
+    buffer, a writer not yet connected) goes the pure-Python way, so both writers behave
+    alike; ``tests/test_rtp_writer.py`` runs on both.
+
+    The C sender holds the socket's descriptor and the SRTP context as plain numbers, so
+    it is closed before either can go: when the transport's state changes, as the
+    connected handle is."""
+
+    __slots__ = ("_sender", "_session")
+
+    def __init__(self, transport: RTCDtlsTransport) -> None:
+        self._sender: Any = None
+        self._session: Any = None  # keeps the context the sender protects with alive
+        super().__init__(transport)
+
+    def forward(
+        self, second: int, seq: int, ts: int, ssrc: int, extension: bytes, body: bytes
+    ) -> Awaitable[None] | None:
+        sender = self._sender
+        if sender is not None:
+            done = sender.send(second, seq, ts, ssrc, extension, body)
+            if done == 0:
+                return None
+            if done == 2:
+                self._sendto(sender.pending(), self._addr)  # type: ignore[misc]
+                return None
+        return RtpWriter.forward(self, second, seq, ts, ssrc, extension, body)
+
+    def _connected(self, session: Any) -> None:
+        assert self._socket is not None and _rtpsend is not None
+        self._session = session
+        self._sender = _rtpsend.Sender(
+            self._socket.fileno(),
+            _SRTP_PROTECT_ADDRESS,
+            int(_srtp_ffi.cast("uintptr_t", session._srtp[0])),
+            _MAX_PROTECTED,
+        )
+
+    def _forget(self) -> None:
+        if self._sender is not None:
+            self._sender.close()  # before the descriptor it writes to is closed
+            self._sender = self._session = None
+        super()._forget()
 
 
 def _connected(transport: asyncio.DatagramTransport, addr: Any) -> socket.socket | None:

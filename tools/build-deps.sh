@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what `pip install` needs to build Switchboard's one compiled module
+# (media/_rtpsend.c): a C compiler and the headers of the Python the venv is made from.
+# Without them the install still succeeds and the media node forwards with the
+# pure-Python writer (a warning at start); `make test` needs both writers, so it runs this.
+# Debian/Ubuntu; as root, or through sudo.
+set -euo pipefail
+python="${1:-python3}"
+missing=()
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+"$python" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || missing+=(python3-dev)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing build packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

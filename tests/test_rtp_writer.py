@@ -140,6 +140,39 @@ async def test_a_full_socket_queues_the_compiled_writers_packet_on_the_loop(pair
     assert writer._sender.pending() is None
 
 
+def test_moving_streams_to_the_front_keeps_every_stream_decryptable():
+    """With libsrtp's stream list reordered on each send (the stream used brought to the
+    front), every stream keeps its own numbering: packets of 40 SSRCs interleaved, each
+    crossing the 16-bit sequence wrap (the rollover counter), all decrypt in order."""
+    from pylibsrtp import Policy, Session
+    from pylibsrtp._binding import ffi
+
+    from media import _rtpsend
+    from media.aiortc_hooks import writer as module
+
+    streams = module._stream_list()
+    assert streams is not None  # this libsrtp's list is found and checked
+    key = bytes(range(30))
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    context = int(ffi.cast("uintptr_t", tx._srtp[0]))
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sender = _rtpsend.Sender(a.fileno(), module._SRTP_PROTECT_ADDRESS, context, 1400, streams)
+        ssrcs = [0x1000 + 17 * i for i in range(40)]
+        order = [(ssrc, seq) for seq in range(65530, 65546) for ssrc in ssrcs[:: 1 + seq % 3]]
+        for ssrc, seq in order:
+            body = ssrc.to_bytes(4, "big") + seq.to_bytes(4, "big")
+            assert sender.send(96, seq % 65536, seq, ssrc, b"", body) == 0
+            clear = RtpPacket.parse(rx.unprotect(b.recv(2048)))
+            assert (clear.ssrc, clear.sequence_number) == (ssrc, seq % 65536)
+            assert clear.payload == body
+        with pytest.raises(TypeError):
+            _rtpsend.Sender(a.fileno(), module._SRTP_PROTECT_ADDRESS, context, 1400, (1, 2))
+
+
 def _sender_arguments(writer: aiortc_hooks.CompiledRtpWriter) -> tuple[int, int, int]:
     """The compiled sender's libsrtp function, context and size limit of ``writer``."""
     from pylibsrtp._binding import ffi, lib

@@ -4,15 +4,18 @@ context and its nominated candidate pair) and libsrtp, past pylibsrtp's checks."
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pylibsrtp._binding as _srtp_binding
 from aioice.ice import StunProtocol
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from pylibsrtp import SRTP_MAX_TRAILER_LEN
+from pylibsrtp import SRTP_MAX_TRAILER_LEN, Policy, Session
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
 
@@ -55,6 +58,37 @@ class Writer:
         or ``b""``). The publisher's header and extensions are not carried."""
         header = _HEADER.pack(_EXTENDED if extension else _PLAIN, second, seq, ts, ssrc)
         return self.write(header + extension + body if extension else header + body)
+
+
+@functools.cache
+def _stream_list() -> tuple[int, int, int] | None:
+    """Addresses of libsrtp's stream-list functions, for the compiled sender's
+    move-to-front (see ``reorder`` in ``media/_rtpsend.c``), or ``None`` where this libsrtp
+    has none or its session does not start with the list, as libsrtp 2.5 to 2.7 do
+    (checked on a session of our own: the list must find the stream libsrtp finds)."""
+    binding = ctypes.CDLL(_srtp_binding.__file__)  # the library pylibsrtp already loaded
+    try:
+        get, remove, insert, get_stream = (
+            ctypes.cast(getattr(binding, name), ctypes.c_void_p).value
+            for name in (
+                "srtp_stream_list_get",
+                "srtp_stream_list_remove",
+                "srtp_stream_list_insert",
+                "srtp_get_stream",
+            )
+        )
+    except AttributeError:
+        return None
+    lookup = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+    session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    session.protect(_HEADER.pack(_PLAIN, 0, 1, 0, 0x5B5B5B5B) + bytes(8))
+    context = int(_srtp_ffi.cast("uintptr_t", session._srtp[0]))
+    first = ctypes.c_void_p.from_address(context).value
+    ssrc, other = socket.htonl(0x5B5B5B5B), socket.htonl(0x12345678)
+    found = lookup(get_stream)(context, ssrc)
+    if found is None or lookup(get)(first, ssrc) != found or lookup(get)(first, other) is not None:
+        return None
+    return get, remove, insert  # type: ignore[return-value]
 
 
 def rtp_writer(transport: RTCDtlsTransport, compiled: bool = True) -> RtpWriter:
@@ -209,6 +243,7 @@ class CompiledRtpWriter(RtpWriter):
             _SRTP_PROTECT_ADDRESS,
             int(_srtp_ffi.cast("uintptr_t", session._srtp[0])),
             _MAX_PROTECTED,
+            _stream_list(),
         )
 
     def _forget(self) -> None:

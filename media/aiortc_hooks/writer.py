@@ -1,5 +1,8 @@
 """The RTP writer: the SFU's per-packet sending edge, into aiortc's DTLS transport (its SRTP
-context and its nominated candidate pair) and libsrtp, past pylibsrtp's checks."""
+context and its nominated candidate pair) and libsrtp, past pylibsrtp's checks; in pure
+Python, or with a forwarded packet's header, protection and ``send`` in one call into the
+compiled sender (``media/_rtpsend.c``), which also keeps libsrtp's list of a session's
+streams in the order they are used."""
 
 from __future__ import annotations
 

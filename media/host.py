@@ -71,6 +71,16 @@ def uploader(s: SfuSettings) -> S3Uploader | None:
 SessionEnded = Callable[[Participant, str, dict[str, Any]], Awaitable[None]]
 
 
+def warn_without_compiled_writer(settings: SfuSettings) -> None:
+    """Say so at start when ``sfu_compiled_writer`` asks for a module the install did not
+    build (no C compiler): the node forwards with the pure-Python writer."""
+    if settings.sfu_compiled_writer and not aiortc_hooks.COMPILED_WRITER:
+        log.warning(
+            "the compiled RTP writer was not built (no C compiler at install): "
+            "forwarding with the pure-Python one"
+        )
+
+
 class MediaHost:
     def __init__(
         self,
@@ -116,11 +126,7 @@ class MediaHost:
         aiortc_hooks.one_fingerprint()
         aiortc_hooks.gather_in_place()
         aiortc_hooks.lazy_receive_estimators()
-        if s.sfu_compiled_writer and not aiortc_hooks.COMPILED_WRITER:
-            log.warning(
-                "the compiled RTP writer was not built (no C compiler at install): "
-                "forwarding with the pure-Python one"
-            )
+        warn_without_compiled_writer(s)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._joining: dict[str, int] = {}  # joins in progress, by room
         self._no_rooms = asyncio.Event()  # set whenever the last room here ends

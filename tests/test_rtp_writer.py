@@ -183,6 +183,26 @@ def _sender_arguments(writer: aiortc_hooks.CompiledRtpWriter) -> tuple[int, int,
     return protect, int(ffi.cast("uintptr_t", writer._session._srtp[0])), module._MAX_PROTECTED
 
 
+async def test_an_install_without_the_compiled_module_forwards_with_the_pure_writer(
+    pair, monkeypatch, caplog
+):
+    """Built without a C compiler, the setting's default still works: the pure-Python
+    writer, and a warning when a media node starts."""
+    from config.sfu import SfuSettings
+    from media import host
+    from media.aiortc_hooks import writer as module
+
+    _, _, sending = pair
+    monkeypatch.setattr(module, "COMPILED_WRITER", False)
+    monkeypatch.setattr(aiortc_hooks, "COMPILED_WRITER", False)
+    assert type(aiortc_hooks.rtp_writer(sending.sender.transport)) is aiortc_hooks.RtpWriter
+    with caplog.at_level("WARNING", logger="switchboard.sfu"):
+        host.warn_without_compiled_writer(SfuSettings(sfu_compiled_writer=False))
+        assert not caplog.records  # asked for the pure writer: nothing to say
+        host.warn_without_compiled_writer(SfuSettings())
+    assert "compiled RTP writer was not built" in caplog.text
+
+
 def test_the_compiled_sender_reports_what_python_must_do():
     """The C sender on its own: a datagram per packet, protected by libsrtp; too big,
     refused or closed leave it to the checked path."""

@@ -9,10 +9,10 @@ the publisher's sender reports, else by arrival time), and for VP8 its PictureID
 TL0PICIDX continue too (:mod:`media.vp8`). Pictures of temporal layers above the
 subscriber's frame rate are not sent, and the numbers close over the gap.
 
-NACKs are answered from the layer's cache through a small ring that remembers, for each
-sequence number sent, where the packet came from; the retransmission goes on the slot's RTX
-stream if negotiated (RFC 4588), else on the media SSRC. Writes never wait (see
-:mod:`media.relayed_writes`).
+NACKs are answered from the layer's cache through a small ring (:mod:`media.sent_ring`)
+that remembers, for each sequence number sent, where the packet came from; the
+retransmission goes on the slot's RTX stream if negotiated (RFC 4588), else on the media
+SSRC. Writes never wait (see :mod:`media.relayed_writes`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import contextlib
 import random
 import struct
 import time
-from array import array
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,60 +44,18 @@ from media import aiortc_hooks, twcc, vp8
 from media.forwarder import Forwarder, Preference
 from media.relayed_writes import RelayedWrites
 from media.rtp import SEQ_MOD, TS_MOD, repeat, seq_newer
+from media.sent_ring import Run, SentRing
 
 if TYPE_CHECKING:
     from media.layer import Layer
     from media.published_track import Arrival, PublishedTrack
 
-#: Sequence numbers remembered per video subscriber to answer its NACKs (about 1.5 s of
-#: 720p video; a NACK comes within a round trip or two).
-RING = 512
 #: Longest gap between two layers' pictures the sender reports are trusted to measure.
 MAX_ALIGNED_GAP = 5.0
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 #: Padding per probe packet (RFC 3550 padding, on the RTX stream): the most one byte says.
 PADDING = 255
-
-
-class _Run:
-    """How packets of one uninterrupted run of one layer are rewritten for a subscriber:
-    from the keyframe at ``first_in`` (that layer's sequence number) on."""
-
-    __slots__ = ("first_in", "layer", "numbers", "ts_offset")
-
-    def __init__(
-        self, layer: Layer, first_in: int, ts_offset: int, numbers: vp8.Renumbering | None
-    ) -> None:
-        self.layer = layer
-        self.first_in = first_in
-        self.ts_offset = ts_offset
-        self.numbers = numbers
-
-
-class _Sent:
-    """For each sequence number sent recently: which layer packet it was, and how it was
-    rewritten (three compact arrays: nothing allocated per packet)."""
-
-    __slots__ = ("inbound", "outbound", "runs")
-
-    def __init__(self) -> None:
-        self.outbound = array("i", [-1]) * RING
-        self.inbound = array("H", [0]) * RING
-        self.runs: list[_Run | None] = [None] * RING
-
-    def put(self, out_seq: int, in_seq: int, run: _Run) -> None:
-        i = out_seq % RING
-        self.outbound[i] = out_seq
-        self.inbound[i] = in_seq
-        self.runs[i] = run
-
-    def get(self, out_seq: int) -> tuple[int, _Run] | None:
-        i = out_seq % RING
-        run = self.runs[i]
-        if self.outbound[i] != out_seq or run is None:
-            return None
-        return self.inbound[i], run
 
 
 class SendSlot:
@@ -139,9 +96,9 @@ class SendSlot:
         self._last_in_ts = 0  # the timestamp the last packet had when it arrived
         self._last_layer: Layer | None = None
         self.seq_offset = 0
-        self._run: _Run | None = None
+        self._run: Run | None = None
         self._munger: vp8.Vp8Munger | None = None
-        self._sent = _Sent() if self.kind == "video" else None
+        self._sent = SentRing() if self.kind == "video" else None
         # statistics
         self.packets_out = 0
         self.bytes_out = 0
@@ -345,7 +302,7 @@ class SendSlot:
             if d is not None:
                 self._munger.switch(d)
             numbers = self._munger.numbers
-        self._run = _Run(layer, arrival.seq, (ts_out - packet.timestamp) % TS_MOD, numbers)
+        self._run = Run(layer, arrival.seq, (ts_out - packet.timestamp) % TS_MOD, numbers)
         previous = forwarder.current
         forwarder.switched(layer)
         self._last_layer = layer
@@ -374,7 +331,7 @@ class SendSlot:
             self.pictures_dropped += 1
             run = self._run
             assert run is not None
-            self._run = _Run(run.layer, run.first_in, run.ts_offset, munger.numbers)
+            self._run = Run(run.layer, run.first_in, run.ts_offset, munger.numbers)
 
     def _write(self, data: bytes) -> None:
         pending = self.writer.write(data)

@@ -23,7 +23,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from benchmarks.simulcast import MID, header_extensions
-from media import aiortc_hooks
+from media.rtp_writer import rtp_writer
 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 #: Opus: a 20 ms packet while talking; with DTX, one every 400 ms in silence (1 byte of
@@ -171,7 +171,7 @@ class DtxMicrophone:
             else:
                 packet.extensions.audio_level = (False, SILENCE)
                 packet.payload = b"\xf8"  # an empty Opus frame: what DTX sends
-            pending = aiortc_hooks.rtp_writer(transport).write(packet.serialize(extensions))
+            pending = rtp_writer(transport).write(packet.serialize(extensions))
             if pending is not None:
                 await pending
 

@@ -26,7 +26,7 @@ from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParam
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from benchmarks.preencoded import VIDEO_RATE, vp8_loop
-from media import aiortc_hooks
+from media.rtp_writer import rtp_writer
 
 #: rid, width, height, kbps: lowest first, as the SDK publishes them
 LAYERS = (("q", 320, 180, 150), ("h", 640, 360, 500), ("f", 1280, 720, 1500))
@@ -148,7 +148,7 @@ class SimulcastSender:
                     packet.extensions.mid = mid
                     packet.extensions.rtp_stream_id = rid
                     packet.payload = payload
-                    pending = aiortc_hooks.rtp_writer(transport).write(packet.serialize(extensions))
+                    pending = rtp_writer(transport).write(packet.serialize(extensions))
                     if pending is not None:
                         await pending
             index += 1

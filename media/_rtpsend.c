@@ -1,4 +1,4 @@
-/* The compiled sending edge of a forwarded RTP packet (see media/aiortc_hooks/writer.py).
+/* The compiled sending edge of a forwarded RTP packet (see media/rtp_writer.py).
  *
  * Forwarding one packet to one subscriber is: a new 12-byte header in front of the
  * publisher's payload, libsrtp's protection, and a datagram.  In Python that is a struct
@@ -237,7 +237,7 @@ static PyTypeObject SenderType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "media._rtpsend",
-    .m_doc = "The compiled sending edge of forwarded RTP (see media.aiortc_hooks.writer).",
+    .m_doc = "The compiled sending edge of forwarded RTP (see media.rtp_writer).",
     .m_size = -1,
 };
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
-from media import aiortc_hooks, ice
+from media import aiortc_hooks, ice, rtp_writer
 from media.group_call import GroupCall
 from media.load import CpuMeter
 from media.participant import Participant
@@ -74,7 +74,7 @@ SessionEnded = Callable[[Participant, str, dict[str, Any]], Awaitable[None]]
 def warn_without_compiled_writer(settings: SfuSettings) -> None:
     """Say so at start when ``sfu_compiled_writer`` asks for a module the install did not
     build (no C compiler): the node forwards with the pure-Python writer."""
-    if settings.sfu_compiled_writer and not aiortc_hooks.COMPILED_WRITER:
+    if settings.sfu_compiled_writer and not rtp_writer.COMPILED_WRITER:
         log.warning(
             "the compiled RTP writer was not built (no C compiler at install): "
             "forwarding with the pure-Python one"

@@ -44,6 +44,7 @@ from media import aiortc_hooks, twcc, vp8
 from media.forwarder import Forwarder, Preference
 from media.relayed_writes import RelayedWrites
 from media.rtp import SEQ_MOD, TS_MOD, repeat, seq_newer
+from media.rtp_writer import Writer, rtp_writer
 from media.sent_ring import Run, SentRing
 
 if TYPE_CHECKING:
@@ -110,9 +111,7 @@ class SendSlot:
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
         #: protects and sends this slot's packets (the transport's, shared by its slots)
-        self.writer: aiortc_hooks.Writer = aiortc_hooks.rtp_writer(
-            self.sender.transport, self._compiled_writer
-        )
+        self.writer: Writer = rtp_writer(self.sender.transport, self._compiled_writer)
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
     @property
@@ -137,7 +136,7 @@ class SendSlot:
     def activate(self) -> None:
         """Start forwarding once negotiation settled the payload type."""
         # after negotiation: aiortc moves every sender onto the bundle's transport then
-        self.writer = aiortc_hooks.rtp_writer(self.sender.transport, self._compiled_writer)
+        self.writer = rtp_writer(self.sender.transport, self._compiled_writer)
         track = self.track
         if track is None or self.payload_type is not None:
             return

@@ -15,7 +15,6 @@ from av import VideoFrame
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media import aiortc_hooks
 from media.rtp import (
     CACHE_SIZE,
     PacketCache,
@@ -25,6 +24,7 @@ from media.rtp import (
     seq_newer,
     vp8_keyframe_start,
 )
+from media.rtp_writer import Writer
 
 
 def encoded(mime: str) -> tuple[list[bytes], list[bytes]]:
@@ -118,7 +118,7 @@ def test_keyframe_detector_by_codec():
 def test_forward_builds_a_new_header_and_keeps_the_payload():
     sent: list[bytes] = []
 
-    class Capture(aiortc_hooks.Writer):
+    class Capture(Writer):
         def write(self, data: bytes) -> None:
             sent.append(data)
 

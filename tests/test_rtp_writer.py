@@ -16,8 +16,10 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.rtp import RtpPacket
 
 from media import aiortc_hooks, ice
+from media import rtp_writer as rtp_writer_module
 from media.client import BUNDLED
 from media.rtp import one_byte_extension
+from media.rtp_writer import CompiledRtpWriter, RtpWriter, rtp_writer
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ async def test_descriptions_carry_one_sha256_fingerprint_and_still_connect(pair)
 
 def test_the_compiled_writer_is_built_by_the_install():
     """``make test`` installs a C compiler first, so the suite always has both writers."""
-    assert aiortc_hooks.COMPILED_WRITER
+    assert rtp_writer_module.COMPILED_WRITER
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
@@ -72,9 +74,9 @@ async def test_the_writer_sends_protected_packets_in_order_then_nothing_once_clo
     got: list[RtpPacket] = []
     aiortc_hooks.tap_receiver(b.getTransceivers()[0].receiver, got.append)
     transport = sending.sender.transport
-    writer = aiortc_hooks.rtp_writer(transport, compiled)
-    assert type(writer) is (aiortc_hooks.CompiledRtpWriter if compiled else aiortc_hooks.RtpWriter)
-    assert writer is aiortc_hooks.rtp_writer(transport, compiled)  # one per transport
+    writer = rtp_writer(transport, compiled)
+    assert type(writer) is (CompiledRtpWriter if compiled else RtpWriter)
+    assert writer is rtp_writer(transport, compiled)  # one per transport
     pt = aiortc_hooks.negotiated_codecs(sending)[0].payloadType
     ssrc = aiortc_hooks.sender_ssrc(sending.sender)
     extension = one_byte_extension([(1, b"\x0a")])  # an audio level, as forwarded
@@ -120,7 +122,7 @@ async def test_a_full_socket_queues_the_compiled_writers_packet_on_the_loop(pair
     pair stands for the pair's socket here: on loopback UDP the kernel never refuses a
     send (the receiver drops instead)."""
     _, _, sending = pair
-    writer = aiortc_hooks.rtp_writer(sending.sender.transport)
+    writer = rtp_writer(sending.sender.transport)
     assert writer.write(rtp(sending, 1, b"first")) is None  # connects the fast path
     queued: list[tuple[bytes, object]] = []
     writer._sendto = lambda data, addr: queued.append((data, addr))
@@ -145,22 +147,20 @@ def test_moving_streams_to_the_front_keeps_every_stream_decryptable():
     front), every stream keeps its own numbering: packets of 40 SSRCs interleaved, each
     crossing the 16-bit sequence wrap (the rollover counter), all decrypt in order."""
     from pylibsrtp import Policy, Session
-    from pylibsrtp._binding import ffi
 
     from media import _rtpsend
-    from media.aiortc_hooks import writer as module
 
-    streams = module._stream_list()
+    streams = aiortc_hooks.srtp_stream_list()
     assert streams is not None  # this libsrtp's list is found and checked
     key = bytes(range(30))
     tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
     rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    context = int(ffi.cast("uintptr_t", tx._srtp[0]))
+    protect, context = aiortc_hooks.srtp_addresses(tx)
     with a, b:
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        sender = _rtpsend.Sender(a.fileno(), module._SRTP_PROTECT_ADDRESS, context, 1400, streams)
+        sender = _rtpsend.Sender(a.fileno(), protect, context, 1400, streams)
         ssrcs = [0x1000 + 17 * i for i in range(40)]
         order = [(ssrc, seq) for seq in range(65530, 65546) for ssrc in ssrcs[:: 1 + seq % 3]]
         for ssrc, seq in order:
@@ -170,17 +170,12 @@ def test_moving_streams_to_the_front_keeps_every_stream_decryptable():
             assert (clear.ssrc, clear.sequence_number) == (ssrc, seq % 65536)
             assert clear.payload == body
         with pytest.raises(TypeError):
-            _rtpsend.Sender(a.fileno(), module._SRTP_PROTECT_ADDRESS, context, 1400, (1, 2))
+            _rtpsend.Sender(a.fileno(), protect, context, 1400, (1, 2))
 
 
-def _sender_arguments(writer: aiortc_hooks.CompiledRtpWriter) -> tuple[int, int, int]:
+def _sender_arguments(writer: CompiledRtpWriter) -> tuple[int, int, int]:
     """The compiled sender's libsrtp function, context and size limit of ``writer``."""
-    from pylibsrtp._binding import ffi, lib
-
-    from media.aiortc_hooks import writer as module
-
-    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
-    return protect, int(ffi.cast("uintptr_t", writer._session._srtp[0])), module._MAX_PROTECTED
+    return (*aiortc_hooks.srtp_addresses(writer._session), rtp_writer_module._MAX_PROTECTED)
 
 
 async def test_an_install_without_the_compiled_module_forwards_with_the_pure_writer(
@@ -190,12 +185,10 @@ async def test_an_install_without_the_compiled_module_forwards_with_the_pure_wri
     writer, and a warning when a media node starts."""
     from config.sfu import SfuSettings
     from media import host
-    from media.aiortc_hooks import writer as module
 
     _, _, sending = pair
-    monkeypatch.setattr(module, "COMPILED_WRITER", False)
-    monkeypatch.setattr(aiortc_hooks, "COMPILED_WRITER", False)
-    assert type(aiortc_hooks.rtp_writer(sending.sender.transport)) is aiortc_hooks.RtpWriter
+    monkeypatch.setattr(rtp_writer_module, "COMPILED_WRITER", False)
+    assert type(rtp_writer(sending.sender.transport)) is RtpWriter
     with caplog.at_level("WARNING", logger="switchboard.sfu"):
         host.warn_without_compiled_writer(SfuSettings(sfu_compiled_writer=False))
         assert not caplog.records  # asked for the pure writer: nothing to say
@@ -207,7 +200,6 @@ def test_the_compiled_sender_reports_what_python_must_do():
     """The C sender on its own: a datagram per packet, protected by libsrtp; too big,
     refused or closed leave it to the checked path."""
     from pylibsrtp import Policy, Session
-    from pylibsrtp._binding import ffi, lib
 
     from media import _rtpsend
 
@@ -215,8 +207,7 @@ def test_the_compiled_sender_reports_what_python_must_do():
     tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
     rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    protect = int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect")))
-    context = int(ffi.cast("uintptr_t", tx._srtp[0]))
+    protect, context = aiortc_hooks.srtp_addresses(tx)
     with a, b:
         sender = _rtpsend.Sender(a.fileno(), protect, context, 1400)
         extension = one_byte_extension([(3, b"\x00\x01\x02")])
@@ -275,7 +266,7 @@ async def test_a_burst_of_costly_datagrams_takes_turns_with_other_tasks(pair):
         handled.append(packet.sequence_number)
 
     aiortc_hooks.tap_receiver(b.getTransceivers()[0].receiver, costly)
-    writer = aiortc_hooks.rtp_writer(sending.sender.transport)
+    writer = rtp_writer(sending.sender.transport)
     turns_during_burst = 0
 
     async def other_task() -> None:

@@ -15,9 +15,9 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
-from media import aiortc_hooks
 from media.published_track import PublishedTrack, TrackInfo
 from media.relayed_writes import RELAY_QUEUE_LIMIT
+from media.rtp_writer import Writer
 from media.send_slot import SendSlot
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
@@ -51,7 +51,7 @@ async def subscribers() -> AsyncIterator[tuple[PublishedTrack, SendSlot, SendSlo
         await pc.close()
 
 
-class FakeWriter(aiortc_hooks.Writer):
+class FakeWriter(Writer):
     """Stands for a slot's transport writer: ``send_rtp(transport, data)`` decides."""
 
     def __init__(self, slot: SendSlot, send_rtp: Callable[[object, bytes], object]) -> None:

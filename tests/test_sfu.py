@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from media import aiortc_hooks
+from media.rtp_writer import CompiledRtpWriter, RtpWriter
 from tests.sfu_helpers import SFU, FrameCounter, count_remote, participant, sfu_of, wait_until
 
 STATE_KINDS = ("memory",)  # the SFU is node-local
@@ -45,7 +45,7 @@ async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(
             for p in sfu_of(hub).rooms["grp"].participants.values()
             for slot in p.slots
         }
-        expected = aiortc_hooks.CompiledRtpWriter if compiled else aiortc_hooks.RtpWriter
+        expected = CompiledRtpWriter if compiled else RtpWriter
         assert writers == {expected}
         # each participant sees exactly the other two, camera + microphone each
         for me, mine in zip(clients, counters, strict=True):

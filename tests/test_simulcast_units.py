@@ -18,11 +18,12 @@ from aiortc.rtp import RtcpRtpfbPacket, RtpPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from media import aiortc_hooks, twcc, vp8
+from media import twcc, vp8
 from media.answer_sdp import accept_layers, accept_transport_cc, offered_layers
 from media.forwarder import Forwarder, Preference
 from media.published_track import PublishedTrack, TrackInfo
 from media.rtp import one_byte_extension
+from media.rtp_writer import Writer
 from media.send_slot import SendSlot
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
@@ -293,7 +294,7 @@ def test_transport_cc_replaces_remb_where_offered():
 # -- one subscriber slot switching layers ------------------------------------------------------
 
 
-class Capture(aiortc_hooks.Writer):
+class Capture(Writer):
     """Stands for the slot's transport writer: keeps what would be sent."""
 
     def __init__(self, sent: list[RtpPacket]) -> None:

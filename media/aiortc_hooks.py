@@ -9,10 +9,10 @@ the media path at the RTP level:
   frame is ever assembled and no decoder is built (the idle decoder thread is ended as soon
   as aiortc starts it); each RTP packet goes to a callback instead.
 * :class:`SilentTrack` is attached to senders so their encode loop waits forever and never
-  builds an encoder; the SFU writes rewritten RTP straight through :class:`RtpWriter`.
+  builds an encoder; the SFU writes rewritten RTP straight through
+  :class:`media.rtp_writer.RtpWriter`.
 * :func:`intercept_rtcp` routes a sender's RTCP feedback (NACK, PLI, FIR) to the SFU.
-* :func:`rtp_writer` writes a rewritten packet straight to a transport's selected pair;
-  :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
+* :func:`negotiated_codecs`, :func:`negotiated_extension_id`, :func:`sender_ssrc`,
   :func:`sender_rtx_ssrc`, :func:`set_stream_id` read and set what
   aiortc keeps private about transceivers and senders.
 * :func:`use_ice_connection`, :func:`add_host_protocol`, :func:`nominated_components`,
@@ -29,8 +29,11 @@ the media path at the RTP level:
   sections, which aiortc's receiver cannot, and send publishers congestion feedback;
   :func:`tap_transport_feedback` hands :mod:`media.send_side` what subscribers send back.
 
-Nothing outside this package touches a private attribute of aiortc or aioice;
-:mod:`media.aiortc_hooks.writer` holds the RTP writer (the per-packet sending edge).
+* :func:`connected_route`, :func:`srtp_handles` and :func:`srtp_stream_list` give
+  :mod:`media.rtp_writer` (the per-packet sending edge) a connected transport's pair and
+  SRTP session, and what it calls libsrtp with, past pylibsrtp's checks.
+
+Nothing outside this module touches a private attribute of aiortc, aioice or pylibsrtp.
 
 The pinned aiortc version (1.16.x) is the one these name-mangled attributes were read from.
 """
@@ -38,23 +41,26 @@ The pinned aiortc version (1.16.x) is the one these name-mangled attributes were
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
 import aiortc.rtcicetransport
+import pylibsrtp._binding as _srtp_binding
 from aioice.ice import StunProtocol
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
+from pylibsrtp import Policy, Session
+from pylibsrtp._binding import ffi as _srtp_ffi
+from pylibsrtp._binding import lib as _srtp_lib
 
 from media import twcc
-from media.aiortc_hooks.writer import COMPILED_WRITER as COMPILED_WRITER
-from media.aiortc_hooks.writer import CompiledRtpWriter as CompiledRtpWriter
-from media.aiortc_hooks.writer import RtpWriter as RtpWriter
-from media.aiortc_hooks.writer import Writer as Writer
-from media.aiortc_hooks.writer import rtp_writer as rtp_writer
 
 PacketHandler = Callable[[RtpPacket], None]
 RtcpHandler = Callable[[AnyRtcpPacket], Awaitable[None]]
@@ -406,3 +412,73 @@ async def send_rtcp_bytes(transport: RTCDtlsTransport, data: bytes) -> bool:
     except ConnectionError:
         pass
     return True
+
+
+# -- the RTP writer's view of a transport and of libsrtp (media.rtp_writer) ------------------
+
+#: libsrtp's ``srtp_protect``, called with a session's own buffer (see :func:`srtp_handles`).
+srtp_protect = _srtp_lib.srtp_protect
+
+
+def connected_route(transport: RTCDtlsTransport) -> tuple[aioice.ice.CandidatePair, Any] | None:
+    """A DTLS transport's nominated pair (component 1) and the SRTP session it sends
+    with, or ``None`` while it is not connected."""
+    if transport._state is not State.CONNECTED:
+        return None
+    pair = transport.transport._connection._nominated.get(1)
+    return None if pair is None else (pair, transport._tx_srtp)
+
+
+def srtp_handles(session: Any) -> tuple[Any, Any, Any]:
+    """What :data:`srtp_protect` takes of a pylibsrtp session: its context, and its
+    1,500-byte buffer as cffi sees it and as Python slices it."""
+    return session._srtp[0], session._cdata, session._buffer
+
+
+def srtp_length_cell() -> Any:
+    """A cell for :data:`srtp_protect`'s in-out length."""
+    return _srtp_ffi.new("int *")
+
+
+def srtp_addresses(session: Any) -> tuple[int, int]:
+    """For compiled callers: the address of ``srtp_protect`` in the libsrtp that made
+    ``session``, and the address of ``session``'s context."""
+    return _srtp_address("srtp_protect"), int(_srtp_ffi.cast("uintptr_t", session._srtp[0]))
+
+
+@functools.cache
+def srtp_stream_list() -> tuple[int, int, int] | None:
+    """Addresses of libsrtp's stream-list functions (get, remove, insert), for the
+    compiled sender's move-to-front (``reorder`` in ``media/_rtpsend.c``), or ``None``
+    where this libsrtp has none or its session does not start with the list, as libsrtp
+    2.5 to 2.7 do (checked on a session of our own: the list must find the stream
+    libsrtp finds)."""
+    try:
+        get, remove, insert, get_stream = (
+            _srtp_address(name)
+            for name in (
+                "srtp_stream_list_get",
+                "srtp_stream_list_remove",
+                "srtp_stream_list_insert",
+                "srtp_get_stream",
+            )
+        )
+    except AttributeError:
+        return None
+    lookup = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
+    session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    session.protect(struct.pack("!BBHII", 0x80, 0, 1, 0, 0x5B5B5B5B) + bytes(8))
+    context = srtp_addresses(session)[1]
+    first = ctypes.c_void_p.from_address(context).value
+    ssrc, other = socket.htonl(0x5B5B5B5B), socket.htonl(0x12345678)
+    found = lookup(get_stream)(context, ssrc)
+    if found is None or lookup(get)(first, ssrc) != found or lookup(get)(first, other) is not None:
+        return None
+    return get, remove, insert
+
+
+@functools.cache
+def _srtp_address(name: str) -> int:
+    """The address of an exported function of the libsrtp pylibsrtp loaded."""
+    function = getattr(ctypes.CDLL(_srtp_binding.__file__), name)
+    return ctypes.cast(function, ctypes.c_void_p).value  # type: ignore[return-value]

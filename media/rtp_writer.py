@@ -1,26 +1,24 @@
 """The RTP writer: the SFU's per-packet sending edge, into aiortc's DTLS transport (its SRTP
-context and its nominated candidate pair) and libsrtp, past pylibsrtp's checks; in pure
-Python, or with a forwarded packet's header, protection and ``send`` in one call into the
-compiled sender (``media/_rtpsend.c``), which also keeps libsrtp's list of a session's
-streams in the order they are used."""
+session and its nominated candidate pair, reached through :mod:`media.aiortc_hooks`) and
+libsrtp, past pylibsrtp's checks; in pure Python, or with a forwarded packet's header,
+protection and ``send`` in one call into the compiled sender (``media/_rtpsend.c``), which
+also keeps libsrtp's list of a session's streams in the order they are used."""
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import os
 import socket
 import struct
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pylibsrtp._binding as _srtp_binding
 from aioice.ice import StunProtocol
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from pylibsrtp import SRTP_MAX_TRAILER_LEN, Policy, Session
-from pylibsrtp._binding import ffi as _srtp_ffi
-from pylibsrtp._binding import lib as _srtp_lib
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from pylibsrtp import SRTP_MAX_TRAILER_LEN
+
+from media import aiortc_hooks
 
 try:
     from media import _rtpsend
@@ -29,11 +27,6 @@ except ImportError:  # built without a C compiler: the pure-Python writer only
 
 #: Whether the compiled sending edge (``media/_rtpsend.c``) was built with this install.
 COMPILED_WRITER = _rtpsend is not None
-_srtp_protect = _srtp_lib.srtp_protect
-#: Handed to the compiled sender: the copy of libsrtp that made the sessions it protects with.
-_SRTP_PROTECT_ADDRESS = int(
-    _srtp_ffi.cast("uintptr_t", _srtp_ffi.addressof(_srtp_lib, "srtp_protect"))
-)
 #: The first byte of a forwarded packet's header, without and with an extension block.
 _PLAIN, _EXTENDED = 0x80, 0x90
 _HEADER = struct.Struct("!BBHII")
@@ -41,7 +34,7 @@ _HEADER = struct.Struct("!BBHII")
 _MAX_PROTECTED = 1500 - SRTP_MAX_TRAILER_LEN
 
 
-class Writer:
+class Writer(ABC):
     """What sends a subscriber's RTP: synchronously (``None``), or an awaitable to queue
     when the transport is asynchronous (a TURN relay). A writer need only :meth:`write`
     whole packets; :meth:`forward` builds one and writes it unless the writer does both
@@ -49,9 +42,9 @@ class Writer:
 
     __slots__ = ()
 
+    @abstractmethod
     def write(self, data: bytes) -> Awaitable[None] | None:
         """Send one whole RTP packet."""
-        raise NotImplementedError
 
     def forward(
         self, second: int, seq: int, ts: int, ssrc: int, extension: bytes, body: bytes
@@ -61,37 +54,6 @@ class Writer:
         or ``b""``). The publisher's header and extensions are not carried."""
         header = _HEADER.pack(_EXTENDED if extension else _PLAIN, second, seq, ts, ssrc)
         return self.write(header + extension + body if extension else header + body)
-
-
-@functools.cache
-def _stream_list() -> tuple[int, int, int] | None:
-    """Addresses of libsrtp's stream-list functions, for the compiled sender's
-    move-to-front (see ``reorder`` in ``media/_rtpsend.c``), or ``None`` where this libsrtp
-    has none or its session does not start with the list, as libsrtp 2.5 to 2.7 do
-    (checked on a session of our own: the list must find the stream libsrtp finds)."""
-    binding = ctypes.CDLL(_srtp_binding.__file__)  # the library pylibsrtp already loaded
-    try:
-        get, remove, insert, get_stream = (
-            ctypes.cast(getattr(binding, name), ctypes.c_void_p).value
-            for name in (
-                "srtp_stream_list_get",
-                "srtp_stream_list_remove",
-                "srtp_stream_list_insert",
-                "srtp_get_stream",
-            )
-        )
-    except AttributeError:
-        return None
-    lookup = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32)
-    session = Session(Policy(key=bytes(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND))
-    session.protect(_HEADER.pack(_PLAIN, 0, 1, 0, 0x5B5B5B5B) + bytes(8))
-    context = int(_srtp_ffi.cast("uintptr_t", session._srtp[0]))
-    first = ctypes.c_void_p.from_address(context).value
-    ssrc, other = socket.htonl(0x5B5B5B5B), socket.htonl(0x12345678)
-    found = lookup(get_stream)(context, ssrc)
-    if found is None or lookup(get)(first, ssrc) != found or lookup(get)(first, other) is not None:
-        return None
-    return get, remove, insert  # type: ignore[return-value]
 
 
 def rtp_writer(transport: RTCDtlsTransport, compiled: bool = True) -> RtpWriter:
@@ -145,7 +107,7 @@ class RtpWriter(Writer):
         self._srtp: Any = None
         self._cdata: Any = None
         self._buffer: Any = None
-        self._length = _srtp_ffi.new("int *")
+        self._length = aiortc_hooks.srtp_length_cell()
         transport.on("statechange", self._forget)
 
     def _forget(self) -> None:
@@ -162,7 +124,7 @@ class RtpWriter(Writer):
             size = length[0] = len(data)
             if size <= _MAX_PROTECTED:
                 self._buffer[0:size] = data
-                if not _srtp_protect(self._srtp, self._cdata, length):
+                if not aiortc_hooks.srtp_protect(self._srtp, self._cdata, length):
                     protected = self._buffer[0 : length[0]]
                     try:
                         send(protected)
@@ -176,14 +138,11 @@ class RtpWriter(Writer):
     def _write_slowly(self, data: bytes) -> Awaitable[None] | None:
         """The checks of every write, and what lets the next ones skip them. A packet
         the fast path refused (too big for the buffer) keeps the handle it has."""
-        transport = self._transport
-        if (
-            transport._state is not State.CONNECTED
-            or (pair := transport.transport._connection._nominated.get(1)) is None
-        ):
+        route = aiortc_hooks.connected_route(self._transport)
+        if route is None:
             self._forget()
             return None
-        session = transport._tx_srtp
+        pair, session = route
         protected = session.protect(data)  # raises what libsrtp reports
         protocol = pair.protocol
         if type(protocol) is not StunProtocol:
@@ -191,10 +150,10 @@ class RtpWriter(Writer):
         protocol.transport.sendto(protected, pair.remote_addr)
         if self._socket is not None:
             return None
-        sock = _connected(protocol.transport, pair.remote_addr)
+        sock = _connected_handle(protocol.transport, pair.remote_addr)
         if sock is None:
             return None
-        self._srtp, self._cdata, self._buffer = session._srtp[0], session._cdata, session._buffer
+        self._srtp, self._cdata, self._buffer = aiortc_hooks.srtp_handles(session)
         self._addr = pair.remote_addr
         self._sendto = protocol.transport.sendto
         self._socket = sock
@@ -241,12 +200,13 @@ class CompiledRtpWriter(RtpWriter):
     def _connected(self, session: Any) -> None:
         assert self._socket is not None and _rtpsend is not None
         self._session = session
+        protect, context = aiortc_hooks.srtp_addresses(session)
         self._sender = _rtpsend.Sender(
             self._socket.fileno(),
-            _SRTP_PROTECT_ADDRESS,
-            int(_srtp_ffi.cast("uintptr_t", session._srtp[0])),
+            protect,
+            context,
             _MAX_PROTECTED,
-            _stream_list(),
+            aiortc_hooks.srtp_stream_list(),
         )
 
     def _forget(self) -> None:
@@ -256,7 +216,7 @@ class CompiledRtpWriter(RtpWriter):
         super()._forget()
 
 
-def _connected(transport: asyncio.DatagramTransport, addr: Any) -> socket.socket | None:
+def _connected_handle(transport: asyncio.DatagramTransport, addr: Any) -> socket.socket | None:
     """A handle of our own on ``transport``'s socket, connected to ``addr`` (``None`` if
     the socket cannot be had or connected: the writer then keeps the addressed path)."""
     raw = transport.get_extra_info("socket")

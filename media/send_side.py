@@ -25,8 +25,13 @@ and probe cluster, in rings indexed by the low bits of the number. Nothing else.
 * *loss*: over each half second, more than 10 % lost cuts the estimate to what arrived,
   less half the loss (a link that polices rather than queues shows no delay to act on);
 * *probes*: a cluster of padding sent at a known pace whose packets mostly arrived gives
-  ``min(send rate, receive rate)`` (95 % of the receive rate when the link visibly slowed
-  it); above the estimate, it becomes the estimate.
+  ``min(send rate, receive rate)``; above the estimate, it becomes the estimate. When the
+  link visibly slowed the probe, the reading is 95 % of the receive rate, measured over
+  a few tens of milliseconds: a receiver (or a Wi-Fi hop, or a user-space forwarder) that
+  takes in packets in batches stamps a run of them at once, and such a window then reads
+  up to half again the link's rate. So a full link's reading raises the estimate only to
+  the median of the last few (:data:`FULL_READINGS`, two at least): one misread no
+  longer sends a subscriber's high layers into a link that cannot carry them.
 
 Send times are a pacing clock's, as for abs-send-time (:class:`media.bandwidth.SendClock`):
 what a pacer at :data:`PACE_FACTOR` x the estimate would have sent, since the SFU writes
@@ -35,6 +40,7 @@ each packet as it comes and a keyframe would otherwise look like a queue buildin
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from array import array
@@ -67,8 +73,9 @@ LOSS_HIGH = 0.10
 #: Above this loss (the last window's) the estimate holds rather than grows (GCC's rule).
 LOSS_LOW = 0.02
 #: A probe cluster: at least this long (seconds) and this many packets; it counts when
-#: this share of its packets were reported received.
-PROBE_DURATION = 0.02
+#: this share of its packets were reported received. (20 ms, libwebrtc's order, spans too
+#: few packets on a slow link for a receiver that stamps by batches to be read right.)
+PROBE_DURATION = 0.04
 PROBE_MIN_PACKETS = 5
 PROBE_RECEIVED_SHARE = 0.8
 #: Below this share of the send rate, the receive rate shows the link's limit.
@@ -76,6 +83,9 @@ PROBE_SATURATED = 0.9
 PROBE_UTILIZATION = 0.95
 #: A cluster not reported within this long (seconds) is given up.
 PROBE_TIMEOUT = 1.0
+#: Readings of a full link (a probe the link slowed) kept to vote on, and for how long
+#: (seconds): the estimate rises to their median, never to one reading alone.
+FULL_READINGS, FULL_MEMORY = 3, 10.0
 #: A probe's burst queues the media behind it: the delay it adds for this long (seconds)
 #: is the probe's doing, not congestion, and cuts nothing.
 PROBE_QUIET = 0.7
@@ -114,6 +124,7 @@ class SendSideEstimator:
         self.state = NORMAL
         self.feedbacks = 0
         self.probe_results: list[float] = []  # the last few, for stats and tests
+        self._full: deque[tuple[float, float]] = deque(maxlen=FULL_READINGS)  # (at, rate)
         # the send history, by transport-wide sequence number (low bits)
         self.send_times = array("d", bytes(8 * HISTORY))
         self.sizes = array("i", bytes(4 * HISTORY))
@@ -357,20 +368,52 @@ class SendSideEstimator:
             if send_span <= 0:
                 continue
             send_rate = (c.sent_bytes - c.last_size) * 8 / send_span
-            # The receive rate while the cluster's second half arrived, of everything that
-            # arrived meanwhile (media shares the link with the probe): a shaper's token
-            # bucket lets the first few kB through at line rate, which says nothing.
-            tail = sorted(c.arrivals)[received // 2 - 1 :]
-            start, end = tail[0][0], tail[-1][0]
-            recv_bytes = sum(size for at, size in self._acked if start < at <= end)
-            recv_rate = recv_bytes * 8 / (end - start) if end > start else send_rate
+            tail_rate, whole_rate = self._receive_rates(c)
+            recv_rate = min(tail_rate, whole_rate, send_rate / PROBE_SATURATED)
             self.link_open = recv_rate >= PROBE_SATURATED * send_rate
-            result = min(send_rate, recv_rate) if self.link_open else PROBE_UTILIZATION * recv_rate
-            self.probe_results = [*self.probe_results[-4:], result]
+            if self.link_open:
+                result = reading = min(send_rate, recv_rate)
+            else:
+                reading = PROBE_UTILIZATION * recv_rate
+                result = self._full_link(now, reading)
+            self.probe_results = [*self.probe_results[-4:], reading]
             if result > self.estimate:
                 self.estimate = min(result, MAX_ESTIMATE)
                 self.state = NORMAL
                 self._updated_at = now
+
+    def _receive_rates(self, c: Cluster) -> tuple[float, float]:
+        """The receive rate (bit/s) of everything that arrived (media shares the link
+        with the probe) while the cluster's second half arrived, and while all of it did
+        (``inf`` for a span stamped at once).
+
+        The second half's is the link's rate: a shaper's token bucket lets the first few
+        kB through at line rate, which says nothing. But it spans a few tens of
+        milliseconds, and a receiver that takes packets in by batches compresses it; the
+        whole cluster's span, twice as long, is compressed half as much. A link is open
+        only when both keep up with the probe's pace."""
+        arrivals = sorted(c.arrivals)
+        rates = []
+        for first in (arrivals[len(arrivals) // 2 - 1][0], arrivals[0][0]):
+            last = arrivals[-1][0]
+            if last <= first:
+                rates.append(math.inf)
+                continue
+            size = sum(size for at, size in self._acked if first < at <= last)
+            rates.append(size * 8 / (last - first))
+        return rates[0], rates[1]
+
+    def _full_link(self, now: float, reading: float) -> float:
+        """What a full link's ``reading`` lets the estimate rise to: the median of the
+        recent readings, 0 while there is only this one."""
+        full = self._full
+        while full and now - full[0][0] > FULL_MEMORY:
+            full.popleft()
+        full.append((now, reading))
+        if len(full) < 2:
+            return 0.0
+        rates = sorted(rate for _, rate in full)
+        return rates[(len(rates) - 1) // 2]
 
     def stats(self) -> dict[str, object]:
         return {

@@ -5,7 +5,9 @@ probe the link carries and not on one it cannot."""
 
 from __future__ import annotations
 
+import math
 import struct
+from typing import Any
 
 import pytest
 
@@ -13,7 +15,15 @@ from media import twcc
 from media.answer_sdp import answered_transport_cc, offer_transport_cc
 from media.bandwidth import Allocator
 from media.downlink import Downlink
-from media.send_side import OVERHEAD, PACE_FACTOR, SendSideEstimator, TransportClock
+from media.send_side import (
+    OVERHEAD,
+    PACE_FACTOR,
+    PROBE_DURATION,
+    PROBE_MIN_PACKETS,
+    SendSideEstimator,
+    TransportClock,
+)
+from media.send_slot import PADDING
 
 
 class Link:
@@ -129,6 +139,69 @@ def test_a_shapers_burst_does_not_pass_for_its_rate():
     link.probe(end + 0.1, 1_100_000)
     assert estimator.probe_results and estimator.probe_results[-1] < 650_000
     assert estimator.estimate < 700_000, estimator.stats()
+
+
+class BatchingLink(Link):
+    """A receiver that takes packets in every ``period`` seconds (a busy host, a Wi-Fi
+    hop, a user-space forwarder) and stamps each batch at that moment, a few tens of
+    microseconds apart."""
+
+    def __init__(self, *args: Any, period: float, phase: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.period, self.phase = period, phase
+
+    def send(self, now: float, size: int, cluster: int = 0, at: float | None = None) -> None:
+        queued = len(self.pending)
+        super().send(now, size, cluster, at)
+        if len(self.pending) > queued:
+            seq, arrival = self.pending[-1]
+            wake = math.ceil((arrival - self.phase) / self.period) * self.period + self.phase
+            self.pending[-1] = (seq, wake + 0.00003 * (seq % 8))
+
+
+def cluster_packets(rate: float) -> int:
+    """As many padding packets as the downlink puts in a probe at ``rate``."""
+    return max(PROBE_MIN_PACKETS, math.ceil(rate * PROBE_DURATION / 8 / (PADDING + 16)))
+
+
+@pytest.mark.parametrize("period", [0.005, 0.01, 0.015])
+def test_a_receiver_that_stamps_by_batches_does_not_make_a_full_link_look_faster(period):
+    # Such a receiver compresses a probe's arrivals; the estimate over a 600 kbit/s link
+    # must stay about it, probe after probe, whatever the batches' phase.
+    for phase in (0.0, 0.003, 0.007):
+        estimator = SendSideEstimator(550_000)
+        link = BatchingLink(estimator, rate=600_000, burst=2000, period=period, phase=phase)
+        now = link.run(0.0, 3.0, bitrate=450_000)
+        for _ in range(6):
+            estimator.estimate = min(estimator.estimate, 550_000)  # as overuse would
+            rate = 2 * estimator.estimate
+            now = link.probe(now + 0.0013, rate, packets=cluster_packets(rate))
+            assert estimator.estimate < 680_000, (period, phase, estimator.stats())
+            assert not estimator.link_open, (period, phase, estimator.stats())
+            now = link.run(now, 1.0, bitrate=450_000)
+        # and a link with room to spare still reads open at once
+        estimator = SendSideEstimator(550_000)
+        link = BatchingLink(estimator, rate=100_000_000, period=period, phase=phase)
+        now = link.run(0.0, 2.0, bitrate=450_000)
+        estimator.estimate = 550_000
+        link.probe(now + 0.0013, 1_100_000, packets=cluster_packets(1_100_000))
+        assert estimator.link_open and estimator.estimate >= 1_000_000, estimator.stats()
+
+
+def test_one_reading_of_a_full_link_raises_nothing_the_median_of_a_few_does():
+    estimator = SendSideEstimator(400_000)
+    link = Link(estimator, rate=600_000)
+    now = link.run(0.0, 3.0, bitrate=350_000)
+    estimator.estimate = 400_000
+    now = link.probe(now, 1_000_000, packets=cluster_packets(1_000_000))
+    assert not estimator.link_open and len(estimator.probe_results) == 1
+    # read about the link's rate, but one reading alone moves nothing
+    assert 500_000 < estimator.probe_results[-1] < 650_000, estimator.stats()
+    assert estimator.estimate < 450_000, estimator.stats()
+    now = link.run(now, 1.0, bitrate=350_000)
+    estimator.estimate = 400_000
+    link.probe(now, 1_000_000, packets=cluster_packets(1_000_000))
+    assert 500_000 < estimator.estimate < 650_000, estimator.stats()
 
 
 def test_heavy_loss_cuts_the_estimate():

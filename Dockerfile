@@ -1,7 +1,8 @@
 # Slim, non-root image running `switchboard serve`. Provide SWITCHBOARD_JWT_SECRET (or mount
 # a TOML file and set SWITCHBOARD_CONFIG); the server refuses to start without a secret.
 FROM python:3.11-slim AS build
-# a compiler for media/_rtpsend.c (the compiled RTP writer), in the build stage only
+# a compiler for media/_rtpsend.c and signaling/_fanout.c (the compiled writers), in the
+# build stage only
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

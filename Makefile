@@ -14,12 +14,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# The compiled module (setup.py) is rebuilt when its source changes.
-$(RUN_STAMP): pyproject.toml setup.py media/_rtpsend.c | build-deps $(BIN)/python
+# The compiled modules (setup.py) are rebuilt when their sources change.
+$(RUN_STAMP): pyproject.toml setup.py media/_rtpsend.c signaling/_fanout.c | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	rm -f $(VENV)/.run-*; touch $@
 
-$(TEST_STAMP): pyproject.toml setup.py media/_rtpsend.c | build-deps $(BIN)/python
+$(TEST_STAMP): pyproject.toml setup.py media/_rtpsend.c signaling/_fanout.c | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.test-* $(VENV)/.run-*; touch $@ $(RUN_STAMP)
 
@@ -30,7 +30,7 @@ install-test: $(TEST_STAMP)
 run: install
 	$(BIN)/switchboard serve --dev
 
-# A C compiler and Python's headers for media/_rtpsend.c, installed with apt-get if missing.
+# A C compiler and Python's headers for the C modules (setup.py), installed with apt-get if missing.
 build-deps:
 	./tools/build-deps.sh $(PYTHON)
 

@@ -1,14 +1,21 @@
-"""The one compiled module, ``media._rtpsend`` (the sending edge of forwarded RTP).
+"""The two compiled modules: ``media._rtpsend`` (the sending edge of forwarded RTP) and
+``signaling._fanout`` (the batcher's write of queued frames to clients).
 
-Everything else is in ``pyproject.toml``. The extension is optional: without a C compiler
-the install still succeeds and the media node uses the pure-Python writer (setting
-``sfu_compiled_writer``; ``make test`` installs the compiler, so the suite tests both).
+Everything else is in ``pyproject.toml``. Both extensions are optional: without a C
+compiler the install still succeeds, and the node uses the pure-Python loops (settings
+``sfu_compiled_writer`` and ``compiled_fanout``; ``make test`` installs the compiler, so
+the suite tests both ways).
 """
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("media._rtpsend", ["media/_rtpsend.c"], optional=True, extra_compile_args=["-O2"])
+        Extension(
+            "media._rtpsend", ["media/_rtpsend.c"], optional=True, extra_compile_args=["-O2"]
+        ),
+        Extension(
+            "signaling._fanout", ["signaling/_fanout.c"], optional=True, extra_compile_args=["-O2"]
+        ),
     ]
 )

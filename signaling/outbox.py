@@ -10,13 +10,26 @@ The batcher is the one place that writes queued frames (the *sending*, kept apar
 deciding in the hub and the encoding in the protocols), so it is written for the hot path:
 one Python loop over the outboxes, no method call per recipient unless something is wrong
 (a transport that closed, a peer that stopped reading).
+
+The same loop is compiled (``signaling/_fanout.c``, setting ``compiled_fanout``): there,
+an outbox whose transport is a plain TCP socket with nothing buffered is written with one
+``send`` on its descriptor (:func:`direct_fd`), and what the socket does not take goes to
+the transport as here. Without the module (no compiler at install) this loop runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
+
+try:
+    from signaling._fanout import write_out as compiled_write_out
+except ImportError:  # built without a compiler: the loop below does the same
+    compiled_write_out = None
+
+#: The compiled loop is there (built at install).
+COMPILED_FANOUT = compiled_write_out is not None
 
 
 class Outbox(Protocol):
@@ -27,6 +40,9 @@ class Outbox(Protocol):
     frames: list[bytes]
     closed: bool
     send_buffer_limit: int
+    #: The descriptor of ``wire``'s socket when the compiled loop may write to it
+    #: directly (:func:`direct_fd`), else -1.
+    wire_fd: int
 
     @property
     def wire(self) -> asyncio.Transport | None:
@@ -39,14 +55,33 @@ class Outbox(Protocol):
         """More than ``send_buffer_limit`` bytes wait unread: drop the peer."""
 
 
+def direct_fd(transport: asyncio.BaseTransport | None) -> int:
+    """The socket descriptor under ``transport`` if it is uvloop's plain TCP transport
+    (nothing between its buffer and the socket: no TLS), else -1. Written to directly
+    only while the transport buffers nothing, so every byte it was given went first."""
+    if transport is None or type(transport).__module__ != "uvloop.loop":
+        return -1
+    if type(transport).__name__ != "TCPTransport":
+        return -1
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None else -1
+
+
 class WriteBatcher:
     """Coalesces the frames queued for each outbox during one loop iteration."""
 
-    __slots__ = ("_dirty", "_scheduled")
+    __slots__ = ("_dirty", "_scheduled", "_write")
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = True) -> None:
         self._dirty: list[Outbox] = []
         self._scheduled = False
+        self._write: Callable[[Iterable[Outbox]], None] = (
+            compiled_write_out if compiled and compiled_write_out is not None else write_out
+        )
+
+    @property
+    def compiled(self) -> bool:
+        return self._write is not write_out
 
     def mark(self, box: Outbox) -> None:
         """``box`` got its first frame of this iteration."""
@@ -58,7 +93,7 @@ class WriteBatcher:
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        write_out(dirty)
+        self._write(dirty)
 
 
 def write_out(boxes: Iterable[Outbox]) -> None:

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import WSMessage, WSMsgType, web
 
 from signaling.auth import authenticate, json_error
-from signaling.outbox import WriteBatcher, write_out
+from signaling.outbox import WriteBatcher, direct_fd, write_out
 from signaling.protocol import CloseCode, ErrorCode, close_frame, encode, text_frame
 from signaling.ratelimit import TokenBucket
 
@@ -54,6 +54,7 @@ class Connection:
         "typed_in",
         "user_id",
         "wire",
+        "wire_fd",
         "ws",
     )
 
@@ -76,6 +77,7 @@ class Connection:
         self.user_id = principal.user_id
         self.ws = ws
         self.wire = transport
+        self.wire_fd = direct_fd(transport)
         self._batcher = batcher
         self.frames: list[bytes] = []
         self.rate = rate
@@ -208,7 +210,7 @@ class WebSocketEndpoint:
         self.settings = settings
         self.metrics = metrics
         self.new_connection_id = new_connection_id
-        self.batcher = WriteBatcher()
+        self.batcher = WriteBatcher(settings.compiled_fanout)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         settings, metrics = self.settings, self.metrics

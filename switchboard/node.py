@@ -25,6 +25,7 @@ from signaling.hub import Hub
 from signaling.membership import MembershipService
 from signaling.message_proxy import MessageProxy
 from signaling.metrics import HubMetrics
+from signaling.outbox import COMPILED_FANOUT
 from signaling.presence import PresenceService
 from signaling.presence_grace import PRESENCE_GRACE, PresenceGrace
 from signaling.read_receipts import ReadReceipts
@@ -201,6 +202,11 @@ class Node:
             on_released=[presence.device_gone, membership.connection_gone, calls.connection_gone],
             on_closed=[sfu.connection_gone, tokens.connection_closed, receipts.connection_closed],
         )
+        if s.compiled_fanout and not COMPILED_FANOUT:
+            log.warning(
+                "compiled_fanout is on but signaling._fanout was not built (no C compiler at "
+                "install): frames are written by the pure-Python loop"
+            )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (
             SocketIoEndpoint(

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what `pip install` needs to build Switchboard's one compiled module
-# (media/_rtpsend.c): a C compiler and the headers of the Python the venv is made from.
-# Without them the install still succeeds and the media node forwards with the
-# pure-Python writer (a warning at start); `make test` needs both writers, so it runs this.
+# Installs what `pip install` needs to build Switchboard's compiled modules
+# (media/_rtpsend.c, signaling/_fanout.c): a C compiler and the headers of the Python the
+# venv is made from. Without them the install still succeeds and the node uses the
+# pure-Python writers (a warning at start); `make test` needs both ways, so it runs this.
 # Debian/Ubuntu; as root, or through sudo.
 set -euo pipefail
 python="${1:-python3}"

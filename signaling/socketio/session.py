@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from signaling.outbox import write_out
+from signaling.outbox import direct_fd, write_out
 from signaling.protocol import CloseCode, close_frame, text_frame
 from signaling.socketio import packets as p
 from signaling.websocket import Connection
@@ -73,6 +73,7 @@ class EngineSession:
         "skip_binary",
         "transport",
         "wire",
+        "wire_fd",
         "ws",
     )
 
@@ -99,6 +100,7 @@ class EngineSession:
         self.ws: web.WebSocketResponse | None = None
         #: The WebSocket's transport, once there is one (see :class:`Outbox`).
         self.wire: asyncio.Transport | None = None
+        self.wire_fd = -1
         self.frames: list[bytes] = []
         self._queue: list[bytes] = []
         self._queued_bytes = 0
@@ -176,7 +178,7 @@ class EngineSession:
         """The WebSocket probe completed: packets go over it from now on, starting with
         those the client had not polled yet."""
         self.transport = "websocket"
-        self.ws, self.wire = ws, raw
+        self.ws, self.wire, self.wire_fd = ws, raw, direct_fd(raw)
         queued, self._queue, self._queued_bytes = self._queue, [], 0
         for packet in queued:
             if packet != p.NOOP:
@@ -184,7 +186,7 @@ class EngineSession:
         self._wake()
 
     def attach_websocket(self, ws: web.WebSocketResponse, raw: asyncio.Transport) -> None:
-        self.ws, self.wire = ws, raw
+        self.ws, self.wire, self.wire_fd = ws, raw, direct_fd(raw)
 
     def wake_poll_with_noop(self) -> None:
         """During an upgrade: end the pending GET so the client pauses polling."""

@@ -1,0 +1,231 @@
+/* signaling._fanout: the batcher's write of every outbox filled during one loop
+ * iteration (signaling/outbox.py), in one C loop.
+ *
+ * Why: at the loads chat rooms see, each recipient gets about one event per loop
+ * iteration, so a broadcast to fifty is fifty writes, each after an idle gap. The system
+ * call is the same for any server; what Python adds around it (the loop, attribute reads,
+ * uvloop's write method, a buffer-size call) was a third of a node's CPU. This does the
+ * same steps as ``outbox.write_out`` and, where the outbox's transport is a plain TCP
+ * socket (``wire_fd`` >= 0) with nothing buffered, writes with one ``send`` on the
+ * descriptor: what the transport would do first itself. Whatever ``send`` does not take
+ * (a full socket buffer, an error) goes to ``transport.write``, which buffers it or
+ * reports the error the way it always does, so ordering and error handling stay the
+ * transport's.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static PyObject *s_frames, *s_wire, *s_closed, *s_wire_fd, *s_is_closing, *s_transport_lost,
+    *s_get_write_buffer_size, *s_write, *s_send_buffer_limit, *s_too_slow;
+
+/* The frames as one bytes object (a new reference); NULL with an exception set. */
+static PyObject *joined(PyObject *frames) {
+    Py_ssize_t count = PyList_GET_SIZE(frames), total = 0;
+    if (count == 1) {
+        PyObject *only = PyList_GET_ITEM(frames, 0);
+        if (PyBytes_CheckExact(only)) {
+            Py_INCREF(only);
+            return only;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(frames, i);
+        if (!PyBytes_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "queued frames must be bytes");
+            return NULL;
+        }
+        total += PyBytes_GET_SIZE(item);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(frames, i);
+        memcpy(at, PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item));
+        at += PyBytes_GET_SIZE(item);
+    }
+    return out;
+}
+
+/* A method's result as a C long (-1 with an exception set on failure). */
+static long long_of_call(PyObject *obj, PyObject *name) {
+    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
+    if (r == NULL)
+        return -1;
+    long v = PyLong_AsLong(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static long long_attr(PyObject *obj, PyObject *name) {
+    PyObject *r = PyObject_GetAttr(obj, name);
+    if (r == NULL)
+        return -1;
+    long v = PyLong_AsLong(r);
+    Py_DECREF(r);
+    return v;
+}
+
+/* Hand ``data`` to the transport, then drop the peer if too much waits unread. */
+static int write_through(PyObject *box, PyObject *wire, PyObject *data) {
+    PyObject *r = PyObject_CallMethodOneArg(wire, s_write, data);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    long buffered = long_of_call(wire, s_get_write_buffer_size);
+    if (buffered == -1 && PyErr_Occurred())
+        return -1;
+    long limit = long_attr(box, s_send_buffer_limit);
+    if (limit == -1 && PyErr_Occurred())
+        return -1;
+    if (buffered > limit) {
+        r = PyObject_CallMethodNoArgs(box, s_too_slow);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* One outbox: 0, or -1 with an exception set. */
+static int write_box(PyObject *box) {
+    int result = -1;
+    PyObject *wire = NULL, *data = NULL, *rest = NULL;
+    PyObject *frames = PyObject_GetAttr(box, s_frames);
+    if (frames == NULL)
+        return -1;
+    if (!PyList_CheckExact(frames) || PyList_GET_SIZE(frames) == 0) {
+        result = 0;
+        goto done;
+    }
+    PyObject *empty = PyList_New(0);
+    if (empty == NULL)
+        goto done;
+    int set = PyObject_SetAttr(box, s_frames, empty);
+    Py_DECREF(empty);
+    if (set < 0)
+        goto done;
+    PyObject *closed = PyObject_GetAttr(box, s_closed);
+    if (closed == NULL)
+        goto done;
+    int is_closed = PyObject_IsTrue(closed);
+    Py_DECREF(closed);
+    if (is_closed < 0)
+        goto done;
+    wire = PyObject_GetAttr(box, s_wire);
+    if (wire == NULL)
+        goto done;
+    if (is_closed || wire == Py_None) {
+        result = 0;
+        goto done;
+    }
+    PyObject *closing = PyObject_CallMethodNoArgs(wire, s_is_closing);
+    if (closing == NULL)
+        goto done;
+    int is_closing = PyObject_IsTrue(closing);
+    Py_DECREF(closing);
+    if (is_closing < 0)
+        goto done;
+    if (is_closing) {
+        PyObject *r = PyObject_CallMethodNoArgs(box, s_transport_lost);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        result = 0;
+        goto done;
+    }
+    data = joined(frames);
+    if (data == NULL)
+        goto done;
+    long fd = long_attr(box, s_wire_fd);
+    if (fd == -1 && PyErr_Occurred())
+        goto done;
+    if (fd >= 0) {
+        long buffered = long_of_call(wire, s_get_write_buffer_size);
+        if (buffered == -1 && PyErr_Occurred())
+            goto done;
+        if (buffered == 0) {
+            Py_ssize_t size = PyBytes_GET_SIZE(data);
+            ssize_t n = send((int)fd, PyBytes_AS_STRING(data), (size_t)size,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n == size) {
+                result = 0;  /* all of it in the kernel: nothing waits unread here */
+                goto done;
+            }
+            if (n > 0) {
+                rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + n, size - n);
+                if (rest == NULL)
+                    goto done;
+                result = write_through(box, wire, rest);
+                goto done;
+            }
+            /* nothing taken (a full buffer, or an error the transport will report) */
+        }
+    }
+    result = write_through(box, wire, data);
+done:
+    Py_XDECREF(rest);
+    Py_XDECREF(data);
+    Py_XDECREF(wire);
+    Py_DECREF(frames);
+    return result;
+}
+
+static PyObject *write_out(PyObject *self, PyObject *boxes) {
+    PyObject *iterator = PyObject_GetIter(boxes);
+    if (iterator == NULL)
+        return NULL;
+    PyObject *box;
+    while ((box = PyIter_Next(iterator)) != NULL) {
+        int r = write_box(box);
+        Py_DECREF(box);
+        if (r < 0) {
+            Py_DECREF(iterator);
+            return NULL;
+        }
+    }
+    Py_DECREF(iterator);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"write_out", write_out, METH_O,
+     "Write each outbox's queued frames in one call (see signaling.outbox.write_out)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "signaling._fanout",
+    "The batcher's write of the outboxes filled in one loop iteration, compiled.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__fanout(void) {
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&s_frames, "frames"},
+        {&s_wire, "wire"},
+        {&s_closed, "closed"},
+        {&s_wire_fd, "wire_fd"},
+        {&s_is_closing, "is_closing"},
+        {&s_transport_lost, "transport_lost"},
+        {&s_get_write_buffer_size, "get_write_buffer_size"},
+        {&s_write, "write"},
+        {&s_send_buffer_limit, "send_buffer_limit"},
+        {&s_too_slow, "too_slow"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (*names[i].slot == NULL)
+            return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,216 @@
+"""The batcher's write of queued frames (signaling.outbox), pure-Python and compiled
+(signaling/_fanout.c), on real uvloop TCP connections over loopback: the same bytes in
+the same order, a peer that stops reading buffered then dropped, a reset peer reported by
+the transport, and the closed and closing cases left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import pytest
+
+from config.server import ServerSettings
+from signaling import outbox
+from signaling.outbox import WriteBatcher, direct_fd, write_out
+
+WRITERS = {"pure": write_out, "compiled": outbox.compiled_write_out}
+
+
+def test_the_compiled_loop_is_built():
+    # make test installs a compiler: the suite must run the compiled loop, not skip it
+    assert outbox.COMPILED_FANOUT and outbox.compiled_write_out is not None
+
+
+@dataclass
+class Box:
+    """An outbox as the batcher sees it (what ``Connection`` and ``EngineSession`` have)."""
+
+    wire: asyncio.Transport | None
+    send_buffer_limit: int = 1 << 20
+    frames: list[bytes] = field(default_factory=list)
+    closed: bool = False
+    wire_fd: int = -1
+    lost: int = 0
+    slow: int = 0
+
+    def transport_lost(self) -> None:
+        self.lost += 1
+        self.closed = True
+
+    def too_slow(self) -> None:
+        self.slow += 1
+        self.closed = True
+
+
+@dataclass
+class Peer:
+    """One accepted connection's far end: a plain socket the test reads (or does not)."""
+
+    sock: socket.socket
+    box: Box
+
+    async def read(self, size: int, timeout: float = 5.0) -> bytes:
+        loop = asyncio.get_running_loop()
+        data = b""
+        while len(data) < size:
+            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, size - len(data)), timeout)
+            assert chunk, f"closed after {len(data)} of {size} bytes"
+            data += chunk
+        return data
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
+    """Make connections to a uvloop server: its transport in a :class:`Box`, the client
+    end a non-blocking socket."""
+    accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.put_nowait(transport)  # type: ignore[arg-type]
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    made: list[Peer] = []
+
+    async def connect(*, rcvbuf: int = 0, **box: object) -> Peer:
+        sock = socket.socket()
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        transport = await accepted.get()
+        if rcvbuf:  # small kernel buffers both ways: the transport's own buffer fills
+            transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf
+            )
+        peer = Peer(sock, Box(transport, wire_fd=direct_fd(transport), **box))  # type: ignore[arg-type]
+        made.append(peer)
+        return peer
+
+    yield connect  # type: ignore[misc]
+    for peer in made:
+        peer.sock.close()
+        if peer.box.wire is not None:
+            peer.box.wire.abort()
+    server.close()
+    await server.wait_closed()
+
+
+def test_only_a_plain_uvloop_tcp_transport_is_written_directly():
+    assert direct_fd(None) == -1
+    assert direct_fd(asyncio.Transport()) == -1
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_frames_arrive_whole_and_in_order_at_every_recipient(peers, writer):
+    write: Callable[[Iterable[Box]], None] = WRITERS[writer]
+    group = [await peers() for _ in range(5)]
+    assert all(p.box.wire_fd >= 0 for p in group)
+    sent = {id(p): b"" for p in group}
+    for round_ in range(20):
+        for i, p in enumerate(group):
+            frames = [f"{round_}:{i}:{k};".encode() * (k + 1) for k in range(round_ % 3 + 1)]
+            p.box.frames.extend(frames)
+            sent[id(p)] += b"".join(frames)
+        write(p.box for p in group)
+        assert all(p.box.frames == [] for p in group)
+    for p in group:
+        assert await p.read(len(sent[id(p)])) == sent[id(p)]
+        assert p.box.lost == p.box.slow == 0
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_a_peer_that_stops_reading_is_buffered_in_order_then_dropped(peers, writer):
+    write: Callable[[Iterable[Box]], None] = WRITERS[writer]
+    peer = await peers(rcvbuf=4096, send_buffer_limit=600_000)
+    other = await peers()
+    chunks = [bytes([65 + k % 26]) * 50_000 for k in range(10)]
+    for chunk in chunks:
+        # the first ones fill the kernel's buffers (a part of one is taken), the rest
+        # wait in the transport's buffer, after what the socket took
+        peer.box.frames.append(chunk)
+        other.box.frames.append(b"x")
+        write([peer.box, other.box])
+    assert peer.box.wire is not None and peer.box.wire.get_write_buffer_size() > 0
+    assert peer.box.slow == 0  # under the limit so far
+    assert await peer.read(len(b"".join(chunks)), timeout=10) == b"".join(chunks)
+    # now a reader that never reads: more than the limit waits, and it is dropped
+    for _ in range(40):
+        if peer.box.slow:
+            break
+        peer.box.frames.append(b"y" * 50_000)
+        write([peer.box, other.box])
+    assert peer.box.slow == 1
+    # ... while the other recipient got every frame meant for it
+    assert await other.read(10) == b"x" * 10
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_a_reset_peer_is_reported_by_the_transport_and_nothing_raises(peers, writer):
+    write: Callable[[Iterable[Box]], None] = WRITERS[writer]
+    peer = await peers()
+    other = await peers()
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    peer.sock.close()  # a reset: the next send fails
+    await asyncio.sleep(0.05)
+    assert peer.box.wire is not None
+    for _ in range(3):
+        peer.box.frames.append(b"after the reset")
+        other.box.frames.append(b"z")
+        write([peer.box, other.box])
+        await asyncio.sleep(0.02)
+    assert peer.box.wire.is_closing() or peer.box.lost
+    assert await other.read(3) == b"zzz"
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+async def test_closed_and_closing_outboxes_are_emptied_and_not_written(peers, writer):
+    write: Callable[[Iterable[Box]], None] = WRITERS[writer]
+    closed, closing, polling, fine = [await peers() for _ in range(4)]
+    closed.box.closed = True
+    assert closing.box.wire is not None
+    closing.box.wire.close()
+    polling.box.wire = None  # an Engine.IO session between polls
+    for p in (closed, closing, polling, fine):
+        p.box.frames.append(b"frame")
+    write([closed.box, closing.box, polling.box, fine.box])
+    assert all(p.box.frames == [] for p in (closed, closing, polling, fine))
+    assert closing.box.lost == 1 and closed.box.lost == 0 and polling.box.lost == 0
+    assert await fine.read(5) == b"frame"
+    loop = asyncio.get_running_loop()
+    closed.sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        closed.sock.recv(10)  # nothing came
+    assert await asyncio.wait_for(loop.sock_recv(closing.sock, 10), 2) == b""  # just the close
+
+
+class OpenTransport(asyncio.Transport):
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_frames_that_are_not_bytes_are_refused():
+    box = Box(wire=OpenTransport(), frames=[b"a", "b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        outbox.compiled_write_out([box])  # type: ignore[misc]
+
+
+async def test_the_setting_chooses_the_loop(peers):
+    assert WriteBatcher(compiled=True).compiled
+    assert not WriteBatcher(compiled=False).compiled
+    assert ServerSettings().compiled_fanout
+    batcher = WriteBatcher(compiled=True)
+    peer = await peers()
+    peer.box.frames.append(b"batched")
+    batcher.mark(peer.box)  # type: ignore[arg-type]
+    assert await peer.read(7) == b"batched"
+
+
+def test_without_the_module_the_batcher_uses_the_pure_loop(monkeypatch):
+    monkeypatch.setattr(outbox, "compiled_write_out", None)
+    assert not WriteBatcher(compiled=True).compiled

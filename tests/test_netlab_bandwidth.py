@@ -254,10 +254,15 @@ async def test_three_percent_loss_keeps_video_decoding_without_a_keyframe_storm(
 ) -> None:
     lossy = internet.shaped(loss=3.0)
     reports = await group_call(
-        internet, [internet.placements["direct-b"], lossy], 90.0, "--watch", "10"
+        internet, [internet.placements["direct-b"], lossy], 90.0, "--watch", "20"
     )
     watched = reports[1]["watch"]
-    assert watched["videoFrames"] > 100 and watched["freezes"] <= 2, watched
+    print(json.dumps({"watch": watched, "publisher": reports[0]}))
+    # A packet whose NACK or retransmission is lost too waits for the receiver's next
+    # NACK (aiortc sends one when a new gap opens: a few hundred ms at 3 % loss), so a
+    # gap near the 0.5 s that counts as a freeze comes now and then; one every 5 s at
+    # most, judged over 20 s (10 s and 2 allowed failed 1 run in 10 on a loaded machine).
+    assert watched["videoFrames"] > 200 and watched["freezes"] <= 4, watched
     # the publisher (the reference client) was asked for at most one keyframe a second
     publisher = reports[0]
     assert publisher["keyframeRequests"] <= publisher["secondsPublishing"] + 1, publisher

@@ -399,8 +399,8 @@ class SendSideEstimator:
             if last <= first:
                 rates.append(math.inf)
                 continue
-            size = sum(size for at, size in self._acked if first < at <= last)
-            rates.append(size * 8 / (last - first))
+            got = sum(size for at, size in self._acked if first < at <= last)
+            rates.append(got * 8 / (last - first))
         return rates[0], rates[1]
 
     def _full_link(self, now: float, reading: float) -> float:

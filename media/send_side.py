@@ -393,9 +393,9 @@ class SendSideEstimator:
         whole cluster's span, twice as long, is compressed half as much. A link is open
         only when both keep up with the probe's pace."""
         arrivals = sorted(c.arrivals)
+        last = arrivals[-1][0]
         rates = []
         for first in (arrivals[len(arrivals) // 2 - 1][0], arrivals[0][0]):
-            last = arrivals[-1][0]
             if last <= first:
                 rates.append(math.inf)
                 continue

@@ -52,22 +52,13 @@ static PyObject *joined(PyObject *frames) {
     return out;
 }
 
-/* A method's result as a C long (-1 with an exception set on failure). */
-static long long_of_call(PyObject *obj, PyObject *name) {
-    PyObject *r = PyObject_CallMethodNoArgs(obj, name);
-    if (r == NULL)
+/* A new reference (an attribute, a call's result) as a C long, released; -1 with an
+ * exception set if there was none or it is not an int. */
+static long as_long(PyObject *owned) {
+    if (owned == NULL)
         return -1;
-    long v = PyLong_AsLong(r);
-    Py_DECREF(r);
-    return v;
-}
-
-static long long_attr(PyObject *obj, PyObject *name) {
-    PyObject *r = PyObject_GetAttr(obj, name);
-    if (r == NULL)
-        return -1;
-    long v = PyLong_AsLong(r);
-    Py_DECREF(r);
+    long v = PyLong_AsLong(owned);
+    Py_DECREF(owned);
     return v;
 }
 
@@ -77,10 +68,10 @@ static int write_through(PyObject *box, PyObject *wire, PyObject *data) {
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    long buffered = long_of_call(wire, s_get_write_buffer_size);
+    long buffered = as_long(PyObject_CallMethodNoArgs(wire, s_get_write_buffer_size));
     if (buffered == -1 && PyErr_Occurred())
         return -1;
-    long limit = long_attr(box, s_send_buffer_limit);
+    long limit = as_long(PyObject_GetAttr(box, s_send_buffer_limit));
     if (limit == -1 && PyErr_Occurred())
         return -1;
     if (buffered > limit) {
@@ -142,11 +133,11 @@ static int write_box(PyObject *box) {
     data = joined(frames);
     if (data == NULL)
         goto done;
-    long fd = long_attr(box, s_wire_fd);
+    long fd = as_long(PyObject_GetAttr(box, s_wire_fd));
     if (fd == -1 && PyErr_Occurred())
         goto done;
     if (fd >= 0) {
-        long buffered = long_of_call(wire, s_get_write_buffer_size);
+        long buffered = as_long(PyObject_CallMethodNoArgs(wire, s_get_write_buffer_size));
         if (buffered == -1 && PyErr_Occurred())
             goto done;
         if (buffered == 0) {

@@ -14,8 +14,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     if ! command -v sudo >/dev/null 2>&1; then
-        # `make run` still works: the install skips the compiled module.
-        echo "warning: cannot install ${missing[*]} (not root, no sudo): the pure-Python RTP writer will be used" >&2
+        # `make run` still works: the install skips the compiled modules.
+        echo "warning: cannot install ${missing[*]} (not root, no sudo): the pure-Python writers will be used" >&2
         exit 0
     fi
     sudo="sudo"

@@ -178,7 +178,7 @@ class EngineSession:
         """The WebSocket probe completed: packets go over it from now on, starting with
         those the client had not polled yet."""
         self.transport = "websocket"
-        self.ws, self.wire, self.wire_fd = ws, raw, direct_fd(raw)
+        self.attach_websocket(ws, raw)
         queued, self._queue, self._queued_bytes = self._queue, [], 0
         for packet in queued:
             if packet != p.NOOP:

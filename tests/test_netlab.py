@@ -117,7 +117,7 @@ async def test_group_call_join(internet: Internet, name: str, seen_as: str) -> N
     for role in ("publisher", "subscriber"):
         assert report["server"][role] is not None, (role, report["server"])
         server_sees = report["server"][role]["remote"]
-        assert server_sees["type"] == seen_as, report["server"]
+        assert server_sees["type"] == seen_as, (report["server"][role], report["signaled"][role])
         mine = report[role]["local"]
         if seen_as == "relay":
             assert server_sees["address"] == TURN_IP

@@ -124,6 +124,18 @@ async def until_stopped() -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
 
+def signaled_candidates(pc: RTCPeerConnection | None) -> list[str]:
+    """The candidates a connection's local description carries, as ``type address:port``."""
+    if pc is None or pc.localDescription is None:
+        return []
+    out = []
+    for line in pc.localDescription.sdp.splitlines():
+        if line.startswith("a=candidate:"):
+            fields = line.split()
+            out.append(f"{fields[7]} {fields[4]}:{fields[5]}")
+    return out
+
+
 def media(started: float, decoded: Decoded) -> dict[str, Any]:
     return {
         "video": decoded.video,
@@ -181,6 +193,12 @@ async def group(args: argparse.Namespace) -> None:
             publisher=ice.selected_pair(client.publisher),
             subscriber=ice.selected_pair(client.subscriber),
             server=stats.get("connection"),
+            # what each connection offered or answered: explains a pair the server learned
+            # as peer-reflexive instead of the signaled candidate
+            signaled={
+                "publisher": signaled_candidates(client.publisher),
+                "subscriber": signaled_candidates(client.subscriber),
+            },
             participantId=client.participant_id,
             # keyframe requests the server sent this client (its publisher) so far
             keyframeRequests=sum(

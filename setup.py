@@ -1,4 +1,5 @@
-"""The two compiled modules: ``media._rtpsend`` (the sending edge of forwarded RTP) and
+"""The two compiled modules: ``media._rtpsend`` (the sending edge of forwarded RTP, and a
+steady subscriber's per-packet step before it) and
 ``signaling._fanout`` (the batcher's write of queued frames to clients).
 
 Everything else is in ``pyproject.toml``. Both extensions are optional: without a C
@@ -12,7 +13,11 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "media._rtpsend", ["media/_rtpsend.c"], optional=True, extra_compile_args=["-O2"]
+            "media._rtpsend",
+            ["media/_rtpsend.c", "media/_lane.c"],
+            depends=["media/_rtpsend.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
         ),
         Extension(
             "signaling._fanout", ["signaling/_fanout.c"], optional=True, extra_compile_args=["-O2"]

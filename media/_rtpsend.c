@@ -15,48 +15,17 @@
  * the session and the socket alive and calls close() before either goes.
  */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_rtpsend.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
-/* libsrtp 2's srtp_protect: (srtp_t ctx, void *rtp_hdr, int *len_ptr) -> srtp_err_status_t */
-typedef int (*protect_fn)(void *ctx, void *packet, int *length);
-/* libsrtp >= 2.5's stream list (srtp_stream_list_get, _remove, _insert); the list is the
- * first member of a session's context. */
-typedef void *(*list_get_fn)(void *list, uint32_t ssrc);
-typedef void (*list_remove_fn)(void *list, void *stream);
-typedef int (*list_insert_fn)(void *list, void *stream);
-
-/* Sent: nothing left for Python.  Checked: take the checked path (it raises or drops as
- * the pure-Python writer does).  Pending: the socket's buffer is full, pending() holds the
- * protected datagram for the event loop's queue. */
-enum { SENT = 0, CHECKED = 1, PENDING = 2 };
-
-#define BUFFER_SIZE 2048
-
-typedef struct {
-    PyObject_HEAD
-    int fd;
-    protect_fn protect;
-    void *context;
-    Py_ssize_t limit; /* the longest packet protected here, leaving room for the trailer */
-    int pending;      /* length of the protected datagram left in buffer, or 0 */
-    /* Move-to-front of the session's streams (see reorder()), or NULL. */
-    list_get_fn list_get;
-    list_remove_fn list_remove;
-    list_insert_fn list_insert;
-    void *front; /* the stream this sender last moved to the front */
-    unsigned char buffer[BUFFER_SIZE];
-} Sender;
-
-static int
-Sender_init(Sender *self, PyObject *args, PyObject *kwds)
+/* open(fd, protect, context, limit, streams=None): start sending on a connected socket. */
+static PyObject *
+Sender_open(Sender *self, PyObject *args, PyObject *kwds)
 {
     static char *keywords[] = {"fd", "protect", "context", "limit", "streams", NULL};
     int fd;
@@ -65,17 +34,17 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
     PyObject *streams = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "iKKn|O", keywords, &fd, &protect, &context,
                                      &limit, &streams))
-        return -1;
+        return NULL;
     if (streams != Py_None &&
         !PyArg_ParseTuple(streams, "KKK;streams is (get, remove, insert)", &get, &remove, &insert))
-        return -1;
+        return NULL;
     if (fd < 0 || protect == 0 || context == 0) {
         PyErr_SetString(PyExc_ValueError, "a Sender needs a descriptor, srtp_protect and a context");
-        return -1;
+        return NULL;
     }
     if (limit < 12 || limit > BUFFER_SIZE - 256) {
         PyErr_SetString(PyExc_ValueError, "limit must leave room for libsrtp's trailer");
-        return -1;
+        return NULL;
     }
     self->fd = fd;
     self->protect = (protect_fn)(uintptr_t)protect;
@@ -86,6 +55,24 @@ Sender_init(Sender *self, PyObject *args, PyObject *kwds)
     self->list_remove = (list_remove_fn)(uintptr_t)remove;
     self->list_insert = (list_insert_fn)(uintptr_t)insert;
     self->front = NULL;
+    Py_RETURN_NONE;
+}
+
+/* Sender() is closed until open(); Sender(fd, ...) opens at once. */
+static int
+Sender_init(Sender *self, PyObject *args, PyObject *kwds)
+{
+    self->fd = -1;
+    self->pending = 0;
+    self->context = NULL;
+    self->list_get = NULL;
+    self->front = NULL;
+    if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0))
+        return 0;
+    PyObject *done = Sender_open(self, args, kwds);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
     return 0;
 }
 
@@ -126,6 +113,57 @@ put32(unsigned char *at, unsigned long value)
     at[3] = (unsigned char)value;
 }
 
+void
+renumber_into(unsigned char *at, const Renumber *renumber)
+{
+    if (renumber->pid_offset >= 0) {
+        if (renumber->pid_bits == 15) {
+            at[renumber->pid_offset] = (unsigned char)(0x80 | (renumber->pid >> 8));
+            at[renumber->pid_offset + 1] = (unsigned char)renumber->pid;
+        } else {
+            at[renumber->pid_offset] = (unsigned char)(renumber->pid & 0x7F);
+        }
+    }
+    if (renumber->tl0_offset >= 0)
+        at[renumber->tl0_offset] = (unsigned char)renumber->tl0;
+}
+
+int
+sender_forward(Sender *self, unsigned long second, unsigned long seq, unsigned long ts,
+               unsigned long ssrc, const char *ext, Py_ssize_t ext_len, const char *body,
+               Py_ssize_t body_len, const Renumber *renumber)
+{
+    self->pending = 0;
+    Py_ssize_t size = 12 + ext_len + body_len;
+    if (self->fd < 0 || size > self->limit)
+        return CHECKED;
+    unsigned char *out = self->buffer;
+    out[0] = ext_len ? 0x90 : 0x80;
+    out[1] = (unsigned char)second;
+    put16(out + 2, seq);
+    put32(out + 4, ts);
+    put32(out + 8, ssrc);
+    memcpy(out + 12, ext, (size_t)ext_len);
+    memcpy(out + 12 + ext_len, body, (size_t)body_len);
+    if (renumber != NULL)
+        renumber_into(out + 12 + ext_len, renumber);
+    int length = (int)size;
+    if (self->list_get != NULL)
+        reorder(self, htonl((uint32_t)ssrc));
+    if (self->protect(self->context, out, &length) != 0)
+        return CHECKED;
+    ssize_t sent;
+    do {
+        sent = send(self->fd, out, (size_t)length, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        self->pending = length;
+        return PENDING;
+    }
+    /* Sent, or lost to an error of the peer's port (ICMP): lost, as a datagram may be. */
+    return SENT;
+}
+
 /* send(second, seq, ts, ssrc, extension, body) -> SENT | CHECKED | PENDING
  *
  * second: the header's second byte (marker << 7 | payload type); extension: a whole
@@ -148,34 +186,9 @@ Sender_send(Sender *self, PyObject *const *args, Py_ssize_t nargs)
     unsigned long ssrc = PyLong_AsUnsignedLongMask(args[3]);
     if (PyErr_Occurred())
         return NULL;
-    self->pending = 0;
-    Py_ssize_t ext_len = PyBytes_GET_SIZE(extension), body_len = PyBytes_GET_SIZE(body);
-    Py_ssize_t size = 12 + ext_len + body_len;
-    if (self->fd < 0 || size > self->limit)
-        return PyLong_FromLong(CHECKED);
-    unsigned char *out = self->buffer;
-    out[0] = ext_len ? 0x90 : 0x80;
-    out[1] = (unsigned char)second;
-    put16(out + 2, seq);
-    put32(out + 4, ts);
-    put32(out + 8, ssrc);
-    memcpy(out + 12, PyBytes_AS_STRING(extension), (size_t)ext_len);
-    memcpy(out + 12 + ext_len, PyBytes_AS_STRING(body), (size_t)body_len);
-    int length = (int)size;
-    if (self->list_get != NULL)
-        reorder(self, htonl((uint32_t)ssrc));
-    if (self->protect(self->context, out, &length) != 0)
-        return PyLong_FromLong(CHECKED);
-    ssize_t sent;
-    do {
-        sent = send(self->fd, out, (size_t)length, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        self->pending = length;
-        return PyLong_FromLong(PENDING);
-    }
-    /* Sent, or lost to an error of the peer's port (ICMP): lost, as a datagram may be. */
-    return PyLong_FromLong(SENT);
+    return PyLong_FromLong(sender_forward(self, second, seq, ts, ssrc,
+                                          PyBytes_AS_STRING(extension), PyBytes_GET_SIZE(extension),
+                                          PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), NULL));
 }
 
 static PyObject *
@@ -206,6 +219,9 @@ Sender_get_closed(Sender *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef Sender_methods[] = {
+    {"open", (PyCFunction)(void (*)(void))Sender_open, METH_VARARGS | METH_KEYWORDS,
+     "open(fd, protect, context, limit, streams=None): send on a connected socket's "
+     "descriptor, protecting with libsrtp's srtp_protect on a session's context."},
     {"send", (PyCFunction)(void (*)(void))Sender_send, METH_FASTCALL,
      "Protect and send one packet: SENT (0), CHECKED (1: take the checked path) or "
      "PENDING (2: the socket is full, pending() holds the datagram)."},
@@ -221,7 +237,7 @@ static PyGetSetDef Sender_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject SenderType = {
+PyTypeObject SenderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "media._rtpsend.Sender",
     .tp_doc = "Protects and sends forwarded RTP packets on one connected socket.",
@@ -253,7 +269,7 @@ PyInit__rtpsend(void)
     if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0 ||
         PyModule_AddIntConstant(m, "SENT", SENT) < 0 ||
         PyModule_AddIntConstant(m, "CHECKED", CHECKED) < 0 ||
-        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0) {
+        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0 || lane_add_type(m) < 0) {
         Py_DECREF(&SenderType);
         Py_DECREF(m);
         return NULL;

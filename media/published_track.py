@@ -80,7 +80,17 @@ class Arrival:
     """One received packet as the subscribers see it; what they ask of its payload is
     worked out once, the first time one asks."""
 
-    __slots__ = ("_descriptor", "_extension", "_keyframe", "layer", "now", "packet", "seq", "track")
+    __slots__ = (
+        "_descriptor",
+        "_extension",
+        "_facts",
+        "_keyframe",
+        "layer",
+        "now",
+        "packet",
+        "seq",
+        "track",
+    )
 
     def __init__(
         self, track: PublishedTrack, layer: Layer, packet: RtpPacket, now: float, seq: int
@@ -95,6 +105,7 @@ class Arrival:
         self._descriptor: vp8.Descriptor | bool | None = False
         self._keyframe: bool | None = None
         self._extension: tuple[int, bytes] | None = None
+        self._facts: tuple[Any, ...] | None = None
 
     def level_extension(self, ext_id: int) -> bytes:
         """The packet's audio level as a header extension block for ``ext_id`` (made once
@@ -108,6 +119,29 @@ class Arrival:
             block = one_byte_extension([(ext_id, bytes([(0x80 if level[0] else 0) | level[1]]))])
         self._extension = (ext_id, block)
         return block
+
+    @property
+    def facts(self) -> tuple[Any, ...]:
+        """What a slot's compiled steady step reads (``media/_lane.c``, in this order):
+        layer, seq, the packet's own sequence number, timestamp, marker, payload, now, the
+        audio level byte (-1: none), then for a VP8 descriptor: present, PictureID (-1:
+        none), its bits and offset, TL0PICIDX (-1: none) and its offset. Made once, for
+        every slot."""
+        facts = self._facts
+        if facts is None:
+            p = self.packet
+            level = p.extensions.audio_level
+            byte = -1 if level is None else (0x80 if level[0] else 0) | level[1]
+            head = (self.layer, self.seq, p.sequence_number, p.timestamp, p.marker, p.payload)
+            d = self.descriptor if self.track.vp8 else None
+            if d is None:
+                facts = (*head, self.now, byte, 0, -1, 0, 0, -1, 0)
+            else:
+                pid = -1 if d.picture_id is None else d.picture_id
+                tl0 = -1 if d.tl0 is None else d.tl0
+                facts = (*head, self.now, byte, 1, pid, d.pid_bits, d.pid_offset, tl0, d.tl0_offset)
+            self._facts = facts
+        return facts
 
     @property
     def descriptor(self) -> vp8.Descriptor | None:

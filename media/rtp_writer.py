@@ -175,33 +175,38 @@ class CompiledRtpWriter(RtpWriter):
 
     The C sender holds the socket's descriptor and the SRTP context as plain numbers, so
     it is closed before either can go: when the transport's state changes, as the
-    connected handle is."""
+    connected handle is. It is one object for the writer's life, open while connected,
+    so that the slots' compiled steady steps (:mod:`media.numbering`) can hold it."""
 
-    __slots__ = ("_sender", "_session")
+    __slots__ = ("_session", "sender")
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
-        self._sender: Any = None
+        assert _rtpsend is not None
+        #: sends while the transport is connected (every send is refused before and after)
+        self.sender: Any = _rtpsend.Sender()
         self._session: Any = None  # keeps the context the sender protects with alive
         super().__init__(transport)
 
     def forward(
         self, second: int, seq: int, ts: int, ssrc: int, extension: bytes, body: bytes
     ) -> Awaitable[None] | None:
-        sender = self._sender
-        if sender is not None:
-            done = sender.send(second, seq, ts, ssrc, extension, body)
-            if done == 0:
-                return None
-            if done == 2:
-                self._sendto(sender.pending(), self._addr)  # type: ignore[misc]
-                return None
+        done = self.sender.send(second, seq, ts, ssrc, extension, body)
+        if done == 0:
+            return None
+        if done == 2:
+            return self.send_pending()
         return RtpWriter.forward(self, second, seq, ts, ssrc, extension, body)
 
+    def send_pending(self) -> None:
+        """Hand the datagram the sender could not send (its socket was full) to the event
+        loop's queue."""
+        self._sendto(self.sender.pending(), self._addr)  # type: ignore[misc]
+
     def _connected(self, session: Any) -> None:
-        assert self._socket is not None and _rtpsend is not None
+        assert self._socket is not None
         self._session = session
         protect, context = aiortc_hooks.srtp_addresses(session)
-        self._sender = _rtpsend.Sender(
+        self.sender.open(
             self._socket.fileno(),
             protect,
             context,
@@ -210,9 +215,8 @@ class CompiledRtpWriter(RtpWriter):
         )
 
     def _forget(self) -> None:
-        if self._sender is not None:
-            self._sender.close()  # before the descriptor it writes to is closed
-            self._sender = self._session = None
+        self.sender.close()  # before the descriptor it writes to is closed
+        self._session = None
         super()._forget()
 
 

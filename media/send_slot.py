@@ -42,6 +42,7 @@ from aiortc.rtp import (
 
 from media import aiortc_hooks, twcc, vp8
 from media.forwarder import Forwarder, Preference
+from media.numbering import Numbering, numbering
 from media.relayed_writes import RelayedWrites
 from media.rtp import SEQ_MOD, TS_MOD, repeat, seq_newer
 from media.rtp_writer import Writer, rtp_writer
@@ -59,6 +60,16 @@ ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 PADDING = 255
 
 
+def _numbering_field(name: str, doc: str) -> Any:
+    """A slot attribute kept in its numbering (:mod:`media.numbering`), where the compiled
+    steady step reads and moves it too."""
+    return property(
+        lambda self: getattr(self.n, name),
+        lambda self, value: setattr(self.n, name, value),
+        doc=doc,
+    )
+
+
 class SendSlot:
     """One sending transceiver of a subscriber's peer connection.
 
@@ -67,26 +78,52 @@ class SendSlot:
     sequence numbers and timestamps so the receiver sees one unbroken stream.
     """
 
+    payload_type = _numbering_field("payload_type", "the negotiated payload type")
+    level_id = _numbering_field("level_id", "the audio-level extension's id, if negotiated")
+    #: the send time or sequence extension block for a packet of some size leaving now
+    #: (set by the downlink once negotiated: its pacing clock)
+    stamp = _numbering_field("stamp", "the send-time stamp (a callable), or None")
+    last_seq_out = _numbering_field("last_seq_out", "the last sequence number sent")
+    last_ts_out = _numbering_field("last_ts_out", "the last timestamp sent")
+    last_sent_at = _numbering_field("last_sent_at", "when the last packet left")
+    _last_in_ts = _numbering_field("last_in_ts", "the last packet's timestamp on arrival")
+    seq_offset = _numbering_field("seq_offset", "the run's sequence number offset")
+    _run = _numbering_field("run", "the run being sent")
+    packets_out = _numbering_field("packets_out", "packets sent for the track carried")
+    bytes_out = _numbering_field("bytes_out", "payload bytes sent for the track carried")
+
+    @property
+    def writer(self) -> Writer:
+        """Protects and sends this slot's packets (the transport's, shared by its slots)."""
+        return self.n.writer  # type: ignore[no-any-return]
+
+    @writer.setter
+    def writer(self, writer: Writer) -> None:
+        self.n.writer = writer
+        # the compiled step sends through the compiled writer's sender only
+        self.n.sender = getattr(writer, "sender", None)
+
     def __init__(self, transceiver: RTCRtpTransceiver, compiled_writer: bool = True) -> None:
         self.transceiver = transceiver
         self._compiled_writer = compiled_writer
+        #: the numbering, and with the compiled writer the steady step (media.numbering)
+        self.n = numbering(compiled_writer)
+        self._lane = None if isinstance(self.n, Numbering) else self.n
         self.sender: RTCRtpSender = transceiver.sender
         aiortc_hooks.quiet_sender_rtcp(self.sender)  # the participant reports for all slots
         self._reported = -1  # packets_out at the last sender report
         self.kind: str = transceiver.kind
         self.track: PublishedTrack | None = None
         self.forwarder: Forwarder | None = None
-        self.payload_type: int | None = None
-        self.ssrc = aiortc_hooks.sender_ssrc(self.sender)
+        self.payload_type = None
+        self.ssrc = self.n.ssrc = aiortc_hooks.sender_ssrc(self.sender)
         # retransmissions, where the subscriber negotiated RTX: their own SSRC and numbers
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
-        self.level_id: int | None = None  # the audio-level extension's id, if negotiated
+        self.level_id = None
         self.send_time_id: int | None = None  # abs-send-time's, for the subscriber's REMB
         self.transport_cc_id: int | None = None  # transport-cc's, for its feedback
-        #: the send time or sequence extension block for a packet of some size leaving
-        #: now (set by the downlink once negotiated: its pacing clock)
-        self.stamp: Callable[[int], bytes] | None = None
+        self.stamp = None
         #: told each bandwidth estimate (REMB) the subscriber reports
         self.on_remb: Callable[[float], None] | None = None
         self._rtx_seq = random.randrange(1 << 15)
@@ -97,9 +134,15 @@ class SendSlot:
         self._last_in_ts = 0  # the timestamp the last packet had when it arrived
         self._last_layer: Layer | None = None
         self.seq_offset = 0
-        self._run: Run | None = None
+        self._run = None
         self._munger: vp8.Vp8Munger | None = None
-        self._sent = SentRing() if self.kind == "video" else None
+        self._sent: Any = None  # what was sent, for NACKs (video): the lane's or a SentRing
+        if self.kind == "video":
+            if self._lane is not None:
+                self._lane.remember = True
+                self._sent = self._lane
+            else:
+                self._sent = SentRing()
         # statistics
         self.packets_out = 0
         self.bytes_out = 0
@@ -110,8 +153,7 @@ class SendSlot:
         self.padding_bytes = 0
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
-        #: protects and sends this slot's packets (the transport's, shared by its slots)
-        self.writer: Writer = rtp_writer(self.sender.transport, self._compiled_writer)
+        self.writer = rtp_writer(self.sender.transport, self._compiled_writer)
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
     @property
@@ -126,12 +168,14 @@ class SendSlot:
         self.unbind()
         self.track = track
         self.forwarder = Forwarder(track, preference)
-        self._munger = vp8.Vp8Munger() if track.vp8 else None
+        self._munger = vp8.Vp8Munger(self.n) if track.vp8 else None
+        self.n.vp8 = track.vp8
         self._packets_before += self.packets_out
         self.packets_out = self.bytes_out = 0  # per track carried
         self.sender.replaceTrack(aiortc_hooks.SilentTrack(self.kind, track.info.track_id))
         aiortc_hooks.set_stream_id(self.sender, track.info.participant_id)
         self.transceiver.direction = "sendonly"
+        self._steady()
 
     def activate(self) -> None:
         """Start forwarding once negotiation settled the payload type."""
@@ -166,6 +210,7 @@ class SendSlot:
             None,
         )
         track.attach(self)
+        self._steady()
         self._want_keyframe()
 
     def prefer(self, preference: Preference) -> None:
@@ -175,6 +220,7 @@ class SendSlot:
             before = forwarder.target
             forwarder.prefer(preference)
             self._retargeted(before)
+            self._steady()  # the temporal layers sent may have changed
 
     def limit(self, index: int | None) -> None:
         """The subscriber's bandwidth allows layers up to ``index`` (of the track's layers
@@ -192,6 +238,7 @@ class SendSlot:
             return
         if forwarder.target is None:
             forwarder.current = None  # hidden or paused: stop sending; a keyframe restarts it
+            self._steady()
         if forwarder.target is not before:
             if self.payload_type is not None:
                 self._want_keyframe()
@@ -207,6 +254,7 @@ class SendSlot:
         packet sent."""
         if self.forwarder is not None:
             self.forwarder.current = None
+            self._steady()
         if self.track is not None:
             self.track.reconsider()  # it listens to every layer again, for a keyframe
 
@@ -219,6 +267,7 @@ class SendSlot:
         self.track = None
         self.forwarder = None
         self.payload_type = self.rtx_payload_type = None
+        self._steady()
         self.transceiver.direction = "inactive"
         track.demand_changed()
 
@@ -226,8 +275,17 @@ class SendSlot:
 
     def offer(self, arrival: Arrival) -> None:
         """Forward ``arrival`` if it belongs to this subscriber's stream (never waits)."""
+        lane = self._lane
+        if lane is not None:
+            done = lane.offer(arrival.facts)  # the compiled steady step (media.numbering)
+            if done is True:
+                return
+            if done is not False:
+                self._relay(done)
+                return
         forwarder = self.forwarder
-        if forwarder is None or self.payload_type is None:
+        n = self.n
+        if forwarder is None or n.payload_type is None:
             return
         layer = arrival.layer
         current = forwarder.current
@@ -238,15 +296,15 @@ class SendSlot:
                 return
             self._switch(arrival)
         packet = arrival.packet
-        run = self._run
+        run = n.run
         assert run is not None
         in_seq = arrival.seq  # the track's numbering, with packets it left out closed up
         if (in_seq - run.first_in) % SEQ_MOD >= 0x8000:
             return  # reordered from before the keyframe this run starts at: not ours
         payload = None
         munger = self._munger
-        seq = (in_seq + self.seq_offset) % SEQ_MOD
-        newest = seq_newer(seq, self.last_seq_out)  # not a late or repaired packet
+        seq = (in_seq + n.seq_offset) % SEQ_MOD
+        newest = seq_newer(seq, n.last_seq_out)  # not a late or repaired packet
         if munger is not None:
             d = arrival.descriptor
             if d is not None:
@@ -258,22 +316,22 @@ class SendSlot:
                 payload = munger.rewrite(packet.payload, d, newest)
         ts = (packet.timestamp + run.ts_offset) % TS_MOD
         if newest:
-            self.last_seq_out = seq
-            self.last_ts_out = ts
-            self._last_in_ts = packet.timestamp
-            self.last_sent_at = arrival.now
+            n.last_seq_out = seq
+            n.last_ts_out = ts
+            n.last_in_ts = packet.timestamp
+            n.last_sent_at = arrival.now
         if self._sent is not None:
             self._sent.put(seq, packet.sequence_number, run)
-        self.packets_out += 1
-        self.bytes_out += len(packet.payload)
-        if self.stamp is not None:
-            extension = self.stamp(len(payload) if payload is not None else len(packet.payload))
-        elif self.level_id:
-            extension = arrival.level_extension(self.level_id)
+        n.packets_out += 1
+        n.bytes_out += len(packet.payload)
+        if n.stamp is not None:
+            extension = n.stamp(len(payload) if payload is not None else len(packet.payload))
+        elif n.level_id:
+            extension = arrival.level_extension(n.level_id)
         else:
             extension = b""
-        pending = self.writer.forward(
-            (packet.marker << 7) | self.payload_type,
+        pending = n.writer.forward(
+            (packet.marker << 7) | n.payload_type,
             seq,
             ts,
             self.ssrc,
@@ -282,6 +340,28 @@ class SendSlot:
         )
         if pending is not None:
             self._relay(pending)
+        if lane is not None and lane.layer is not layer:
+            self._steady()  # a switch, or the temporal layers' resumption, may have settled
+
+    def _steady(self) -> None:
+        """Let the compiled step take the current layer's packets when forwarding them is
+        all there is to do: a layer being sent, a payload type negotiated, and for VP8 no
+        temporal layer to leave out or resume (those take the Python step)."""
+        n, forwarder = self.n, self.forwarder
+        layer = None
+        if forwarder is not None and n.payload_type is not None:
+            current, run = forwarder.current, n.run
+            if (
+                current is not None
+                and run is not None
+                and run.layer is current
+                and (
+                    self._munger is None
+                    or (forwarder.max_tid is None and not forwarder.upgrading_temporal)
+                )
+            ):
+                layer = current
+        n.layer = layer
 
     def _switch(self, arrival: Arrival) -> None:
         """Start sending ``arrival``'s layer from this keyframe on, numbered after the

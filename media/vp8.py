@@ -128,27 +128,56 @@ def renumber(payload: bytes, d: Descriptor, numbers: Renumbering) -> bytes:
     return bytes(out)
 
 
+class LastNumbers:
+    """The last PictureID and TL0PICIDX sent to a subscriber (``None``: none yet). A
+    munger keeps them here unless given a store: a slot's numbering holds them
+    (:mod:`media.numbering`), so its compiled steady step moves them too."""
+
+    __slots__ = ("last_pid", "last_tl0")
+
+    def __init__(self) -> None:
+        self.last_pid: int | None = None
+        self.last_tl0: int | None = None
+
+
 class Vp8Munger:
     """One subscriber's continuous PictureID and TL0PICIDX over layer switches and
     dropped pictures."""
 
-    __slots__ = ("_dropped", "last_pid", "last_tl0", "numbers")
+    __slots__ = ("_dropped", "numbers", "store")
 
-    def __init__(self) -> None:
+    def __init__(self, store: LastNumbers | None = None) -> None:
         self.numbers: Renumbering = UNCHANGED
-        self.last_pid: int | None = None  # last PictureID sent
-        self.last_tl0: int | None = None
+        self.store = store if store is not None else LastNumbers()
         self._dropped: int | None = None  # PictureID of the picture being dropped
+
+    @property
+    def last_pid(self) -> int | None:
+        """The last PictureID sent."""
+        return self.store.last_pid
+
+    @last_pid.setter
+    def last_pid(self, value: int | None) -> None:
+        self.store.last_pid = value
+
+    @property
+    def last_tl0(self) -> int | None:
+        return self.store.last_tl0
+
+    @last_tl0.setter
+    def last_tl0(self, value: int | None) -> None:
+        self.store.last_tl0 = value
 
     def switch(self, d: Descriptor) -> None:
         """A new layer starts at ``d`` (a keyframe): its numbers continue ours."""
         pid_delta, tl0_delta, pid_mod = self.numbers
+        store = self.store
         if d.picture_id is not None:
             pid_mod = PID_MOD_15 if d.pid_bits == 15 else PID_MOD_7
-            if self.last_pid is not None:
-                pid_delta = (self.last_pid + 1 - d.picture_id) % pid_mod
-        if d.tl0 is not None and self.last_tl0 is not None:
-            tl0_delta = (self.last_tl0 + 1 - d.tl0) % TL0_MOD
+            if store.last_pid is not None:
+                pid_delta = (store.last_pid + 1 - d.picture_id) % pid_mod
+        if d.tl0 is not None and store.last_tl0 is not None:
+            tl0_delta = (store.last_tl0 + 1 - d.tl0) % TL0_MOD
         self.numbers = (pid_delta, tl0_delta, pid_mod)
 
     def drop(self, d: Descriptor) -> bool:
@@ -168,8 +197,9 @@ class Vp8Munger:
         not move the numbers the next switch continues from."""
         pid_delta, tl0_delta, pid_mod = self.numbers
         if newest:
+            store = self.store
             if d.picture_id is not None:
-                self.last_pid = (d.picture_id + pid_delta) % pid_mod
+                store.last_pid = (d.picture_id + pid_delta) % pid_mod
             if d.tl0 is not None:
-                self.last_tl0 = (d.tl0 + tl0_delta) % TL0_MOD
+                store.last_tl0 = (d.tl0 + tl0_delta) % TL0_MOD
         return renumber(payload, d, self.numbers)

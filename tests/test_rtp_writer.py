@@ -109,7 +109,7 @@ async def test_the_writer_sends_protected_packets_in_order_then_nothing_once_clo
     # before connecting.
     assert writer._socket is None and handle.fileno() == -1
     if compiled:
-        assert writer._sender is None
+        assert writer.sender.closed
     assert writer.write(rtp(sending, 102, b"late")) is None
     assert writer.forward(pt, 103, 0, ssrc, b"", b"late") is None
     await asyncio.sleep(0.1)
@@ -129,17 +129,17 @@ async def test_a_full_socket_queues_the_compiled_writers_packet_on_the_loop(pair
     full, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with full, peer:
         full.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        real = writer._sender
-        writer._sender = type(real)(full.fileno(), *_sender_arguments(writer))
+        real = writer.sender
+        writer.sender = type(real)(full.fileno(), *_sender_arguments(writer))
         seq = 2
         while not queued:
             assert writer.forward(96, seq, 0, 7, b"", b"z" * 1000) is None
             seq += 1
             assert seq < 10_000
-        writer._sender = real
+        writer.sender = real
     ((datagram, addr),) = queued
     assert addr == writer._addr and len(datagram) > 1000  # protected: the trailer is on
-    assert writer._sender.pending() is None
+    assert writer.sender.pending() is None
 
 
 def test_moving_streams_to_the_front_keeps_every_stream_decryptable():
@@ -306,3 +306,73 @@ async def test_sending_slots_carry_no_bitrate_estimator_until_a_packet_arrives()
     assert isinstance(estimator._real, aiortc.rate.RemoteBitrateEstimator)
     assert estimator._real.ssrcs  # the packet went to it
     await pc.close()
+
+
+def test_the_compiled_steady_step_renumbers_in_the_senders_buffer():
+    """A slot's compiled steady step (``media/_lane.c``) on a real sender: the header from
+    the run's offsets, the VP8 PictureID and TL0PICIDX rewritten in the sender's buffer
+    (the shared payload untouched), what was sent remembered for NACKs; an audio level
+    written as a header extension; packets of another layer, or for a closed sender,
+    left to the Python step; a packet too big handed to the writer's checked path."""
+    from pylibsrtp import Policy, Session
+
+    from media import _rtpsend
+    from media.sent_ring import Run
+
+    key = bytes(range(30))
+    tx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    rx = Session(Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    protect, context = aiortc_hooks.srtp_addresses(tx)
+
+    class Writer:
+        def __init__(self) -> None:
+            self.forwarded: list[tuple] = []
+
+        def forward(self, *args: object) -> str:
+            self.forwarded.append(args)
+            return "queued"  # stands for an awaitable the slot would queue
+
+    with a, b:
+        sender = _rtpsend.Sender(a.fileno(), protect, context, 1400)
+        layer, other = object(), object()
+        run = Run(layer, 100, 1000, (5, 3, 1 << 15))  # type: ignore[arg-type]
+        lane = _rtpsend.Lane()
+        lane.run, lane.layer, lane.payload_type, lane.ssrc = run, layer, 96, 0xCAFE
+        lane.vp8, lane.remember, lane.sender, lane.writer = True, True, sender, Writer()
+        lane.seq_offset, lane.last_seq_out = 10, 109
+        payload = bytes([0x90, 0xE0, 0x80 | 0x7F, 0xFF, 254, 0x00]) + b"picture"  # 32767, 254
+        facts = (layer, 100, 555, (1 << 32) - 500, True, payload, 2.5, -1, 1, 32767, 15, 2, 254, 4)
+        assert lane.offer(facts) is True
+        clear = RtpPacket.parse(rx.unprotect(b.recv(2048)))
+        assert (clear.sequence_number, clear.timestamp, clear.marker) == (110, 500, 1)
+        assert (clear.ssrc, clear.payload_type) == (0xCAFE, 96)
+        assert clear.payload == bytes([0x90, 0xE0, 0x80, 4, 1, 0x00]) + b"picture"  # wrapped
+        assert payload[2:5] == bytes([0xFF, 0xFF, 254])  # the shared payload is untouched
+        assert (lane.last_seq_out, lane.last_ts_out, lane.last_in_ts) == (110, 500, (1 << 32) - 500)
+        assert (lane.last_pid, lane.last_tl0, lane.last_sent_at) == (4, 1, 2.5)
+        assert (lane.packets_out, lane.bytes_out) == (1, len(payload))
+        assert lane.get(110) == (555, run) and lane.get(111) is None
+        # Another layer's packet, or a sender closed: the Python step's, nothing moved.
+        assert lane.offer((other, *facts[1:])) is False
+        sender.close()
+        assert lane.offer(facts) is False
+        assert lane.packets_out == 1
+        # Too big for the sender: the writer's checked path gets it, renumbered.
+        sender.open(a.fileno(), protect, context, 1400)
+        big = payload + bytes(1400)
+        too_big = (layer, 101, 556, 0, False, big, 2.6, -1, 1, 32767, 15, 2, 254, 4)
+        assert lane.offer(too_big) == "queued"
+        ((second, seq, ts, ssrc, ext, body),) = lane.writer.forwarded
+        assert (second, seq, ts, ssrc, ext) == (96, 111, 1000, 0xCAFE, b"")
+        assert body[:6] == bytes([0x90, 0xE0, 0x80, 4, 1, 0x00]) and len(body) == len(big)
+        # Audio: the level goes on as a one-byte header extension.
+        audio = _rtpsend.Lane()
+        audio.run = Run(layer, 0, 0, None)  # type: ignore[arg-type]
+        audio.layer, audio.payload_type, audio.ssrc = layer, 111, 7
+        audio.level_id, audio.sender, audio.writer = 4, sender, Writer()
+        voiced = (layer, 1, 1, 960, False, b"opus", 3.0, 0x85, 0, -1, 0, 0, -1, 0)
+        assert audio.offer(voiced) is True
+        clear = rx.unprotect(b.recv(2048))
+        assert clear[0] == 0x90 and clear[12:20] == bytes([0xBE, 0xDE, 0, 1, 4 << 4, 0x85, 0, 0])
+        assert RtpPacket.parse(clear).payload == b"opus"

@@ -304,16 +304,35 @@ class Capture(Writer):
         self.sent.append(RtpPacket.parse(data))
 
 
-@pytest.fixture
-async def slot() -> AsyncIterator[tuple[PublishedTrack, SendSlot, list[RtpPacket]]]:
+class LaneCapture(Capture):
+    """The same, also standing for the transport's compiled sender, which the compiled
+    steady step (``media/_lane.c``) sends through: on anything but a real ``Sender`` it
+    calls ``send`` with the same arguments. Counts what came that way."""
+
+    def __init__(self, sent: list[RtpPacket]) -> None:
+        super().__init__(sent)
+        self.sender = self
+        self.steady = 0
+
+    def send(self, second: int, seq: int, ts: int, ssrc: int, ext: bytes, body: bytes) -> int:
+        self.steady += 1
+        self.forward(second, seq, ts, ssrc, ext, body)
+        return 0  # sent
+
+
+@pytest.fixture(params=["compiled", "pure"])
+async def slot(request) -> AsyncIterator[tuple[PublishedTrack, SendSlot, list[RtpPacket]]]:
+    """A video slot with the compiled steady step (its sender a stand-in), or without."""
     pc = RTCPeerConnection()
     track = simulcast_track(((320, 180), (640, 360), (1280, 720)))
     sent: list[RtpPacket] = []
-    slot = SendSlot(pc.addTransceiver("video", direction="sendonly"))
+    compiled = request.param == "compiled"
+    slot = SendSlot(pc.addTransceiver("video", direction="sendonly"), compiled_writer=compiled)
+    assert (slot._lane is not None) == compiled
     slot.bind(track, Preference(width=160, height=90))
     slot.payload_type = 96
     track.attach(slot)
-    slot.writer = Capture(sent)  # type: ignore[assignment]
+    slot.writer = (LaneCapture if compiled else Capture)(sent)  # type: ignore[assignment]
     try:
         yield track, slot, sent
     finally:
@@ -453,3 +472,70 @@ async def test_a_steady_slot_is_offered_only_its_layers_packets_until_its_wish_c
     publisher.frame(keyframe=True)
     assert offered == ["q", "q", "h", "h", "f", "f"]
     assert sent[-1].ssrc == sub.ssrc and len(sent) == 8  # q's frame, then f's from its keyframe
+
+
+async def test_the_compiled_steady_step_sends_what_the_python_step_sends():
+    """Two slots on the same track, one with the compiled steady step and one without,
+    given the same packets and wishes (switches, a lower frame rate and back, a late
+    packet, one from before a keyframe, a NACK) send the same packets, and the compiled
+    one sent the steady ones through its steady step."""
+    pcs = [RTCPeerConnection(), RTCPeerConnection()]
+    track = simulcast_track(((320, 180), (640, 360), (1280, 720)))
+    sent: dict[str, list[RtpPacket]] = {"compiled": [], "pure": []}
+    slots = {}
+    started = time.monotonic()
+    for pc, (mode, out) in zip(pcs, sent.items(), strict=True):
+        s = SendSlot(pc.addTransceiver("video", direction="sendonly"), mode == "compiled")
+        s.bind(track, Preference(width=160, height=90))
+        s.payload_type = 96
+        s.last_seq_out, s.last_ts_out, s._rtx_seq = 65530, (1 << 32) - 9000, 77  # wraps
+        s.last_sent_at = started  # the first switch's timestamp step is the time since
+        track.attach(s)
+        s.writer = (LaneCapture if mode == "compiled" else Capture)(out)  # type: ignore[assignment]
+        s.stamp = lambda size: one_byte_extension([(3, size.to_bytes(3, "big"))])
+        slots[mode] = s
+    publisher = Publisher(track)
+    try:
+        publisher.frame(keyframe=True)
+        for _ in range(3):
+            publisher.frame(tid=1)
+        # steady on q: after the keyframe's first packet (the switch, in Python), all of it
+        assert slots["compiled"].writer.steady == len(sent["pure"]) - 1 == 7  # type: ignore[attr-defined]
+        for s in slots.values():
+            s.prefer(Preference(width=1280, height=720, fps=15))  # f, base layer only
+        for tid in (0, 1, 0, 1):
+            publisher.frame(keyframe=tid == 0 and publisher.ts < 110000, tid=tid)
+        for s in slots.values():
+            s.prefer(Preference(width=1280, height=720))  # all layers again, at a sync
+        for tid in (1, 0, 1, 0):
+            publisher.frame(tid=tid)
+        f = track.layers[2]
+        publisher.send(f, delta_payload(publisher.pid["f"], 1), seq=publisher.seq["f"] - 1)
+        publisher.send(f, delta_payload(4000, 1), seq=publisher.seq["f"] - 3000)  # too old
+        for s in slots.values():
+            s.prefer(Preference(width=160, height=90))  # back down to q
+        publisher.frame(keyframe=True)
+        publisher.frame()
+        for mode, s in slots.items():
+            nack = RtcpRtpfbPacket(fmt=1, ssrc=1, media_ssrc=s.ssrc)
+            nack.lost = [p.sequence_number for p in sent[mode][2:6]]
+            await s._on_rtcp(nack)
+
+        def seen(packets: list[RtpPacket]) -> list[tuple]:
+            return [
+                (p.sequence_number, p.timestamp, p.marker, p.payload_type, p.payload, p.extensions)
+                for p in packets
+            ]
+
+        assert len(sent["pure"]) > 30
+        assert seen(sent["compiled"]) == seen(sent["pure"])
+        assert {p.ssrc for p in sent["compiled"]} == {slots["compiled"].ssrc}
+        assert slots["compiled"].stats() | {"mid": None} == slots["pure"].stats() | {"mid": None}
+        # On f the Python step kept them: first the frame rate's limit, then, once lifted,
+        # the wait for a layer-sync picture (none comes). Back on q, all but the switch.
+        assert slots["compiled"].writer.steady == 7 + 3  # type: ignore[attr-defined]
+    finally:
+        for s in slots.values():
+            s.close()
+        for pc in pcs:
+            await pc.close()

@@ -1,0 +1,541 @@
+/* A steady subscriber's per-packet step, compiled (see media/numbering.py).
+ *
+ * In a room of 50 each received packet is offered to some fifty subscribers' slots, and
+ * for almost every one of them the step is the same: the packet is of the layer the
+ * slot is steady on, so its sequence number and timestamp are shifted by the slot's
+ * offsets, its VP8 PictureID and TL0PICIDX by the slot's renumbering, what was sent is
+ * remembered for NACKs, a send time or audio level goes in the header, and the Sender
+ * protects and sends it.  In Python that step was about a quarter of a media node's CPU,
+ * spread over a dozen attribute reads and small calls per offer; here it is one call on
+ * integers held in this struct.
+ *
+ * A Lane holds the numbering state itself: media/send_slot.py reads and writes the same
+ * fields as attributes, so everything that is not the steady step (layer switches, a
+ * picture dropped for a lower frame rate, retransmissions, padding, reports, TURN
+ * relays) stays in Python, working on the same numbers.  offer() forwards only when the
+ * slot set ``layer`` (it does so only when that step is all there is to do) and the
+ * packet is of that layer; otherwise it changes nothing and returns False, and the
+ * slot's Python step takes the packet.
+ */
+
+#include "_rtpsend.h"
+
+#include <structmember.h>
+
+#define SEQ_MASK 0xFFFFUL
+#define TS_MASK 0xFFFFFFFFUL
+/* Sequence numbers remembered for NACKs (media/sent_ring.py's RING). */
+#define RING 512
+#define PID_MOD_15 (1L << 15)
+
+/* What on_layer_packet tells every slot about one packet, once (PublishedTrack's
+ * Arrival.facts): indexes into that tuple. */
+enum {
+    F_LAYER, F_SEQ, F_RAW_SEQ, F_TIMESTAMP, F_MARKER, F_PAYLOAD, F_NOW, F_LEVEL,
+    F_HAS_DESC, F_PID, F_PID_BITS, F_PID_OFFSET, F_TL0, F_TL0_OFFSET, F_COUNT
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *layer;  /* the layer offer() may forward, or None */
+    PyObject *run;    /* the run being sent (media.sent_ring.Run), or None */
+    long first_in, ts_offset;               /* the run's */
+    long pid_delta, tl0_delta, pid_mod;     /* the run's VP8 renumbering */
+    long seq_offset, last_seq_out, last_ts_out, last_in_ts;
+    double last_sent_at;
+    long long packets_out, bytes_out;
+    long payload_type; /* -1: not negotiated */
+    unsigned long ssrc;
+    long last_pid, last_tl0; /* the last PictureID and TL0PICIDX sent; -1: none */
+    long level_id;           /* the audio-level extension's id; 0: not negotiated */
+    char vp8;                /* rewrite VP8 descriptors */
+    PyObject *stamp;  /* the send-time or sequence stamp for video, or None */
+    PyObject *sender; /* the transport's Sender (or, in tests, anything with send()), or None */
+    PyObject *writer; /* the transport's writer: what the Sender could not send goes there */
+    /* What was sent, for NACKs (allocated when ``remember`` is set). */
+    int32_t *ring_out;
+    uint16_t *ring_in;
+    PyObject **ring_run;
+} Lane;
+
+static int
+Lane_init(Lane *self, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", keywords))
+        return -1;
+    self->payload_type = -1;
+    self->last_pid = self->last_tl0 = -1;
+    self->pid_mod = PID_MOD_15;
+    return 0;
+}
+
+static void
+ring_free(Lane *self)
+{
+    if (self->ring_run != NULL) {
+        for (int i = 0; i < RING; i++)
+            Py_CLEAR(self->ring_run[i]);
+    }
+    PyMem_Free(self->ring_out);
+    PyMem_Free(self->ring_in);
+    PyMem_Free(self->ring_run);
+    self->ring_out = NULL;
+    self->ring_in = NULL;
+    self->ring_run = NULL;
+}
+
+static int
+Lane_traverse(Lane *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->layer);
+    Py_VISIT(self->run);
+    Py_VISIT(self->stamp);
+    Py_VISIT(self->sender);
+    Py_VISIT(self->writer);
+    if (self->ring_run != NULL) {
+        for (int i = 0; i < RING; i++)
+            Py_VISIT(self->ring_run[i]);
+    }
+    return 0;
+}
+
+static int
+Lane_clear(Lane *self)
+{
+    Py_CLEAR(self->layer);
+    Py_CLEAR(self->run);
+    Py_CLEAR(self->stamp);
+    Py_CLEAR(self->sender);
+    Py_CLEAR(self->writer);
+    if (self->ring_run != NULL) {
+        for (int i = 0; i < RING; i++)
+            Py_CLEAR(self->ring_run[i]);
+    }
+    return 0;
+}
+
+static void
+Lane_dealloc(Lane *self)
+{
+    PyObject_GC_UnTrack(self);
+    Lane_clear(self);
+    ring_free(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static inline int
+present(PyObject *o)
+{
+    return o != NULL && o != Py_None;
+}
+
+static inline long
+modulo(long a, long m)
+{
+    long r = a % m;
+    return r < 0 ? r + m : r;
+}
+
+static void
+ring_put(Lane *self, long out_seq, long in_seq, PyObject *run)
+{
+    int i = (int)(out_seq % RING);
+    self->ring_out[i] = (int32_t)out_seq;
+    self->ring_in[i] = (uint16_t)in_seq;
+    Py_INCREF(run);
+    Py_XSETREF(self->ring_run[i], run);
+}
+
+/* What the Sender could not send (a packet too big, libsrtp refused it, the socket is
+ * full) goes the writer's way: its result (None, or an awaitable to queue) is returned. */
+static PyObject *
+send_checked(Lane *self, unsigned long second, unsigned long seq, unsigned long ts,
+             PyObject *ext, PyObject *payload, const Renumber *renumber)
+{
+    PyObject *body = payload;
+    Py_INCREF(body);
+    if (renumber != NULL) {
+        Py_SETREF(body, PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload),
+                                                 PyBytes_GET_SIZE(payload)));
+        if (body == NULL)
+            return NULL;
+        renumber_into((unsigned char *)PyBytes_AS_STRING(body), renumber);
+    }
+    PyObject *result = PyObject_CallMethod(self->writer, "forward", "kkkkOO", second, seq, ts,
+                                           self->ssrc, ext, body);
+    Py_DECREF(body);
+    return result;
+}
+
+/* offer(facts) -> True (forwarded, or not this slot's to send), False (the slot's Python
+ * step must take it: nothing was changed), or an awaitable the slot queues (a write the
+ * transport could not make at once). */
+static PyObject *
+Lane_offer(Lane *self, PyObject *facts)
+{
+    if (!PyTuple_CheckExact(facts) || PyTuple_GET_SIZE(facts) != F_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "offer() takes an Arrival's facts");
+        return NULL;
+    }
+#define FACT(i) PyTuple_GET_ITEM(facts, i)
+    if (!present(self->layer) || FACT(F_LAYER) != self->layer || !present(self->run) ||
+        self->payload_type < 0 || !present(self->sender) || !present(self->writer))
+        Py_RETURN_FALSE;
+    int compiled = Py_IS_TYPE(self->sender, &SenderType);
+    if (compiled && ((Sender *)self->sender)->fd < 0)
+        Py_RETURN_FALSE; /* not connected yet, or gone: the writer's checked path */
+    PyObject *payload = FACT(F_PAYLOAD);
+    if (!PyBytes_CheckExact(payload)) {
+        PyErr_SetString(PyExc_TypeError, "the payload must be bytes");
+        return NULL;
+    }
+    long in_seq = PyLong_AsLong(FACT(F_SEQ));
+    long raw_seq = PyLong_AsLong(FACT(F_RAW_SEQ));
+    unsigned long timestamp = PyLong_AsUnsignedLongMask(FACT(F_TIMESTAMP));
+    int marker = PyObject_IsTrue(FACT(F_MARKER));
+    double now = PyFloat_AsDouble(FACT(F_NOW));
+    long level = PyLong_AsLong(FACT(F_LEVEL));
+    long has_desc = PyLong_AsLong(FACT(F_HAS_DESC));
+    if (PyErr_Occurred())
+        return NULL;
+    if ((unsigned long)(in_seq - self->first_in) & SEQ_MASK & ~0x7FFFUL)
+        Py_RETURN_TRUE; /* reordered from before the keyframe this run starts at */
+    long seq = (long)((unsigned long)(in_seq + self->seq_offset) & SEQ_MASK);
+    int newest = seq != self->last_seq_out &&
+                 ((unsigned long)(seq - self->last_seq_out) & SEQ_MASK) < 0x8000;
+    Renumber renumber = {-1, 0, 0, -1, 0};
+    const Renumber *rewrite = NULL;
+    if (self->vp8 && has_desc) {
+        long pid = PyLong_AsLong(FACT(F_PID)), tl0 = PyLong_AsLong(FACT(F_TL0));
+        long pid_bits = PyLong_AsLong(FACT(F_PID_BITS));
+        Py_ssize_t pid_offset = PyLong_AsSsize_t(FACT(F_PID_OFFSET));
+        Py_ssize_t tl0_offset = PyLong_AsSsize_t(FACT(F_TL0_OFFSET));
+        if (PyErr_Occurred())
+            return NULL;
+        if (pid >= 0)
+            pid = modulo(pid + self->pid_delta, self->pid_mod);
+        if (tl0 >= 0)
+            tl0 = modulo(tl0 + self->tl0_delta, 256);
+        if (newest) {
+            if (pid >= 0)
+                self->last_pid = pid;
+            if (tl0 >= 0)
+                self->last_tl0 = tl0;
+        }
+        if (self->pid_delta != 0 || self->tl0_delta != 0) {
+            Py_ssize_t size = PyBytes_GET_SIZE(payload);
+            if ((pid >= 0 && pid_offset + (pid_bits == 15) >= size) ||
+                (tl0 >= 0 && tl0_offset >= size)) {
+                PyErr_SetString(PyExc_ValueError, "a descriptor beyond its payload");
+                return NULL;
+            }
+            renumber.pid_offset = pid >= 0 ? pid_offset : -1;
+            renumber.pid_bits = (int)pid_bits;
+            renumber.pid = pid;
+            renumber.tl0_offset = tl0 >= 0 ? tl0_offset : -1;
+            renumber.tl0 = tl0;
+            rewrite = &renumber;
+        }
+    }
+    unsigned long ts = (timestamp + (unsigned long)self->ts_offset) & TS_MASK;
+    if (newest) {
+        self->last_seq_out = seq;
+        self->last_ts_out = (long)ts;
+        self->last_in_ts = (long)timestamp;
+        self->last_sent_at = now;
+    }
+    if (self->ring_run != NULL)
+        ring_put(self, seq, raw_seq, self->run);
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    self->packets_out += 1;
+    self->bytes_out += size;
+    PyObject *ext;
+    unsigned char level_block[8];
+    if (present(self->stamp)) {
+        PyObject *length = PyLong_FromSsize_t(size);
+        if (length == NULL)
+            return NULL;
+        ext = PyObject_CallOneArg(self->stamp, length);
+        Py_DECREF(length);
+        if (ext == NULL)
+            return NULL;
+        if (!PyBytes_CheckExact(ext)) {
+            Py_DECREF(ext);
+            PyErr_SetString(PyExc_TypeError, "a stamp must be bytes");
+            return NULL;
+        }
+    } else if (self->level_id > 0 && level >= 0) {
+        /* RFC 8285's one-byte form: 0xBEDE, one word; the id and length 0, the level. */
+        const unsigned char block[8] = {0xBE, 0xDE, 0, 1, (unsigned char)(self->level_id << 4),
+                                        (unsigned char)level, 0, 0};
+        memcpy(level_block, block, sizeof block);
+        ext = PyBytes_FromStringAndSize((const char *)level_block, 8);
+        if (ext == NULL)
+            return NULL;
+    } else {
+        ext = PyBytes_FromStringAndSize(NULL, 0);
+    }
+    unsigned long second = ((unsigned long)(marker ? 1 : 0) << 7) | (unsigned long)self->payload_type;
+    PyObject *result;
+    if (compiled) {
+        int done = sender_forward((Sender *)self->sender, second, (unsigned long)seq, ts,
+                                  self->ssrc, PyBytes_AS_STRING(ext), PyBytes_GET_SIZE(ext),
+                                  PyBytes_AS_STRING(payload), size, rewrite);
+        if (done == SENT) {
+            Py_DECREF(ext);
+            Py_RETURN_TRUE;
+        }
+        if (done == PENDING)
+            result = PyObject_CallMethod(self->writer, "send_pending", NULL);
+        else
+            result = send_checked(self, second, (unsigned long)seq, ts, ext, payload, rewrite);
+    } else {
+        /* Not a compiled Sender (a test's recording one): the same arguments, as bytes. */
+        PyObject *body = payload;
+        Py_INCREF(body);
+        if (rewrite != NULL) {
+            Py_SETREF(body, PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload), size));
+            if (body == NULL) {
+                Py_DECREF(ext);
+                return NULL;
+            }
+            renumber_into((unsigned char *)PyBytes_AS_STRING(body), rewrite);
+        }
+        result = PyObject_CallMethod(self->sender, "send", "kkkkOO", second, (unsigned long)seq,
+                                     ts, self->ssrc, ext, body);
+        Py_DECREF(body);
+        if (result != NULL) {
+            long done = PyLong_AsLong(result);
+            Py_DECREF(result);
+            if (done == -1 && PyErr_Occurred())
+                result = NULL;
+            else if (done == SENT)
+                result = Py_NewRef(Py_None);
+            else if (done == PENDING)
+                result = PyObject_CallMethod(self->writer, "send_pending", NULL);
+            else
+                result = send_checked(self, second, (unsigned long)seq, ts, ext, payload,
+                                      rewrite);
+        }
+    }
+#undef FACT
+    Py_DECREF(ext);
+    if (result == NULL)
+        return NULL;
+    if (result == Py_None) {
+        Py_DECREF(result);
+        Py_RETURN_TRUE;
+    }
+    return result;
+}
+
+/* put(out_seq, in_seq, run): remember what a sequence number sent was (SentRing.put). */
+static PyObject *
+Lane_put(Lane *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "put(out_seq, in_seq, run)");
+        return NULL;
+    }
+    long out_seq = PyLong_AsLong(args[0]), in_seq = PyLong_AsLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (self->ring_run == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this lane remembers nothing (remember is False)");
+        return NULL;
+    }
+    ring_put(self, modulo(out_seq, SEQ_MASK + 1), in_seq & SEQ_MASK, args[2]);
+    Py_RETURN_NONE;
+}
+
+/* get(out_seq) -> (in_seq, run) or None (SentRing.get). */
+static PyObject *
+Lane_get(Lane *self, PyObject *arg)
+{
+    long out_seq = PyLong_AsLong(arg);
+    if (out_seq == -1 && PyErr_Occurred())
+        return NULL;
+    if (self->ring_run == NULL || out_seq < 0)
+        Py_RETURN_NONE;
+    int i = (int)(out_seq % RING);
+    PyObject *run = self->ring_run[i];
+    if (self->ring_out[i] != out_seq || run == NULL)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(lO)", (long)self->ring_in[i], run);
+}
+
+static PyObject *
+Lane_get_remember(Lane *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->ring_run != NULL);
+}
+
+static int
+Lane_set_remember(Lane *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    int on = value != NULL && PyObject_IsTrue(value);
+    if (on < 0)
+        return -1;
+    if (!on) {
+        ring_free(self);
+        return 0;
+    }
+    if (self->ring_run != NULL)
+        return 0;
+    self->ring_out = PyMem_Malloc(RING * sizeof *self->ring_out);
+    self->ring_in = PyMem_Calloc(RING, sizeof *self->ring_in);
+    self->ring_run = PyMem_Calloc(RING, sizeof *self->ring_run);
+    if (self->ring_out == NULL || self->ring_in == NULL || self->ring_run == NULL) {
+        ring_free(self);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (int i = 0; i < RING; i++)
+        self->ring_out[i] = -1;
+    return 0;
+}
+
+static PyObject *
+Lane_get_run(Lane *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->run != NULL ? self->run : Py_None);
+}
+
+/* The run's offsets and renumbering are read once here, not per packet (a Run is never
+ * changed: a new one replaces it). */
+static int
+Lane_set_run(Lane *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    long first_in = 0, ts_offset = 0, pid_delta = 0, tl0_delta = 0, pid_mod = PID_MOD_15;
+    if (present(value)) {
+        PyObject *first = PyObject_GetAttrString(value, "first_in");
+        PyObject *offset = first ? PyObject_GetAttrString(value, "ts_offset") : NULL;
+        PyObject *numbers = offset ? PyObject_GetAttrString(value, "numbers") : NULL;
+        int ok = numbers != NULL;
+        if (ok) {
+            first_in = PyLong_AsLong(first);
+            ts_offset = (long)PyLong_AsUnsignedLongMask(offset);
+            if (numbers != Py_None &&
+                !PyArg_ParseTuple(numbers, "lll;numbers is (pid_delta, tl0_delta, pid_mod)",
+                                  &pid_delta, &tl0_delta, &pid_mod))
+                ok = 0;
+            if (PyErr_Occurred() || pid_mod <= 0)
+                ok = 0;
+        }
+        Py_XDECREF(first);
+        Py_XDECREF(offset);
+        Py_XDECREF(numbers);
+        if (!ok) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "a run's PictureID modulus must be positive");
+            return -1;
+        }
+    }
+    self->first_in = first_in;
+    self->ts_offset = ts_offset;
+    self->pid_delta = pid_delta;
+    self->tl0_delta = tl0_delta;
+    self->pid_mod = pid_mod;
+    Py_XINCREF(value);
+    Py_XSETREF(self->run, value);
+    return 0;
+}
+
+/* Integers where Python says None: payload_type, last_pid and last_tl0 (-1), level_id (0). */
+#define OPTIONAL_INT(name, none)                                                              \
+    static PyObject *Lane_get_##name(Lane *self, void *Py_UNUSED(closure))                    \
+    {                                                                                         \
+        if (self->name == (none))                                                             \
+            Py_RETURN_NONE;                                                                   \
+        return PyLong_FromLong(self->name);                                                   \
+    }                                                                                         \
+    static int Lane_set_##name(Lane *self, PyObject *value, void *Py_UNUSED(closure))         \
+    {                                                                                         \
+        if (!present(value)) {                                                                \
+            self->name = (none);                                                              \
+            return 0;                                                                         \
+        }                                                                                     \
+        long v = PyLong_AsLong(value);                                                        \
+        if (v == -1 && PyErr_Occurred())                                                      \
+            return -1;                                                                        \
+        if (v < 0 || v == (none)) {                                                           \
+            PyErr_SetString(PyExc_ValueError, #name " out of range");                         \
+            return -1;                                                                        \
+        }                                                                                     \
+        self->name = v;                                                                       \
+        return 0;                                                                             \
+    }
+
+OPTIONAL_INT(payload_type, -1)
+OPTIONAL_INT(last_pid, -1)
+OPTIONAL_INT(last_tl0, -1)
+OPTIONAL_INT(level_id, 0)
+
+static PyMemberDef Lane_members[] = {
+    {"layer", T_OBJECT, offsetof(Lane, layer), 0, "the layer offer() forwards, or None"},
+    {"stamp", T_OBJECT, offsetof(Lane, stamp), 0, "the send-time stamp for video, or None"},
+    {"sender", T_OBJECT, offsetof(Lane, sender), 0, "the transport's Sender, or None"},
+    {"writer", T_OBJECT, offsetof(Lane, writer), 0, "the transport's writer, or None"},
+    {"seq_offset", T_LONG, offsetof(Lane, seq_offset), 0, NULL},
+    {"last_seq_out", T_LONG, offsetof(Lane, last_seq_out), 0, NULL},
+    {"last_ts_out", T_LONG, offsetof(Lane, last_ts_out), 0, NULL},
+    {"last_in_ts", T_LONG, offsetof(Lane, last_in_ts), 0, NULL},
+    {"last_sent_at", T_DOUBLE, offsetof(Lane, last_sent_at), 0, NULL},
+    {"packets_out", T_LONGLONG, offsetof(Lane, packets_out), 0, NULL},
+    {"bytes_out", T_LONGLONG, offsetof(Lane, bytes_out), 0, NULL},
+    {"ssrc", T_ULONG, offsetof(Lane, ssrc), 0, NULL},
+    {"vp8", T_BOOL, offsetof(Lane, vp8), 0, "rewrite VP8 descriptors"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Lane_getset[] = {
+    {"run", (getter)Lane_get_run, (setter)Lane_set_run, "the run being sent", NULL},
+    {"remember", (getter)Lane_get_remember, (setter)Lane_set_remember,
+     "keep what was sent for NACKs (put, get)", NULL},
+    {"payload_type", (getter)Lane_get_payload_type, (setter)Lane_set_payload_type, NULL, NULL},
+    {"last_pid", (getter)Lane_get_last_pid, (setter)Lane_set_last_pid, NULL, NULL},
+    {"last_tl0", (getter)Lane_get_last_tl0, (setter)Lane_set_last_tl0, NULL, NULL},
+    {"level_id", (getter)Lane_get_level_id, (setter)Lane_set_level_id, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Lane_methods[] = {
+    {"offer", (PyCFunction)Lane_offer, METH_O,
+     "Forward a packet of the steady layer: True, False (the Python step takes it), or an "
+     "awaitable to queue."},
+    {"put", (PyCFunction)(void (*)(void))Lane_put, METH_FASTCALL,
+     "put(out_seq, in_seq, run): remember what was sent."},
+    {"get", (PyCFunction)Lane_get, METH_O, "get(out_seq) -> (in_seq, run) or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject LaneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "media._rtpsend.Lane",
+    .tp_doc = "One subscriber slot's numbering, and its steady per-packet step.",
+    .tp_basicsize = sizeof(Lane),
+    .tp_itemsize = 0,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Lane_init,
+    .tp_dealloc = (destructor)Lane_dealloc,
+    .tp_traverse = (traverseproc)Lane_traverse,
+    .tp_clear = (inquiry)Lane_clear,
+    .tp_members = Lane_members,
+    .tp_getset = Lane_getset,
+    .tp_methods = Lane_methods,
+};
+
+int
+lane_add_type(PyObject *module)
+{
+    if (PyType_Ready(&LaneType) < 0)
+        return -1;
+    Py_INCREF(&LaneType);
+    if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
+        Py_DECREF(&LaneType);
+        return -1;
+    }
+    return 0;
+}

@@ -28,8 +28,9 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo
 from media import aiortc_hooks
 from media.answer_sdp import answered_transport_cc, offer_transport_cc
 from media.bandwidth import CLUSTER_GAIN, Allocator, SendClock
+from media.repair import PADDING
 from media.send_side import PROBE_DURATION, PROBE_MIN_PACKETS, SendSideEstimator, TransportClock
-from media.send_slot import PADDING, SendSlot
+from media.send_slot import SendSlot
 
 log = logging.getLogger("switchboard.sfu")
 

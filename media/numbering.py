@@ -78,6 +78,15 @@ class Numbering:
         self.writer: Any = None
 
 
+def field(name: str, doc: str) -> Any:
+    """An attribute of a slot that is its numbering's field ``name`` (the slot's ``n``)."""
+    return property(
+        lambda self: getattr(self.n, name),
+        lambda self, value: setattr(self.n, name, value),
+        doc=doc,
+    )
+
+
 def numbering(compiled: bool) -> Any:
     """A slot's numbering: the compiled lane if ``compiled`` and it was built, else
     :class:`Numbering`."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,11 +39,11 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
-from media import aiortc_hooks, twcc, vp8
+from media import aiortc_hooks, repair, twcc, vp8
 from media.forwarder import Forwarder, Preference
-from media.numbering import Numbering, numbering
+from media.numbering import Numbering, field, numbering
 from media.relayed_writes import RelayedWrites
-from media.rtp import SEQ_MOD, TS_MOD, repeat, seq_newer
+from media.rtp import SEQ_MOD, TS_MOD, seq_newer
 from media.rtp_writer import Writer, rtp_writer
 from media.sent_ring import Run, SentRing
 
@@ -56,18 +55,6 @@ if TYPE_CHECKING:
 MAX_ALIGNED_GAP = 5.0
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
-#: Padding per probe packet (RFC 3550 padding, on the RTX stream): the most one byte says.
-PADDING = 255
-
-
-def _numbering_field(name: str, doc: str) -> Any:
-    """A slot attribute kept in its numbering (:mod:`media.numbering`), where the compiled
-    steady step reads and moves it too."""
-    return property(
-        lambda self: getattr(self.n, name),
-        lambda self, value: setattr(self.n, name, value),
-        doc=doc,
-    )
 
 
 class SendSlot:
@@ -78,19 +65,17 @@ class SendSlot:
     sequence numbers and timestamps so the receiver sees one unbroken stream.
     """
 
-    payload_type = _numbering_field("payload_type", "the negotiated payload type")
-    level_id = _numbering_field("level_id", "the audio-level extension's id, if negotiated")
-    #: the send time or sequence extension block for a packet of some size leaving now
-    #: (set by the downlink once negotiated: its pacing clock)
-    stamp = _numbering_field("stamp", "the send-time stamp (a callable), or None")
-    last_seq_out = _numbering_field("last_seq_out", "the last sequence number sent")
-    last_ts_out = _numbering_field("last_ts_out", "the last timestamp sent")
-    last_sent_at = _numbering_field("last_sent_at", "when the last packet left")
-    _last_in_ts = _numbering_field("last_in_ts", "the last packet's timestamp on arrival")
-    seq_offset = _numbering_field("seq_offset", "the run's sequence number offset")
-    _run = _numbering_field("run", "the run being sent")
-    packets_out = _numbering_field("packets_out", "packets sent for the track carried")
-    bytes_out = _numbering_field("bytes_out", "payload bytes sent for the track carried")
+    payload_type = field("payload_type", "the negotiated payload type")
+    level_id = field("level_id", "the audio-level extension's id, if negotiated")
+    stamp = field("stamp", "the send time or sequence block for a packet of some size")
+    last_seq_out = field("last_seq_out", "the last sequence number sent")
+    last_ts_out = field("last_ts_out", "the last timestamp sent")
+    last_sent_at = field("last_sent_at", "when the last packet left")
+    _last_in_ts = field("last_in_ts", "the last packet's timestamp on arrival")
+    seq_offset = field("seq_offset", "the run's sequence number offset")
+    _run = field("run", "the run being sent")
+    packets_out = field("packets_out", "packets sent for the track carried")
+    bytes_out = field("bytes_out", "payload bytes sent for the track carried")
 
     @property
     def writer(self) -> Writer:
@@ -115,37 +100,29 @@ class SendSlot:
         self.kind: str = transceiver.kind
         self.track: PublishedTrack | None = None
         self.forwarder: Forwarder | None = None
-        self.payload_type = None
         self.ssrc = self.n.ssrc = aiortc_hooks.sender_ssrc(self.sender)
         # retransmissions, where the subscriber negotiated RTX: their own SSRC and numbers
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)
-        self.level_id = None
         self.send_time_id: int | None = None  # abs-send-time's, for the subscriber's REMB
         self.transport_cc_id: int | None = None  # transport-cc's, for its feedback
-        self.stamp = None
         #: told each bandwidth estimate (REMB) the subscriber reports
         self.on_remb: Callable[[float], None] | None = None
-        self._rtx_seq = random.randrange(1 << 15)
-        # numbering: the last packet sent, and the offsets of the run being sent
+        self.rtx_seq = random.randrange(1 << 15)
+        # numbering (the rest starts at zero or None): the last packet sent
         self.last_seq_out = random.randrange(1 << 15)
         self.last_ts_out = random.randrange(TS_MOD)
         self.last_sent_at = time.monotonic()
-        self._last_in_ts = 0  # the timestamp the last packet had when it arrived
         self._last_layer: Layer | None = None
-        self.seq_offset = 0
-        self._run = None
         self._munger: vp8.Vp8Munger | None = None
-        self._sent: Any = None  # what was sent, for NACKs (video): the lane's or a SentRing
+        self.sent: Any = None  # what was sent, for NACKs (video): the lane's or a SentRing
         if self.kind == "video":
             if self._lane is not None:
                 self._lane.remember = True
-                self._sent = self._lane
+                self.sent = self._lane
             else:
-                self._sent = SentRing()
+                self.sent = SentRing()
         # statistics
-        self.packets_out = 0
-        self.bytes_out = 0
         self.fraction_lost = 0
         self.layer_switches = 0
         self.pictures_dropped = 0
@@ -320,8 +297,8 @@ class SendSlot:
             n.last_ts_out = ts
             n.last_in_ts = packet.timestamp
             n.last_sent_at = arrival.now
-        if self._sent is not None:
-            self._sent.put(seq, packet.sequence_number, run)
+        if self.sent is not None:
+            self.sent.put(seq, packet.sequence_number, run)
         n.packets_out += 1
         n.bytes_out += len(packet.payload)
         if n.stamp is not None:
@@ -412,7 +389,7 @@ class SendSlot:
             assert run is not None
             self._run = Run(run.layer, run.first_in, run.ts_offset, munger.numbers)
 
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         pending = self.writer.write(data)
         if pending is not None:
             self._relay(pending)
@@ -445,49 +422,12 @@ class SendSlot:
 
     def _retransmit(self, track: PublishedTrack, lost: list[int]) -> None:
         """Answer a subscriber's NACK from the layer's cache; never bother the publisher."""
-        sent = self._sent
-        for seq in lost:
-            found = sent.get(seq) if sent is not None else None
-            original = found[1].layer.cache.get(found[0]) if found is not None else None
-            if found is None or original is None:
-                track.nacks_missed += 1
-                continue
-            run = found[1]
-            payload = original[3]
-            if run.numbers is not None:
-                d = vp8.parse(payload)
-                if d is not None:
-                    payload = vp8.renumber(payload, d, run.numbers)
-            track.nacks_answered += 1
-            self.retransmitted += 1
-            ts = (original[1] + run.ts_offset) % TS_MOD
-            pt, out_seq, ssrc, body = self.payload_type, seq, self.ssrc, payload
-            if self.rtx_payload_type is not None:
-                # RFC 4588: the original number leads the payload, on the RTX stream
-                self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
-                pt, out_seq, ssrc = self.rtx_payload_type, self._rtx_seq, self.rtx_ssrc
-                body = struct.pack("!H", seq) + payload
-            # stamped like the rest: it takes the link's room too, and the estimate must
-            # see it arrive (or not)
-            ext = self.stamp(len(body)) if self.stamp is not None else b""
-            self._write(repeat(original, pt, out_seq, ts, ssrc, body, ext))
+        repair.retransmit(self, track, lost)
 
     def pad(self, packets: int) -> int:
         """Send ``packets`` padding-only packets on the RTX stream (for the subscriber's
         estimator to see more traffic: probing); returns the bytes sent (0 without RTX)."""
-        rtx_pt, track = self.rtx_payload_type, self.track
-        if rtx_pt is None or track is None:
-            return 0
-        ts = self.last_ts_out + int((time.monotonic() - self.last_sent_at) * track.clock_rate)
-        stamp = self.stamp
-        first = 0xB0 if stamp else 0xA0  # version 2, padding, extension
-        body = bytes(PADDING - 1) + bytes([PADDING])
-        for _ in range(packets):
-            self._rtx_seq = (self._rtx_seq + 1) % SEQ_MOD
-            header = struct.pack("!BBHII", first, rtx_pt, self._rtx_seq, ts % TS_MOD, self.rtx_ssrc)
-            self._write(header + (stamp(PADDING) if stamp else b"") + body)
-        self.padding_bytes += packets * PADDING
-        return packets * PADDING
+        return repair.pad(self, packets)
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from media import twcc
 from media.answer_sdp import answered_transport_cc, offer_transport_cc
 from media.bandwidth import Allocator
 from media.downlink import Downlink
+from media.repair import PADDING
 from media.send_side import (
     OVERHEAD,
     PACE_FACTOR,
@@ -23,7 +24,6 @@ from media.send_side import (
     SendSideEstimator,
     TransportClock,
 )
-from media.send_slot import PADDING
 
 
 class Link:

@@ -488,7 +488,7 @@ async def test_the_compiled_steady_step_sends_what_the_python_step_sends():
         s = SendSlot(pc.addTransceiver("video", direction="sendonly"), mode == "compiled")
         s.bind(track, Preference(width=160, height=90))
         s.payload_type = 96
-        s.last_seq_out, s.last_ts_out, s._rtx_seq = 65530, (1 << 32) - 9000, 77  # wraps
+        s.last_seq_out, s.last_ts_out, s.rtx_seq = 65530, (1 << 32) - 9000, 77  # wraps
         s.last_sent_at = started  # the first switch's timestamp step is the time since
         track.attach(s)
         s.writer = (LaneCapture if mode == "compiled" else Capture)(out)  # type: ignore[assignment]

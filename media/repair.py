@@ -8,20 +8,40 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from media import vp8
 from media.rtp import SEQ_MOD, TS_MOD, repeat
 
 if TYPE_CHECKING:
     from media.published_track import PublishedTrack
-    from media.send_slot import SendSlot
 
 #: Padding per probe packet (RFC 3550 padding, on the RTX stream): the most one byte says.
 PADDING = 255
 
 
-def retransmit(slot: SendSlot, track: PublishedTrack, lost: list[int]) -> None:
+class Slot(Protocol):
+    """What repairs use of a subscriber's slot (:class:`media.send_slot.SendSlot`)."""
+
+    track: PublishedTrack | None
+    sent: Any  # what was sent, by sequence number: get(seq) -> (layer seq, run) | None
+    payload_type: int | None
+    ssrc: int
+    rtx_payload_type: int | None
+    rtx_ssrc: int
+    rtx_seq: int
+    stamp: Callable[[int], bytes] | None
+    last_ts_out: int
+    last_sent_at: float
+    retransmitted: int
+    padding_bytes: int
+
+    def write(self, data: bytes) -> None:
+        """Send one whole RTP packet."""
+
+
+def retransmit(slot: Slot, track: PublishedTrack, lost: list[int]) -> None:
     """Answer a subscriber's NACK from the layer's cache; never bother the publisher."""
     sent = slot.sent
     for seq in lost:
@@ -51,7 +71,7 @@ def retransmit(slot: SendSlot, track: PublishedTrack, lost: list[int]) -> None:
         slot.write(repeat(original, pt, out_seq, ts, ssrc, body, ext))
 
 
-def pad(slot: SendSlot, packets: int) -> int:
+def pad(slot: Slot, packets: int) -> int:
     """Send ``packets`` padding-only packets on the RTX stream (for the subscriber's
     estimator to see more traffic: probing); returns the bytes sent (0 without RTX)."""
     rtx_pt, track = slot.rtx_payload_type, slot.track

@@ -14,7 +14,7 @@ setup(
     ext_modules=[
         Extension(
             "media._rtpsend",
-            ["media/_rtpsend.c", "media/_lane.c"],
+            ["media/_rtpsend.c", "media/_lane.c", "media/_pace.c"],
             depends=["media/_rtpsend.h"],
             optional=True,
             extra_compile_args=["-O2"],

@@ -250,48 +250,65 @@ Lane_offer(Lane *self, PyObject *facts)
     Py_ssize_t size = PyBytes_GET_SIZE(payload);
     self->packets_out += 1;
     self->bytes_out += size;
-    PyObject *ext;
-    unsigned char level_block[8];
-    if (present(self->stamp)) {
-        PyObject *length = PyLong_FromSsize_t(size);
-        if (length == NULL)
-            return NULL;
-        ext = PyObject_CallOneArg(self->stamp, length);
-        Py_DECREF(length);
-        if (ext == NULL)
-            return NULL;
-        if (!PyBytes_CheckExact(ext)) {
-            Py_DECREF(ext);
-            PyErr_SetString(PyExc_TypeError, "a stamp must be bytes");
-            return NULL;
+    /* The header extension: a pacing clock's send time or the audio level, written here;
+     * another stamp (transport-cc's sequence) is called.  As bytes only where Python
+     * needs it. */
+    unsigned char block[8];
+    const char *ext_data = "";
+    Py_ssize_t ext_len = 0;
+    PyObject *ext = NULL;
+    PyObject *stamp = self->stamp;
+    if (present(stamp)) {
+        PyObject *clock = PyCFunction_Check(stamp) ? PyCFunction_GET_SELF(stamp) : NULL;
+        if (clock != NULL && Py_IS_TYPE(clock, &PaceClockType)) {
+            if (pace_stamp((PaceClock *)clock, size, block) < 0)
+                return NULL;
+            ext_data = (const char *)block;
+            ext_len = 8;
+        } else {
+            PyObject *length = PyLong_FromSsize_t(size);
+            if (length == NULL)
+                return NULL;
+            ext = PyObject_CallOneArg(stamp, length);
+            Py_DECREF(length);
+            if (ext == NULL)
+                return NULL;
+            if (!PyBytes_CheckExact(ext)) {
+                Py_DECREF(ext);
+                PyErr_SetString(PyExc_TypeError, "a stamp must be bytes");
+                return NULL;
+            }
+            ext_data = PyBytes_AS_STRING(ext);
+            ext_len = PyBytes_GET_SIZE(ext);
         }
     } else if (self->level_id > 0 && level >= 0) {
         /* RFC 8285's one-byte form: 0xBEDE, one word; the id and length 0, the level. */
-        const unsigned char block[8] = {0xBE, 0xDE, 0, 1, (unsigned char)(self->level_id << 4),
-                                        (unsigned char)level, 0, 0};
-        memcpy(level_block, block, sizeof block);
-        ext = PyBytes_FromStringAndSize((const char *)level_block, 8);
-        if (ext == NULL)
-            return NULL;
-    } else {
-        ext = PyBytes_FromStringAndSize(NULL, 0);
+        const unsigned char level_block[8] = {
+            0xBE, 0xDE, 0, 1, (unsigned char)(self->level_id << 4), (unsigned char)level, 0, 0};
+        memcpy(block, level_block, sizeof block);
+        ext_data = (const char *)block;
+        ext_len = 8;
     }
     unsigned long second = ((unsigned long)(marker ? 1 : 0) << 7) | (unsigned long)self->payload_type;
     PyObject *result;
     if (compiled) {
         int done = sender_forward((Sender *)self->sender, second, (unsigned long)seq, ts,
-                                  self->ssrc, PyBytes_AS_STRING(ext), PyBytes_GET_SIZE(ext),
-                                  PyBytes_AS_STRING(payload), size, rewrite);
+                                  self->ssrc, ext_data, ext_len, PyBytes_AS_STRING(payload), size,
+                                  rewrite);
         if (done == SENT) {
-            Py_DECREF(ext);
+            Py_XDECREF(ext);
             Py_RETURN_TRUE;
         }
+        if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
+            return NULL;
         if (done == PENDING)
             result = PyObject_CallMethod(self->writer, "send_pending", NULL);
         else
             result = send_checked(self, second, (unsigned long)seq, ts, ext, payload, rewrite);
     } else {
         /* Not a compiled Sender (a test's recording one): the same arguments, as bytes. */
+        if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
+            return NULL;
         PyObject *body = payload;
         Py_INCREF(body);
         if (rewrite != NULL) {

@@ -269,7 +269,8 @@ PyInit__rtpsend(void)
     if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0 ||
         PyModule_AddIntConstant(m, "SENT", SENT) < 0 ||
         PyModule_AddIntConstant(m, "CHECKED", CHECKED) < 0 ||
-        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0 || lane_add_type(m) < 0) {
+        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0 || lane_add_type(m) < 0 ||
+        pace_add_type(m) < 0) {
         Py_DECREF(&SenderType);
         Py_DECREF(m);
         return NULL;

@@ -59,7 +59,24 @@ int sender_forward(Sender *self, unsigned long second, unsigned long seq, unsign
 /* Write ``renumber``'s fields into a copy of a VP8 payload (``at`` is its first byte). */
 void renumber_into(unsigned char *at, const Renumber *renumber);
 
-/* Adds the Lane type (media/_lane.c) to the module; -1 on error. */
+/* A subscriber's abs-send-time pacing clock (media/_pace.c). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *allocator; /* media.bandwidth.Allocator: the estimate in force */
+    double factor;       /* the pace, as a multiple of the estimate */
+    double at;           /* the last stamp, in seconds of wall time */
+    unsigned char prefix[5];
+} PaceClock;
+
+extern PyTypeObject PaceClockType;
+
+/* The 8-byte extension block for a packet of ``size`` bytes leaving now, into ``out``;
+ * -1 with an exception set if the allocator cannot be read. */
+int pace_stamp(PaceClock *self, Py_ssize_t size, unsigned char *out);
+
+/* Add the Lane (media/_lane.c) and PaceClock (media/_pace.c) types to the module; -1 on
+ * error. */
 int lane_add_type(PyObject *module);
+int pace_add_type(PyObject *module);
 
 #endif

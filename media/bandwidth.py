@@ -37,6 +37,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+try:
+    from media._rtpsend import PaceClock
+except ImportError:  # built without a C compiler: SendClock only
+    PaceClock = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from media.forwarder import Forwarder
     from media.layer import Layer
@@ -343,6 +348,15 @@ class SendClock:
         rate = (self._allocator.current() or self._allocator.start) * PACE_FACTOR
         at = self._at = max(now, self._at + size * 8 / rate)
         return self._prefix + (int(at * (1 << 18)) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def pace_clock(allocator: Allocator, ext_id: int, compiled: bool) -> Any:
+    """A subscriber's :class:`SendClock`, compiled (``media/_pace.c``: a slot's compiled
+    steady step stamps through it without a call into Python) if ``compiled`` and it was
+    built."""
+    if compiled and PaceClock is not None:
+        return PaceClock(allocator, ext_id, PACE_FACTOR)
+    return SendClock(allocator, ext_id)
 
 
 def _cost(layers: list[Layer], index: int) -> float:

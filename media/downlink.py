@@ -27,7 +27,7 @@ from aiortc.rtp import RtcpSdesPacket, RtcpSourceInfo
 
 from media import aiortc_hooks
 from media.answer_sdp import answered_transport_cc, offer_transport_cc
-from media.bandwidth import CLUSTER_GAIN, Allocator, SendClock
+from media.bandwidth import CLUSTER_GAIN, Allocator, pace_clock
 from media.repair import PADDING
 from media.send_side import PROBE_DURATION, PROBE_MIN_PACKETS, SendSideEstimator, TransportClock
 from media.send_slot import SendSlot
@@ -47,10 +47,11 @@ CLUSTER_WAIT = 0.3
 
 
 class Downlink:
-    def __init__(self, start_bitrate: int, estimation: bool) -> None:
+    def __init__(self, start_bitrate: int, estimation: bool, compiled: bool = True) -> None:
         #: the estimate, and each video's share of it
         self.allocator = Allocator(start=start_bitrate, enabled=estimation)
-        self._clocks: dict[int, SendClock] = {}  # one pacing clock per extension id
+        self._compiled = compiled  # pacing clocks compiled (with the compiled writer)
+        self._clocks: dict[int, Any] = {}  # one pacing clock (SendClock) per extension id
         #: the subscriber's answer took transport-cc feedback: the server estimates
         self.transport_cc = False
         self.estimator: SendSideEstimator | None = None
@@ -88,8 +89,8 @@ class Downlink:
         elif slot.send_time_id:
             clock = self._clocks.get(slot.send_time_id)
             if clock is None:
-                clock = self._clocks[slot.send_time_id] = SendClock(
-                    self.allocator, slot.send_time_id
+                clock = self._clocks[slot.send_time_id] = pace_clock(
+                    self.allocator, slot.send_time_id, self._compiled
                 )
             slot.stamp = clock.stamp
 

@@ -9,7 +9,8 @@ compiled on the same numbers:
 - :class:`Numbering` (pure Python) holds the fields; the slot's Python step does the work.
 - ``media._rtpsend.Lane`` (``media/_lane.c``, with the compiled writer) holds the same
   fields in a C struct and has ``offer(facts)``: the whole step for a packet of the
-  layer the slot is steady on, ending in the transport's compiled ``Sender``. The slot
+  layer the slot is steady on, ending in the transport's compiled ``Sender``, stamped
+  through the subscriber's compiled pacing clock (:func:`media.bandwidth.pace_clock`). The slot
   sets ``layer`` only when nothing but that step is to be done (see
   :meth:`media.send_slot.SendSlot._steady`); switches, pictures dropped for a lower frame
   rate, retransmissions, padding and reports stay in Python, on the same fields.

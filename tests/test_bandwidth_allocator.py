@@ -6,6 +6,7 @@ tests/test_netlab_bandwidth.py."""
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,6 +17,7 @@ from media.bandwidth import (
     UPGRADE_HOLD,
     Allocator,
     SendClock,
+    pace_clock,
 )
 
 
@@ -193,10 +195,12 @@ def test_nothing_to_probe_for_when_everything_fits() -> None:
     assert alloc.probe_target(now=0.1) == 0.0
 
 
-def test_the_send_clock_stamps_as_a_pacer_would() -> None:
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "pure"])
+def test_the_send_clock_stamps_as_a_pacer_would(compiled: bool) -> None:
     alloc = allocator(1_000_000)
     alloc.estimating = True
-    clock = SendClock(alloc, ext_id=3)
+    clock = pace_clock(alloc, 3, compiled)
+    assert isinstance(clock, SendClock) is not compiled  # compiled: media/_pace.c
     stamps = [clock.stamp(1250) for _ in range(5)]  # 10 kbit each: a burst written at once
     for block in stamps:
         assert block[:4] == b"\xbe\xde\x00\x01" and block[4] == (3 << 4) | 2
@@ -204,6 +208,21 @@ def test_the_send_clock_stamps_as_a_pacer_would() -> None:
     steps = [(b - a) % (1 << 24) / (1 << 18) for a, b in itertools.pairwise(values)]
     # 2.5 x 1 Mbit/s: 10 kbit leave every 4 ms, though all were written at once
     assert all(step == pytest.approx(0.004, abs=0.0002) for step in steps)
+    # The estimate in force: a new REMB paces at once; none reported, or estimation
+    # off, paces at the start rate; the clock reads the allocator each time.
+    alloc.on_estimate(4_000_000)
+    assert alloc.current() == 4_000_000
+    for rate, change in ((4_000_000, None), (alloc.start, "off"), (alloc.start, "none")):
+        if change == "off":
+            alloc.enabled = False
+        elif change == "none":
+            alloc.enabled, alloc.estimate = True, None
+        time.sleep(0.01)  # the burst above has left: the next stamps start from now
+        values = [int.from_bytes(clock.stamp(1250)[5:8], "big") for _ in range(3)]
+        steps = [(b - a) % (1 << 24) / (1 << 18) for a, b in itertools.pairwise(values)]
+        assert all(step == pytest.approx(10_000 / 2.5 / rate, abs=0.0002) for step in steps)
+    with pytest.raises(TypeError):
+        clock.stamp("big")
 
 
 def test_a_video_that_keeps_coming_back_only_to_be_paused_waits_longer_each_time() -> None:

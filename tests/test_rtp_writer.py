@@ -317,6 +317,7 @@ def test_the_compiled_steady_step_renumbers_in_the_senders_buffer():
     from pylibsrtp import Policy, Session
 
     from media import _rtpsend
+    from media.bandwidth import Allocator
     from media.sent_ring import Run
 
     key = bytes(range(30))
@@ -376,3 +377,12 @@ def test_the_compiled_steady_step_renumbers_in_the_senders_buffer():
         clear = rx.unprotect(b.recv(2048))
         assert clear[0] == 0x90 and clear[12:20] == bytes([0xBE, 0xDE, 0, 1, 4 << 4, 0x85, 0, 0])
         assert RtpPacket.parse(clear).payload == b"opus"
+        # Video stamped by the compiled pacing clock: its send time, written in C.
+        lane.stamp = _rtpsend.PaceClock(Allocator(start=1_000_000), 2, 2.5).stamp
+        before = time.time()
+        assert lane.offer((layer, 102, 557, 0, False, payload, 2.7, -1, 1, 5, 15, 2, 7, 4)) is True
+        clear = rx.unprotect(b.recv(2048))
+        assert clear[0] == 0x90 and clear[12:17] == bytes([0xBE, 0xDE, 0, 1, 2 << 4 | 2])
+        sent_at = int.from_bytes(clear[17:20], "big") / (1 << 18)
+        assert abs((sent_at - before + 32) % 64 - 32) < 0.01  # 6.18 fixed point: 64 s wrap
+        assert RtpPacket.parse(clear).payload[6:] == b"picture"

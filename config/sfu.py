@@ -42,7 +42,8 @@ class SfuSettings(BaseModel):
     sfu_start_bitrate: int = Field(default=600_000, ge=50_000)
     sfu_stats_log_interval: float = Field(default=30.0, ge=0)
     # Forwarded packets leave through the compiled writer (media/_rtpsend.c: header,
-    # SRTP and send in one C call) when the install built it; false: the pure-Python one.
+    # SRTP and send in one C call), and a steady subscriber's whole per-packet step is
+    # compiled with it (media/_lane.c, _pace.c), when the install built them; false: Python.
     sfu_compiled_writer: bool = True
     # Media placement in a cluster (0: no limit) and what survives a lost node.
     sfu_host_rooms: bool = True

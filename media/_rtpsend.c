@@ -11,8 +11,13 @@
  *
  * It knows nothing of aiortc or libsrtp's headers: the writer hands it the socket's
  * descriptor, the address of libsrtp's srtp_protect (from pylibsrtp's cffi library, the
- * copy of libsrtp that made the session) and the session's context.  The writer keeps
- * the session and the socket alive and calls close() before either goes.
+ * copy of libsrtp that made the session) and the session's context (open()).  The
+ * writer keeps the session and the socket alive and calls close() before either goes;
+ * the Sender itself lives as long as the writer, so the slots' compiled steady steps
+ * (media/_lane.c, which send through sender_forward) can hold it.
+ *
+ * The module also holds those steps' Lane (media/_lane.c) and the pacing clock they
+ * stamp with (media/_pace.c).
  */
 
 #include "_rtpsend.h"

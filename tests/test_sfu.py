@@ -47,6 +47,13 @@ async def test_three_participants_decode_each_other_and_a_leave_removes_tracks(
         }
         expected = CompiledRtpWriter if compiled else RtpWriter
         assert writers == {expected}
+        # and the steady step with it: the C lane (media/_lane.c), else Python's
+        numberings = {
+            type(slot.n).__name__
+            for p in sfu_of(hub).rooms["grp"].participants.values()
+            for slot in p.slots
+        }
+        assert numberings == {"Lane" if compiled else "Numbering"}
         # each participant sees exactly the other two, camera + microphone each
         for me, mine in zip(clients, counters, strict=True):
             owners = {fc.remote.info["participantId"] for fc in mine.values()}

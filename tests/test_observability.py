@@ -40,3 +40,31 @@ async def test_draining_hub_refuses_upgrades(hub, http):
     async with http.get(hub.ws_url, params={"access_token": hub.token("bob")}) as resp:
         assert resp.status == 503
         assert (await resp.json())["error"]["code"] == "server_draining"
+
+
+def test_plain_counts_expose_what_prometheus_clients_metrics_would():
+    """The per-event metrics are counted in plain numbers and turned into metrics when
+    scraped: the same samples as prometheus_client's own Counter and Histogram."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from signaling.metrics import Tally, Timings
+
+    buckets = (0.001, 0.01, 0.1)
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    tally, timings = Tally("t", "a tally", "type"), Timings("h", "a histogram", buckets)
+    ours.register(tally)
+    ours.register(timings)
+    counter = Counter("t", "a tally", ["type"], registry=theirs)
+    histogram = Histogram("h", "a histogram", buckets=buckets, registry=theirs)
+    for kind, amount in (("a", 1), ("b", 3), ("a", 2)):
+        tally.inc(kind, amount)
+        counter.labels(kind).inc(amount)
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 0.5, 7.0):  # on a bound counts in it (le)
+        timings.observe(seconds)
+        histogram.observe(seconds)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return sorted(line for line in text.splitlines() if line and "_created" not in line)
+
+    assert samples(ours) == samples(theirs)

@@ -14,8 +14,8 @@ setup(
     ext_modules=[
         Extension(
             "media._rtpsend",
-            ["media/_rtpsend.c", "media/_lane.c", "media/_pace.c"],
-            depends=["media/_rtpsend.h"],
+            ["media/_rtpsend.c", "media/_lane.c", "media/_lane_state.c", "media/_pace.c"],
+            depends=["media/_rtpsend.h", "media/_lane.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

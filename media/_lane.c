@@ -74,7 +74,7 @@ Lane_dealloc(Lane *self)
 /* What the Sender could not send (a packet too big, libsrtp refused it, the socket is
  * full) goes the writer's way: its result (None, or an awaitable to queue) is returned. */
 static PyObject *
-send_checked(Lane *self, unsigned long second, unsigned long seq, unsigned long ts,
+send_checked(Lane *self, PyObject *writer, unsigned long second, unsigned long seq, unsigned long ts,
              PyObject *ext, PyObject *payload, const Renumber *renumber)
 {
     PyObject *body = payload;
@@ -86,17 +86,15 @@ send_checked(Lane *self, unsigned long second, unsigned long seq, unsigned long 
             return NULL;
         renumber_into((unsigned char *)PyBytes_AS_STRING(body), renumber);
     }
-    PyObject *result = PyObject_CallMethod(self->writer, "forward", "kkkkOO", second, seq, ts,
+    PyObject *result = PyObject_CallMethod(writer, "forward", "kkkkOO", second, seq, ts,
                                            self->ssrc, ext, body);
     Py_DECREF(body);
     return result;
 }
 
-/* offer(facts) -> True (forwarded, or not this slot's to send), False (the slot's Python
- * step must take it: nothing was changed), or an awaitable the slot queues (a write the
- * transport could not make at once). */
+/* The step itself, sending through ``sender`` and ``writer`` (references of its own). */
 static PyObject *
-Lane_offer(Lane *self, PyObject *facts)
+lane_step(Lane *self, PyObject *facts, PyObject *sender, PyObject *writer)
 {
     if (!PyTuple_CheckExact(facts) || PyTuple_GET_SIZE(facts) != F_COUNT) {
         PyErr_SetString(PyExc_TypeError, "offer() takes an Arrival's facts");
@@ -104,10 +102,10 @@ Lane_offer(Lane *self, PyObject *facts)
     }
 #define FACT(i) PyTuple_GET_ITEM(facts, i)
     if (!present(self->layer) || FACT(F_LAYER) != self->layer || !present(self->run) ||
-        self->payload_type < 0 || !present(self->sender) || !present(self->writer))
+        self->payload_type < 0)
         Py_RETURN_FALSE;
-    int compiled = Py_IS_TYPE(self->sender, &SenderType);
-    if (compiled && ((Sender *)self->sender)->fd < 0)
+    int compiled = Py_IS_TYPE(sender, &SenderType);
+    if (compiled && ((Sender *)sender)->fd < 0)
         Py_RETURN_FALSE; /* not connected yet, or gone: the writer's checked path */
     PyObject *payload = FACT(F_PAYLOAD);
     if (!PyBytes_CheckExact(payload)) {
@@ -172,6 +170,7 @@ Lane_offer(Lane *self, PyObject *facts)
     if (self->ring_run != NULL)
         ring_put(self, seq, raw_seq, self->run);
     Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    long pt = self->payload_type; /* read before Python may run (a stamp) */
     self->packets_out += 1;
     self->bytes_out += size;
     /* The header extension: a pacing clock's send time or the audio level, written here;
@@ -193,7 +192,9 @@ Lane_offer(Lane *self, PyObject *facts)
             PyObject *length = PyLong_FromSsize_t(size);
             if (length == NULL)
                 return NULL;
+            Py_INCREF(stamp); /* Python runs: it may rebind the slot's stamp meanwhile */
             ext = PyObject_CallOneArg(stamp, length);
+            Py_DECREF(stamp);
             Py_DECREF(length);
             if (ext == NULL)
                 return NULL;
@@ -213,10 +214,10 @@ Lane_offer(Lane *self, PyObject *facts)
         ext_data = (const char *)block;
         ext_len = 8;
     }
-    unsigned long second = ((unsigned long)(marker ? 1 : 0) << 7) | (unsigned long)self->payload_type;
+    unsigned long second = ((unsigned long)(marker ? 1 : 0) << 7) | (unsigned long)pt;
     PyObject *result;
     if (compiled) {
-        int done = sender_forward((Sender *)self->sender, second, (unsigned long)seq, ts,
+        int done = sender_forward((Sender *)sender, second, (unsigned long)seq, ts,
                                   self->ssrc, ext_data, ext_len, PyBytes_AS_STRING(payload), size,
                                   rewrite);
         if (done == SENT) {
@@ -226,9 +227,9 @@ Lane_offer(Lane *self, PyObject *facts)
         if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
             return NULL;
         if (done == PENDING)
-            result = PyObject_CallMethod(self->writer, "send_pending", NULL);
+            result = PyObject_CallMethod(writer, "send_pending", NULL);
         else
-            result = send_checked(self, second, (unsigned long)seq, ts, ext, payload, rewrite);
+            result = send_checked(self, writer, second, (unsigned long)seq, ts, ext, payload, rewrite);
     } else {
         /* Not a compiled Sender (a test's recording one): the same arguments, as bytes. */
         if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
@@ -243,7 +244,7 @@ Lane_offer(Lane *self, PyObject *facts)
             }
             renumber_into((unsigned char *)PyBytes_AS_STRING(body), rewrite);
         }
-        result = PyObject_CallMethod(self->sender, "send", "kkkkOO", second, (unsigned long)seq,
+        result = PyObject_CallMethod(sender, "send", "kkkkOO", second, (unsigned long)seq,
                                      ts, self->ssrc, ext, body);
         Py_DECREF(body);
         if (result != NULL) {
@@ -254,9 +255,9 @@ Lane_offer(Lane *self, PyObject *facts)
             else if (done == SENT)
                 result = Py_NewRef(Py_None);
             else if (done == PENDING)
-                result = PyObject_CallMethod(self->writer, "send_pending", NULL);
+                result = PyObject_CallMethod(writer, "send_pending", NULL);
             else
-                result = send_checked(self, second, (unsigned long)seq, ts, ext, payload,
+                result = send_checked(self, writer, second, (unsigned long)seq, ts, ext, payload,
                                       rewrite);
         }
     }
@@ -268,6 +269,24 @@ Lane_offer(Lane *self, PyObject *facts)
         Py_DECREF(result);
         Py_RETURN_TRUE;
     }
+    return result;
+}
+
+/* offer(facts) -> True (forwarded, or not this slot's to send), False (the slot's Python
+ * step must take it: nothing was changed), or an awaitable the slot queues (a write the
+ * transport could not make at once). */
+static PyObject *
+Lane_offer(Lane *self, PyObject *facts)
+{
+    /* The step may call into Python (a stamp that is not a PaceClock's, the writer's
+     * checked path), which could rebind the slot's writer and so these: it holds its own
+     * references to them. */
+    if (!present(self->sender) || !present(self->writer))
+        Py_RETURN_FALSE;
+    PyObject *sender = Py_NewRef(self->sender), *writer = Py_NewRef(self->writer);
+    PyObject *result = lane_step(self, facts, sender, writer);
+    Py_DECREF(sender);
+    Py_DECREF(writer);
     return result;
 }
 

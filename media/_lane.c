@@ -71,25 +71,32 @@ Lane_dealloc(Lane *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* What the Sender could not send (a packet too big, libsrtp refused it, the socket is
- * full) goes the writer's way: its result (None, or an awaitable to queue) is returned. */
+/* The payload as bytes of its own, renumbered, or the shared one when nothing shifts. */
 static PyObject *
-send_checked(Lane *self, PyObject *writer, unsigned long second, unsigned long seq, unsigned long ts,
-             PyObject *ext, PyObject *payload, const Renumber *renumber)
+body_of(PyObject *payload, const Renumber *rewrite)
 {
-    PyObject *body = payload;
-    Py_INCREF(body);
-    if (renumber != NULL) {
-        Py_SETREF(body, PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload),
-                                                 PyBytes_GET_SIZE(payload)));
-        if (body == NULL)
-            return NULL;
-        renumber_into((unsigned char *)PyBytes_AS_STRING(body), renumber);
-    }
-    PyObject *result = PyObject_CallMethod(writer, "forward", "kkkkOO", second, seq, ts,
-                                           self->ssrc, ext, body);
-    Py_DECREF(body);
-    return result;
+    if (rewrite == NULL)
+        return Py_NewRef(payload);
+    PyObject *body = PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload),
+                                               PyBytes_GET_SIZE(payload));
+    if (body != NULL)
+        renumber_into((unsigned char *)PyBytes_AS_STRING(body), rewrite);
+    return body;
+}
+
+/* send() on what is not a compiled Sender (a test's recording one): the same arguments,
+ * as Python objects.  SENT, CHECKED, PENDING, or -1 with an exception set. */
+static int
+send_through(PyObject *sender, unsigned long second, unsigned long seq, unsigned long ts,
+             unsigned long ssrc, PyObject *ext, PyObject *body)
+{
+    PyObject *result = PyObject_CallMethod(sender, "send", "kkkkOO", second, seq, ts, ssrc, ext,
+                                           body);
+    if (result == NULL)
+        return -1;
+    long done = PyLong_AsLong(result);
+    Py_DECREF(result);
+    return done == -1 && PyErr_Occurred() ? -1 : (int)done;
 }
 
 /* The step itself, sending through ``sender`` and ``writer`` (references of its own). */
@@ -112,6 +119,7 @@ lane_step(Lane *self, PyObject *facts, PyObject *sender, PyObject *writer)
         PyErr_SetString(PyExc_TypeError, "the payload must be bytes");
         return NULL;
     }
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
     long in_seq = PyLong_AsLong(FACT(F_SEQ));
     long raw_seq = PyLong_AsLong(FACT(F_RAW_SEQ));
     unsigned long timestamp = PyLong_AsUnsignedLongMask(FACT(F_TIMESTAMP));
@@ -146,7 +154,6 @@ lane_step(Lane *self, PyObject *facts, PyObject *sender, PyObject *writer)
                 self->last_tl0 = tl0;
         }
         if (self->pid_delta != 0 || self->tl0_delta != 0) {
-            Py_ssize_t size = PyBytes_GET_SIZE(payload);
             if ((pid >= 0 && pid_offset + (pid_bits == 15) >= size) ||
                 (tl0 >= 0 && tl0_offset >= size)) {
                 PyErr_SetString(PyExc_ValueError, "a descriptor beyond its payload");
@@ -169,7 +176,6 @@ lane_step(Lane *self, PyObject *facts, PyObject *sender, PyObject *writer)
     }
     if (self->ring_run != NULL)
         ring_put(self, seq, raw_seq, self->run);
-    Py_ssize_t size = PyBytes_GET_SIZE(payload);
     long pt = self->payload_type; /* read before Python may run (a stamp) */
     self->packets_out += 1;
     self->bytes_out += size;
@@ -215,61 +221,42 @@ lane_step(Lane *self, PyObject *facts, PyObject *sender, PyObject *writer)
         ext_len = 8;
     }
     unsigned long second = ((unsigned long)(marker ? 1 : 0) << 7) | (unsigned long)pt;
-    PyObject *result;
+    PyObject *body = NULL, *result = NULL;
+    int done;
     if (compiled) {
-        int done = sender_forward((Sender *)sender, second, (unsigned long)seq, ts,
-                                  self->ssrc, ext_data, ext_len, PyBytes_AS_STRING(payload), size,
-                                  rewrite);
+        done = sender_forward((Sender *)sender, second, (unsigned long)seq, ts, self->ssrc,
+                              ext_data, ext_len, PyBytes_AS_STRING(payload), size, rewrite);
         if (done == SENT) {
             Py_XDECREF(ext);
             Py_RETURN_TRUE;
         }
-        if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
-            return NULL;
-        if (done == PENDING)
-            result = PyObject_CallMethod(writer, "send_pending", NULL);
-        else
-            result = send_checked(self, writer, second, (unsigned long)seq, ts, ext, payload, rewrite);
-    } else {
-        /* Not a compiled Sender (a test's recording one): the same arguments, as bytes. */
-        if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
-            return NULL;
-        PyObject *body = payload;
-        Py_INCREF(body);
-        if (rewrite != NULL) {
-            Py_SETREF(body, PyBytes_FromStringAndSize(PyBytes_AS_STRING(payload), size));
-            if (body == NULL) {
-                Py_DECREF(ext);
-                return NULL;
-            }
-            renumber_into((unsigned char *)PyBytes_AS_STRING(body), rewrite);
-        }
-        result = PyObject_CallMethod(sender, "send", "kkkkOO", second, (unsigned long)seq,
-                                     ts, self->ssrc, ext, body);
-        Py_DECREF(body);
-        if (result != NULL) {
-            long done = PyLong_AsLong(result);
-            Py_DECREF(result);
-            if (done == -1 && PyErr_Occurred())
-                result = NULL;
-            else if (done == SENT)
-                result = Py_NewRef(Py_None);
-            else if (done == PENDING)
-                result = PyObject_CallMethod(writer, "send_pending", NULL);
-            else
-                result = send_checked(self, writer, second, (unsigned long)seq, ts, ext, payload,
-                                      rewrite);
-        }
     }
+    /* From here Python needs the extension and the body as bytes. */
+    if (ext == NULL && (ext = PyBytes_FromStringAndSize(ext_data, ext_len)) == NULL)
+        goto out;
+    if ((body = body_of(payload, rewrite)) == NULL)
+        goto out;
+    if (!compiled &&
+        (done = send_through(sender, second, (unsigned long)seq, ts, self->ssrc, ext, body)) < 0)
+        goto out;
+    if (done == SENT)
+        result = Py_NewRef(Py_None);
+    else if (done == PENDING) /* the socket is full: the event loop's queue takes it */
+        result = PyObject_CallMethod(writer, "send_pending", NULL);
+    else /* too big, refused by libsrtp: the writer's checked path (it raises or drops) */
+        result = PyObject_CallMethod(writer, "forward", "kkkkOO", second, (unsigned long)seq, ts,
+                                     self->ssrc, ext, body);
+out:
 #undef FACT
-    Py_DECREF(ext);
+    Py_XDECREF(ext);
+    Py_XDECREF(body);
     if (result == NULL)
         return NULL;
     if (result == Py_None) {
         Py_DECREF(result);
         Py_RETURN_TRUE;
     }
-    return result;
+    return result; /* an awaitable the slot queues */
 }
 
 /* offer(facts) -> True (forwarded, or not this slot's to send), False (the slot's Python
@@ -300,7 +287,7 @@ static PyMethodDef Lane_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject LaneType = {
+PyTypeObject LaneType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "media._rtpsend.Lane",
     .tp_doc = "One subscriber slot's numbering, and its steady per-packet step.",
@@ -316,16 +303,3 @@ static PyTypeObject LaneType = {
     .tp_getset = Lane_getset,
     .tp_methods = Lane_methods,
 };
-
-int
-lane_add_type(PyObject *module)
-{
-    if (PyType_Ready(&LaneType) < 0)
-        return -1;
-    Py_INCREF(&LaneType);
-    if (PyModule_AddObject(module, "Lane", (PyObject *)&LaneType) < 0) {
-        Py_DECREF(&LaneType);
-        return -1;
-    }
-    return 0;
-}

@@ -161,19 +161,11 @@ PyTypeObject PaceClockType = {
 };
 
 int
-pace_add_type(PyObject *module)
+pace_intern(void)
 {
     str_estimating = PyUnicode_InternFromString("estimating");
     str_enabled = PyUnicode_InternFromString("enabled");
     str_estimate = PyUnicode_InternFromString("estimate");
     str_start = PyUnicode_InternFromString("start");
-    if (str_estimating == NULL || str_enabled == NULL || str_estimate == NULL ||
-        str_start == NULL || PyType_Ready(&PaceClockType) < 0)
-        return -1;
-    Py_INCREF(&PaceClockType);
-    if (PyModule_AddObject(module, "PaceClock", (PyObject *)&PaceClockType) < 0) {
-        Py_DECREF(&PaceClockType);
-        return -1;
-    }
-    return 0;
+    return str_estimating && str_enabled && str_estimate && str_start ? 0 : -1;
 }

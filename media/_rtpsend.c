@@ -63,15 +63,22 @@ Sender_open(Sender *self, PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+/* Forget the descriptor and context: every send is CHECKED until the next open(). */
+static void
+sender_reset(Sender *self)
+{
+    self->fd = -1;
+    self->context = NULL;
+    self->list_get = NULL;
+    self->front = NULL;
+    self->pending = 0;
+}
+
 /* Sender() is closed until open(); Sender(fd, ...) opens at once. */
 static int
 Sender_init(Sender *self, PyObject *args, PyObject *kwds)
 {
-    self->fd = -1;
-    self->pending = 0;
-    self->context = NULL;
-    self->list_get = NULL;
-    self->front = NULL;
+    sender_reset(self);
     if (PyTuple_GET_SIZE(args) == 0 && (kwds == NULL || PyDict_GET_SIZE(kwds) == 0))
         return 0;
     PyObject *done = Sender_open(self, args, kwds);
@@ -209,11 +216,7 @@ Sender_pending(Sender *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Sender_close(Sender *self, PyObject *Py_UNUSED(ignored))
 {
-    self->fd = -1;
-    self->context = NULL;
-    self->list_get = NULL;
-    self->front = NULL;
-    self->pending = 0;
+    sender_reset(self);
     Py_RETURN_NONE;
 }
 
@@ -265,18 +268,16 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__rtpsend(void)
 {
-    if (PyType_Ready(&SenderType) < 0)
+    if (pace_intern() < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&SenderType);
-    if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0 ||
+    if (PyModule_AddType(m, &SenderType) < 0 || PyModule_AddType(m, &LaneType) < 0 ||
+        PyModule_AddType(m, &PaceClockType) < 0 ||
         PyModule_AddIntConstant(m, "SENT", SENT) < 0 ||
         PyModule_AddIntConstant(m, "CHECKED", CHECKED) < 0 ||
-        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0 || lane_add_type(m) < 0 ||
-        pace_add_type(m) < 0) {
-        Py_DECREF(&SenderType);
+        PyModule_AddIntConstant(m, "PENDING", PENDING) < 0) {
         Py_DECREF(m);
         return NULL;
     }

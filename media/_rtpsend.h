@@ -68,15 +68,15 @@ typedef struct {
     unsigned char prefix[5];
 } PaceClock;
 
-extern PyTypeObject PaceClockType;
+/* The module's types: this Sender's, media/_lane.c's Lane, media/_pace.c's PaceClock. */
+extern PyTypeObject LaneType, PaceClockType;
 
 /* The 8-byte extension block for a packet of ``size`` bytes leaving now, into ``out``;
  * -1 with an exception set if the allocator cannot be read. */
 int pace_stamp(PaceClock *self, Py_ssize_t size, unsigned char *out);
 
-/* Add the Lane (media/_lane.c) and PaceClock (media/_pace.c) types to the module; -1 on
+/* Intern the allocator's attribute names a PaceClock reads (once, at import); -1 on
  * error. */
-int lane_add_type(PyObject *module);
-int pace_add_type(PyObject *module);
+int pace_intern(void);
 
 #endif

@@ -47,10 +47,9 @@ CLUSTER_WAIT = 0.3
 
 
 class Downlink:
-    def __init__(self, start_bitrate: int, estimation: bool, compiled: bool = True) -> None:
+    def __init__(self, start_bitrate: int, estimation: bool) -> None:
         #: the estimate, and each video's share of it
         self.allocator = Allocator(start=start_bitrate, enabled=estimation)
-        self._compiled = compiled  # pacing clocks compiled (with the compiled writer)
         self._clocks: dict[int, Any] = {}  # one pacing clock (SendClock) per extension id
         #: the subscriber's answer took transport-cc feedback: the server estimates
         self.transport_cc = False
@@ -88,9 +87,9 @@ class Downlink:
             slot.stamp = clock.stamp
         elif slot.send_time_id:
             clock = self._clocks.get(slot.send_time_id)
-            if clock is None:
+            if clock is None:  # compiled as the slot's step is (a node's slots all are alike)
                 clock = self._clocks[slot.send_time_id] = pace_clock(
-                    self.allocator, slot.send_time_id, self._compiled
+                    self.allocator, slot.send_time_id, slot.compiled_writer
                 )
             slot.stamp = clock.stamp
 

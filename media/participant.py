@@ -106,9 +106,7 @@ class Participant:
         #: the publish cap the room API set for this user, else the room's (0: none)
         self.publish_limit = 0
         self.downlink = Downlink(
-            room.settings.sfu_start_bitrate,
-            room.settings.sfu_bandwidth_estimation,
-            room.settings.sfu_compiled_writer,
+            room.settings.sfu_start_bitrate, room.settings.sfu_bandwidth_estimation
         )
         self.closed = False
         # Room permissions (the room API may change them while the participant is in).

@@ -90,7 +90,7 @@ class SendSlot:
 
     def __init__(self, transceiver: RTCRtpTransceiver, compiled_writer: bool = True) -> None:
         self.transceiver = transceiver
-        self._compiled_writer = compiled_writer
+        self.compiled_writer = compiled_writer
         #: the numbering, and with the compiled writer the steady step (media.numbering)
         self.n = numbering(compiled_writer)
         self._lane = None if isinstance(self.n, Numbering) else self.n
@@ -130,7 +130,7 @@ class SendSlot:
         self.padding_bytes = 0
         self._packets_before = 0  # sent for tracks this slot carried before
         self._relayed: RelayedWrites | None = None  # made on the first asynchronous write
-        self.writer = rtp_writer(self.sender.transport, self._compiled_writer)
+        self.writer = rtp_writer(self.sender.transport, self.compiled_writer)
         self._rr_handler = aiortc_hooks.intercept_rtcp(self.sender, self._on_rtcp)
 
     @property
@@ -152,12 +152,11 @@ class SendSlot:
         self.sender.replaceTrack(aiortc_hooks.SilentTrack(self.kind, track.info.track_id))
         aiortc_hooks.set_stream_id(self.sender, track.info.participant_id)
         self.transceiver.direction = "sendonly"
-        self._steady()
 
     def activate(self) -> None:
         """Start forwarding once negotiation settled the payload type."""
         # after negotiation: aiortc moves every sender onto the bundle's transport then
-        self.writer = rtp_writer(self.sender.transport, self._compiled_writer)
+        self.writer = rtp_writer(self.sender.transport, self.compiled_writer)
         track = self.track
         if track is None or self.payload_type is not None:
             return
@@ -187,7 +186,6 @@ class SendSlot:
             None,
         )
         track.attach(self)
-        self._steady()
         self._want_keyframe()
 
     def prefer(self, preference: Preference) -> None:
@@ -244,7 +242,6 @@ class SendSlot:
         self.track = None
         self.forwarder = None
         self.payload_type = self.rtx_payload_type = None
-        self._steady()
         self.transceiver.direction = "inactive"
         track.demand_changed()
 
@@ -323,7 +320,11 @@ class SendSlot:
     def _steady(self) -> None:
         """Let the compiled step take the current layer's packets when forwarding them is
         all there is to do: a layer being sent, a payload type negotiated, and for VP8 no
-        temporal layer to leave out or resume (those take the Python step)."""
+        temporal layer to leave out or resume (those take the Python step). Called where
+        those change: a switch or resumption (the end of the Python step), a wish
+        (``prefer``), and the current layer dropped (``_retargeted``, ``suspend``, which
+        ``unbind`` and so ``bind`` go through; a slot is never sending before
+        ``activate`` sets its payload type)."""
         n, forwarder = self.n, self.forwarder
         layer = None
         if forwarder is not None and n.payload_type is not None:

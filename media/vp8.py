@@ -151,23 +151,6 @@ class Vp8Munger:
         self.store = store if store is not None else LastNumbers()
         self._dropped: int | None = None  # PictureID of the picture being dropped
 
-    @property
-    def last_pid(self) -> int | None:
-        """The last PictureID sent."""
-        return self.store.last_pid
-
-    @last_pid.setter
-    def last_pid(self, value: int | None) -> None:
-        self.store.last_pid = value
-
-    @property
-    def last_tl0(self) -> int | None:
-        return self.store.last_tl0
-
-    @last_tl0.setter
-    def last_tl0(self, value: int | None) -> None:
-        self.store.last_tl0 = value
-
     def switch(self, d: Descriptor) -> None:
         """A new layer starts at ``d`` (a keyframe): its numbers continue ours."""
         pid_delta, tl0_delta, pid_mod = self.numbers

@@ -106,7 +106,7 @@ def test_a_late_packet_does_not_move_the_numbers_a_switch_continues_from():
 @given(st.integers(0, 0x7FFF), st.integers(0, 0x7FFF), st.integers(0, 255), st.integers(0, 255))
 def test_renumbering_wraps_both_fields(pid, last_pid, tl0, last_tl0):
     munger = vp8.Vp8Munger()
-    munger.last_pid, munger.last_tl0 = last_pid, last_tl0
+    munger.store.last_pid, munger.store.last_tl0 = last_pid, last_tl0
     payload = keyframe_payload(pid, tl0)
     d = vp8.parse(payload)
     assert d is not None

@@ -15,11 +15,6 @@ The same loop is compiled (``signaling/_fanout.c``, setting ``compiled_fanout``)
 an outbox whose transport is a plain TCP socket with nothing buffered is written with one
 ``send`` on its descriptor (:func:`direct_fd`), and what the socket does not take goes to
 the transport as here. Without the module (no compiler at install) this loop runs.
-
-The module also compiles the step before: the hub's loop over a broadcast's recipients on
-this node (``deliver``, used by :class:`signaling.state.memory.delivery.LocalDelivery`),
-which queues the frame on each recipient's outbox as its ``send_frame`` would, so a
-broadcast to fifty calls no Python per recipient (see :data:`QUEUE_ON_SELF`).
 """
 
 from __future__ import annotations
@@ -29,24 +24,12 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 try:
-    from signaling._fanout import deliver as compiled_deliver
     from signaling._fanout import write_out as compiled_write_out
-except ImportError:  # built without a compiler: the loops here and in the delivery do the same
-    compiled_deliver = None
+except ImportError:  # built without a compiler: the loop below does the same
     compiled_write_out = None
 
 #: The compiled loop is there (built at install).
 COMPILED_FANOUT = compiled_write_out is not None
-
-
-#: How the compiled fan-out (``signaling._fanout.deliver``) may queue a broadcast for a
-#: socket, its ``queue_kind``: through its ``send_frame`` (anything not said otherwise);
-#: on the socket itself, which is its outbox; or on its Engine.IO ``session`` as the frame
-#: its ``translator`` makes. A socket whose outbox cannot take the frame now (closed, no
-#: transport, a closing one) goes through ``send_frame`` whatever its kind.
-QUEUE_BY_CALL = 0
-QUEUE_ON_SELF = 1
-QUEUE_ON_SESSION = 2
 
 
 class Outbox(Protocol):
@@ -57,8 +40,6 @@ class Outbox(Protocol):
     frames: list[bytes]
     closed: bool
     send_buffer_limit: int
-    #: Where it is marked when it gets its first frame of an iteration.
-    batcher: WriteBatcher
     #: The descriptor of ``wire``'s socket when the compiled loop may write to it
     #: directly (:func:`direct_fd`), else -1.
     wire_fd: int
@@ -89,13 +70,11 @@ def direct_fd(transport: asyncio.BaseTransport | None) -> int:
 class WriteBatcher:
     """Coalesces the frames queued for each outbox during one loop iteration."""
 
-    __slots__ = ("_write", "dirty", "scheduled")
+    __slots__ = ("_dirty", "_scheduled", "_write")
 
     def __init__(self, compiled: bool = True) -> None:
-        #: The outboxes marked this iteration, and whether their flush is scheduled (the
-        #: compiled fan-out, :func:`compiled_deliver`, marks boxes the way :meth:`mark` does).
-        self.dirty: list[Outbox] = []
-        self.scheduled = False
+        self._dirty: list[Outbox] = []
+        self._scheduled = False
         self._write: Callable[[Iterable[Outbox]], None] = (
             compiled_write_out if compiled and compiled_write_out is not None else write_out
         )
@@ -106,18 +85,14 @@ class WriteBatcher:
 
     def mark(self, box: Outbox) -> None:
         """``box`` got its first frame of this iteration."""
-        self.dirty.append(box)
-        if not self.scheduled:
-            self.schedule()
-
-    def schedule(self) -> None:
-        """Flush at the end of this loop iteration."""
-        self.scheduled = True
-        asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(box)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        self.scheduled = False
-        dirty, self.dirty = self.dirty, []
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
         self._write(dirty)
 
 

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import WSMessage, WSMsgType, web
 
 from signaling.auth import authenticate, json_error
-from signaling.outbox import QUEUE_BY_CALL, QUEUE_ON_SELF, WriteBatcher, direct_fd, write_out
+from signaling.outbox import WriteBatcher, direct_fd, write_out
 from signaling.protocol import CloseCode, ErrorCode, close_frame, encode, text_frame
 from signaling.ratelimit import TokenBucket
 
@@ -40,14 +40,13 @@ class Connection:
     """A connected device of a user: identity, joined rooms, limits, bounded writes."""
 
     __slots__ = (
-        "batcher",
+        "_batcher",
         "close_code",
         "closed",
         "errors",
         "frames",
         "id",
         "principal",
-        "queue_kind",
         "rate",
         "rooms",
         "send_buffer_limit",
@@ -79,9 +78,7 @@ class Connection:
         self.ws = ws
         self.wire = transport
         self.wire_fd = direct_fd(transport)
-        self.batcher = batcher
-        #: With the compiled fan-out, a broadcast is queued here without a call.
-        self.queue_kind = QUEUE_ON_SELF if batcher.compiled else QUEUE_BY_CALL
+        self._batcher = batcher
         self.frames: list[bytes] = []
         self.rate = rate
         self.errors = errors
@@ -115,7 +112,7 @@ class Connection:
         frames = self.frames
         frames.append(frame)
         if len(frames) == 1:
-            self.batcher.mark(self)
+            self._batcher.mark(self)
         return True
 
     def flush(self) -> None:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from signaling.outbox import QUEUE_BY_CALL, QUEUE_ON_SESSION, direct_fd, write_out
+from signaling.outbox import direct_fd, write_out
 from signaling.protocol import CloseCode, close_frame, text_frame
 from signaling.socketio import packets as p
 from signaling.websocket import Connection
@@ -52,12 +52,12 @@ class EngineSession:
     """One Engine.IO client, whatever its transport."""
 
     __slots__ = (
+        "_batcher",
         "_ping_timer",
         "_pong_timer",
         "_queue",
         "_queued_bytes",
         "_waiter",
-        "batcher",
         "closed",
         "conn",
         "frames",
@@ -94,7 +94,7 @@ class EngineSession:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.send_buffer_limit = send_buffer_limit
-        self.batcher = batcher
+        self._batcher = batcher
         self.handshake_token = handshake_token
         self.on_closed = on_closed
         self.ws: web.WebSocketResponse | None = None
@@ -131,7 +131,7 @@ class EngineSession:
             frames = self.frames
             frames.append(ws_frame if ws_frame is not None else text_frame(packet))
             if len(frames) == 1:
-                self.batcher.mark(self)
+                self._batcher.mark(self)
             return True
         self._queue.append(packet)
         self._queued_bytes += len(packet) + 1
@@ -285,11 +285,6 @@ class SioConnection(Connection):
         )
         self.session = session
         self.translator = translator
-        #: With the compiled fan-out and no recovery log (whose record each broadcast
-        #: must pass), a broadcast is queued on the session without a call.
-        self.queue_kind = (
-            QUEUE_ON_SESSION if batcher.compiled and recovery is None else QUEUE_BY_CALL
-        )
         #: The event being handled (for errors reported as ``call:error``).
         self.current_event = ""
         #: With connection-state recovery: what this session was sent, and its ``pid``.

@@ -10,23 +10,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from signaling.metrics import FanoutMetrics
-from signaling.outbox import compiled_deliver
 from signaling.protocol import event_frame, text_frame
 from signaling.state.delivery import Delivery, Socket
 from signaling.state.handler import Reports
 from signaling.state.history import Template
 from signaling.state.memory.history import MemoryHistory
-
-
-def deliver_each(targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
-    """``send_frame`` on each target not of ``exclude_user``; the number written. The
-    compiled ``deliver`` (:mod:`signaling.outbox`) does the same, queueing directly where a
-    socket's ``queue_kind`` allows."""
-    sent = 0
-    for socket in targets:
-        if socket.user_id != exclude_user and socket.send_frame(frame):
-            sent += 1
-    return sent
 
 
 class LocalDelivery(Delivery):
@@ -204,5 +192,10 @@ class LocalDelivery(Delivery):
         targets = [s for cid, s in members.items() if not any(cid in e for e in earlier)]
         return self._write(targets, frame, exclude_user)
 
-    #: ``send_frame`` on each target not of ``exclude_user``, compiled where built.
-    _write = staticmethod(compiled_deliver or deliver_each)
+    @staticmethod
+    def _write(targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
+        sent = 0
+        for socket in targets:
+            if socket.user_id != exclude_user and socket.send_frame(frame):
+                sent += 1
+        return sent

@@ -393,6 +393,36 @@ async def test_the_slot_starts_at_a_keyframe_and_switches_only_at_one(slot):
     assert sub.stats()["layer"] == "f" and sub.stats()["layerSwitches"] == 1
 
 
+async def test_a_slot_rebound_to_another_track_continues_its_numbers(slot):
+    """A subscriber's slot reused for another publisher's track (one left, another took
+    its place) is one stream to the receiver: it starts at the new track's keyframe and
+    continues sequence numbers, timestamps and PictureIDs where the last track left them."""
+    track, sub, sent = slot
+    first = Publisher(track)
+    first.frame(keyframe=True)
+    first.frame()
+    before = len(sent)
+    other = simulcast_track(((320, 180), (640, 360), (1280, 720)))
+    sub.bind(other, Preference(width=160, height=90))
+    sub.payload_type = 96  # negotiated again for the new track (activate)
+    other.attach(sub)
+    publisher = Publisher(other)
+    publisher.pid = {rid: 20000 + pid for rid, pid in publisher.pid.items()}  # its own
+    publisher.frame()  # not from a keyframe: nothing
+    assert len(sent) == before
+    publisher.frame(keyframe=True)
+    publisher.frame()
+    assert len(sent) == before + 4 and {p.ssrc for p in sent} == {sub.ssrc}
+    opening = sent[before].payload
+    assert vp8.is_keyframe(opening, vp8.parse(opening))  # type: ignore[arg-type]
+    seqs = [p.sequence_number for p in sent]
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
+    timestamps = [p.timestamp for p in sent]
+    assert all(0 <= (b - a) % (1 << 32) < 1 << 31 for a, b in itertools.pairwise(timestamps))
+    pids = [vp8.parse(p.payload).picture_id for p in sent if p.payload[0] & 0x10]  # type: ignore[union-attr]
+    assert all((b - a) % (1 << 15) == 1 for a, b in itertools.pairwise(pids))
+
+
 async def test_a_packet_from_before_the_keyframe_is_not_sent(slot):
     track, _, sent = slot
     publisher = Publisher(track)

@@ -147,8 +147,12 @@ class SfuClient:
 
     async def join(self) -> dict[str, Any]:
         ice.install()
-        ack = await self.hub.request("sfu:join", {"roomId": self.room_id})
-        self._joined(ack)
+        # The server may send the first sfu:offer before this ack is read (or before this
+        # task resumes after it): the offer waits for the lock, so the subscribe
+        # connection is built with the join's ICE servers, not without any.
+        async with self._offer_lock:
+            ack = await self.hub.request("sfu:join", {"roomId": self.room_id})
+            self._joined(ack)
         return ack
 
     def _joined(self, ack: dict[str, Any]) -> None:
@@ -167,15 +171,16 @@ class SfuClient:
         assert self.participant_id is not None and self.resume_token is not None
         self.hub = hub
         self._listen(hub)
-        ack = await hub.request(
-            "sfu:resume",
-            {
-                "roomId": self.room_id,
-                "participantId": self.participant_id,
-                "resumeToken": self.resume_token,
-            },
-        )
-        self._joined(ack)
+        async with self._offer_lock:  # an offer re-sent on resume comes before the ack
+            ack = await hub.request(
+                "sfu:resume",
+                {
+                    "roomId": self.room_id,
+                    "participantId": self.participant_id,
+                    "resumeToken": self.resume_token,
+                },
+            )
+            self._joined(ack)
         return ack
 
     def _on_rejoin(self, data: dict[str, Any]) -> None:

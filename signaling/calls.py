@@ -224,7 +224,9 @@ class CallService:
         call, _ = await self._apply(
             payload.callId, lambda c: rules.resume(c, conn.user_id, conn.id)
         )
-        return call.to_wire()
+        # Fresh credentials, as for an accept: the call's credentials may have expired
+        # while the device was away, and its connections are all made anew.
+        return {**call.to_wire(), "iceServers": self.ice_servers.for_user(conn.user_id)}
 
     def relay(self, type_: str, field_name: str) -> Callable[[Connection, Any], Awaitable[Any]]:
         """Handler relaying offer/answer/ICE to one other participant of the call."""

@@ -164,6 +164,7 @@ async def test_reconnect_within_grace_period(hub):
     bob2 = await hub.connect("bob")
     resumed = await bob2.request("call:reconnected", {"callId": call_id})
     assert resumed["state"] == "active"
+    assert resumed["iceServers"] == bob2.ready["iceServers"]  # made anew, as for an accept
     assert (await caller.expect("call:peer-reconnected"))["userId"] == "bob"
     await caller.request("call:offer", {"callId": call_id, "to": "bob", "sdp": OFFER})
     assert (await bob2.expect("call:offer"))["sdp"] == OFFER

@@ -137,6 +137,8 @@ export class Call extends EventTarget {
     this.from = null;
     this.conversationId = null;
     this.iceServers = [];
+    /** While a resume waits for its ack: the offers, answers and candidates that came. */
+    this._held = null;
     /** userId -> {userId, name, role, state, audio, video, screen} */
     this.participants = new Map();
     /** userId -> MediaStream of what that participant sends. */
@@ -156,12 +158,28 @@ export class Call extends EventTarget {
   async accept({ audio = true, video = this.callType === "video", stream } = {}) {
     if (this.state !== "ringing" || this.role !== "callee") throw new Error("not an incoming ringing call");
     await this._openMedia({ audio, video, stream });
-    let ack;
     try {
-      ack = await this.sb.request("call:accept", { callId: this.callId });
+      await this._enter("call:accept");
     } catch (err) {
       this._stopMedia();
       throw err;
+    }
+    return this;
+  }
+
+  /** Send `type` (accept, reconnected) and take its ack: the ICE servers and who is in
+   * the call, then the connections this side starts. The others start as soon as the
+   * server tells them, so their offers and candidates may come before the ack: they
+   * wait for it, and the connections they make are built with the ack's ICE servers
+   * (TURN credentials) instead of none or the last connection's. */
+  async _enter(type) {
+    this._held = [];
+    let ack;
+    let held;
+    try {
+      ack = await this.sb.request(type, { callId: this.callId });
+    } finally {
+      [held, this._held] = [this._held, null];
     }
     this.iceServers = ack.iceServers || this.sb.session.iceServers || [];
     this._snapshot(ack);
@@ -169,7 +187,7 @@ export class Call extends EventTarget {
     for (const p of this.participants.values()) {
       if (p.userId !== this.me && p.state === "joined") this._connect(p.userId);
     }
-    return this;
+    for (const [heldType, d] of held) this._event(heldType, d);
   }
 
   async reject(reason) {
@@ -364,12 +382,14 @@ export class Call extends EventTarget {
         break;
       case "call:offer":
       case "call:answer": {
+        if (this._held) return void this._held.push([type, d]);
         if (this.state !== "active") return;
         const sdp = typeof d.sdp === "string" ? { type: type === "call:offer" ? "offer" : "answer", sdp: d.sdp } : d.sdp;
         this._link(d.from).description(sdp);
         break;
       }
       case "call:ice-candidate":
+        if (this._held) return void this._held.push([type, d]);
         if (this.state === "active") this._links.get(d.from)?.candidate(d.candidate);
         break;
       case "peer:audio-toggled":
@@ -392,14 +412,7 @@ export class Call extends EventTarget {
     // The old peer connections went with the old connection. Drop them first: the others
     // start negotiating as soon as the server tells them, maybe before the ack is here.
     for (const userId of [...this._links.keys()]) this._dropLink(userId);
-    const ack = await this.sb.request("call:reconnected", { callId: this.callId });
-    this.iceServers = ack.iceServers || this.sb.session.iceServers || [];
-    this._snapshot(ack);
-    this.state = "active";
-    for (const p of this.participants.values()) {
-      if (p.userId !== this.me && p.state === "joined") this._connect(p.userId);
-    }
-    this._calls._store();
+    await this._enter("call:reconnected");
     this._emit("reconnected", {});
   }
 

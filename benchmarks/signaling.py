@@ -80,10 +80,10 @@ DEFAULTS: dict[str, dict[str, float]] = {
 }
 QUICK: dict[str, dict[str, float]] = {
     "idle": {"clients": 40, "room_size": 10, "duration": 1},
-    "fanout": {"clients": 40, "room_size": 10, "rate": 2, "duration": 2},
-    "calls": {"pairs": 10, "rate": 2, "ice_burst": 4, "duration": 2},
-    "churn": {"clients": 20, "room_size": 5, "rate": 10, "hold": 0.3, "duration": 2},
-    "messages": {"clients": 40, "room_size": 10, "rate": 1, "duration": 2},
+    "fanout": {"clients": 40, "room_size": 10, "rate": 2, "duration": 1},
+    "calls": {"pairs": 10, "rate": 2, "ice_burst": 4, "duration": 1},
+    "churn": {"clients": 20, "room_size": 5, "rate": 10, "hold": 0.3, "duration": 1},
+    "messages": {"clients": 40, "room_size": 10, "rate": 2, "duration": 1},
 }
 # Metrics compared as switchboard / socketio (higher is better for rates and per-CPU
 # figures; lower is better for latency, RSS and CPU).

@@ -143,7 +143,8 @@ async def test_group_call_with_both_peers_behind_symmetric_nats(internet: Intern
             assert report["server"][role]["remote"]["address"] == placement.public
 
 
-#: The kinds of the publish connection's candidate pairs that succeeded ("relay/udp"...).
+#: Each connection's candidate pairs: the local end's kind ("relay/udp"...), the pair's
+#: state and its checks sent and answered.
 PAIRS = """async () => {
     const out = {};
     for (const role of ['publisher', 'subscriber']) {
@@ -222,8 +223,9 @@ async def test_chromium_behind_a_symmetric_nat_joins_through_turn(internet: Inte
                 # On the subscribe connection the server picks among the relays the
                 # browser trickled, and Chromium sometimes offers only its TURN/TCP one
                 # there. What the server must allow is that the UDP relay works: a pair of
-                # it succeeded on either connection (once, in a loaded full run, neither
-                # had one after 15 s: the report lists every pair's checks for the next).
+                # it succeeded on either connection (once, in a loaded full run, the publish
+                # connection had none after 15 s: the report now lists every pair's checks
+                # on both).
                 pairs: dict[str, list[dict[str, Any]]] = {}
                 for _ in range(30):
                     connection = await page.evaluate("window.call.connectionStats()")

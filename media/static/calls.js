@@ -137,7 +137,8 @@ export class Call extends EventTarget {
     this.from = null;
     this.conversationId = null;
     this.iceServers = [];
-    /** While a resume waits for its ack: the offers, answers and candidates that came. */
+    /** While an accept or resume waits for its ack: the offers, answers and candidates
+     * that came meanwhile (`_enter`). */
     this._held = null;
     /** userId -> {userId, name, role, state, audio, video, screen} */
     this.participants = new Map();

@@ -192,6 +192,7 @@ async def test_each_browser_gets_the_layer_its_tile_needs_and_switches_without_f
     # Enlarging the small tile switches it up within 3 s, decoding all along.
     stalls = LoopStalls()
     before = await video_in(small)
+    (freezes_before,) = await video_freezes(small)
     await resize(small, 1280, 720)
     started = time.monotonic()
     samples = [(started, before["framesDecoded"])]
@@ -211,11 +212,20 @@ async def test_each_browser_gets_the_layer_its_tile_needs_and_switches_without_f
     after = await video_in(small)
     assert after["pliCount"] - before["pliCount"] <= 1  # no decode errors to recover from
     loop_stalls = stalls.stop()
-    if after["freezeCount"] != before["freezeCount"]:  # printed in full with the failure
+    (freezes_after,) = await video_freezes(small)
+    if freezes_after["freezeCount"] != freezes_before["freezeCount"]:  # shown on a failure
         print("framesDecoded samples (monotonic time, frames):", samples)
-        print("Chromium:", await video_freezes(small))
+        print("Chromium before and after:", freezes_before, freezes_after)
         print("loop stalls (monotonic time, ms late):", loop_stalls)
-    assert after["freezeCount"] == before["freezeCount"]
+    # Chromium counts a gap of about 180 ms between frames (at 30 fps) as a freeze. The
+    # hub must not make one: its loop never stalls that long (a full garbage collection
+    # of the test process's heap once did, inside the switch). The browser may make a
+    # short one of its own on a loaded machine (decoding the first 1280x720 keyframe
+    # beside two other Chromiums: seen in a full run with the hub's loop never late by
+    # 30 ms); the bound is no freeze over 1 s.
+    assert max((late for _, late in loop_stalls), default=0) < 150, loop_stalls
+    frozen_for = freezes_after["totalFreezesDuration"] - freezes_before["totalFreezesDuration"]
+    assert frozen_for < 0.5, (freezes_before, freezes_after)
 
     # A hidden tile receives nothing of that video.
     await small.evaluate("document.getElementById('v').style.display = 'none'")

@@ -147,11 +147,15 @@ class SfuClient:
 
     async def join(self) -> dict[str, Any]:
         ice.install()
-        # The server may send the first sfu:offer before this ack is read (or before this
-        # task resumes after it): the offer waits for the lock, so the subscribe
-        # connection is built with the join's ICE servers, not without any.
+        return await self._enter(self.hub, "sfu:join", {"roomId": self.room_id})
+
+    async def _enter(self, hub: HubClient, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Join or resume. The server may send the first sfu:offer (on resume, one it
+        re-sends) before the ack is read, or before this task resumes after it: the offer
+        waits for the lock, so the subscribe connection is built with the ack's ICE
+        servers, not without any."""
         async with self._offer_lock:
-            ack = await self.hub.request("sfu:join", {"roomId": self.room_id})
+            ack = await hub.request(type_, data)
             self._joined(ack)
         return ack
 
@@ -171,17 +175,15 @@ class SfuClient:
         assert self.participant_id is not None and self.resume_token is not None
         self.hub = hub
         self._listen(hub)
-        async with self._offer_lock:  # an offer re-sent on resume comes before the ack
-            ack = await hub.request(
-                "sfu:resume",
-                {
-                    "roomId": self.room_id,
-                    "participantId": self.participant_id,
-                    "resumeToken": self.resume_token,
-                },
-            )
-            self._joined(ack)
-        return ack
+        return await self._enter(
+            hub,
+            "sfu:resume",
+            {
+                "roomId": self.room_id,
+                "participantId": self.participant_id,
+                "resumeToken": self.resume_token,
+            },
+        )
 
     def _on_rejoin(self, data: dict[str, Any]) -> None:
         task = asyncio.ensure_future(self.rejoin(data))

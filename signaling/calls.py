@@ -203,6 +203,12 @@ class CallService:
         call, _ = await self._apply(
             payload.callId, lambda c: rules.accept(c, conn.user_id, conn.id, conn.name)
         )
+        return self._joined_ack(call, conn)
+
+    def _joined_ack(self, call: Call, conn: Connection) -> dict[str, Any]:
+        """The ack of a connection that joins the call (accept, reconnected): the call and
+        fresh ICE servers (credentials may have expired while it rang or was away; its
+        peer connections are all made anew)."""
         return {**call.to_wire(), "iceServers": self.ice_servers.for_user(conn.user_id)}
 
     async def on_reject(self, conn: Connection, payload: events.CallReject) -> dict[str, Any]:
@@ -224,9 +230,7 @@ class CallService:
         call, _ = await self._apply(
             payload.callId, lambda c: rules.resume(c, conn.user_id, conn.id)
         )
-        # Fresh credentials, as for an accept: the call's credentials may have expired
-        # while the device was away, and its connections are all made anew.
-        return {**call.to_wire(), "iceServers": self.ice_servers.for_user(conn.user_id)}
+        return self._joined_ack(call, conn)
 
     def relay(self, type_: str, field_name: str) -> Callable[[Connection, Any], Awaitable[Any]]:
         """Handler relaying offer/answer/ICE to one other participant of the call."""

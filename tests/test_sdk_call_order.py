@@ -8,21 +8,11 @@ the hub and RTCPeerConnection are stand-ins (``tests/sdk/call_offer_order.mjs``)
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
-import orjson
-
-SDK_SCRIPT = Path(__file__).resolve().parent / "sdk" / "call_offer_order.mjs"
+from tests.sdk_script import run_sdk_script
 
 
 async def test_offers_before_the_ack_wait_for_its_ice_servers() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(SDK_SCRIPT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    result = orjson.loads(out)
+    result = await run_sdk_script("call_offer_order.mjs")
     assert result["built"] == [
         # the accept's servers; the offer and candidate read while ringing, then applied
         {"urls": ["turns:198.18.0.20:443?transport=tcp"], "given": ["offer:v=0 1", "candidate:c1"]},

@@ -9,17 +9,15 @@ first, as the server may (on ``sfu:resume`` it re-sends a waiting offer before t
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-import orjson
 from aiortc import RTCPeerConnection
 
 from media import client as client_module
 from media import ice
 from media.client import SfuClient
+from tests.sdk_script import run_sdk_script
 
-SDK_SCRIPT = Path(__file__).resolve().parent / "sdk" / "group_offer_order.mjs"
 ICE_SERVERS = [
     {"urls": ["stun:198.18.0.20:3478"]},
     {
@@ -96,12 +94,7 @@ async def test_an_offer_read_before_the_join_ack_waits_for_its_ice_servers(monke
 
 
 async def test_the_browser_sdk_answers_such_an_offer_with_the_acks_ice_servers():
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(SDK_SCRIPT), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    result = orjson.loads(out)
+    result = await run_sdk_script("group_offer_order.mjs")
     assert result["built"] == [
         ["turns:198.18.0.20:443?transport=tcp"],  # the join's, not none
         ["turns:198.18.0.21:443?transport=tcp"],  # the resume's, not the join's

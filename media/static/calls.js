@@ -23,6 +23,8 @@ const CALL_EVENTS = [
   "call:offer", "call:answer", "call:ice-candidate",
   "peer:audio-toggled", "peer:video-toggled", "screen:sharing-started", "screen:sharing-stopped",
 ];
+/** Negotiation from the others: held while an accept or resume waits for its ack. */
+const NEGOTIATION = new Set(["call:offer", "call:answer", "call:ice-candidate"]);
 
 export class Calls {
   constructor(sb) {
@@ -345,6 +347,7 @@ export class Call extends EventTarget {
 
   /** A server event about this call. */
   _event(type, d) {
+    if (this._held && NEGOTIATION.has(type)) return void this._held.push([type, d]);
     switch (type) {
       case "call:accepted":
         this._participant(d.userId, { name: d.name, state: "joined" });
@@ -383,14 +386,12 @@ export class Call extends EventTarget {
         break;
       case "call:offer":
       case "call:answer": {
-        if (this._held) return void this._held.push([type, d]);
         if (this.state !== "active") return;
         const sdp = typeof d.sdp === "string" ? { type: type === "call:offer" ? "offer" : "answer", sdp: d.sdp } : d.sdp;
         this._link(d.from).description(sdp);
         break;
       }
       case "call:ice-candidate":
-        if (this._held) return void this._held.push([type, d]);
         if (this.state === "active") this._links.get(d.from)?.candidate(d.candidate);
         break;
       case "peer:audio-toggled":

@@ -64,6 +64,21 @@ def test_parse_socketio_refuses(raw: str, code: str) -> None:
     assert refused.value.code == code
 
 
+@pytest.mark.parametrize(
+    "raw",
+    ['42["message:typing",{"conversationId":"r","isTyping":true}]', '42["a"]', "42[]"],
+)
+def test_a_plain_event_parses_in_one_step_as_the_general_path_parses_it(raw: str) -> None:
+    assert p.plain_event(raw) == p.parse_socketio(raw[1:])
+
+
+@pytest.mark.parametrize(
+    "raw", ['421["a"]', '42/chat,["a"]', '42["a"', '43["a"]', "2", "", '41["a"]', "42{}"]
+)
+def test_other_packets_are_left_to_the_general_path(raw: str) -> None:
+    assert p.plain_event(raw) is None
+
+
 def test_polling_bodies() -> None:
     assert p.parse_polling_body(b'42["a"]\x1e3\x1ebAAE=') == ['42["a"]', "3", b"\x00\x01"]
     with pytest.raises(PacketError):

@@ -243,6 +243,9 @@ class SocketIoEndpoint:
                     packet = msg.data
                 else:
                     break
+                if upgrading is None:  # born on this WebSocket: no poll carries its packets
+                    await self.on_packet(session, packet)
+                    continue
                 async with session.lock:
                     await self.on_packet(session, packet)
         finally:
@@ -274,6 +277,14 @@ class SocketIoEndpoint:
         if isinstance(packet, bytes):
             await self.on_binary(session, packet)
             return
+        conn = session.conn
+        if conn is not None and len(packet) <= self.settings.max_frame_bytes:
+            # the usual case, a client event, in one step (the same checks and outcome
+            # as the general path below: the Engine.IO payload is within the limit)
+            event = p.plain_event(packet)
+            if event is not None:
+                await self.on_event(conn, event)
+                return
         try:
             type_, payload = p.parse_engine(packet)
         except PacketError as exc:

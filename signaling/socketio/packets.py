@@ -48,6 +48,10 @@ class SioType(IntEnum):
     BINARY_ACK = 6
 
 
+_ENGINE_TYPES = tuple(EngineType)
+_SIO_TYPES = tuple(SioType)
+
+
 class PacketError(ValueError):
     """A packet that does not parse; ``code`` is the hub error code reported for it."""
 
@@ -70,14 +74,14 @@ def parse_engine(raw: str) -> tuple[EngineType, str]:
     """Split a text Engine.IO packet into its type and payload."""
     if not raw or not raw[0].isdigit() or int(raw[0]) > EngineType.NOOP:
         raise PacketError("invalid_envelope", f"unknown Engine.IO packet type {raw[:1]!r}")
-    return EngineType(int(raw[0])), raw[1:]
+    return _ENGINE_TYPES[int(raw[0])], raw[1:]
 
 
 def parse_socketio(raw: str) -> SioPacket:
     """Parse the payload of an Engine.IO ``message`` as a Socket.IO packet."""
     if not raw or not raw[0].isdigit() or int(raw[0]) > SioType.BINARY_ACK:
         raise PacketError("invalid_envelope", f"unknown Socket.IO packet type {raw[:1]!r}")
-    type_ = SioType(int(raw[0]))
+    type_ = _SIO_TYPES[int(raw[0])]
     i, n = 1, len(raw)
     attachments = 0
     if type_ in (SioType.BINARY_EVENT, SioType.BINARY_ACK):
@@ -109,6 +113,19 @@ def parse_socketio(raw: str) -> SioPacket:
         except orjson.JSONDecodeError as exc:
             raise PacketError("invalid_json", f"packet payload is not valid JSON: {exc}") from None
     return SioPacket(type_, namespace, ack_id, data, attachments)
+
+
+def plain_event(raw: str) -> SioPacket | None:
+    """The packet nearly every client event is, ``42[...]`` (an Engine.IO message with an
+    EVENT in the default namespace and no ack id), parsed in one step; ``None`` for any
+    other packet, or if its JSON does not parse (the general path reports that)."""
+    if not raw.startswith("42["):
+        return None
+    try:
+        data = orjson.loads(raw[2:])
+    except orjson.JSONDecodeError:
+        return None
+    return SioPacket(SioType.EVENT, "/", None, data)
 
 
 def parse_polling_body(body: bytes) -> list[str | bytes]:

@@ -134,7 +134,7 @@ class LocalDelivery(Delivery):
         self, room_id: str, template: Template, exclude_user: str | None
     ) -> int:
         envelope = self.history.record(room_id, template, exclude_user)
-        return self.write_rooms([room_id], text_frame(envelope), exclude_user)
+        return self.write_room(room_id, text_frame(envelope), exclude_user)
 
     async def users_frame(self, users: list[str], frame: bytes, exclude_conn: str | None) -> int:
         return self.write_users(users, frame, exclude_conn)
@@ -166,10 +166,17 @@ class LocalDelivery(Delivery):
                     sent += 1
         return sent
 
+    def write_room(self, room_id: str, frame: bytes, exclude_user: str | None = None) -> int:
+        """Each socket in the room gets the frame (most broadcasts: one room)."""
+        members = self.room_conns.get(room_id)
+        return self._queue(members.values(), frame, exclude_user) if members else 0
+
     def write_rooms(
         self, room_ids: Sequence[str], frame: bytes, exclude_user: str | None = None
     ) -> int:
         """Each socket in any of the rooms gets the frame once."""
+        if len(room_ids) == 1:
+            return self.write_room(room_ids[0], frame, exclude_user)
         rooms = [r for r in (self.room_conns.get(rid) for rid in room_ids) if r is not None]
         # send_frame only queues, so iterating the live dicts is safe (nothing is removed
         # until the connection's handler cleans up on a later loop iteration).

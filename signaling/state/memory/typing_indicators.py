@@ -36,7 +36,7 @@ class MemoryTyping(TypingStore):
             return Announce.NEEDED
         started = time.perf_counter()
         frame, exclude = announcement.frame, announcement.exclude_user
-        count = self._delivery.write_rooms([room_id], frame, exclude)
+        count = self._delivery.write_room(room_id, frame, exclude)
         self._delivery.metrics.observe(announcement.type_, started, count)
         return Announce.SENT
 

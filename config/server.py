@@ -32,8 +32,7 @@ class ServerSettings(BaseModel):
     error_refill_per_second: float = Field(default=1.0, gt=0)
     heartbeat_interval: float = Field(default=25.0, gt=0)
     send_buffer_limit: int = Field(default=1024 * 1024, ge=4096)
-    # the queueing and the batched write of broadcast frames in C (signaling/_fanout.c)
-    # when it was built
+    # the batcher's write of queued frames in C (signaling/_fanout.c) when it was built
     compiled_fanout: bool = True
     # the Socket.IO endpoint (/socket.io/) for clients of the replaced service
     socketio: bool = True

@@ -1,6 +1,5 @@
 /* signaling._fanout: the batcher's write of every outbox filled during one loop
- * iteration (signaling/outbox.py), in one C loop; and the queueing of one broadcast on
- * every recipient's outbox (outbox.queue_frame), in another.
+ * iteration (signaling/outbox.py), in one C loop.
  *
  * Why: at the loads chat rooms see, each recipient gets about one event per loop
  * iteration, so a broadcast to fifty is fifty writes, each after an idle gap. The system
@@ -12,11 +11,6 @@
  * (a full socket buffer, an error) goes to ``transport.write``, which buffers it or
  * reports the error the way it always does, so ordering and error handling stay the
  * transport's.
- *
- * The queueing does what outbox.queue_frame does, step for step: a recipient without a
- * direct outbox (or whose outbox has no WebSocket yet) gets ``send_frame``; the others
- * get the frame (or their encoder's form of it, asked once per encoder) appended, and a
- * first frame marks the outbox on its batcher.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,9 +20,7 @@
 #include <sys/socket.h>
 
 static PyObject *s_frames, *s_wire, *s_closed, *s_wire_fd, *s_is_closing, *s_transport_lost,
-    *s_get_write_buffer_size, *s_write, *s_send_buffer_limit, *s_too_slow, *s_user_id,
-    *s_outbox, *s_encoder, *s_frame_for, *s_send_frame, *s_batcher, *s_dirty, *s_scheduled,
-    *s_schedule;
+    *s_get_write_buffer_size, *s_write, *s_send_buffer_limit, *s_too_slow;
 
 /* The frames as one bytes object (a new reference); NULL with an exception set. */
 static PyObject *joined(PyObject *frames) {
@@ -194,170 +186,15 @@ static PyObject *write_out(PyObject *self, PyObject *boxes) {
     Py_RETURN_NONE;
 }
 
-
-/* 1 if the attribute is true, 0 if not, -1 with an exception set. */
-static int attr_true(PyObject *obj, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    int r = v == Py_True ? 1 : v == Py_False ? 0 : PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
-}
-
-/* ``box`` got its first frame of the iteration: onto its batcher's list, and the flush
- * scheduled if it is not yet (WriteBatcher.mark). */
-static int mark(PyObject *box) {
-    PyObject *batcher = PyObject_GetAttr(box, s_batcher);
-    if (batcher == NULL)
-        return -1;
-    int result = -1;
-    PyObject *dirty = PyObject_GetAttr(batcher, s_dirty);
-    if (dirty == NULL)
-        goto done;
-    if (!PyList_CheckExact(dirty)) {
-        PyErr_SetString(PyExc_TypeError, "the batcher's dirty outboxes must be a list");
-        Py_DECREF(dirty);
-        goto done;
-    }
-    int appended = PyList_Append(dirty, box);
-    Py_DECREF(dirty);
-    if (appended < 0)
-        goto done;
-    int scheduled = attr_true(batcher, s_scheduled);
-    if (scheduled < 0)
-        goto done;
-    if (!scheduled) {
-        PyObject *r = PyObject_CallMethodNoArgs(batcher, s_schedule);
-        if (r == NULL)
-            goto done;
-        Py_DECREF(r);
-    }
-    result = 0;
-done:
-    Py_DECREF(batcher);
-    return result;
-}
-
-/* The frames of one recipient's form of a broadcast, asked of an encoder once per call. */
-typedef struct {
-    PyObject *encoder; /* owned, or NULL */
-    PyObject *frame;   /* owned, or NULL */
-} Encoded;
-
-/* Queue the broadcast for one recipient: 1 if queued, 0 if not, -1 with an exception. */
-static int queue_one(PyObject *sock, PyObject *frame, PyObject *exclude, Encoded *last) {
-    if (exclude != Py_None) {
-        PyObject *user_id = PyObject_GetAttr(sock, s_user_id);
-        if (user_id == NULL)
-            return -1;
-        int same = PyObject_RichCompareBool(user_id, exclude, Py_EQ);
-        Py_DECREF(user_id);
-        if (same != 0)
-            return same < 0 ? -1 : 0;
-    }
-    int result = -1;
-    PyObject *wire = NULL, *encoder = NULL, *frames = NULL;
-    PyObject *box = PyObject_GetAttr(sock, s_outbox);
-    if (box == NULL)
-        return -1;
-    if (box != Py_None) {
-        wire = PyObject_GetAttr(box, s_wire);
-        if (wire == NULL)
-            goto done;
-    }
-    if (box == Py_None || wire == Py_None) { /* the slow way: the connection's own */
-        PyObject *r = PyObject_CallMethodOneArg(sock, s_send_frame, frame);
-        if (r == NULL)
-            goto done;
-        result = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        goto done;
-    }
-    int closed = attr_true(box, s_closed);
-    if (closed == 0 && sock != box)
-        closed = attr_true(sock, s_closed);
-    if (closed != 0) {
-        result = closed < 0 ? -1 : 0;
-        goto done;
-    }
-    encoder = PyObject_GetAttr(sock, s_encoder);
-    if (encoder == NULL)
-        goto done;
-    PyObject *data = frame; /* borrowed: the argument, or the one in ``last`` */
-    if (encoder != Py_None) {
-        if (encoder != last->encoder) {
-            PyObject *encoded = PyObject_CallMethodOneArg(encoder, s_frame_for, frame);
-            if (encoded == NULL)
-                goto done;
-            Py_XSETREF(last->frame, encoded);
-            Py_INCREF(encoder);
-            Py_XSETREF(last->encoder, encoder);
-        }
-        data = last->frame;
-    }
-    frames = PyObject_GetAttr(box, s_frames);
-    if (frames == NULL)
-        goto done;
-    if (!PyList_CheckExact(frames)) {
-        PyErr_SetString(PyExc_TypeError, "an outbox's frames must be a list");
-        goto done;
-    }
-    if (PyList_Append(frames, data) < 0)
-        goto done;
-    if (PyList_GET_SIZE(frames) == 1 && mark(box) < 0)
-        goto done;
-    result = 1;
-done:
-    Py_XDECREF(frames);
-    Py_XDECREF(encoder);
-    Py_XDECREF(wire);
-    Py_DECREF(box);
-    return result;
-}
-
-static PyObject *queue_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "queue_frame(targets, frame, exclude_user)");
-        return NULL;
-    }
-    PyObject *frame = args[1], *exclude = args[2];
-    if (!PyBytes_CheckExact(frame)) {
-        PyErr_SetString(PyExc_TypeError, "the frame must be bytes");
-        return NULL;
-    }
-    PyObject *iterator = PyObject_GetIter(args[0]);
-    if (iterator == NULL)
-        return NULL;
-    Encoded last = {NULL, NULL};
-    Py_ssize_t sent = 0;
-    PyObject *sock;
-    while ((sock = PyIter_Next(iterator)) != NULL) {
-        int r = queue_one(sock, frame, exclude, &last);
-        Py_DECREF(sock);
-        if (r < 0)
-            break;
-        sent += r;
-    }
-    Py_DECREF(iterator);
-    Py_XDECREF(last.encoder);
-    Py_XDECREF(last.frame);
-    if (PyErr_Occurred())
-        return NULL;
-    return PyLong_FromSsize_t(sent);
-}
-
 static PyMethodDef methods[] = {
     {"write_out", write_out, METH_O,
      "Write each outbox's queued frames in one call (see signaling.outbox.write_out)."},
-    {"queue_frame", (PyCFunction)(void (*)(void))queue_frame, METH_FASTCALL,
-     "Queue a broadcast on every recipient (see signaling.outbox.queue_frame)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "signaling._fanout",
-    "The batcher's write and a broadcast's queueing, compiled.", -1, methods,
+    "The batcher's write of the outboxes filled in one loop iteration, compiled.", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__fanout(void) {
@@ -375,15 +212,6 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         {&s_write, "write"},
         {&s_send_buffer_limit, "send_buffer_limit"},
         {&s_too_slow, "too_slow"},
-        {&s_user_id, "user_id"},
-        {&s_outbox, "outbox"},
-        {&s_encoder, "encoder"},
-        {&s_frame_for, "frame_for"},
-        {&s_send_frame, "send_frame"},
-        {&s_batcher, "batcher"},
-        {&s_dirty, "dirty"},
-        {&s_scheduled, "scheduled"},
-        {&s_schedule, "schedule"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].name);

@@ -15,10 +15,6 @@ The same loop is compiled (``signaling/_fanout.c``, setting ``compiled_fanout``)
 an outbox whose transport is a plain TCP socket with nothing buffered is written with one
 ``send`` on its descriptor (:func:`direct_fd`), and what the socket does not take goes to
 the transport as here. Without the module (no compiler at install) this loop runs.
-
-The queueing side of a broadcast, :func:`queue_frame`, is compiled the same way: a room's
-fan-out queues one frame on fifty outboxes, and in Python the loop with a method call per
-recipient cost about as much as everything else the node does per event.
 """
 
 from __future__ import annotations
@@ -28,10 +24,8 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 try:
-    from signaling._fanout import queue_frame as compiled_queue_frame
     from signaling._fanout import write_out as compiled_write_out
-except ImportError:  # built without a compiler: the loops below do the same
-    compiled_queue_frame = None
+except ImportError:  # built without a compiler: the loop below does the same
     compiled_write_out = None
 
 #: The compiled loop is there (built at install).
@@ -49,8 +43,6 @@ class Outbox(Protocol):
     #: The descriptor of ``wire``'s socket when the compiled loop may write to it
     #: directly (:func:`direct_fd`), else -1.
     wire_fd: int
-    #: Where the outbox is marked when it gets its first frame of an iteration.
-    batcher: WriteBatcher
 
     @property
     def wire(self) -> asyncio.Transport | None:
@@ -75,76 +67,14 @@ def direct_fd(transport: asyncio.BaseTransport | None) -> int:
     return sock.fileno() if sock is not None else -1
 
 
-class Encoder(Protocol):
-    """A recipient's own form of a broadcast (a Socket.IO packet for a hub frame)."""
-
-    def frame_for(self, frame: bytes) -> bytes:
-        """The frame to queue instead of ``frame``; the same object for the same
-        ``frame`` in a row, so a broadcast is translated once, not per recipient."""
-
-
-class Recipient(Protocol):
-    """What :func:`queue_frame` needs of a connection of a room's fan-out."""
-
-    closed: bool
-    #: The outbox its frames are queued on directly, or ``None`` when they must go
-    #: through :meth:`send_frame` (an Engine.IO session that is polling, a session
-    #: keeping what it was sent for recovery).
-    outbox: Outbox | None
-    #: ``None``: the frame is queued as it is.
-    encoder: Encoder | None
-
-    @property
-    def user_id(self) -> str: ...
-
-    def send_frame(self, frame: bytes) -> bool:
-        """Queue ``frame`` the slow way; ``False`` if the connection is gone."""
-
-
-def queue_frame(targets: Iterable[Recipient], frame: bytes, exclude_user: str | None) -> int:
-    """Queue ``frame`` for every target but ``exclude_user``'s; the number queued.
-
-    What a connection's ``send_frame`` does, without the call per recipient: an outbox
-    that is closed is skipped; one whose transport is closing is found by the flush
-    later in the same iteration (``transport_lost``), so it is counted here."""
-    sent = 0
-    last_encoder: Encoder | None = None
-    encoded = frame
-    for socket in targets:
-        if socket.user_id == exclude_user:
-            continue
-        box = socket.outbox
-        if box is None or box.wire is None:
-            if socket.send_frame(frame):
-                sent += 1
-            continue
-        if box.closed or socket.closed:
-            continue
-        encoder = socket.encoder
-        if encoder is None:
-            data = frame
-        else:
-            if encoder is not last_encoder:
-                last_encoder, encoded = encoder, encoder.frame_for(frame)
-            data = encoded
-        frames = box.frames
-        frames.append(data)
-        if len(frames) == 1:
-            box.batcher.mark(box)
-        sent += 1
-    return sent
-
-
 class WriteBatcher:
     """Coalesces the frames queued for each outbox during one loop iteration."""
 
-    __slots__ = ("_write", "dirty", "scheduled")
+    __slots__ = ("_dirty", "_scheduled", "_write")
 
     def __init__(self, compiled: bool = True) -> None:
-        #: Outboxes with frames queued this iteration (the compiled queueing appends here
-        #: and calls :meth:`schedule` itself).
-        self.dirty: list[Outbox] = []
-        self.scheduled = False
+        self._dirty: list[Outbox] = []
+        self._scheduled = False
         self._write: Callable[[Iterable[Outbox]], None] = (
             compiled_write_out if compiled and compiled_write_out is not None else write_out
         )
@@ -155,18 +85,14 @@ class WriteBatcher:
 
     def mark(self, box: Outbox) -> None:
         """``box`` got its first frame of this iteration."""
-        self.dirty.append(box)
-        if not self.scheduled:
-            self.schedule()
-
-    def schedule(self) -> None:
-        """Flush at the end of this loop iteration."""
-        self.scheduled = True
-        asyncio.get_running_loop().call_soon(self.flush)
+        self._dirty.append(box)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        self.scheduled = False
-        dirty, self.dirty = self.dirty, []
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
         self._write(dirty)
 
 

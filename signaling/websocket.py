@@ -19,7 +19,7 @@ import orjson
 from aiohttp import WSMessage, WSMsgType, web
 
 from signaling.auth import authenticate, json_error
-from signaling.outbox import Encoder, Outbox, WriteBatcher, direct_fd, write_out
+from signaling.outbox import WriteBatcher, direct_fd, write_out
 from signaling.protocol import CloseCode, ErrorCode, close_frame, encode, text_frame
 from signaling.ratelimit import TokenBucket
 
@@ -40,14 +40,12 @@ class Connection:
     """A connected device of a user: identity, joined rooms, limits, bounded writes."""
 
     __slots__ = (
-        "batcher",
+        "_batcher",
         "close_code",
         "closed",
-        "encoder",
         "errors",
         "frames",
         "id",
-        "outbox",
         "principal",
         "rate",
         "rooms",
@@ -80,12 +78,8 @@ class Connection:
         self.ws = ws
         self.wire = transport
         self.wire_fd = direct_fd(transport)
-        self.batcher = batcher
+        self._batcher = batcher
         self.frames: list[bytes] = []
-        #: A room's fan-out queues on this outbox directly (signaling.outbox.queue_frame),
-        #: the frame as it is.
-        self.outbox: Outbox | None = self
-        self.encoder: Encoder | None = None
         self.rate = rate
         self.errors = errors
         self.send_buffer_limit = send_buffer_limit
@@ -118,7 +112,7 @@ class Connection:
         frames = self.frames
         frames.append(frame)
         if len(frames) == 1:
-            self.batcher.mark(self)
+            self._batcher.mark(self)
         return True
 
     def flush(self) -> None:

@@ -71,7 +71,6 @@ class Node:
         self.settings = s = settings
         self.state = state = state or make_state(settings)
         state.configure_history(size=s.history_size, ttl=s.history_ttl)
-        state.delivery.configure_writes(compiled=s.compiled_fanout)
         self.metrics = metrics = HubMetrics()
         metrics.include(state.delivery.metrics.collectors())
         fanout = state.delivery

@@ -1,9 +1,7 @@
 """The batcher's write of queued frames (signaling.outbox), pure-Python and compiled
 (signaling/_fanout.c), on real uvloop TCP connections over loopback: the same bytes in
 the same order, a peer that stops reading buffered then dropped, a reset peer reported by
-the transport, and the closed and closing cases left alone. And the queueing of a
-broadcast on a room's recipients (``queue_frame``), both ways: who gets it in which form,
-one translation per encoder, one mark per outbox."""
+the transport, and the closed and closing cases left alone."""
 
 from __future__ import annotations
 
@@ -17,17 +15,13 @@ import pytest
 from config.server import ServerSettings
 from signaling import outbox
 from signaling.outbox import WriteBatcher, direct_fd, write_out
-from signaling.state.handler import Reports
-from signaling.state.memory.delivery import LocalDelivery
 
 WRITERS = {"pure": write_out, "compiled": outbox.compiled_write_out}
-QUEUERS = {"pure": outbox.queue_frame, "compiled": outbox.compiled_queue_frame}
 
 
 def test_the_compiled_loop_is_built():
     # make test installs a compiler: the suite must run the compiled loop, not skip it
     assert outbox.COMPILED_FANOUT and outbox.compiled_write_out is not None
-    assert outbox.compiled_queue_frame is not None
 
 
 @dataclass
@@ -39,7 +33,6 @@ class Box:
     frames: list[bytes] = field(default_factory=list)
     closed: bool = False
     wire_fd: int = -1
-    batcher: WriteBatcher | None = None
     lost: int = 0
     slow: int = 0
 
@@ -84,7 +77,7 @@ async def peers() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
     port = server.sockets[0].getsockname()[1]
     made: list[Peer] = []
 
-    async def connect(*, rcvbuf: int = 0, kind: type[Box] = Box, **box: object) -> Peer:
+    async def connect(*, rcvbuf: int = 0, **box: object) -> Peer:
         sock = socket.socket()
         if rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -95,7 +88,7 @@ async def peers() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
             transport.get_extra_info("socket").setsockopt(
                 socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf
             )
-        peer = Peer(sock, kind(transport, wire_fd=direct_fd(transport), **box))  # type: ignore[arg-type]
+        peer = Peer(sock, Box(transport, wire_fd=direct_fd(transport), **box))  # type: ignore[arg-type]
         made.append(peer)
         return peer
 
@@ -221,111 +214,3 @@ async def test_the_setting_chooses_the_loop(peers):
 def test_without_the_module_the_batcher_uses_the_pure_loop(monkeypatch):
     monkeypatch.setattr(outbox, "compiled_write_out", None)
     assert not WriteBatcher(compiled=True).compiled
-
-
-# -- queueing a broadcast ------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class WsMember(Box):
-    """A ``/ws`` connection: its own outbox, the frame as it is."""
-
-    user_id: str = "ws"
-    encoder: None = None
-
-    @property
-    def outbox(self) -> Box:
-        return self
-
-    def send_frame(self, frame: bytes) -> bool:
-        raise AssertionError("a direct outbox is queued on, not called")
-
-
-@dataclass(eq=False)
-class Member:
-    """A Socket.IO connection: its session is the outbox, its encoder translates."""
-
-    user_id: str
-    outbox: Box | None
-    encoder: object | None = None
-    closed: bool = False
-    called: list[bytes] = field(default_factory=list)
-
-    def send_frame(self, frame: bytes) -> bool:
-        self.called.append(frame)
-        return True
-
-
-class Upper:
-    """An encoder (as the Socket.IO translator is) that counts its translations."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def frame_for(self, frame: bytes) -> bytes:
-        self.calls += 1
-        return frame.upper()
-
-
-@pytest.mark.parametrize("queuer", QUEUERS)
-async def test_a_broadcast_is_queued_once_per_recipient_in_its_form(peers, queuer):
-    queue = QUEUERS[queuer]
-    batcher = WriteBatcher()
-    ws = (await peers(kind=WsMember, batcher=batcher)).box
-    sio_peer = await peers(batcher=batcher)
-    encoder = Upper()
-    sio = Member("sio", sio_peer.box, encoder)
-    sio2_peer = await peers(batcher=batcher)
-    sio2 = Member("sio2", sio2_peer.box, encoder)
-    me = Member("me", (await peers(batcher=batcher)).box, encoder)
-    polling = Member("polling", Box(wire=None, batcher=batcher), encoder)
-    recording = Member("recording", None, encoder)
-    gone = Member("gone", Box(wire=OpenTransport(), closed=True, batcher=batcher))
-    leaving = Member("leaving", Box(wire=OpenTransport(), batcher=batcher), closed=True)
-    room = [ws, sio, me, polling, recording, gone, leaving, sio2]
-    assert queue(room, b"one;", "me") == 5
-    assert queue(room, b"two;", "me") == 5
-    # the encoder is asked once per broadcast, whatever the number of its recipients
-    assert encoder.calls == 2
-    assert ws.frames == [b"one;", b"two;"]
-    assert sio.outbox is not None and sio.outbox.frames == [b"ONE;", b"TWO;"]
-    # the slow way gets the hub's frame: the connection translates it itself
-    assert polling.called == recording.called == [b"one;", b"two;"]
-    assert me.called == gone.called == leaving.called == []
-    assert me.outbox is not None and me.outbox.frames == []
-    assert gone.outbox is not None and gone.outbox.frames == []
-    # each outbox marked once in the iteration, one flush scheduled
-    assert batcher.dirty == [ws, sio.outbox, sio2.outbox] and batcher.scheduled
-    await asyncio.sleep(0)
-    assert batcher.dirty == [] and not batcher.scheduled
-    assert await sio_peer.read(8) == b"ONE;TWO;"
-    assert await sio2_peer.read(8) == b"ONE;TWO;"
-    assert queue([], b"three;", None) == 0
-    assert queue([ws], b"three;", None) == 1 and batcher.dirty == [ws]
-
-
-@pytest.mark.parametrize("queuer", QUEUERS)
-def test_an_encoder_that_fails_stops_the_broadcast_with_its_error(queuer):
-    class Broken:
-        def frame_for(self, frame: bytes) -> bytes:
-            raise ValueError("not a hub event")
-
-    box = Box(wire=OpenTransport(), batcher=WriteBatcher())
-    with pytest.raises(ValueError, match="not a hub event"):
-        QUEUERS[queuer]([Member("u", box, Broken())], b"x", None)
-    assert box.frames == []
-
-
-def test_the_compiled_queueing_refuses_what_is_not_a_frame():
-    with pytest.raises(TypeError):
-        outbox.compiled_queue_frame([], "text", None)  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        outbox.compiled_queue_frame([Member("u", None)], b"x")  # type: ignore[misc,call-arg]
-
-
-def test_the_setting_chooses_the_queueing():
-    delivery = LocalDelivery("n", Reports())
-    delivery.configure_writes(compiled=False)
-    assert delivery._queue is outbox.queue_frame
-    delivery.configure_writes(compiled=True)
-    assert delivery._queue is outbox.compiled_queue_frame

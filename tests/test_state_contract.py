@@ -75,9 +75,6 @@ class FakeSocket:
     name: str = "N"
     rooms: set[str] = field(default_factory=set)
     frames: list[bytes] = field(default_factory=list)
-    closed: bool = False
-    outbox: None = None  # every frame through send_frame
-    encoder: None = None
 
     def send_frame(self, frame: bytes) -> bool:
         self.frames.append(frame)

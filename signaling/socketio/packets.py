@@ -285,10 +285,6 @@ class BroadcastTranslator:
             self._mark = mark
         return self._packet, self._ws_frame, self._mark
 
-    def frame_for(self, frame: bytes) -> bytes:
-        """The WebSocket frame of the packet for a hub event frame (an ``Encoder``)."""
-        return self.translate(frame)[1]
-
     def translate_envelope(self, envelope: bytes) -> tuple[bytes, Mark | None]:
         """A recorded event read back from history (not a broadcast: not remembered)."""
         mark = mark_of(envelope) if self.recovery else None

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from signaling.metrics import FanoutMetrics
-
-if TYPE_CHECKING:
-    from signaling.outbox import Encoder, Outbox
 
 
 def node_of(conn_id: str) -> str:
@@ -25,17 +22,10 @@ def node_of(conn_id: str) -> str:
 
 
 class Socket(Protocol):
-    """What delivery needs of a connected device (a WebSocket, or later another transport).
-
-    ``closed``, ``outbox`` and ``encoder`` are how a room's fan-out queues on it without
-    a call per recipient (see :class:`signaling.outbox.Recipient`); ``outbox = None``
-    means every frame goes through :meth:`send_frame`."""
+    """What delivery needs of a connected device (a WebSocket, or later another transport)."""
 
     id: str
     rooms: set[str]
-    closed: bool
-    outbox: Outbox | None
-    encoder: Encoder | None
 
     @property
     def user_id(self) -> str: ...
@@ -117,11 +107,6 @@ class Delivery(ABC):
 
     def local_connection_count(self) -> int:
         return len(self.local_connections())
-
-    @abstractmethod
-    def configure_writes(self, *, compiled: bool) -> None:
-        """Whether a broadcast is queued on its recipients by the compiled loop
-        (``signaling._fanout``, setting ``compiled_fanout``) when it was built."""
 
     # -- fan-out (see Fanout) --------------------------------------------------------------
 

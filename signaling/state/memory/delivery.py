@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from signaling import outbox
 from signaling.metrics import FanoutMetrics
 from signaling.protocol import event_frame, text_frame
 from signaling.state.delivery import Delivery, Socket
@@ -30,10 +29,6 @@ class LocalDelivery(Delivery):
         self.conns: dict[str, Socket] = {}
         self.user_conns: dict[str, dict[str, Socket]] = {}
         self.room_conns: dict[str, dict[str, Socket]] = {}
-        self._queue = outbox.compiled_queue_frame or outbox.queue_frame
-
-    def configure_writes(self, *, compiled: bool) -> None:
-        self._queue = (compiled and outbox.compiled_queue_frame) or outbox.queue_frame
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class LocalDelivery(Delivery):
     def write_room(self, room_id: str, frame: bytes, exclude_user: str | None = None) -> int:
         """Each socket in the room gets the frame (most broadcasts: one room)."""
         members = self.room_conns.get(room_id)
-        return self._queue(members.values(), frame, exclude_user) if members else 0
+        return self._write(members.values(), frame, exclude_user) if members else 0
 
     def write_rooms(
         self, room_ids: Sequence[str], frame: bytes, exclude_user: str | None = None
@@ -204,5 +199,10 @@ class LocalDelivery(Delivery):
         targets = [s for cid, s in members.items() if not any(cid in e for e in earlier)]
         return self._write(targets, frame, exclude_user)
 
-    def _write(self, targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
-        return self._queue(targets, frame, exclude_user)
+    @staticmethod
+    def _write(targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
+        sent = 0
+        for socket in targets:
+            if socket.user_id != exclude_user and socket.send_frame(frame):
+                sent += 1
+        return sent

@@ -174,3 +174,46 @@ def test_room_quick_mode_fills_a_room_from_several_processes_like_janus(tmp_path
     assert runs["janus-videoroom"]["join_ms"]["connect_p50"] is None
     assert report["ratios_switchboard_over_janus"]["packets_per_server_cpu_s"] > 0
     assert "janus: every video flowing" in stderr  # progress is shown
+
+
+def test_ratios_over_several_rounds_are_the_medians_of_each_rounds_pair():
+    from benchmarks.signaling import median_run, ratios
+
+    def run(system: str, round_: int, per_cpu: float, p99: float) -> dict:
+        return {
+            "scenario": "fanout",
+            "topology": "single",
+            "system": system,
+            "round": round_,
+            "deliveries_per_server_cpu_s": per_cpu,
+            "latency_p99_ms": p99,
+        }
+
+    runs = [
+        run("switchboard-sio", 1, 150, 10),
+        run("socketio", 1, 100, 20),
+        run("switchboard-sio", 2, 120, 30),
+        run("socketio", 2, 60, 20),  # a slow round for both: 2.0, paired within the round
+        run("switchboard-sio", 3, 130, 9),
+        run("socketio", 3, 100, 10),
+    ]
+    (entry,) = ratios(runs, "switchboard-sio")
+    assert entry["deliveries_per_server_cpu_s"] == 1.5  # median of 1.5, 2.0, 1.3
+    assert entry["latency_p99_ms"] == 0.9  # median of 0.5, 1.5, 0.9
+    assert entry["rounds"] == [
+        {"deliveries_per_server_cpu_s": 1.5, "latency_p99_ms": 0.5},
+        {"deliveries_per_server_cpu_s": 2.0, "latency_p99_ms": 1.5},
+        {"deliveries_per_server_cpu_s": 1.3, "latency_p99_ms": 0.9},
+    ]
+    assert ratios(runs, "switchboard") == []
+    one = ratios([r for r in runs if r["round"] == 1], "switchboard-sio")
+    assert one == [
+        {
+            "scenario": "fanout",
+            "topology": "single",
+            "deliveries_per_server_cpu_s": 1.5,
+            "latency_p99_ms": 0.5,
+        }
+    ]
+    assert median_run([r for r in runs if r["system"] == "socketio"])["round"] == 1
+    assert median_run([]) is None

@@ -94,12 +94,19 @@ static int write_box(PyObject *box) {
         result = 0;
         goto done;
     }
-    PyObject *empty = PyList_New(0);
-    if (empty == NULL)
+    /* The frames leave the list, which stays the outbox's: emptied in place, not
+     * replaced, so a flush allocates no list per recipient (nor links one into, and
+     * unlinks one from, the garbage collector's lists). */
+    data = joined(frames);
+    if (data == NULL) { /* frames that are not bytes: refused, and dropped all the same */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        int cleared = PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL);
+        PyErr_Restore(type, value, traceback);
+        (void)cleared;
         goto done;
-    int set = PyObject_SetAttr(box, s_frames, empty);
-    Py_DECREF(empty);
-    if (set < 0)
+    }
+    if (PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL) < 0)
         goto done;
     PyObject *closed = PyObject_GetAttr(box, s_closed);
     if (closed == NULL)
@@ -130,9 +137,6 @@ static int write_box(PyObject *box) {
         result = 0;
         goto done;
     }
-    data = joined(frames);
-    if (data == NULL)
-        goto done;
     long fd = as_long(PyObject_GetAttr(box, s_wire_fd));
     if (fd == -1 && PyErr_Occurred())
         goto done;

@@ -35,8 +35,8 @@ COMPILED_FANOUT = compiled_write_out is not None
 class Outbox(Protocol):
     """What the batcher needs of a connection (a ``/ws`` client or an Engine.IO session)."""
 
-    #: Frames queued this iteration, in order; the batcher takes the list and leaves an
-    #: empty one.
+    #: Frames queued this iteration, in order; the batcher empties the list (in place,
+    #: the same list object stays) when it writes them.
     frames: list[bytes]
     closed: bool
     send_buffer_limit: int
@@ -103,13 +103,14 @@ def write_out(boxes: Iterable[Outbox]) -> None:
         frames = box.frames
         if not frames:
             continue
-        box.frames = []
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        frames.clear()
         wire = box.wire
         if box.closed or wire is None:
             continue
         if wire.is_closing():
             box.transport_lost()
             continue
-        wire.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        wire.write(data)
         if wire.get_write_buffer_size() > box.send_buffer_limit:
             box.too_slow()

@@ -199,10 +199,14 @@ class LocalDelivery(Delivery):
         targets = [s for cid, s in members.items() if not any(cid in e for e in earlier)]
         return self._write(targets, frame, exclude_user)
 
-    @staticmethod
-    def _write(targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
+    def _write(self, targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
+        """``exclude_user``'s sockets are skipped by identity (its devices on this node,
+        from the user index), so no recipient's user id is read: a broadcast starts with
+        every recipient cold in memory, and each object not touched is a miss saved."""
+        devices = self.user_conns.get(exclude_user) if exclude_user is not None else None
+        skip = tuple(devices.values()) if devices else ()
         sent = 0
         for socket in targets:
-            if socket.user_id != exclude_user and socket.send_frame(frame):
+            if socket not in skip and socket.send_frame(frame):
                 sent += 1
         return sent

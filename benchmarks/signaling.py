@@ -95,8 +95,6 @@ QUICK: dict[str, dict[str, float]] = {
 }
 # Metrics compared as switchboard / socketio (higher is better for rates and per-CPU
 # figures; lower is better for latency, RSS and CPU).
-#: What ``ratios`` lists for each round when there are several: the targets' two halves.
-ROUND_KEYS = ("deliveries_per_server_cpu_s", "latency_p99_ms")
 RATIO_KEYS = (
     "deliveries_per_s",
     "deliveries_per_server_cpu_s",
@@ -110,6 +108,8 @@ RATIO_KEYS = (
     "setup_p50_ms",
     "connect_p50_ms",
 )
+#: What ``ratios`` lists for each round when there are several: the targets' two halves.
+ROUND_KEYS = ("deliveries_per_server_cpu_s", "latency_p99_ms")
 
 
 def log(msg: str) -> None:

@@ -177,7 +177,7 @@ def test_room_quick_mode_fills_a_room_from_several_processes_like_janus(tmp_path
 
 
 def test_ratios_over_several_rounds_are_the_medians_of_each_rounds_pair():
-    from benchmarks.signaling import median_run, ratios
+    from benchmarks.signaling_report import median_run, ratios
 
     def run(system: str, round_: int, per_cpu: float, p99: float) -> dict:
         return {

@@ -83,6 +83,11 @@ static int write_through(PyObject *box, PyObject *wire, PyObject *data) {
     return 0;
 }
 
+/* Empty the outbox's list in place: 0, or -1 with an exception set. */
+static int empty(PyObject *frames) {
+    return PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL);
+}
+
 /* One outbox: 0, or -1 with an exception set. */
 static int write_box(PyObject *box) {
     int result = -1;
@@ -101,12 +106,12 @@ static int write_box(PyObject *box) {
     if (data == NULL) { /* frames that are not bytes: refused, and dropped all the same */
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
-        int cleared = PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL);
+        if (empty(frames) < 0)
+            PyErr_Clear(); /* the refusal is the error to report */
         PyErr_Restore(type, value, traceback);
-        (void)cleared;
         goto done;
     }
-    if (PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL) < 0)
+    if (empty(frames) < 0)
         goto done;
     PyObject *closed = PyObject_GetAttr(box, s_closed);
     if (closed == NULL)

@@ -96,7 +96,6 @@ SCRIPTS = (
     "SET_DEVICE",
     "JOIN_ROOM",
     "LEAVE_ROOM",
-    "TYPING_START",
     "TYPING_STOP",
     "TYPING_EXPIRE",
     "CLAIM_TIMERS",

@@ -92,45 +92,22 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
-# KEYS: room typing hash. ARGV: user, conn, name, now_ms, timeout_ms, throttle_ms, and
-# the announcement: the room's channel ('' for none), the bus message, PUBLISH or SPUBLISH.
-# Returns {1, receivers} when the state is to be announced (a start, or a repeat past the
-# throttle; published here if an announcement came with it), else {0, 0}.
-TYPING_START = """
-local now = tonumber(ARGV[4])
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local state
-local announce = 0
-if raw then
-  state = cjson.decode(raw)
-  if now - state.s >= tonumber(ARGV[6]) then
-    state.s = now
-    announce = 1
-  end
-else
-  state = {n = ARGV[3], s = now}
-  announce = 1
-end
-state.c = ARGV[2]
-state.e = now + tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(state))
-local receivers = 0
-if announce == 1 and ARGV[7] ~= '' then
-  receivers = redis.call(ARGV[9], ARGV[7], ARGV[8])
-end
-return {announce, receivers}
-"""
-
-# KEYS: room typing hash. ARGV: user, owner conn ('' = any), and the announcement as for
-# TYPING_START. Returns the name, or nil.
+# A typing state is the string ``expires_ms|conn|name`` (the name last: it may hold '|'),
+# written by plain HSETs (signaling.state.redis.typing_indicators). One that does not parse
+# (written by another version) counts as ended.
+#
+# KEYS: room typing hash. ARGV: user, owner conn ('' = any), and the announcement: the
+# room's channel ('' for none), the bus message, PUBLISH or SPUBLISH. Ends the state (if
+# the owner matches) and publishes the announcement. Returns the name, or nil.
 TYPING_STOP = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return false end
-local state = cjson.decode(raw)
-if ARGV[2] ~= '' and state.c ~= ARGV[2] then return false end
+local _, conn, name = string.match(raw, '^(%d+)|([^|]*)|(.*)$')
+if ARGV[2] ~= '' and conn ~= ARGV[2] then return false end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if not name then return false end
 if ARGV[3] ~= '' then redis.call(ARGV[5], ARGV[3], ARGV[4]) end
-return state.n
+return name
 """
 
 # KEYS: room typing hash. ARGV: user, now_ms.
@@ -138,11 +115,15 @@ return state.n
 TYPING_EXPIRE = """
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return {0} end
-local state = cjson.decode(raw)
-local left = state.e - tonumber(ARGV[2])
+local expires, _, name = string.match(raw, '^(%d+)|([^|]*)|(.*)$')
+if not expires then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return {0}
+end
+local left = tonumber(expires) - tonumber(ARGV[2])
 if left > 0 then return {2, tostring(left)} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-return {1, state.n}
+return {1, name}
 """
 
 # KEYS: timers sorted set. ARGV: now_ms, limit. Removes and returns due timers, so each

@@ -1,0 +1,79 @@
+"""Typing on Redis without a script on the hot path (signaling/state/redis/typing_indicators):
+each node decides from what it announced itself, and Redis's replies correct it where that
+view is short. Two stores on one real redis-server stand for two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import orjson
+import pytest
+
+from signaling.protocol import event_frame
+from signaling.state.models import Member
+from signaling.state.redis import RedisState
+from signaling.state.typing_indicators import Announce, Announcement
+from tests.test_state_contract import FakeSocket, Recorder, wait_for
+
+
+def said(typing: bool) -> Announcement:
+    return Announcement(
+        "user:typing", event_frame("user:typing", {"userId": "u", "isTyping": typing}), "u"
+    )
+
+
+def typing_of(frames: list[bytes]) -> list[bool]:
+    return [orjson.loads(f[f.index(b"{") :])["data"]["isTyping"] for f in frames]
+
+
+@pytest.fixture
+async def nodes(redis_server):
+    prefix = "t" + secrets.token_hex(6)
+    pair = [RedisState(redis_server.url, prefix=prefix, node_id=f"n{i}") for i in (1, 2)]
+    for state in pair:
+        await state.start(Recorder())
+    # bob listens on the first node
+    bob = FakeSocket(pair[0].delivery.new_connection_id(), "bob")
+    pair[0].delivery.attach(bob)
+    await pair[0].membership.join("r", Member("bob", "Bob"), bob.id)
+    yield pair, bob
+    for state in pair:
+        await state.close()
+
+
+async def test_a_stop_from_a_device_on_another_node_is_announced_once(nodes):
+    (one, two), bob = nodes
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.SENT
+    # The second node never announced it: its stop asks Redis what it really ends.
+    assert await two.typing.stop_announced("r", "u", said(False)) is Announce.SENT
+    assert await two.typing.stop_announced("r", "u", said(False)) is Announce.NONE
+    await wait_for(lambda: len(bob.frames) == 2)
+    await asyncio.sleep(0.1)
+    assert typing_of(bob.frames) == [True, False]
+
+
+async def test_a_start_ended_elsewhere_is_announced_again_inside_the_throttle(nodes):
+    (one, two), bob = nodes
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.SENT
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.NONE
+    assert await two.typing.stop_announced("r", "u", said(False)) is Announce.SENT
+    # The first node still thinks it announced the state a moment ago; Redis says it is new.
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.SENT
+    await wait_for(lambda: len(bob.frames) == 3)
+    assert typing_of(bob.frames) == [True, False, True]
+    assert await two.typing.stop("r", "u", "c_1.a") == "U"  # its owner leaves
+    # ... and the first node forgot nothing it should not announce: a new start is new.
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.SENT
+
+
+async def test_a_state_that_does_not_parse_counts_as_ended(nodes):
+    (one, _), _bob = nodes
+    link = one.link
+    await link.client.hset(link.keys.typing("r"), "u", '{"n": "U", "c": "c_1.a"}')
+    assert await one.typing.stop("r", "u", "c_1.a") is None
+    assert await one.typing.expire("r", "u") is None
+    assert await link.client.hget(link.keys.typing("r"), "u") is None
+    # A name with the separator in it survives the round trip.
+    await one.typing.start("r", "u", "c_1.a", "U|V", 5.0, 10.0)
+    assert await one.typing.stop("r", "u", "c_1.a") == "U|V"

@@ -409,6 +409,10 @@ def run_one(
         }
         if redis_pids:
             result["redis_cpu_s"] = round(readings["redis_cpu"], 3)
+            # Issue 20's measure: the nodes and the Redis they share, both counted.
+            cpu = readings["server_cpu"] + readings["redis_cpu"]
+            if cpu > 0:
+                result["deliveries_per_cpu_s_with_redis"] = round(result["deliveries"] / cpu)
         if history_size is not None and system != "socketio":
             result["history_size"] = history_size
     finally:

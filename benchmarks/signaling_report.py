@@ -13,6 +13,7 @@ from typing import Any
 RATIO_KEYS = (
     "deliveries_per_s",
     "deliveries_per_server_cpu_s",
+    "deliveries_per_cpu_s_with_redis",
     "server_cpu_s",
     "latency_p50_ms",
     "latency_p95_ms",
@@ -23,8 +24,9 @@ RATIO_KEYS = (
     "setup_p50_ms",
     "connect_p50_ms",
 )
-#: What ``ratios`` lists for each round when there are several: the targets' two halves.
-ROUND_KEYS = ("deliveries_per_server_cpu_s", "latency_p99_ms")
+#: What ``ratios`` lists for each round when there are several: the targets' two halves
+#: (and, on topologies with Redis, the efficiency with Redis's CPU counted).
+ROUND_KEYS = ("deliveries_per_server_cpu_s", "deliveries_per_cpu_s_with_redis", "latency_p99_ms")
 
 
 def ratios(runs: list[dict[str, Any]], ours_system: str = "switchboard") -> list[dict[str, Any]]:

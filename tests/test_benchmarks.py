@@ -206,6 +206,14 @@ def test_ratios_over_several_rounds_are_the_medians_of_each_rounds_pair():
         {"deliveries_per_server_cpu_s": 1.3, "latency_p99_ms": 0.9},
     ]
     assert ratios(runs, "switchboard") == []
+    # With Redis (issue 20), its CPU counted: listed per round next to the nodes' own.
+    shared = [
+        {**r, "topology": "redis2", "deliveries_per_cpu_s_with_redis": r["latency_p99_ms"]}
+        for r in runs
+    ]
+    (with_redis,) = ratios(shared, "switchboard-sio")
+    assert with_redis["deliveries_per_cpu_s_with_redis"] == 0.9
+    assert [r["deliveries_per_cpu_s_with_redis"] for r in with_redis["rounds"]] == [0.5, 1.5, 0.9]
     one = ratios([r for r in runs if r["round"] == 1], "switchboard-sio")
     assert one == [
         {

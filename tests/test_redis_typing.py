@@ -32,7 +32,8 @@ async def nodes(redis_server):
     prefix = "t" + secrets.token_hex(6)
     pair = [RedisState(redis_server.url, prefix=prefix, node_id=f"n{i}") for i in (1, 2)]
     for state in pair:
-        await state.start(Recorder())
+        state.recorder = Recorder()
+        await state.start(state.recorder)
     # bob listens on the first node
     bob = FakeSocket(pair[0].delivery.new_connection_id(), "bob")
     pair[0].delivery.attach(bob)
@@ -77,3 +78,18 @@ async def test_a_state_that_does_not_parse_counts_as_ended(nodes):
     # A name with the separator in it survives the round trip.
     await one.typing.start("r", "u", "c_1.a", "U|V", 5.0, 10.0)
     assert await one.typing.stop("r", "u", "c_1.a") == "U|V"
+
+
+async def test_a_state_redis_forgot_still_has_its_end_announced(nodes):
+    """As after a Redis that restarted empty: the state is gone, the node's timer is not."""
+    (one, _), bob = nodes
+    assert await one.typing.start("r", "u", "c_1.a", "U", 0.3, 10.0, said(True)) is Announce.SENT
+    await one.link.client.delete(one.link.keys.typing("r"))
+    assert await one.recorder.typing_expired(one.typing, "r", "u") == "U"
+    assert await one.typing.expire("r", "u") is None  # once
+    # A stop of a forgotten state is announced too (the node announced its start).
+    assert await one.typing.start("r", "u", "c_1.a", "U", 5.0, 10.0, said(True)) is Announce.SENT
+    await one.link.client.delete(one.link.keys.typing("r"))
+    assert await one.typing.stop_announced("r", "u", said(False)) is Announce.SENT
+    await wait_for(lambda: len(bob.frames) == 3)
+    assert typing_of(bob.frames) == [True, True, False]

@@ -17,7 +17,9 @@ correct it where that view was short:
 What that costs in exactness: a user typing on two devices at once on two nodes may be
 announced once per node per throttle window instead of once per window, and a stop that
 another node's device (or the expiry) got to first may announce the end a second time.
-Both are repeats of the truth, never a missed start or end. The rare paths (a device
+Both are repeats of the truth, never a missed start or end. The view also covers what
+Redis forgets: a state lost with a Redis that restarted empty still has its end announced,
+by its stop or when the timer this node kept runs out. The rare paths (a device
 leaving, the expiry) keep their scripts: they must check the owner or the deadline and
 change the state in one step.
 """
@@ -41,9 +43,10 @@ from signaling.state.typing_indicators import (
 
 @dataclass(slots=True)
 class _Said:
-    """This node announced ``(room, user)`` typing at ``at``; the state it armed runs out
-    at ``until`` unless refreshed (both ``time.monotonic``)."""
+    """This node announced ``(room, user)`` typing as ``name`` at ``at``; the state it
+    armed runs out at ``until`` unless refreshed (both ``time.monotonic``)."""
 
+    name: str
     at: float
     until: float
 
@@ -101,7 +104,7 @@ class RedisTyping(TypingStore):
                 return Announce.NONE
             # A start, a repeat past the throttle, or new to Redis while this node thought
             # it live (then announced now, not with the change).
-            self._said[(room_id, user_id)] = _Said(now, now + timeout)
+            self._said[(room_id, user_id)] = _Said(name, now, now + timeout)
             if announcement is None:
                 return Announce.NEEDED
             if announce:
@@ -153,9 +156,14 @@ class RedisTyping(TypingStore):
             found = await self.link.run(
                 "TYPING_EXPIRE", [self.link.keys.typing(room_id)], [user_id, now_ms()]
             )
-        if found[0] == 1:
-            self._said.pop((room_id, user_id), None)
-            return found[1].decode()
         if found[0] == 2:
             await self.timers.arm(TYPING_TIMER, [room_id, user_id], int(found[1]) / 1000)
-        return None
+            return None
+        said = self._said.pop((room_id, user_id), None)
+        if found[0] == 1:
+            return found[1].decode()
+        # Gone before its time: ended elsewhere (its end was announced there: this is a
+        # repeat), or lost with a Redis that restarted empty while its timer was kept by
+        # this node. Announced here if this node announced the start, so that nobody is
+        # left shown typing.
+        return said.name if said is not None else None

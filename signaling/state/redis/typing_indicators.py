@@ -69,12 +69,13 @@ class RedisTyping(TypingStore):
         ]
 
     def _sweep(self, now: float, timeout: float) -> None:
-        """Forget what ran out (its expiry was announced by whichever node claimed it), at
-        most once per ``timeout``: the view holds only states that may still be live."""
+        """Forget what ran out a ``timeout`` ago (its expiry has been handled by whichever
+        node claimed its timer), at most once per ``timeout``: the view holds only states
+        that may still be live or whose timer may still be on its way."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + timeout
-        self._said = {k: s for k, s in self._said.items() if s.until > now}
+        self._said = {k: s for k, s in self._said.items() if s.until + timeout > now}
 
     async def start(
         self,

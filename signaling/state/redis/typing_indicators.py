@@ -17,9 +17,10 @@ correct it where that view was short:
 What that costs in exactness: a user typing on two devices at once on two nodes may be
 announced once per node per throttle window instead of once per window, and a stop that
 another node's device (or the expiry) got to first may announce the end a second time.
-Both are repeats of the truth, never a missed start or end. The view also covers what
-Redis forgets: a state lost with a Redis that restarted empty still has its end announced,
-by its stop or when the timer this node kept runs out. The rare paths (a device
+Both are repeats of the truth, never a missed start or end. The view also covers part of
+what Redis forgets: a state lost with a Redis that restarted empty still has its end
+announced by its device's stop, and by its expiry where the node that announced it is the
+one that claims the timer (the nodes put their timers back). The rare paths (a device
 leaving, the expiry) keep their scripts: they must check the owner or the deadline and
 change the state in one step.
 """
@@ -164,7 +165,7 @@ class RedisTyping(TypingStore):
         if found[0] == 1:
             return found[1].decode()
         # Gone before its time: ended elsewhere (its end was announced there: this is a
-        # repeat), or lost with a Redis that restarted empty while its timer was kept by
-        # this node. Announced here if this node announced the start, so that nobody is
-        # left shown typing.
+        # repeat), or lost with a Redis that restarted empty (the nodes put their timers
+        # back, not the states). Announced if this node announced the start, so that
+        # nobody is left shown typing.
         return said.name if said is not None else None

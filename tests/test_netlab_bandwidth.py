@@ -236,7 +236,9 @@ async def test_a_jittery_path_does_not_pass_for_congestion(
     try:
         async with async_playwright() as pw:
             page = await open_viewer(pw, internet, jittery, room)
-            await until_layers(page, lambda sent: sent.count("h") == CAMERAS, 15)
+            # How long the climb to the top layers takes depends on the machine's load
+            # (over 15 s once): the claim is that it gets there, not how fast.
+            await until_layers(page, lambda sent: sent.count("h") == CAMERAS, 25)
             seen = await watch(page, 8)
             server = await page.evaluate("window.call.serverStats()")
             report = {"browser": seen, "bandwidth": server["bandwidth"]}

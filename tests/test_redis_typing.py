@@ -27,18 +27,27 @@ def typing_of(frames: list[bytes]) -> list[bool]:
     return [orjson.loads(f[f.index(b"{") :])["data"]["isTyping"] for f in frames]
 
 
+async def started(url: str, prefix: str, node_id: str) -> RedisState:
+    """A node on ``url``; ``state.recorder`` is what its handler was told."""
+    state = RedisState(url, prefix=prefix, node_id=node_id)
+    state.recorder = Recorder()
+    await state.start(state.recorder)
+    return state
+
+
+async def listening(state: RedisState) -> FakeSocket:
+    """bob, in room ``r`` on ``state``'s node."""
+    bob = FakeSocket(state.delivery.new_connection_id(), "bob")
+    state.delivery.attach(bob)
+    await state.membership.join("r", Member("bob", "Bob"), bob.id)
+    return bob
+
+
 @pytest.fixture
 async def nodes(redis_server):
     prefix = "t" + secrets.token_hex(6)
-    pair = [RedisState(redis_server.url, prefix=prefix, node_id=f"n{i}") for i in (1, 2)]
-    for state in pair:
-        state.recorder = Recorder()
-        await state.start(state.recorder)
-    # bob listens on the first node
-    bob = FakeSocket(pair[0].delivery.new_connection_id(), "bob")
-    pair[0].delivery.attach(bob)
-    await pair[0].membership.join("r", Member("bob", "Bob"), bob.id)
-    yield pair, bob
+    pair = [await started(redis_server.url, prefix, f"n{i}") for i in (1, 2)]
+    yield pair, await listening(pair[0])  # bob listens on the first node
     for state in pair:
         await state.close()
 
@@ -83,13 +92,8 @@ async def test_a_state_that_does_not_parse_counts_as_ended(nodes):
 @pytest.fixture
 async def alone(redis_server):
     """One node with bob listening: the only one to claim its timers."""
-    state = RedisState(redis_server.url, prefix="t" + secrets.token_hex(6), node_id="n1")
-    state.recorder = Recorder()
-    await state.start(state.recorder)
-    bob = FakeSocket(state.delivery.new_connection_id(), "bob")
-    state.delivery.attach(bob)
-    await state.membership.join("r", Member("bob", "Bob"), bob.id)
-    yield state, bob
+    state = await started(redis_server.url, "t" + secrets.token_hex(6), "n1")
+    yield state, await listening(state)
     await state.close()
 
 

@@ -20,7 +20,11 @@ setup(
             extra_compile_args=["-O2"],
         ),
         Extension(
-            "signaling._fanout", ["signaling/_fanout.c"], optional=True, extra_compile_args=["-O2"]
+            "signaling._fanout",
+            ["signaling/_fanout.c", "signaling/_uring.c"],
+            depends=["signaling/_uring.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
         ),
     ]
 )

@@ -34,6 +34,9 @@ class ServerSettings(BaseModel):
     send_buffer_limit: int = Field(default=1024 * 1024, ge=4096)
     # the batcher's write of queued frames in C (signaling/_fanout.c) when it was built
     compiled_fanout: bool = True
+    # ... with the sends of one flush submitted together through io_uring where the kernel
+    # allows it (one system call per flush instead of one per client)
+    fanout_io_uring: bool = True
     # the Socket.IO endpoint (/socket.io/) for clients of the replaced service
     socketio: bool = True
     socketio_ping_timeout: float = Field(default=20.0, gt=0)

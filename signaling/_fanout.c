@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "_uring.h"
+
 static PyObject *s_frames, *s_wire, *s_closed, *s_wire_fd, *s_is_closing, *s_transport_lost,
     *s_get_write_buffer_size, *s_write, *s_send_buffer_limit, *s_too_slow;
 
@@ -88,15 +90,20 @@ static int empty(PyObject *frames) {
     return PyList_SetSlice(frames, 0, PyList_GET_SIZE(frames), NULL);
 }
 
-/* One outbox: 0, or -1 with an exception set. */
-static int write_box(PyObject *box) {
-    int result = -1;
-    PyObject *wire = NULL, *data = NULL, *rest = NULL;
+enum { BOX_DONE = 0, BOX_SEND = 1, BOX_ERROR = -1 };
+
+/* Everything before an outbox's send. BOX_SEND: ``*wire`` and ``*data`` are set (new
+ * references) and ``*fd`` is the descriptor to send on, the transport buffering nothing.
+ * BOX_DONE: nothing (more) to send, or handed to the transport here; BOX_ERROR: an
+ * exception is set. */
+static int prepare(PyObject *box, PyObject **wire_out, PyObject **data_out, int *fd_out) {
+    int result = BOX_ERROR;
+    PyObject *wire = NULL, *data = NULL;
     PyObject *frames = PyObject_GetAttr(box, s_frames);
     if (frames == NULL)
-        return -1;
+        return BOX_ERROR;
     if (!PyList_CheckExact(frames) || PyList_GET_SIZE(frames) == 0) {
-        result = 0;
+        result = BOX_DONE;
         goto done;
     }
     /* The frames leave the list, which stays the outbox's: emptied in place, not
@@ -124,7 +131,7 @@ static int write_box(PyObject *box) {
     if (wire == NULL)
         goto done;
     if (is_closed || wire == Py_None) {
-        result = 0;
+        result = BOX_DONE;
         goto done;
     }
     PyObject *closing = PyObject_CallMethodNoArgs(wire, s_is_closing);
@@ -139,7 +146,7 @@ static int write_box(PyObject *box) {
         if (r == NULL)
             goto done;
         Py_DECREF(r);
-        result = 0;
+        result = BOX_DONE;
         goto done;
     }
     long fd = as_long(PyObject_GetAttr(box, s_wire_fd));
@@ -150,30 +157,53 @@ static int write_box(PyObject *box) {
         if (buffered == -1 && PyErr_Occurred())
             goto done;
         if (buffered == 0) {
-            Py_ssize_t size = PyBytes_GET_SIZE(data);
-            ssize_t n = send((int)fd, PyBytes_AS_STRING(data), (size_t)size,
-                             MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n == size) {
-                result = 0;  /* all of it in the kernel: nothing waits unread here */
-                goto done;
-            }
-            if (n > 0) {
-                rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + n, size - n);
-                if (rest == NULL)
-                    goto done;
-                result = write_through(box, wire, rest);
-                goto done;
-            }
-            /* nothing taken (a full buffer, or an error the transport will report) */
+            *wire_out = wire;
+            *data_out = data;
+            *fd_out = (int)fd;
+            Py_DECREF(frames);
+            return BOX_SEND;
         }
     }
-    result = write_through(box, wire, data);
+    result = write_through(box, wire, data) < 0 ? BOX_ERROR : BOX_DONE;
 done:
-    Py_XDECREF(rest);
     Py_XDECREF(data);
     Py_XDECREF(wire);
     Py_DECREF(frames);
     return result;
+}
+
+/* After a send on the descriptor took ``n`` of ``data``'s bytes (n <= 0: none, a full
+ * buffer or an error the transport will report): the rest goes to the transport. */
+static int finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n) {
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (n == size)
+        return 0; /* all of it in the kernel: nothing waits unread here */
+    if (n <= 0)
+        return write_through(box, wire, data);
+    PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data) + n, size - n);
+    if (rest == NULL)
+        return -1;
+    int r = write_through(box, wire, rest);
+    Py_DECREF(rest);
+    return r;
+}
+
+static Py_ssize_t send_now(int fd, PyObject *data) {
+    return send(fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
+                MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* One outbox, its send a system call of its own: 0, or -1 with an exception set. */
+static int write_box(PyObject *box) {
+    PyObject *wire = NULL, *data = NULL;
+    int fd = -1;
+    int r = prepare(box, &wire, &data, &fd);
+    if (r != BOX_SEND)
+        return r;
+    r = finish(box, wire, data, send_now(fd, data));
+    Py_DECREF(wire);
+    Py_DECREF(data);
+    return r;
 }
 
 static PyObject *write_out(PyObject *self, PyObject *boxes) {
@@ -195,9 +225,95 @@ static PyObject *write_out(PyObject *self, PyObject *boxes) {
     Py_RETURN_NONE;
 }
 
+/* The outboxes whose sends wait in the ring, with what each send needs. */
+static struct {
+    PyObject *box, *wire, *data;
+    int fd;
+} batch[URING_BATCH];
+static int results[URING_BATCH];
+
+/* Send what is queued in one submission and finish each outbox; every entry is finished
+ * and released even after an error, the first of which is left set: 0 or -1. */
+static int run_batch(unsigned count) {
+    if (count == 0)
+        return 0;
+    uring_run(count, results);
+    PyObject *type = NULL, *value = NULL, *traceback = NULL;
+    for (unsigned i = 0; i < count; i++) {
+        Py_ssize_t n = results[i];
+        if (results[i] == URING_NOT_RUN) /* the kernel did not take it: sent here */
+            n = send_now(batch[i].fd, batch[i].data);
+        if (finish(batch[i].box, batch[i].wire, batch[i].data, n) < 0) {
+            if (type == NULL)
+                PyErr_Fetch(&type, &value, &traceback);
+            else
+                PyErr_Clear();
+        }
+        Py_DECREF(batch[i].box);
+        Py_DECREF(batch[i].wire);
+        Py_DECREF(batch[i].data);
+    }
+    if (type == NULL)
+        return 0;
+    PyErr_Restore(type, value, traceback);
+    return -1;
+}
+
+static PyObject *write_out_batched(PyObject *self, PyObject *boxes) {
+    if (!uring_ready())
+        return write_out(self, boxes);
+    PyObject *iterator = PyObject_GetIter(boxes);
+    if (iterator == NULL)
+        return NULL;
+    unsigned count = 0;
+    int failed = 0;
+    PyObject *box;
+    while (!failed && (box = PyIter_Next(iterator)) != NULL) {
+        PyObject *wire = NULL, *data = NULL;
+        int fd = -1;
+        int r = prepare(box, &wire, &data, &fd);
+        if (r != BOX_SEND) {
+            Py_DECREF(box);
+            failed = r < 0;
+            continue;
+        }
+        uring_queue_send(count, fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+        batch[count].box = box; /* the references are the batch's until it is run */
+        batch[count].wire = wire;
+        batch[count].data = data;
+        batch[count].fd = fd;
+        if (++count == URING_BATCH) {
+            failed = run_batch(count) < 0;
+            count = 0;
+        }
+    }
+    Py_DECREF(iterator);
+    /* the sends already queued go out whatever happened after them */
+    if (failed || PyErr_Occurred()) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        if (run_batch(count) < 0)
+            PyErr_Clear(); /* the first error is the one to report */
+        PyErr_Restore(type, value, traceback);
+        return NULL;
+    }
+    if (run_batch(count) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *io_uring_ready(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(uring_ready());
+}
+
 static PyMethodDef methods[] = {
     {"write_out", write_out, METH_O,
      "Write each outbox's queued frames in one call (see signaling.outbox.write_out)."},
+    {"write_out_batched", write_out_batched, METH_O,
+     "write_out with the direct sends submitted together through io_uring (write_out "
+     "where io_uring is unavailable)."},
+    {"io_uring_ready", io_uring_ready, METH_NOARGS,
+     "Whether this process can submit sends through io_uring."},
     {NULL, NULL, 0, NULL},
 };
 

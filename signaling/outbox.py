@@ -15,6 +15,13 @@ The same loop is compiled (``signaling/_fanout.c``, setting ``compiled_fanout``)
 an outbox whose transport is a plain TCP socket with nothing buffered is written with one
 ``send`` on its descriptor (:func:`direct_fd`), and what the socket does not take goes to
 the transport as here. Without the module (no compiler at install) this loop runs.
+
+With ``fanout_io_uring`` (the default) the compiled loop submits those sends together:
+one ``io_uring_enter`` for all of an iteration's direct sends instead of one system call
+each (``signaling/_uring.c`` says why and what it saves). Each send is non-blocking and has
+run when the call returns, so what a socket did not take goes to its transport just the
+same. Where io_uring is refused (an old kernel, a container's seccomp filter) the sends
+are made one by one.
 """
 
 from __future__ import annotations
@@ -24,12 +31,20 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 try:
+    from signaling._fanout import io_uring_ready as _io_uring_ready
     from signaling._fanout import write_out as compiled_write_out
+    from signaling._fanout import write_out_batched as batched_write_out
 except ImportError:  # built without a compiler: the loop below does the same
-    compiled_write_out = None
+    compiled_write_out = batched_write_out = _io_uring_ready = None
 
 #: The compiled loop is there (built at install).
 COMPILED_FANOUT = compiled_write_out is not None
+
+
+def io_uring_ready() -> bool:
+    """Whether this process can submit the compiled loop's sends through io_uring (the
+    ring is set up by the first call)."""
+    return _io_uring_ready is not None and _io_uring_ready()
 
 
 class Outbox(Protocol):
@@ -72,16 +87,23 @@ class WriteBatcher:
 
     __slots__ = ("_dirty", "_scheduled", "_write")
 
-    def __init__(self, compiled: bool = True) -> None:
+    def __init__(self, compiled: bool = True, io_uring: bool = True) -> None:
         self._dirty: list[Outbox] = []
         self._scheduled = False
-        self._write: Callable[[Iterable[Outbox]], None] = (
-            compiled_write_out if compiled and compiled_write_out is not None else write_out
-        )
+        self._write: Callable[[Iterable[Outbox]], None] = write_out
+        if compiled and compiled_write_out is not None:
+            self._write = compiled_write_out
+            if io_uring and batched_write_out is not None and io_uring_ready():
+                self._write = batched_write_out
 
     @property
     def compiled(self) -> bool:
         return self._write is not write_out
+
+    @property
+    def io_uring(self) -> bool:
+        """The direct sends of a flush go out in one io_uring submission."""
+        return self._write is batched_write_out
 
     def mark(self, box: Outbox) -> None:
         """``box`` got its first frame of this iteration."""

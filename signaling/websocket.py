@@ -210,7 +210,7 @@ class WebSocketEndpoint:
         self.settings = settings
         self.metrics = metrics
         self.new_connection_id = new_connection_id
-        self.batcher = WriteBatcher(settings.compiled_fanout)
+        self.batcher = WriteBatcher(settings.compiled_fanout, settings.fanout_io_uring)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         settings, metrics = self.settings, self.metrics

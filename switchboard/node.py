@@ -25,7 +25,7 @@ from signaling.hub import Hub
 from signaling.membership import MembershipService
 from signaling.message_proxy import MessageProxy
 from signaling.metrics import HubMetrics
-from signaling.outbox import COMPILED_FANOUT
+from signaling.outbox import COMPILED_FANOUT, io_uring_ready
 from signaling.presence import PresenceService
 from signaling.presence_grace import PRESENCE_GRACE, PresenceGrace
 from signaling.read_receipts import ReadReceipts
@@ -206,6 +206,11 @@ class Node:
             log.warning(
                 "compiled_fanout is on but signaling._fanout was not built (no C compiler at "
                 "install): frames are written by the pure-Python loop"
+            )
+        elif s.compiled_fanout and s.fanout_io_uring and not io_uring_ready():
+            log.warning(
+                "fanout_io_uring is on but io_uring is unavailable here (an old kernel, or "
+                "refused by a seccomp filter): each client's frames are a send of their own"
             )
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (

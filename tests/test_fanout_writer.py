@@ -1,5 +1,6 @@
-"""The batcher's write of queued frames (signaling.outbox), pure-Python and compiled
-(signaling/_fanout.c), on real uvloop TCP connections over loopback: the same bytes in
+"""The batcher's write of queued frames (signaling.outbox), pure-Python, compiled
+(signaling/_fanout.c) and compiled with the sends submitted through io_uring
+(signaling/_uring.c), on real uvloop TCP connections over loopback: the same bytes in
 the same order, a peer that stops reading buffered then dropped, a reset peer reported by
 the transport, and the closed and closing cases left alone."""
 
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -16,12 +19,21 @@ from config.server import ServerSettings
 from signaling import outbox
 from signaling.outbox import WriteBatcher, direct_fd, write_out
 
-WRITERS = {"pure": write_out, "compiled": outbox.compiled_write_out}
+WRITERS = {
+    "pure": write_out,
+    "compiled": outbox.compiled_write_out,
+    "io_uring": outbox.batched_write_out,
+}
 
 
 def test_the_compiled_loop_is_built():
     # make test installs a compiler: the suite must run the compiled loop, not skip it
     assert outbox.COMPILED_FANOUT and outbox.compiled_write_out is not None
+
+
+def test_io_uring_is_there():
+    # the suite runs where the kernel allows io_uring: the batched sends must be tested
+    assert outbox.io_uring_ready()
 
 
 @dataclass
@@ -205,8 +217,12 @@ def test_frames_that_are_not_bytes_are_refused():
 
 async def test_the_setting_chooses_the_loop(peers):
     assert WriteBatcher(compiled=True).compiled
+    assert WriteBatcher(compiled=True).io_uring
+    assert not WriteBatcher(compiled=True, io_uring=False).io_uring
+    assert WriteBatcher(compiled=True, io_uring=False).compiled
     assert not WriteBatcher(compiled=False).compiled
-    assert ServerSettings().compiled_fanout
+    assert not WriteBatcher(compiled=False).io_uring
+    assert ServerSettings().compiled_fanout and ServerSettings().fanout_io_uring
     batcher = WriteBatcher(compiled=True)
     peer = await peers()
     peer.box.frames.append(b"batched")
@@ -217,3 +233,53 @@ async def test_the_setting_chooses_the_loop(peers):
 def test_without_the_module_the_batcher_uses_the_pure_loop(monkeypatch):
     monkeypatch.setattr(outbox, "compiled_write_out", None)
     assert not WriteBatcher(compiled=True).compiled
+
+
+async def test_more_recipients_than_one_submission_carries(peers):
+    """A flush to more outboxes than the ring holds (256) goes out in several submissions,
+    every recipient getting its own frames once."""
+    group = [await peers() for _ in range(300)]
+    for i, p in enumerate(group):
+        p.box.frames.append(f"frame {i};".encode())
+    outbox.batched_write_out(p.box for p in group)  # type: ignore[misc]
+    for i, p in enumerate(group):
+        expected = f"frame {i};".encode()
+        assert await p.read(len(expected)) == expected
+
+
+def test_a_forked_child_sets_up_its_own_ring():
+    """A process forked after the ring was set up (a worker started by fork) must not
+    submit to its parent's ring: it makes its own on first use."""
+    script = """
+import os, socket
+from signaling import outbox
+
+class Wire:
+    def is_closing(self): return False
+    def get_write_buffer_size(self): return 0
+    def write(self, data): raise AssertionError("the socket took everything")
+
+class Box:
+    def __init__(self, fd):
+        self.frames, self.closed, self.wire, self.wire_fd = [], False, Wire(), fd
+        self.send_buffer_limit = 1 << 20
+
+assert outbox.io_uring_ready()
+ours, theirs = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    box = Box(ours.fileno())
+    box.frames.append(b"from the child")
+    outbox.batched_write_out([box])
+    os._exit(0)
+os.waitpid(pid, 0)
+box = Box(ours.fileno())
+box.frames.append(b", then the parent")
+outbox.batched_write_out([box])
+print(theirs.recv(100).decode())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "from the child, then the parent"

@@ -76,7 +76,7 @@ class SocketIoEndpoint:
         self.settings = settings
         self.metrics = metrics
         self.new_connection_id = new_connection_id
-        self.batcher = WriteBatcher(settings.compiled_fanout)
+        self.batcher = WriteBatcher(settings.compiled_fanout, settings.fanout_io_uring)
         self.translator = p.BroadcastTranslator(recovery=recovery is not None)
         self.sessions: dict[str, EngineSession] = {}
         self.max_payload = hard_frame_cap(settings.max_frame_bytes)

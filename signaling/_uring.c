@@ -1,0 +1,174 @@
+/* The fan-out's sends through io_uring: one ``io_uring_enter`` for all the ``send``s of a
+ * loop iteration's flush instead of one system call each.
+ *
+ * Why: a broadcast to a room of fifty is fifty sends of a small frame, each after an idle
+ * gap; measured on this project's machine (a C sender, 48 loopback TCP peers, 500
+ * broadcasts a second), a send cost the sender 5.2 to 6.4 µs of CPU as its own system call
+ * and 3.1 to 4.2 µs as an entry of one submission, and the machine as a whole 11.6 against
+ * 10.0 µs per message. The ring is raw system calls on the kernel's ABI
+ * (``<linux/io_uring.h>``), so building needs no library.
+ *
+ * Every send carries MSG_DONTWAIT, which makes io_uring complete it with -EAGAIN instead
+ * of parking it until the socket is writable: each one has run, whole, partly or not at
+ * all, when ``io_uring_enter`` returns, exactly like the ``send`` it replaces. Nothing is
+ * left in flight between flushes, so the caller's buffers need to live only for the call.
+ * There is no submission thread (SQPOLL): the kernel reads the ring only inside
+ * ``io_uring_enter``, on the caller's thread, under the caller's GIL.
+ */
+#define _GNU_SOURCE
+#include "_uring.h"
+
+#include <errno.h>
+#include <linux/io_uring.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static struct {
+    int fd;  /* -1 not set up, -2 unavailable */
+    pid_t pid;
+    unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
+    unsigned *cq_head, *cq_tail, *cq_mask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+    void *rings;
+    size_t rings_len, sqes_len;
+    unsigned pending; /* entries queued since the last run */
+} ring = {.fd = -1};
+
+static void teardown(void) {
+    if (ring.rings != NULL)
+        munmap(ring.rings, ring.rings_len);
+    if (ring.sqes != NULL)
+        munmap(ring.sqes, ring.sqes_len);
+    if (ring.fd >= 0)
+        close(ring.fd);
+    ring.rings = NULL;
+    ring.sqes = NULL;
+    ring.fd = -1;
+}
+
+static int setup(void) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    /* SUBMIT_ALL: a bad entry does not stop the rest; COOP_TASKRUN: no interrupting the
+     * thread to post completions (ours are posted inline anyway). Both are 5.19+. */
+    p.flags = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+    int fd = (int)syscall(__NR_io_uring_setup, URING_BATCH, &p);
+    if (fd < 0 && errno == EINVAL) {
+        memset(&p, 0, sizeof p);
+        fd = (int)syscall(__NR_io_uring_setup, URING_BATCH, &p);
+    }
+    if (fd < 0)
+        return 0;
+    ring.fd = fd;
+    if (!(p.features & IORING_FEAT_SINGLE_MMAP) || !(p.features & IORING_FEAT_NODROP)) {
+        teardown();
+        return 0;
+    }
+    size_t sq_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cq_len = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    ring.rings_len = sq_len > cq_len ? sq_len : cq_len;
+    ring.rings = mmap(NULL, ring.rings_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                      fd, IORING_OFF_SQ_RING);
+    if (ring.rings == MAP_FAILED) {
+        ring.rings = NULL;
+        teardown();
+        return 0;
+    }
+    ring.sqes_len = p.sq_entries * sizeof(struct io_uring_sqe);
+    ring.sqes = mmap(NULL, ring.sqes_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                     IORING_OFF_SQES);
+    if (ring.sqes == MAP_FAILED) {
+        ring.sqes = NULL;
+        teardown();
+        return 0;
+    }
+    char *base = ring.rings;
+    ring.sq_head = (unsigned *)(base + p.sq_off.head);
+    ring.sq_tail = (unsigned *)(base + p.sq_off.tail);
+    ring.sq_mask = (unsigned *)(base + p.sq_off.ring_mask);
+    ring.sq_array = (unsigned *)(base + p.sq_off.array);
+    ring.cq_head = (unsigned *)(base + p.cq_off.head);
+    ring.cq_tail = (unsigned *)(base + p.cq_off.tail);
+    ring.cq_mask = (unsigned *)(base + p.cq_off.ring_mask);
+    ring.cqes = (struct io_uring_cqe *)(base + p.cq_off.cqes);
+    for (unsigned i = 0; i < p.sq_entries; i++)
+        ring.sq_array[i] = i; /* slot i of the ring is always SQE i */
+    ring.pid = getpid();
+    ring.pending = 0;
+    return 1;
+}
+
+int uring_ready(void) {
+    if (ring.fd >= 0 && ring.pid != getpid()) {
+        /* a forked child: the ring is the parent's; make our own */
+        teardown();
+    }
+    if (ring.fd == -2)
+        return 0;
+    if (ring.fd == -1 && !setup()) {
+        ring.fd = -2;
+        return 0;
+    }
+    return 1;
+}
+
+void uring_queue_send(unsigned index, int fd, const void *data, size_t size) {
+    unsigned tail = *ring.sq_tail + ring.pending;
+    struct io_uring_sqe *sqe = &ring.sqes[tail & *ring.sq_mask];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = IORING_OP_SEND;
+    sqe->fd = fd;
+    sqe->addr = (uint64_t)(uintptr_t)data;
+    sqe->len = (uint32_t)size;
+    sqe->msg_flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    sqe->user_data = index;
+    ring.pending++;
+}
+
+/* Take the completions there are; returns how many. */
+static unsigned reap(int *results) {
+    unsigned head = *ring.cq_head, got = 0;
+    unsigned tail = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != tail; head++, got++) {
+        struct io_uring_cqe *cqe = &ring.cqes[head & *ring.cq_mask];
+        results[cqe->user_data] = cqe->res;
+    }
+    __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+    return got;
+}
+
+void uring_run(unsigned count, int *results) {
+    for (unsigned i = 0; i < count; i++)
+        results[i] = URING_NOT_RUN;
+    unsigned start = *ring.sq_tail, tail = start + ring.pending;
+    ring.pending = 0;
+    __atomic_store_n(ring.sq_tail, tail, __ATOMIC_RELEASE);
+    unsigned done = 0;
+    for (int attempt = 0; done < count && attempt < 8; attempt++) {
+        unsigned waiting = tail - __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
+        long r = syscall(__NR_io_uring_enter, ring.fd, waiting, count - done,
+                         IORING_ENTER_GETEVENTS, NULL, 0);
+        done += reap(results);
+        if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY)
+            break;
+    }
+    /* What the kernel did not take is taken back (it reads the ring only inside
+     * io_uring_enter): those sends stay URING_NOT_RUN and the caller sends them itself.
+     * What it took has completed (non-blocking sends complete as they are submitted); if
+     * one had not, it is waited for here, so that no buffer is released, and no byte sent
+     * again, while the kernel may still be sending it. */
+    unsigned taken = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE) - start;
+    __atomic_store_n(ring.sq_tail, start + taken, __ATOMIC_RELEASE);
+    while (done < taken) {
+        long r = syscall(__NR_io_uring_enter, ring.fd, 0, taken - done, IORING_ENTER_GETEVENTS,
+                         NULL, 0);
+        done += reap(results);
+        if (r < 0 && errno != EINTR)
+            break;
+    }
+}

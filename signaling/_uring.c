@@ -19,6 +19,7 @@
 #include "_uring.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <linux/io_uring.h>
 #include <stdint.h>
 #include <string.h>
@@ -29,7 +30,6 @@
 
 static struct {
     int fd;  /* -1 not set up, -2 unavailable */
-    pid_t pid;
     unsigned *sq_head, *sq_tail, *sq_mask, *sq_array;
     unsigned *cq_head, *cq_tail, *cq_mask;
     struct io_uring_sqe *sqes;
@@ -98,15 +98,23 @@ static int setup(void) {
     ring.cqes = (struct io_uring_cqe *)(base + p.cq_off.cqes);
     for (unsigned i = 0; i < p.sq_entries; i++)
         ring.sq_array[i] = i; /* slot i of the ring is always SQE i */
-    ring.pid = getpid();
     ring.pending = 0;
     return 1;
 }
 
-int uring_ready(void) {
-    if (ring.fd >= 0 && ring.pid != getpid()) {
-        /* a forked child: the ring is the parent's; make our own */
+/* A forked child must not submit to its parent's ring: it makes its own on first use. */
+static void forked(void) {
+    if (ring.fd >= 0)
         teardown();
+    else if (ring.fd == -2)
+        ring.fd = -1; /* unavailable in the parent; the child may try for itself */
+}
+
+int uring_ready(void) {
+    static int hooked = 0;
+    if (!hooked) {
+        hooked = 1;
+        pthread_atfork(NULL, NULL, forked);
     }
     if (ring.fd == -2)
         return 0;

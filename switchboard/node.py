@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from config import Settings
+from config.server import ServerSettings
 from media.metrics import MediaCollector
 from media.signaling import SfuSignaling
 from signaling.api.endpoints import ApiServices, RoomApi
@@ -47,6 +48,21 @@ from turn.credentials import IceServers
 from turn.health import TurnHealth
 
 log = logging.getLogger("switchboard.node")
+
+
+def warn_about_fanout(s: ServerSettings) -> None:
+    """Say at start when the client writes asked for cannot be had here."""
+    if s.compiled_fanout and not COMPILED_FANOUT:
+        log.warning(
+            "compiled_fanout is on but signaling._fanout was not built (no C compiler at "
+            "install): frames are written by the pure-Python loop"
+        )
+    elif s.compiled_fanout and s.fanout_io_uring and not io_uring_ready():
+        log.warning(
+            "fanout_io_uring is on but io_uring is unavailable here (a kernel before 5.7, "
+            "turned off, or refused by a seccomp filter): each client's frames are a send "
+            "of their own"
+        )
 
 
 def make_state(settings: Settings) -> State:
@@ -202,16 +218,7 @@ class Node:
             on_released=[presence.device_gone, membership.connection_gone, calls.connection_gone],
             on_closed=[sfu.connection_gone, tokens.connection_closed, receipts.connection_closed],
         )
-        if s.compiled_fanout and not COMPILED_FANOUT:
-            log.warning(
-                "compiled_fanout is on but signaling._fanout was not built (no C compiler at "
-                "install): frames are written by the pure-Python loop"
-            )
-        elif s.compiled_fanout and s.fanout_io_uring and not io_uring_ready():
-            log.warning(
-                "fanout_io_uring is on but io_uring is unavailable here (an old kernel, or "
-                "refused by a seccomp filter): each client's frames are a send of their own"
-            )
+        warn_about_fanout(s)
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
         self.socketio = (
             SocketIoEndpoint(

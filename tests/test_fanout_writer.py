@@ -283,3 +283,19 @@ print(theirs.recv(100).decode())
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "from the child, then the parent"
+
+
+def test_a_node_says_when_io_uring_is_not_there(monkeypatch, caplog):
+    """Where the kernel refuses io_uring the batcher sends client by client, and a node
+    starting with the setting on says so once."""
+    from switchboard import node
+
+    monkeypatch.setattr(outbox, "_io_uring_ready", lambda: False)
+    monkeypatch.setattr(node, "io_uring_ready", outbox.io_uring_ready)
+    batcher = WriteBatcher(compiled=True)
+    assert batcher.compiled and not batcher.io_uring
+    with caplog.at_level("WARNING", logger="switchboard.node"):
+        node.warn_about_fanout(ServerSettings(fanout_io_uring=False))
+        assert not caplog.records  # asked for sends one by one: nothing to say
+        node.warn_about_fanout(ServerSettings())
+    assert "io_uring is unavailable here" in caplog.text

@@ -259,9 +259,7 @@ static int run_batch(unsigned count) {
     return -1;
 }
 
-static PyObject *write_out_batched(PyObject *self, PyObject *boxes) {
-    if (!uring_ready())
-        return write_out(self, boxes);
+static PyObject *batched(PyObject *boxes) {
     PyObject *iterator = PyObject_GetIter(boxes);
     if (iterator == NULL)
         return NULL;
@@ -300,6 +298,20 @@ static PyObject *write_out_batched(PyObject *self, PyObject *boxes) {
     if (run_batch(count) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* The batch and its results are this module's: a flush reached again from Python code
+ * that a flush runs (an outbox's ``too_slow``, a transport's callbacks) sends box by box
+ * instead of overwriting them. */
+static int batch_running = 0;
+
+static PyObject *write_out_batched(PyObject *self, PyObject *boxes) {
+    if (batch_running || !uring_ready())
+        return write_out(self, boxes);
+    batch_running = 1;
+    PyObject *r = batched(boxes);
+    batch_running = 0;
+    return r;
 }
 
 static PyObject *io_uring_ready(PyObject *self, PyObject *unused) {

@@ -299,3 +299,29 @@ def test_a_node_says_when_io_uring_is_not_there(monkeypatch, caplog):
         assert not caplog.records  # asked for sends one by one: nothing to say
         node.warn_about_fanout(ServerSettings())
     assert "io_uring is unavailable here" in caplog.text
+
+
+async def test_a_flush_reached_again_from_a_callback_keeps_both_batches(peers):
+    """Python code a flush runs (here a closing transport's ``transport_lost``) may flush
+    other outboxes itself: the inner flush sends its own, and the outer batch, queued
+    before and after it, is neither lost nor sent twice."""
+    first, closing, last, inner = [await peers() for _ in range(4)]
+    assert closing.box.wire is not None
+    closing.box.wire.close()
+
+    def lost() -> None:
+        closing.box.closed = True
+        inner.box.frames.append(b"inner")
+        outbox.batched_write_out([inner.box])  # type: ignore[misc]
+
+    closing.box.transport_lost = lost  # type: ignore[method-assign]
+    for p, frame in ((first, b"first"), (closing, b"never"), (last, b"last")):
+        p.box.frames.append(frame)
+    outbox.batched_write_out([first.box, closing.box, last.box])  # type: ignore[misc]
+    assert await first.read(5) == b"first"
+    assert await last.read(4) == b"last"
+    assert await inner.read(5) == b"inner"
+    for p in (first, last, inner):
+        p.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            p.sock.recv(10)  # nothing more, nothing twice

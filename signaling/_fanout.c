@@ -318,6 +318,10 @@ static PyObject *io_uring_ready(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(uring_ready());
 }
 
+static PyObject *io_uring_parked(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLong(uring_parked());
+}
+
 static PyMethodDef methods[] = {
     {"write_out", write_out, METH_O,
      "Write each outbox's queued frames in one call (see signaling.outbox.write_out)."},
@@ -326,6 +330,9 @@ static PyMethodDef methods[] = {
      "where io_uring is unavailable)."},
     {"io_uring_ready", io_uring_ready, METH_NOARGS,
      "Whether this process can submit sends through io_uring."},
+    {"io_uring_parked", io_uring_parked, METH_NOARGS,
+     "How many sends the kernel took through io_uring without finishing them at once "
+     "(each was cancelled and sent directly)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* Sends the kernel took without finishing them at once (see cancel_parked). */
+static unsigned long parked = 0;
+
 /* Marks a cancel's completion apart from the sends'. */
 #define CANCEL_TAG (1ULL << 63)
 
@@ -198,19 +201,28 @@ void uring_run(unsigned count, int *results) {
     unsigned start = *ring.sq_tail, tail = start + ring.pending;
     ring.pending = 0;
     __atomic_store_n(ring.sq_tail, tail, __ATOMIC_RELEASE);
-    unsigned done = 0;
-    for (int attempt = 0; done < count && attempt < 8; attempt++) {
+    /* Submit without waiting for completions: a send done inline has posted its
+     * completion when the call returns, and one the kernel parked must not hold this
+     * thread (it is cancelled below). */
+    for (int attempt = 0; attempt < 8; attempt++) {
         unsigned waiting = tail - __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
-        long r = syscall(__NR_io_uring_enter, ring.fd, waiting, count - done,
-                         IORING_ENTER_GETEVENTS, NULL, 0);
-        done += reap(results);
+        if (waiting == 0)
+            break;
+        long r = syscall(__NR_io_uring_enter, ring.fd, waiting, 0, 0, NULL, 0);
         if (r < 0 && errno != EINTR && errno != EAGAIN && errno != EBUSY)
             break;
     }
+    unsigned done = reap(results);
     /* What the kernel did not take is taken back (it reads the ring only inside
      * io_uring_enter): those sends stay URING_NOT_RUN and the caller sends them itself. */
     unsigned taken = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE) - start;
     __atomic_store_n(ring.sq_tail, start + taken, __ATOMIC_RELEASE);
-    if (done < taken)
+    if (done < taken) {
+        parked += taken - done;
         cancel_parked(taken, results);
+    }
+}
+
+unsigned long uring_parked(void) {
+    return parked;
 }

@@ -22,4 +22,8 @@ void uring_queue_send(unsigned index, int fd, const void *data, size_t size);
  * Every send is non-blocking, so all that were taken have completed when this returns. */
 void uring_run(unsigned count, int *results);
 
+/* How many sends the kernel took without finishing them at once (0 where MSG_DONTWAIT
+ * makes io_uring complete every send as it is submitted, as on the kernels tested). */
+unsigned long uring_parked(void);
+
 #endif

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from config.server import ServerSettings
-from signaling import outbox
+from signaling import _fanout, outbox
 from signaling.outbox import WriteBatcher, direct_fd, write_out
 
 WRITERS = {
@@ -142,6 +142,7 @@ async def test_frames_arrive_whole_and_in_order_at_every_recipient(peers, writer
 @pytest.mark.parametrize("writer", WRITERS)
 async def test_a_peer_that_stops_reading_is_buffered_in_order_then_dropped(peers, writer):
     write: Callable[[Iterable[Box]], None] = WRITERS[writer]
+    parked = _fanout.io_uring_parked()
     peer = await peers(rcvbuf=4096, send_buffer_limit=600_000)
     other = await peers()
     chunks = [bytes([65 + k % 26]) * 50_000 for k in range(10)]
@@ -163,6 +164,8 @@ async def test_a_peer_that_stops_reading_is_buffered_in_order_then_dropped(peers
     assert peer.box.slow == 1
     # ... while the other recipient got every frame meant for it
     assert await other.read(10) == b"x" * 10
+    # a full socket's send came back at once (-EAGAIN or a part), none was parked
+    assert _fanout.io_uring_parked() == parked
 
 
 @pytest.mark.parametrize("writer", WRITERS)

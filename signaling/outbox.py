@@ -27,15 +27,19 @@ are made one by one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 try:
+    from signaling._fanout import io_uring_parked as _io_uring_parked
     from signaling._fanout import io_uring_ready as _io_uring_ready
     from signaling._fanout import write_out as compiled_write_out
     from signaling._fanout import write_out_batched as batched_write_out
 except ImportError:  # built without a compiler: the loop below does the same
-    compiled_write_out = batched_write_out = _io_uring_ready = None
+    compiled_write_out = batched_write_out = _io_uring_ready = _io_uring_parked = None
 
 #: The compiled loop is there (built at install).
 COMPILED_FANOUT = compiled_write_out is not None
@@ -45,6 +49,12 @@ def io_uring_ready() -> bool:
     """Whether this process can submit the compiled loop's sends through io_uring (the
     ring is set up by the first call)."""
     return _io_uring_ready is not None and _io_uring_ready()
+
+
+def io_uring_parked() -> int:
+    """Sends io_uring took without finishing them at once, in this process (each was
+    cancelled and sent directly; none is expected: see ``signaling/_uring.c``)."""
+    return _io_uring_parked() if _io_uring_parked is not None else 0
 
 
 class Outbox(Protocol):
@@ -116,6 +126,29 @@ class WriteBatcher:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
         self._write(dirty)
+
+
+class WriteMetrics(Collector):
+    """How a node writes to clients, for its ``/metrics``: whether a flush's sends go out
+    in one io_uring submission (an operator whose container refuses io_uring sees 0
+    here, as well as the warning at start), and how many sends the kernel parked."""
+
+    def __init__(self, batcher: WriteBatcher) -> None:
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        yield GaugeMetricFamily(
+            "switchboard_fanout_io_uring",
+            "1 when a flush's sends to clients go out in one io_uring submission, "
+            "0 when each is a system call of its own",
+            value=int(self.batcher.io_uring),
+        )
+        yield CounterMetricFamily(
+            "switchboard_fanout_io_uring_parked",
+            "Sends io_uring took without finishing them at once "
+            "(each cancelled and sent directly; none expected)",
+            value=io_uring_parked(),
+        )
 
 
 def write_out(boxes: Iterable[Outbox]) -> None:

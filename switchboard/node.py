@@ -26,7 +26,7 @@ from signaling.hub import Hub
 from signaling.membership import MembershipService
 from signaling.message_proxy import MessageProxy
 from signaling.metrics import HubMetrics
-from signaling.outbox import COMPILED_FANOUT, io_uring_ready
+from signaling.outbox import COMPILED_FANOUT, WriteMetrics, io_uring_ready
 from signaling.presence import PresenceService
 from signaling.presence_grace import PRESENCE_GRACE, PresenceGrace
 from signaling.read_receipts import ReadReceipts
@@ -220,6 +220,7 @@ class Node:
         )
         warn_about_fanout(s)
         self.websocket = WebSocketEndpoint(hub, s, metrics, state.delivery.new_connection_id)
+        metrics.include([WriteMetrics(self.websocket.batcher)])
         self.socketio = (
             SocketIoEndpoint(
                 hub,

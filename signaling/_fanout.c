@@ -264,15 +264,15 @@ static PyObject *batched(PyObject *boxes) {
     if (iterator == NULL)
         return NULL;
     unsigned count = 0;
-    int failed = 0;
     PyObject *box;
-    while (!failed && (box = PyIter_Next(iterator)) != NULL) {
+    while ((box = PyIter_Next(iterator)) != NULL) {
         PyObject *wire = NULL, *data = NULL;
         int fd = -1;
         int r = prepare(box, &wire, &data, &fd);
         if (r != BOX_SEND) {
             Py_DECREF(box);
-            failed = r < 0;
+            if (r < 0)
+                break;
             continue;
         }
         uring_queue_send(count, fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
@@ -281,23 +281,26 @@ static PyObject *batched(PyObject *boxes) {
         batch[count].data = data;
         batch[count].fd = fd;
         if (++count == URING_BATCH) {
-            failed = run_batch(count) < 0;
             count = 0;
+            if (run_batch(URING_BATCH) < 0)
+                break;
         }
     }
     Py_DECREF(iterator);
-    /* the sends already queued go out whatever happened after them */
-    if (failed || PyErr_Occurred()) {
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        if (run_batch(count) < 0)
-            PyErr_Clear(); /* the first error is the one to report */
-        PyErr_Restore(type, value, traceback);
-        return NULL;
+    /* The sends already queued go out whatever happened after them; an error from before
+     * them is the one reported. */
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    int r = run_batch(count);
+    if (type == NULL) {
+        if (r < 0)
+            return NULL;
+        Py_RETURN_NONE;
     }
-    if (run_batch(count) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    if (r < 0)
+        PyErr_Clear();
+    PyErr_Restore(type, value, traceback);
+    return NULL;
 }
 
 /* The batch and its results are this module's: a flush reached again from Python code

@@ -117,8 +117,6 @@ static int setup(void) {
 static void forked(void) {
     if (ring.fd >= 0)
         teardown();
-    else if (ring.fd == -2)
-        ring.fd = -1; /* unavailable in the parent; the child may try for itself */
 }
 
 int uring_ready(void) {

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from config.server import ServerSettings
-from signaling import _fanout, outbox
+from signaling import outbox
 from signaling.outbox import WriteBatcher, direct_fd, write_out
 
 WRITERS = {
@@ -72,6 +72,11 @@ class Peer:
             assert chunk, f"closed after {len(data)} of {size} bytes"
             data += chunk
         return data
+
+    def nothing_more(self) -> None:
+        """Nothing (more) waits to be read (the socket is non-blocking)."""
+        with pytest.raises(BlockingIOError):
+            self.sock.recv(10)
 
 
 @pytest.fixture
@@ -142,7 +147,7 @@ async def test_frames_arrive_whole_and_in_order_at_every_recipient(peers, writer
 @pytest.mark.parametrize("writer", WRITERS)
 async def test_a_peer_that_stops_reading_is_buffered_in_order_then_dropped(peers, writer):
     write: Callable[[Iterable[Box]], None] = WRITERS[writer]
-    parked = _fanout.io_uring_parked()
+    parked = outbox.io_uring_parked()
     peer = await peers(rcvbuf=4096, send_buffer_limit=600_000)
     other = await peers()
     chunks = [bytes([65 + k % 26]) * 50_000 for k in range(10)]
@@ -165,7 +170,7 @@ async def test_a_peer_that_stops_reading_is_buffered_in_order_then_dropped(peers
     # ... while the other recipient got every frame meant for it
     assert await other.read(10) == b"x" * 10
     # a full socket's send came back at once (-EAGAIN or a part), none was parked
-    assert _fanout.io_uring_parked() == parked
+    assert outbox.io_uring_parked() == parked
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -201,9 +206,7 @@ async def test_closed_and_closing_outboxes_are_emptied_and_not_written(peers, wr
     assert closing.box.lost == 1 and closed.box.lost == 0 and polling.box.lost == 0
     assert await fine.read(5) == b"frame"
     loop = asyncio.get_running_loop()
-    closed.sock.setblocking(False)
-    with pytest.raises(BlockingIOError):
-        closed.sock.recv(10)  # nothing came
+    closed.nothing_more()  # nothing came
     assert await asyncio.wait_for(loop.sock_recv(closing.sock, 10), 2) == b""  # just the close
 
 
@@ -325,6 +328,4 @@ async def test_a_flush_reached_again_from_a_callback_keeps_both_batches(peers):
     assert await last.read(4) == b"last"
     assert await inner.read(5) == b"inner"
     for p in (first, last, inner):
-        p.sock.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            p.sock.recv(10)  # nothing more, nothing twice
+        p.nothing_more()  # nothing twice

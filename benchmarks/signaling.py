@@ -280,6 +280,11 @@ def summarize(
         "generator_busy": round(
             readings["generator_cpu"] / (elapsed * readings["generator_cores"]), 3
         ),
+        # The generators' own stalls, which every delivery they time includes.
+        "generator_loop_delay_p99_ms": round(max(p["loopDelayP99Ms"] for p in parts), 3),
+        "generator_loop_delay_max_ms": round(max(p["loopDelayMaxMs"] for p in parts), 3),
+        "generator_gc_ms": round(sum(p["gc"]["totalMs"] for p in parts), 1),
+        "generator_gc_max_ms": round(max(p["gc"]["maxMs"] for p in parts), 3),
     }
     setups = sum(p.get("setups", 0) for p in parts)
     if setups:
@@ -494,7 +499,9 @@ def main(argv: list[str]) -> int:
             f"({run['dropped']} dropped, {run['errors']} errors), "
             f"{run['deliveries_per_server_cpu_s']} per server CPU-s, "
             f"p50 {run['latency_p50_ms']} / p99 {run['latency_p99_ms']} ms, "
-            f"generator busy {run['generator_busy']:.0%}"
+            f"generator busy {run['generator_busy']:.0%} "
+            f"(its loop late p99 {run['generator_loop_delay_p99_ms']} / max "
+            f"{run['generator_loop_delay_max_ms']} ms, GC max {run['generator_gc_max_ms']} ms)"
         )
         runs.append(run)
     report = {

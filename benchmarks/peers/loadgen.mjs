@@ -9,7 +9,7 @@
 // Senders and receivers of a room (or call) live in one generator, so latency is measured
 // on one clock.
 import { createInterface } from "node:readline";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance, PerformanceObserver } from "node:perf_hooks";
 import jwt from "jsonwebtoken";
 import { io } from "socket.io-client";
 import WebSocket from "ws";
@@ -455,9 +455,27 @@ process.stdout.write(`${JSON.stringify({ ready })}\n`);
 const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((r) => lines.once("line", r));
 await nextLine();
+// This process's own stalls over the load (its event loop's lateness, its garbage
+// collections): a delivery's latency includes them, whichever server sent it.
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+const gc = { pauses: 0, totalMs: 0, maxMs: 0 };
+const gcObserver = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gc.pauses += 1;
+    gc.totalMs += e.duration;
+    gc.maxMs = Math.max(gc.maxMs, e.duration);
+  }
+});
+gcObserver.observe({ entryTypes: ["gc"] });
+loopDelay.enable();
 const t0 = performance.now();
 const closeAll = await scenario.run();
 const elapsed = (performance.now() - t0) / 1000;
+loopDelay.disable();
+gcObserver.disconnect();
+extra.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
+extra.loopDelayMaxMs = loopDelay.max / 1e6;
+extra.gc = gc;
 process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
 // The held connections close only when told, after the servers' CPU was read: thousands
 // of disconnects (presence and member-left broadcasts on both systems) are not the load.

@@ -79,6 +79,7 @@ def make_state(settings: Settings) -> State:
         dead_after=settings.node_dead_after,
         node_info={"host": settings.host, "port": settings.port},
         busy_timeout=settings.redis_busy_timeout,
+        flush_delay=settings.redis_flush_delay,
     )
 
 

@@ -22,7 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.state.redis.link import connect_client
-from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
+from signaling.state.redis.multiplex import MultiplexedRedis
+from signaling.state.redis.subscriber import Subscriber
 from tests.redis_server import RedisServer
 
 

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.models import Call, CallParticipant, Member
 from signaling.state.redis import RedisState
-from signaling.state.redis.multiplex import _Replies
+from signaling.state.redis.multiplex import Replies
 from tests.conftest import make_state
 from tests.test_state_contract import Recorder
 
@@ -28,14 +28,14 @@ STATE_KINDS = ("redis",)
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every write the node makes to Redis (the requests of one loop iteration each)."""
     seen: list[bytes] = []
-    flush = _Replies.flush
+    flush = Replies.flush
 
-    def spied(self: _Replies) -> None:
+    def spied(self: Replies) -> None:
         if self.outgoing and not self.lost:
             seen.append(b"".join(self.outgoing))
         flush(self)
 
-    monkeypatch.setattr(_Replies, "flush", spied)
+    monkeypatch.setattr(Replies, "flush", spied)
     return seen
 
 

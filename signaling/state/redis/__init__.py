@@ -52,9 +52,11 @@ class RedisState(State):
         dead_after: float = 15.0,
         node_info: dict[str, Any] | None = None,
         busy_timeout: float = 30.0,
+        flush_delay: float = 0.0,
     ) -> None:
         reports = Reports()
-        self.link = link = RedisLink(url, prefix, node_id or secrets.token_hex(4), busy_timeout)
+        node_id = node_id or secrets.token_hex(4)
+        self.link = link = RedisLink(url, prefix, node_id, busy_timeout, flush_delay)
         history = RedisHistory(link)
         delivery = RedisDelivery(link, reports, history)
         nodes = RedisNodes(link, delivery, reports, dead_after=dead_after, info=node_info)

@@ -23,8 +23,9 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import PubSub
 
 from signaling.background import cancel_and_wait
-from signaling.state.redis.multiplex import MultiplexedRedis, Subscriber
+from signaling.state.redis.multiplex import MultiplexedRedis
 from signaling.state.redis.multiplex_cluster import ClusterMultiplexing
+from signaling.state.redis.subscriber import Subscriber
 
 log = logging.getLogger("switchboard.redis")
 

@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from signaling.protocol import ErrorCode, HubError
 from signaling.state.redis import scripts as lua
 from signaling.state.redis.keys import Keys
-from signaling.state.redis.multiplex import MultiplexedRedis, Multiplexer
+from signaling.state.redis.multiplex import MultiplexedPipeline, MultiplexedRedis, Multiplexer
 from signaling.state.redis.multiplex_cluster import (
     REDIRECTS,
     ClusterMultiplexing,
@@ -119,11 +119,15 @@ class WaitingCluster(ClusterMultiplexing, RedisCluster):
     ``busy_timeout``, for one of :data:`CLUSTER_NODE_CONNECTIONS` places, so no primary
     ever sees more connections from this node than it allows."""
 
-    def __init__(self, *, busy_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *, busy_timeout: float, flush_delay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(max_connections=CLUSTER_NODE_CONNECTIONS, **kwargs)
         self._places = asyncio.Semaphore(CLUSTER_NODE_CONNECTIONS)
         self._busy_timeout = busy_timeout
-        self.init_multiplexing(username=kwargs.get("username"), password=kwargs.get("password"))
+        self.init_multiplexing(
+            username=kwargs.get("username"),
+            password=kwargs.get("password"),
+            flush_delay=flush_delay,
+        )
 
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
@@ -179,9 +183,11 @@ def host_ports(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return out
 
 
-def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
+def connect_client(url: str, busy_timeout: float = 30.0, flush_delay: float = 0.0) -> Any:
     """A client that fails fast on a lost connection (the node decides when to retry)
-    and waits up to ``busy_timeout`` for a pooled connection when all are busy.
+    and waits up to ``busy_timeout`` for a pooled connection when all are busy. Its
+    multiplexed connections let deferrable requests wait up to ``flush_delay``
+    (:mod:`signaling.state.redis.multiplex`).
 
     ``redis://``, ``rediss://`` and ``unix://`` URLs are Redis's own. Sentinel:
     ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``. Redis
@@ -200,6 +206,7 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
             startup_nodes=[ClusterNode(h, p) for h, p in host_ports(parts.netloc, 6379)],
             password=parts.password,
             busy_timeout=busy_timeout,
+            flush_delay=flush_delay,
             **options,
         )
     if url.startswith("redis+sentinel://"):
@@ -230,6 +237,7 @@ def connect_client(url: str, busy_timeout: float = 30.0) -> Any:
         db=address.get("db", 0),
         connect_timeout=options["socket_connect_timeout"],
         reply_timeout=options["socket_timeout"],
+        flush_delay=flush_delay,
     )
     return MultiplexedRedis(mux, connection_pool=pool)
 
@@ -249,13 +257,20 @@ class StateUnavailable(HubError):
 
 
 class RedisLink:
-    def __init__(self, url: str, prefix: str, node_id: str, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        node_id: str,
+        busy_timeout: float = 30.0,
+        flush_delay: float = 0.0,
+    ) -> None:
         self.url = url
         self.node_id = node_id
         self.keys = Keys(prefix)
         #: A Redis Cluster: channels are sharded (SSUBSCRIBE/SPUBLISH).
         self.sharded = url.startswith(CLUSTER_SCHEME)
-        self.client: Any = connect_client(url, busy_timeout)
+        self.client: Any = connect_client(url, busy_timeout, flush_delay)
         self.online = False
         #: Whether this node's first-hand state is back in Redis after (re)connecting.
         self.synced = False
@@ -274,6 +289,15 @@ class RedisLink:
         """How messages are published: sharded on a cluster (a script publishing shares
         the channel's slot)."""
         return "SPUBLISH" if self.sharded else "PUBLISH"
+
+    def pipeline(self, *, deferrable: bool = False) -> Any:
+        """A pipeline (no transaction). ``deferrable``: on a multiplexed connection its
+        write may wait up to the link's ``flush_delay`` to share one with others (for
+        changes nobody can tell arrived a few milliseconds late: typing)."""
+        pipe = self.client.pipeline(transaction=False)
+        if isinstance(pipe, MultiplexedPipeline):
+            pipe.deferrable = deferrable
+        return pipe
 
     async def reset(self) -> None:
         """Drop every pooled connection (to a Redis that restarted they fail on first use)

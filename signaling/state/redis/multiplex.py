@@ -11,8 +11,8 @@ event on Redis is a handful of commands, so this is most of a node's Redis cost.
 :class:`MultiplexedRedis` keeps redis-py's command methods and reply conversions (it is a
 ``redis.asyncio.Redis`` whose ``execute_command`` and pipelines go through the
 :class:`Multiplexer`). What cannot share a connection, pub/sub, gets a
-:class:`Subscriber`: a connection of its own whose messages are handed over as they are
-read. WATCH is not supported (it pins a connection); the state uses compare-and-set
+:class:`~signaling.state.redis.subscriber.Subscriber`: a connection of its own whose
+messages are handed over as they are read. WATCH is not supported (it pins a connection); the state uses compare-and-set
 scripts instead.
 
 Failures keep redis-py's types, so the link's rules apply unchanged: a refused or lost
@@ -20,6 +20,15 @@ connection fails every waiting caller with ``ConnectionError``, a reply later th
 ``reply_timeout`` with ``TimeoutError`` (the connection is cut, as redis-py's socket
 timeout would), and an error reply raises the ``ResponseError`` subclass redis-py would.
 The next command after a loss connects again.
+
+Requests marked *deferrable* (typing changes: see :meth:`Multiplexer.batch`) may wait up to
+``flush_delay`` after the connection's previous write, so that under load several share
+one write. What that saves is downstream of the write: Redis reads them in one wake-up and
+writes what they publish to each subscriber together, so every node gets them in one read
+and one loop iteration. The first request after a quiet spell still goes at once, and any
+other request takes what waits along with it (in order: Redis answers in the order it
+reads). It is rueidis's ``MaxFlushDelay`` (the Go client Centrifugo uses), kept to the
+requests a person cannot tell were late by a few milliseconds.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ class _Waiter:
         self.sent_at = sent_at
 
 
-class _Replies(asyncio.Protocol):
+class Replies(asyncio.Protocol):
     """The connection: writes requests (those of one loop iteration together), hands
     replies to the waiters in order. With ``on_push`` it is a subscriber's: every array
     reply (a message, a subscription's confirmation) goes to ``on_push`` as soon as it is
@@ -69,7 +78,7 @@ class _Replies(asyncio.Protocol):
 
     def __init__(
         self,
-        on_lost: Callable[[_Replies, Exception], None],
+        on_lost: Callable[[Replies, Exception], None],
         on_push: Callable[[list[Any]], None] | None = None,
     ) -> None:
         self.transport: asyncio.Transport | None = None
@@ -79,18 +88,49 @@ class _Replies(asyncio.Protocol):
         )
         self._on_lost = on_lost
         self._on_push = on_push
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.lost = False
         #: Requests of this loop iteration, written together at its end: one system call
         #: (and one wake-up of Redis) for every caller of the iteration.
         self.outgoing: list[bytes] = []
+        #: A flush is due at the end of this loop iteration.
+        self._soon = False
+        #: A flush is due later (deferrable requests only are waiting).
+        self._timer: asyncio.TimerHandle | None = None
+        #: When the connection was last written to (the loop's clock).
+        self._written_at = float("-inf")
+
+    def schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        """A request was queued: write at the end of this iteration, or, for a deferrable
+        one (``delay`` > 0), once ``delay`` has passed since the last write."""
+        if self._soon:
+            return
+        if delay > 0:
+            if self._timer is not None:
+                return
+            due = self._written_at + delay
+            if loop.time() < due:
+                self._timer = loop.call_at(due, self.flush)
+                return
+        elif self._timer is not None:  # what waits goes along, in order
+            self._timer.cancel()
+            self._timer = None
+        self._soon = True
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        self._soon = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         outgoing, self.outgoing = self.outgoing, []
         if outgoing and not self.lost:
             self.transport.write(b"".join(outgoing))  # type: ignore[union-attr]
+            self._written_at = self._loop.time()  # type: ignore[union-attr]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -152,13 +192,16 @@ class Multiplexer:
         db: int = 0,
         connect_timeout: float = 2.0,
         reply_timeout: float = 3.0,
+        flush_delay: float = 0.0,
     ) -> None:
         self._address = (host, port, path)
+        #: How long a deferrable request may wait after the previous write.
+        self.flush_delay = flush_delay
         self._username, self._password, self._db = username, password, int(db)
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
-        self._conn: _Replies | None = None
-        self._connecting: asyncio.Future[_Replies] | None = None
+        self._conn: Replies | None = None
+        self._connecting: asyncio.Future[Replies] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
     # -- sending ----------------------------------------------------------------------------
@@ -168,30 +211,34 @@ class Multiplexer:
         conn = self._conn
         if conn is None:
             conn = await self._connect()
-        return await self._send(conn, _pack(args), 0)
+        return await self._send(conn, pack_command(args), 0)
 
-    async def batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Several commands in one write; their raw replies, in order."""
+    async def batch(
+        self, commands: Sequence[Sequence[Any]], *, deferrable: bool = False
+    ) -> list[Any]:
+        """Several commands in one write; their raw replies, in order. ``deferrable``:
+        they may wait up to ``flush_delay`` after the previous write, to share one."""
         conn = self._conn
         if conn is None:
             conn = await self._connect()
-        return await self._send(conn, _packed(commands), len(commands))  # type: ignore[no-any-return]
+        delay = self.flush_delay if deferrable else 0.0
+        return await self._send(conn, _packed(commands), len(commands), delay)  # type: ignore[no-any-return]
 
-    def _send(self, conn: _Replies, payload: bytes, count: int) -> asyncio.Future[Any]:
+    def _send(
+        self, conn: Replies, payload: bytes, count: int, delay: float = 0.0
+    ) -> asyncio.Future[Any]:
         if conn.lost:  # (lost while its opener was being resumed)
             raise RedisConnectionError("Connection to Redis lost")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         conn.waiting.append(_Waiter(future, count, loop.time()))
-        outgoing = conn.outgoing
-        outgoing.append(payload)
-        if len(outgoing) == 1:
-            loop.call_soon(conn.flush)
+        conn.outgoing.append(payload)
+        conn.schedule(loop, delay)
         return future
 
     # -- connecting -------------------------------------------------------------------------
 
-    async def _connect(self) -> _Replies:
+    async def _connect(self) -> Replies:
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
         connecting = self._connecting
@@ -201,7 +248,7 @@ class Multiplexer:
             if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
-    async def _open(self) -> _Replies:
+    async def _open(self) -> Replies:
         conn = await self.open_connection(self._lost)
         self._conn = conn
         self._arm_watchdog()
@@ -209,15 +256,15 @@ class Multiplexer:
 
     async def open_connection(
         self,
-        on_lost: Callable[[_Replies, Exception], None],
+        on_lost: Callable[[Replies, Exception], None],
         on_push: Callable[[list[Any]], None] | None = None,
-    ) -> _Replies:
+    ) -> Replies:
         """A new connection to this Redis, authenticated and on the database."""
         loop = asyncio.get_running_loop()
         host, port, path = self._address
 
-        def protocol() -> _Replies:
-            return _Replies(on_lost, on_push)
+        def protocol() -> Replies:
+            return Replies(on_lost, on_push)
 
         setup: list[tuple[Any, ...]] = []
         if self._password is not None:
@@ -225,7 +272,7 @@ class Multiplexer:
             setup.append(auth or ("AUTH", self._password))
         if self._db:
             setup.append(("SELECT", self._db))
-        conn: _Replies | None = None
+        conn: Replies | None = None
         try:
             # The bound covers the setup's replies too: a Redis that accepts and then
             # never answers is as unreachable as one that never accepts.
@@ -247,7 +294,7 @@ class Multiplexer:
                 raise reply
         return conn
 
-    def _lost(self, conn: _Replies, exc: Exception) -> None:
+    def _lost(self, conn: Replies, exc: Exception) -> None:
         if self._conn is conn:
             self._conn = None
 
@@ -283,62 +330,7 @@ class Multiplexer:
             self._watchdog = None
 
 
-class Subscriber:
-    """A pub/sub connection whose messages are handed to ``on_push`` as they are read (no
-    reader task polling for them). ``closed`` ends with the exception that cut the
-    connection, or with ``None`` after :meth:`aclose`."""
-
-    def __init__(self, mux: Multiplexer, on_push: Callable[[list[Any]], None]) -> None:
-        self._mux = mux
-        self._on_push = on_push
-        self._conn: _Replies | None = None
-        self._opening: asyncio.Future[_Replies] | None = None
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def _connected(self) -> _Replies:
-        if self._conn is not None:
-            return self._conn
-        if self._opening is None:
-            self._opening = asyncio.ensure_future(
-                self._mux.open_connection(self._lost, self._on_push)
-            )
-        self._conn = await asyncio.shield(self._opening)
-        return self._conn
-
-    def _lost(self, conn: _Replies, exc: Exception) -> None:
-        if not self.closed.done():
-            self.closed.set_exception(exc)
-
-    async def subscribe(self, *channels: str) -> None:
-        """Subscribe (the confirmations arrive through ``on_push``)."""
-        await self._write("SUBSCRIBE", channels)
-
-    async def unsubscribe(self, *channels: str) -> None:
-        await self._write("UNSUBSCRIBE", channels, connect=False)
-
-    async def ssubscribe(self, *channels: str) -> None:
-        """Sharded: the connection must be to the primary owning the channels' slot."""
-        await self._write("SSUBSCRIBE", channels)
-
-    async def sunsubscribe(self, *channels: str) -> None:
-        await self._write("SUNSUBSCRIBE", channels, connect=False)
-
-    async def _write(self, command: str, channels: tuple[str, ...], connect: bool = True) -> None:
-        conn = await self._connected() if connect else self._conn
-        if conn is not None and not conn.lost:
-            conn.transport.write(_pack((command, *channels)))  # type: ignore[union-attr]
-
-    async def aclose(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        opening = self._opening
-        if self._conn is None and opening is not None and not opening.done():
-            opening.cancel()
-        if self._conn is not None:
-            self._conn.fail(RedisConnectionError("subscriber closed"))
-
-
-def _pack(args: Sequence[Any]) -> bytes:
+def pack_command(args: Sequence[Any]) -> bytes:
     """RESP for one command; a two-word name (``SCRIPT LOAD``) is two arguments, as
     redis-py sends it."""
     name = args[0]
@@ -348,7 +340,7 @@ def _pack(args: Sequence[Any]) -> bytes:
 
 
 def _packed(commands: Sequence[Sequence[Any]]) -> bytes:
-    return b"".join(_pack(args) for args in commands)
+    return b"".join(pack_command(args) for args in commands)
 
 
 #: redis-py's reply conversions for RESP2, the protocol multiplexed connections speak (the
@@ -412,6 +404,8 @@ class MultiplexedPipeline(Pipeline):
         pool = getattr(client, "connection_pool", None)  # (a cluster client has none)
         super().__init__(pool, client.response_callbacks, transaction, None)
         self._client = client
+        #: Its write may wait to share one (:meth:`Multiplexer.batch`).
+        self.deferrable = False
 
     async def watch(self, *names: Any) -> Any:
         raise RedisError("WATCH needs a connection of its own; use a compare-and-set script")
@@ -445,7 +439,7 @@ class MultiplexedPipeline(Pipeline):
         mux = self._client.mux
         if transaction:
             return await in_transaction(mux, [args for args, _ in stack])
-        return await mux.batch([args for args, _ in stack])
+        return await mux.batch([args for args, _ in stack], deferrable=self.deferrable)
 
 
 async def in_transaction(mux: Multiplexer, commands: list[Any]) -> list[Any]:

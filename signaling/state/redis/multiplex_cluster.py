@@ -65,9 +65,12 @@ class ClusterMultiplexing:
 
     _muxes: dict[str, Multiplexer]
 
-    def init_multiplexing(self, *, username: str | None, password: str | None) -> None:
+    def init_multiplexing(
+        self, *, username: str | None, password: str | None, flush_delay: float = 0.0
+    ) -> None:
         self._muxes = {}
         self._auth = (username, password)
+        self._flush_delay = flush_delay
         self.resp2_callbacks = RESP2_CALLBACKS
 
     def mux_for(self, args: tuple[Any, ...], options: dict[str, Any]) -> Multiplexer | None:
@@ -92,6 +95,7 @@ class ClusterMultiplexing:
                 password=password,
                 connect_timeout=node.connection_kwargs.get("socket_connect_timeout") or 2.0,
                 reply_timeout=node.connection_kwargs.get("socket_timeout") or 3.0,
+                flush_delay=self._flush_delay,
             )
         return mux
 
@@ -129,7 +133,10 @@ class MultiplexedClusterPipeline(MultiplexedPipeline):
                 return await self._through_redis_py(stack)
             groups.setdefault(mux, []).append(i)
         out: list[Any] = [None] * len(stack)
-        sends = [mux.batch([stack[i][0] for i in at]) for mux, at in groups.items()]
+        sends = [
+            mux.batch([stack[i][0] for i in at], deferrable=self.deferrable)
+            for mux, at in groups.items()
+        ]
         batches = [await sends[0]] if len(sends) == 1 else await asyncio.gather(*sends)
         for at, replies in zip(groups.values(), batches, strict=True):
             for i, reply in zip(at, replies, strict=True):

@@ -95,7 +95,7 @@ class RedisTyping(TypingStore):
         value = f"{now_ms() + int(timeout * 1000)}|{conn_id}|{name}"
         channel, message, publish = self._publication(room_id, announcement)
         async with self.link.shared():
-            async with self.link.client.pipeline(transaction=False) as pipe:
+            async with self.link.pipeline(deferrable=True) as pipe:
                 pipe.execute_command("HSET", self.link.keys.typing(room_id), user_id, value)
                 self.timers.queue_arm(pipe, TYPING_TIMER, [room_id, user_id], timeout)
                 if announce and publish:
@@ -125,7 +125,7 @@ class RedisTyping(TypingStore):
         key = self.link.keys.typing(room_id)
         channel, message, publish = self._publication(room_id, announcement)
         async with self.link.shared():
-            async with self.link.client.pipeline(transaction=False) as pipe:
+            async with self.link.pipeline(deferrable=True) as pipe:
                 if live:
                     pipe.execute_command("HDEL", key, user_id)
                     pipe.execute_command(publish, channel, message)

@@ -148,3 +148,16 @@ async def test_typing_changes_are_the_requests_that_may_wait(own_redis):
     finally:
         del mux.batch
         await state.close()
+
+
+async def test_the_setting_reaches_the_nodes_connection(own_redis, monkeypatch):
+    from config.settings import load_settings
+    from switchboard.node import make_state
+
+    monkeypatch.setenv("SWITCHBOARD_REDIS_FLUSH_DELAY", "0.02")
+    state = make_state(load_settings(redis_url=own_redis.url))
+    assert isinstance(state, RedisState)
+    try:
+        assert state.link.client.mux.flush_delay == 0.02
+    finally:
+        await state.link.client.aclose()

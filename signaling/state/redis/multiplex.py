@@ -12,8 +12,8 @@ event on Redis is a handful of commands, so this is most of a node's Redis cost.
 ``redis.asyncio.Redis`` whose ``execute_command`` and pipelines go through the
 :class:`Multiplexer`). What cannot share a connection, pub/sub, gets a
 :class:`~signaling.state.redis.subscriber.Subscriber`: a connection of its own whose
-messages are handed over as they are read. WATCH is not supported (it pins a connection); the state uses compare-and-set
-scripts instead.
+messages are handed over as they are read. WATCH is not supported (it pins a
+connection); the state uses compare-and-set scripts instead.
 
 Failures keep redis-py's types, so the link's rules apply unchanged: a refused or lost
 connection fails every waiting caller with ``ConnectionError``, a reply later than

@@ -80,6 +80,7 @@ class Replies(asyncio.Protocol):
         self,
         on_lost: Callable[[Replies, Exception], None],
         on_push: Callable[[list[Any]], None] | None = None,
+        flush_delay: float = 0.0,
     ) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[_Waiter] = collections.deque()
@@ -93,40 +94,40 @@ class Replies(asyncio.Protocol):
         #: Requests of this loop iteration, written together at its end: one system call
         #: (and one wake-up of Redis) for every caller of the iteration.
         self.outgoing: list[bytes] = []
-        #: A flush is due at the end of this loop iteration.
-        self._soon = False
-        #: A flush is due later (deferrable requests only are waiting).
+        #: How long a deferrable request may wait after the previous write.
+        self.flush_delay = flush_delay
+        #: The write is due later: only deferrable requests wait (else, with ``outgoing``
+        #: not empty, it is due at the end of this loop iteration).
         self._timer: asyncio.TimerHandle | None = None
-        #: When the connection was last written to (the loop's clock).
+        #: When the connection was last written to (the loop's clock; kept only with a
+        #: delay).
         self._written_at = float("-inf")
 
-    def schedule(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        """A request was queued: write at the end of this iteration, or, for a deferrable
-        one (``delay`` > 0), once ``delay`` has passed since the last write."""
-        if self._soon:
-            return
-        if delay > 0:
-            if self._timer is not None:
+    def schedule(self, loop: asyncio.AbstractEventLoop, deferrable: bool) -> None:
+        """A request was queued in ``outgoing``: write at the end of this iteration, or,
+        for a deferrable one, once ``flush_delay`` has passed since the last write."""
+        timer = self._timer
+        if timer is None and len(self.outgoing) > 1:
+            return  # due at the end of this iteration already: it goes along
+        if deferrable and self.flush_delay:
+            if timer is not None:
                 return
-            due = self._written_at + delay
+            due = self._written_at + self.flush_delay
             if loop.time() < due:
                 self._timer = loop.call_at(due, self.flush)
                 return
-        elif self._timer is not None:  # what waits goes along, in order
-            self._timer.cancel()
+        elif timer is not None:  # what waits goes along now, in order
+            timer.cancel()
             self._timer = None
-        self._soon = True
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._soon = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer = None  # (the one that called it, if a timer did)
         outgoing, self.outgoing = self.outgoing, []
         if outgoing and not self.lost:
             self.transport.write(b"".join(outgoing))  # type: ignore[union-attr]
-            self._written_at = self._loop.time()  # type: ignore[union-attr]
+            if self.flush_delay:
+                self._written_at = self._loop.time()  # type: ignore[union-attr]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -221,11 +222,10 @@ class Multiplexer:
         conn = self._conn
         if conn is None:
             conn = await self._connect()
-        delay = self.flush_delay if deferrable else 0.0
-        return await self._send(conn, _packed(commands), len(commands), delay)  # type: ignore[no-any-return]
+        return await self._send(conn, _packed(commands), len(commands), deferrable)  # type: ignore[no-any-return]
 
     def _send(
-        self, conn: Replies, payload: bytes, count: int, delay: float = 0.0
+        self, conn: Replies, payload: bytes, count: int, deferrable: bool = False
     ) -> asyncio.Future[Any]:
         if conn.lost:  # (lost while its opener was being resumed)
             raise RedisConnectionError("Connection to Redis lost")
@@ -233,7 +233,7 @@ class Multiplexer:
         future = loop.create_future()
         conn.waiting.append(_Waiter(future, count, loop.time()))
         conn.outgoing.append(payload)
-        conn.schedule(loop, delay)
+        conn.schedule(loop, deferrable)
         return future
 
     # -- connecting -------------------------------------------------------------------------
@@ -264,7 +264,7 @@ class Multiplexer:
         host, port, path = self._address
 
         def protocol() -> Replies:
-            return Replies(on_lost, on_push)
+            return Replies(on_lost, on_push, self.flush_delay)
 
         setup: list[tuple[Any, ...]] = []
         if self._password is not None:

@@ -25,14 +25,6 @@ API_ENV = {"SWITCHBOARD_API_KEY": API_KEY, "SWITCHBOARD_API_SECRET": API_SECRET}
 
 
 @pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A redis-server of the test's own, so stopping it disturbs no other test."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 async def cluster(tmp_path: Path, own_redis: RedisServer) -> AsyncIterator[Cluster]:
     c = Cluster(tmp_path, own_redis.url)
     yield c

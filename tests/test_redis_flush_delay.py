@@ -6,8 +6,7 @@ along without reordering the replies."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -20,14 +19,6 @@ from signaling.state.typing_indicators import Announce
 from tests.redis_server import RedisServer
 from tests.test_redis_typing import said, typing_of
 from tests.test_state_contract import FakeSocket, Recorder, wait_for
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own: its read count is this test's alone."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

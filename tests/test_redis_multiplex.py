@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,6 @@ async def client(redis_server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
 async def own_client(own_redis: RedisServer) -> AsyncIterator[MultiplexedRedis]:
     async for c in multiplexed(own_redis):
         yield c
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own (fault tests stop it)."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 async def test_concurrent_callers_get_their_own_replies_in_one_connection(client):

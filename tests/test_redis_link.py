@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from signaling.state.redis.link import RedisLink
 
@@ -48,4 +49,25 @@ async def test_concurrent_publishes_keep_their_order_and_counts(url):
     finally:
         await pubsub.aclose()
         await listener.aclose()
+        await link.client.aclose()
+
+
+async def test_batch_returns_raw_replies_in_order_and_raises_the_first_error(url):
+    """The typing store's round trip: the commands' replies as Redis sent them, in order;
+    an error reply is raised, and the commands around it ran (Redis runs each one)."""
+    link = RedisLink(url, "tb", "n1")
+    await link.reset()
+    typing, timers = link.keys.typing("r1"), link.keys.timers
+    try:
+        replies = await link.batch(
+            [("HSET", typing, "u1", "v1"), ("ZADD", timers, 5, "t1"), ("HSET", typing, "u1", "v2")],
+            deferrable=True,
+        )
+        assert replies == [1, 1, 0]
+        await link.client.set(link.keys.typing("r2"), "not a hash")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await link.batch([("HDEL", typing, "u1"), ("HSET", link.keys.typing("r2"), "u1", "v")])
+        assert await link.client.hget(typing, "u1") is None  # the HDEL before it ran
+        assert await link.client.zscore(timers, "t1") == 5
+    finally:
         await link.client.aclose()

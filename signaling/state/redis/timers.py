@@ -38,16 +38,17 @@ class RedisTimers(TimerStore):
             with self.link.or_local():
                 await self.link.client.zadd(self.link.keys.timers, {key: due})
 
-    def queue_arm(self, pipe: Any, kind: str, parts: Sequence[str], delay: float) -> None:
-        """Arm on ``pipe`` (another store's round trip, as typing's start does)."""
+    def arm_command(self, kind: str, parts: Sequence[str], delay: float) -> tuple[Any, ...]:
+        """The command arming a timer, for another store's round trip (typing's start
+        sends it with the state it expires)."""
         key, due = timer_key(kind, parts), now_ms() + int(delay * 1000)
         self._armed[key] = due
-        pipe.zadd(self.link.keys.timers, {key: due})
+        return ("ZADD", self.link.keys.timers, due, key)
 
-    def queue_disarm(self, pipe: Any, kind: str, parts: Sequence[str]) -> None:
+    def disarm_command(self, kind: str, parts: Sequence[str]) -> tuple[Any, ...]:
         key = timer_key(kind, parts)
         self._armed.pop(key, None)
-        pipe.zrem(self.link.keys.timers, key)
+        return ("ZREM", self.link.keys.timers, key)
 
     async def disarm_all(self, timers: Sequence[tuple[str, Sequence[str]]]) -> None:
         keys = [timer_key(kind, parts) for kind, parts in timers]

@@ -2,12 +2,13 @@
 an entry in the shared timer set, armed in the same round trip as the state.
 
 Keystrokes are the hottest path a chat room has, so a device's start and stop are plain
-commands on one pipeline, no script: a Lua call costs Redis 13 to 15 µs before its first
-command (an idle ``return 1``, measured on Redis 7.0 with the core busy elsewhere between
-calls), more than the commands themselves. A script could decide in Redis whether a change
-is announced (a start, or a repeat past the throttle; a stop that ended something); here
-the node decides from what it announced itself (:class:`_Said`), and Redis's replies
-correct it where that view was short:
+commands in one round trip, no script, and on one Redis without redis-py's pipeline
+(``RedisLink.batch``; the pipeline was a third of the change's CPU on the node). A Lua call
+costs Redis 13 to 15 µs before its first command (an idle ``return 1``, measured on Redis
+7.0 with the core busy elsewhere between calls), more than the commands themselves. A
+script could decide in Redis whether a change is announced (a start, or a repeat past the
+throttle; a stop that ended something); here the node decides from what it announced
+itself (:class:`_Said`), and Redis's replies correct it where that view was short:
 
 - a start this node thinks throttled that Redis reports new (the state ended elsewhere
   meanwhile) is announced after all, in a second round trip;
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from signaling.state.models import now_ms
 from signaling.state.redis.delivery import RedisDelivery
@@ -95,12 +97,13 @@ class RedisTyping(TypingStore):
         value = f"{now_ms() + int(timeout * 1000)}|{conn_id}|{name}"
         channel, message, publish = self._publication(room_id, announcement)
         async with self.link.shared():
-            async with self.link.pipeline(deferrable=True) as pipe:
-                pipe.execute_command("HSET", self.link.keys.typing(room_id), user_id, value)
-                self.timers.queue_arm(pipe, TYPING_TIMER, [room_id, user_id], timeout)
-                if announce and publish:
-                    pipe.execute_command(publish, channel, message)
-                replies = await pipe.execute()
+            commands: list[tuple[Any, ...]] = [
+                ("HSET", self.link.keys.typing(room_id), user_id, value),
+                self.timers.arm_command(TYPING_TIMER, [room_id, user_id], timeout),
+            ]
+            if announce and publish:
+                commands.append((publish, channel, message))
+            replies = await self.link.batch(commands, deferrable=True)
             if said is not None and not announce and replies[0] != 1:
                 said.until = now + timeout  # a repeat inside the throttle
                 return Announce.NONE
@@ -125,16 +128,17 @@ class RedisTyping(TypingStore):
         key = self.link.keys.typing(room_id)
         channel, message, publish = self._publication(room_id, announcement)
         async with self.link.shared():
-            async with self.link.pipeline(deferrable=True) as pipe:
-                if live:
-                    pipe.execute_command("HDEL", key, user_id)
-                    pipe.execute_command(publish, channel, message)
-                else:  # announce only what Redis really ends
+            # Whoever owned the state, it is gone now: so is its expiry.
+            disarm = self.timers.disarm_command(TYPING_TIMER, [room_id, user_id])
+            if live:
+                commands = [("HDEL", key, user_id), (publish, channel, message), disarm]
+                replies = await self.link.batch(commands, deferrable=True)
+            else:  # announce only what Redis really ends
+                async with self.link.pipeline(deferrable=True) as pipe:
                     args = [user_id, "", channel, message, publish]
                     await self.link.run("TYPING_STOP", [key], args, pipe)
-                # Whoever owned the state, it is gone now: so is its expiry.
-                self.timers.queue_disarm(pipe, TYPING_TIMER, [room_id, user_id])
-                replies = await pipe.execute()
+                    pipe.execute_command(*disarm)
+                    replies = await pipe.execute()
         if not live and not replies[0]:
             return Announce.NONE
         self.delivery.metrics.observe(announcement.type_, started, 1)

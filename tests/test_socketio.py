@@ -40,6 +40,11 @@ async def test_default_client_polls_then_upgrades(hub: Any, sio: NodeSocketIO) -
     assert (await sio.expect("a", "upgrade", timeout=10)) == ["websocket"]
     joined = await sio.emit("a", "room:join", {"roomId": "r1"}, ack=True)
     assert joined["roomId"] == "r1"
+    # The hub connection, made while polling, now writes broadcasts to the WebSocket
+    # without going through the session.
+    (conn,) = hub.hub.state.delivery.user_conns["alice"].values()
+    assert conn.wire is conn.session.wire is not None
+    assert conn.frames is conn.session.frames
     bob = await hub.connect_in("bob", "r1", rooms=("r1",))
     await bob.send("message:typing", {"conversationId": "r1", "isTyping": True})
     typing = (await sio.expect("a", "user:typing"))[0]

@@ -10,9 +10,13 @@ import aiohttp
 import orjson
 import pytest
 
-from signaling.protocol import event_frame
+from signaling.outbox import write_out
+from signaling.protocol import event_frame, text_frame
+from signaling.ratelimit import TokenBucket
 from signaling.socketio import packets as p
 from signaling.socketio.packets import PacketError, SioType
+from signaling.socketio.session import EngineSession, SioConnection
+from signaling.tokens import Principal
 from tests.test_socketio_bad_input import RawSession
 
 STATE_KINDS = ("memory",)
@@ -130,3 +134,87 @@ async def test_a_room_broadcast_is_translated_once(
     assert len(calls) == 1
     for member in members:
         await member.ws.close()
+
+
+class _Wire:
+    """A WebSocket's transport as the session and the batcher see it."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self.written: list[bytes] = []
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class _Marks:
+    """The write batcher, recording which outboxes got their first frame."""
+
+    def __init__(self) -> None:
+        self.marked: list[Any] = []
+
+    def mark(self, box: Any) -> None:
+        self.marked.append(box)
+
+
+async def test_a_broadcast_goes_to_the_sessions_websocket_without_the_session() -> None:
+    """The fan-out's write on a Socket.IO connection: the translated frame joins the
+    session's own queue, in order with what the session writes itself; the connection is
+    the batcher's outbox for it; a closing transport ends connection and session."""
+    marks = _Marks()
+    session = EngineSession(
+        "s1",
+        transport="polling",
+        ping_interval=60,
+        ping_timeout=60,
+        send_buffer_limit=1 << 20,
+        batcher=marks,  # type: ignore[arg-type]
+        handshake_token=None,
+        on_closed=lambda s: None,
+    )
+    translator = p.BroadcastTranslator()
+    conn = SioConnection(
+        "c1",
+        Principal("u1", "U"),
+        session,
+        rate=TokenBucket(10, 10),
+        errors=TokenBucket(10, 10),
+        send_buffer_limit=1 << 20,
+        batcher=marks,  # type: ignore[arg-type]
+        translator=translator,
+    )
+    session.conn = conn
+    first = event_frame("user:typing", {"userId": "a"})
+    assert conn.send_frame(first)  # polling: queued for the next GET
+    assert conn.wire is None and session.frames == [] and marks.marked == []
+    wire = _Wire()
+    session.upgraded(None, wire)  # type: ignore[arg-type]  # writes what was queued
+    assert conn.wire is wire and marks.marked == [session]
+    second = event_frame("user:typing", {"userId": "b"})
+    assert conn.send_frame(second)
+    ws_first, ws_second = (translator.translate(f)[1] for f in (first, second))
+    assert session.frames == [ws_first, ws_second] and marks.marked == [session]
+    write_out(marks.marked)
+    assert wire.written == [ws_first + ws_second] and session.frames == []
+
+    marks.marked.clear()
+    assert conn.send_frame(second)  # first of this iteration: the connection is marked
+    assert session.write(p.PING)  # the session's own packet follows it, unmarked
+    assert marks.marked == [conn]
+    write_out(marks.marked)
+    assert wire.written[-1] == ws_second + text_frame(p.PING)
+
+    assert conn.send_frame(second)
+    wire.closing = True  # found at the flush: both end
+    write_out([conn])
+    assert conn.closed and session.closed and session.frames == []
+    assert not conn.send_frame(second)

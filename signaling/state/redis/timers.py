@@ -32,11 +32,10 @@ class RedisTimers(TimerStore):
         self._poller: asyncio.Task[None] | None = None
 
     async def arm(self, kind: str, parts: Sequence[str], delay: float) -> None:
-        key, due = timer_key(kind, parts), now_ms() + int(delay * 1000)
-        self._armed[key] = due
+        command = self.arm_command(kind, parts, delay)
         if self.link.online:
             with self.link.or_local():
-                await self.link.client.zadd(self.link.keys.timers, {key: due})
+                await self.link.client.execute_command(*command)
 
     def arm_command(self, kind: str, parts: Sequence[str], delay: float) -> tuple[Any, ...]:
         """The command arming a timer, for another store's round trip (typing's start

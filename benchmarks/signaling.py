@@ -28,7 +28,9 @@ and in ``--out``, and a PNG plot beside it.
 ratios are the medians of the rounds' ratios, each round's efficiency and p99 ratios are
 listed beside them, and the plot shows each system's median round. One round's ratio
 moves by about a tenth either way on this shared machine, so a target near its bound is
-judged on several.
+judged on several. ``--windows N`` (fan-out only) pairs the systems' runs closer: every
+system is started and connected once, then they take turns, N windows of load each on the
+same connections, each window a round.
 """
 
 from __future__ import annotations
@@ -42,21 +44,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from benchmarks.common import (
     SECRET,
-    cpu_seconds,
     cpu_share,
     emit_report,
     free_port,
-    pct,
     peak_rss_bytes,
     rss_bytes,
     start_pinned,
@@ -64,9 +60,9 @@ from benchmarks.common import (
     stop,
 )
 from benchmarks.redis_cluster import RedisClusterServer
+from benchmarks.signaling_generators import PEERS, Generators, summarize
 from benchmarks.signaling_report import plot, ratios
 
-PEERS = Path(__file__).resolve().parent / "peers"
 SYSTEMS = ("switchboard", "socketio", "switchboard-sio")
 #: The systems whose clients are socket.io-client (the rest speak ``/ws``).
 SOCKETIO_CLIENTS = ("socketio", "switchboard-sio")
@@ -185,129 +181,6 @@ def generator_configs(
     return configs
 
 
-def run_generators(
-    configs: list[dict[str, Any]], servers: list[int], timeout: float, redis: Sequence[int] = ()
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Start the generators, wait until all are connected, start them together, collect.
-    The servers' CPU and Redis's (``redis``: its processes) are read over the same
-    window: from the start of the load to its last delivery, not the connecting before
-    nor the disconnecting after (the generators close their connections when told)."""
-    cpus = sorted(os.sched_getaffinity(0))
-    gen_cpus = [c for c in cpus if c != cpus[0]] or cpus
-    gens = []
-    for i, cfg in enumerate(configs):
-        proc = subprocess.Popen(
-            ["node", str(PEERS / "loadgen.mjs"), orjson.dumps(cfg).decode()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        os.sched_setaffinity(proc.pid, {gen_cpus[i % len(gen_cpus)]})
-        gens.append(proc)
-    watchdog = threading.Timer(timeout, lambda: [g.kill() for g in gens])
-    watchdog.start()
-    try:
-        held = sum(orjson.loads(g.stdout.readline() or "{}").get("ready", 0) for g in gens)  # type: ignore[union-attr]
-        if len(gens) == 0 or held == 0:
-            raise RuntimeError("the load generators did not connect")
-        rss_held = sum(rss_bytes(pid) for pid in servers)
-        gen_cpu0 = sum(cpu_seconds(g.pid) for g in gens)
-        cpu0 = sum(cpu_seconds(pid) for pid in servers)
-        redis_cpu0 = sum(cpu_seconds(pid) for pid in redis)
-        for g in gens:
-            g.stdin.write("go\n")  # type: ignore[union-attr]
-            g.stdin.flush()  # type: ignore[union-attr]
-        lines = [g.stdout.readline() for g in gens]  # type: ignore[union-attr]
-        cpu1 = sum(cpu_seconds(pid) for pid in servers)
-        redis_cpu = sum(cpu_seconds(pid) for pid in redis) - redis_cpu0
-        gen_cpu = sum(cpu_seconds(g.pid) for g in gens) - gen_cpu0
-        for g in gens:  # only now: the disconnects are not the load
-            g.stdin.write("close\n")  # type: ignore[union-attr]
-            g.stdin.flush()  # type: ignore[union-attr]
-        for g in gens:
-            g.wait(30)
-    finally:
-        watchdog.cancel()
-        for g in gens:
-            if g.poll() is None:
-                g.kill()
-    if not all(lines):
-        raise RuntimeError("a load generator died (or timed out) before reporting")
-    results = [orjson.loads(line) for line in lines]
-    readings = {
-        "held": held,
-        "rss_held": rss_held,
-        "server_cpu": cpu1 - cpu0,
-        "redis_cpu": redis_cpu,
-        "generator_cpu": gen_cpu,
-        "generator_cores": min(len(gens), len(gen_cpus)),
-    }
-    return results, readings
-
-
-def summarize(
-    parts: list[dict[str, Any]], readings: dict[str, float], rss_idle: int, duration: float
-) -> dict[str, Any]:
-    latencies = [x for p in parts for x in p["latencies"]]
-    deliveries = sum(p["deliveries"] for p in parts)
-    expected = sum(p["expected"] for p in parts)
-    elapsed = max(p["elapsed"] for p in parts)
-    cpu = readings["server_cpu"]
-    held = int(readings["held"])
-    codes: dict[str, int] = {}
-    for p in parts:
-        for code, n in p["errorCodes"].items():
-            codes[code] = codes.get(code, 0) + n
-    out: dict[str, Any] = {
-        "connections": held,
-        "connections_held_at_end": sum(p.get("connections", 0) for p in parts),
-        "deliveries": deliveries,
-        "expected_deliveries": expected,
-        "dropped": max(0, expected - deliveries),
-        "errors": sum(p["errors"] for p in parts),
-        "error_codes": codes,
-        "deliveries_per_s": round(deliveries / duration),
-        "server_cpu_s": round(cpu, 3),
-        "server_cpu_share": round(cpu / elapsed, 3),
-        "deliveries_per_server_cpu_s": round(deliveries / cpu) if cpu > 0 else None,
-        "latency_p50_ms": round(pct(latencies, 0.50), 3),
-        "latency_p95_ms": round(pct(latencies, 0.95), 3),
-        "latency_p99_ms": round(pct(latencies, 0.99), 3),
-        "latency_max_ms": round(max((p["max"] for p in parts), default=0.0), 3),
-        "server_rss_bytes": int(readings["rss_held"]),
-        "server_rss_per_connection_bytes": round((readings["rss_held"] - rss_idle) / held),
-        "generator_cpu_s": round(readings["generator_cpu"], 3),
-        "generator_busy": round(
-            readings["generator_cpu"] / (elapsed * readings["generator_cores"]), 3
-        ),
-        # The generators' own stalls, which every delivery they time includes.
-        "generator_loop_delay_p99_ms": round(max(p["loopDelayP99Ms"] for p in parts), 3),
-        "generator_loop_delay_max_ms": round(max(p["loopDelayMaxMs"] for p in parts), 3),
-        "generator_gc_ms": round(sum(p["gc"]["totalMs"] for p in parts), 1),
-        "generator_gc_max_ms": round(max(p["gc"]["maxMs"] for p in parts), 3),
-    }
-    setups = sum(p.get("setups", 0) for p in parts)
-    if setups:
-        setup_ms = [x for p in parts for x in p.get("setupMs", [])]
-        out |= {
-            "setups": setups,
-            "setups_per_s": round(setups / duration, 1),
-            "setup_p50_ms": round(pct(setup_ms, 0.5), 3),
-            "setup_p99_ms": round(pct(setup_ms, 0.99), 3),
-        }
-    drains = [p["drainMs"] for p in parts if "drainMs" in p]
-    if drains:
-        out["drain_ms"] = None if None in drains else max(drains)
-    if any("churnCycles" in p for p in parts):
-        connect_ms = [x for p in parts for x in p.get("connectMs", [])]
-        out |= {
-            "churn_cycles": sum(p.get("churnCycles", 0) for p in parts),
-            "connect_p50_ms": round(pct(connect_ms, 0.5), 3),
-            "connect_p99_ms": round(pct(connect_ms, 0.99), 3),
-        }
-    return out
-
-
 def start_message_backend() -> tuple[subprocess.Popen[bytes], str]:
     """The stand-in chat backend, on the generators' CPUs (its cost is not the server's)."""
     port = free_port()
@@ -362,6 +235,97 @@ def start_shared_redis(kind: str | None) -> tuple[SharedRedis | None, str | None
     return shared, shared.url, [p.pid for p in shared.procs]
 
 
+class Stack:
+    """One system on one topology, running: the Redis its nodes share (if any), its nodes
+    and its load generators, connected; each :meth:`window` is then one window of load on
+    the same connections. ``server_cpu_share`` runs the nodes and Redis on that share of
+    one CPU (the overload test's way to flood them past what they deliver)."""
+
+    def __init__(
+        self,
+        scenario: str,
+        topology: str,
+        system: str,
+        params: dict[str, float],
+        procs: int,
+        history_size: int | None = None,
+        server_cpu_share: float | None = None,
+    ) -> None:
+        self.scenario, self.topology, self.system = scenario, topology, system
+        self.params, self.history_size = params, history_size
+        self.nodes, kind = TOPOLOGIES[topology]
+        self._resources = contextlib.ExitStack()
+        try:
+            self._start(kind, procs, server_cpu_share)
+        except BaseException:
+            self._resources.close()
+            raise
+
+    def _start(self, kind: str | None, procs: int, server_cpu_share: float | None) -> None:
+        on_close = self._resources.callback
+        redis, redis_url, self.redis_pids = start_shared_redis(kind)
+        if redis is not None:
+            on_close(redis.stop)
+        extra: dict[str, str] = {}
+        if self.scenario == "messages":
+            backend, backend_url = start_message_backend()
+            on_close(stop, backend)
+            extra["SWITCHBOARD_MESSAGE_BACKEND_URL"] = backend_url
+            extra["SWITCHBOARD_API_SECRET"] = SECRET
+        if self.history_size is not None:
+            extra["SWITCHBOARD_HISTORY_SIZE"] = str(self.history_size)
+        ports = [free_port() for _ in range(self.nodes)]
+        self.pids = []
+        for port in ports:
+            node = start_node(self.system, port, redis_url, extra)
+            on_close(stop, node)
+            self.pids.append(node.pid)
+        time.sleep(0.5)  # nodes register and subscribe
+        self.rss_idle = sum(rss_bytes(pid) for pid in self.pids)
+        if server_cpu_share is not None:
+            self._resources.enter_context(
+                cpu_share([*self.pids, *self.redis_pids], server_cpu_share)
+            )
+        configs = generator_configs(
+            self.scenario,
+            self.params,
+            procs,
+            [url_of(self.system, p) for p in ports],
+            self.system,
+        )
+        timeout = self.params["duration"] + self.params.get("drain_max", 0) + 240
+        self.generators = Generators(configs, timeout)
+        on_close(self.generators.close)
+        self.rss_held = sum(rss_bytes(pid) for pid in self.pids)
+
+    def window(self) -> dict[str, Any]:
+        """One window of load: the run's record."""
+        parts, readings = self.generators.window(self.pids, self.redis_pids)
+        readings |= {"held": self.generators.held, "rss_held": self.rss_held}
+        result = {
+            "scenario": self.scenario,
+            "topology": self.topology,
+            "system": self.system,
+            "nodes": self.nodes,
+            **summarize(parts, readings, self.rss_idle, self.params["duration"]),
+            "server_peak_rss_bytes": sum(peak_rss_bytes(pid) for pid in self.pids),
+        }
+        if self.redis_pids:
+            result["redis_cpu_s"] = round(readings["redis_cpu"], 3)
+            # Issue 20's measure: the nodes and the Redis they share, both counted.
+            cpu = readings["server_cpu"] + readings["redis_cpu"]
+            if cpu > 0:
+                result["deliveries_per_cpu_s_with_redis"] = round(result["deliveries"] / cpu)
+        if self.history_size is not None and self.system != "socketio":
+            result["history_size"] = self.history_size
+        return result
+
+    def close(self) -> None:
+        """The generators' connections closed, then the nodes, Redis and the backend
+        stopped (the reverse of their start)."""
+        self._resources.close()
+
+
 def run_one(
     scenario: str,
     topology: str,
@@ -371,63 +335,51 @@ def run_one(
     history_size: int | None = None,
     server_cpu_share: float | None = None,
 ) -> dict[str, Any]:
-    """One system on one topology. ``server_cpu_share`` runs the nodes and Redis on that
-    share of one CPU (the overload test's way to flood them past what they deliver)."""
-    nodes, kind = TOPOLOGIES[topology]
-    redis, redis_url, redis_pids = start_shared_redis(kind)
-    extra: dict[str, str] = {}
-    backend = None
-    if scenario == "messages":
-        backend, backend_url = start_message_backend()
-        extra["SWITCHBOARD_MESSAGE_BACKEND_URL"] = backend_url
-        extra["SWITCHBOARD_API_SECRET"] = SECRET
-    if history_size is not None:
-        extra["SWITCHBOARD_HISTORY_SIZE"] = str(history_size)
-    ports = [free_port() for _ in range(nodes)]
-    servers = [start_node(system, port, redis_url, extra) for port in ports]
+    """One system on one topology, one window of load."""
+    stack = Stack(scenario, topology, system, params, procs, history_size, server_cpu_share)
     try:
-        time.sleep(0.5)  # nodes register and subscribe
-        pids = [s.pid for s in servers]
-        rss_idle = sum(rss_bytes(pid) for pid in pids)
-        configs = generator_configs(
-            scenario, params, procs, [url_of(system, p) for p in ports], system
-        )
-        limited = (
-            cpu_share([*pids, *redis_pids], server_cpu_share)
-            if server_cpu_share is not None
-            else contextlib.nullcontext()
-        )
-        with limited:
-            parts, readings = run_generators(
-                configs,
-                pids,
-                timeout=params["duration"] + params.get("drain_max", 0) + 240,
-                redis=redis_pids,
-            )
-        result = {
-            "scenario": scenario,
-            "topology": topology,
-            "system": system,
-            "nodes": nodes,
-            **summarize(parts, readings, rss_idle, params["duration"]),
-            "server_peak_rss_bytes": sum(peak_rss_bytes(pid) for pid in pids),
-        }
-        if redis_pids:
-            result["redis_cpu_s"] = round(readings["redis_cpu"], 3)
-            # Issue 20's measure: the nodes and the Redis they share, both counted.
-            cpu = readings["server_cpu"] + readings["redis_cpu"]
-            if cpu > 0:
-                result["deliveries_per_cpu_s_with_redis"] = round(result["deliveries"] / cpu)
-        if history_size is not None and system != "socketio":
-            result["history_size"] = history_size
+        return stack.window()
     finally:
-        for server in servers:
-            stop(server)
-        if redis is not None:
-            redis.stop()
-        if backend:
-            stop(backend)
-    return result
+        stack.close()
+
+
+def run_windows(
+    topology: str, systems: list[str], params: dict[str, float], procs: int, windows: int
+) -> list[dict[str, Any]]:
+    """Fan-out with every system up at once (servers on the same CPU, idle but for their
+    keep-alives while another is measured), taking turns: window ``w`` runs the systems in
+    order, the next one in reverse, so that each system's run sits next to the others' and
+    a drift of the machine over minutes (see "Where the spread comes from" in
+    ``benchmarks/README.md``) weighs on them alike. Each window is a round of the report."""
+    stacks: dict[str, Stack] = {}
+    runs = []
+    try:
+        for system in systems:
+            log(f"fanout / {topology} / {system}: connecting {params} ...")
+            stacks[system] = Stack("fanout", topology, system, params, procs)
+        for window in range(1, windows + 1):
+            for system in systems if window % 2 else systems[::-1]:
+                log(f"fanout / {topology} / {system} (window {window} of {windows}) ...")
+                run = stacks[system].window()
+                run["round"] = window
+                log_run(run)
+                runs.append(run)
+    finally:
+        for stack in stacks.values():
+            stack.close()
+    return runs
+
+
+def log_run(run: dict[str, Any]) -> None:
+    log(
+        f"  {run['connections']} connections, {run['deliveries']} deliveries "
+        f"({run['dropped']} dropped, {run['errors']} errors), "
+        f"{run['deliveries_per_server_cpu_s']} per server CPU-s, "
+        f"p50 {run['latency_p50_ms']} / p99 {run['latency_p99_ms']} ms, "
+        f"generator busy {run['generator_busy']:.0%} "
+        f"(its loop late p99 {run['generator_loop_delay_p99_ms']} / max "
+        f"{run['generator_loop_delay_max_ms']} ms, GC max {run['generator_gc_max_ms']} ms)"
+    )
 
 
 def node_version() -> str:
@@ -468,12 +420,21 @@ def main(argv: list[str]) -> int:
         default=1,
         help="run every system this many times, interleaved; ratios are the rounds' medians",
     )
+    parser.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="fanout: start every system once, then alternate this many windows of load "
+        "between them on the same connections (each window a round)",
+    )
     args = parser.parse_args(argv)
     scenarios = args.scenarios.split(",")
     topologies = args.topologies.split(",")
     systems = args.systems.split(",")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+    if args.rounds < 1 or args.windows < 1:
+        parser.error("--rounds and --windows must be at least 1")
+    if args.windows > 1 and (args.rounds > 1 or scenarios != ["fanout"]):
+        parser.error("--windows is for --scenarios fanout alone, without --rounds")
     unknown = set(scenarios) - set(DEFAULTS) | set(topologies) - set(TOPOLOGIES)
     if unknown or set(systems) - set(SYSTEMS):
         parser.error(f"unknown scenario, topology or system: {sorted(unknown)} {systems}")
@@ -486,24 +447,25 @@ def main(argv: list[str]) -> int:
                 params[scenario][key] = getattr(args, key)
         if args.drain_max is not None:
             params[scenario]["drain_max"] = args.drain_max
-    runs = []
-    for round_, scenario, topology, system in itertools.product(
-        range(1, args.rounds + 1), scenarios, topologies, systems
-    ):
-        which = f" (round {round_} of {args.rounds})" if args.rounds > 1 else ""
-        log(f"{scenario} / {topology} / {system}{which}: {params[scenario]} ...")
-        run = run_one(scenario, topology, system, params[scenario], args.procs, args.history_size)
-        run["round"] = round_
-        log(
-            f"  {run['connections']} connections, {run['deliveries']} deliveries "
-            f"({run['dropped']} dropped, {run['errors']} errors), "
-            f"{run['deliveries_per_server_cpu_s']} per server CPU-s, "
-            f"p50 {run['latency_p50_ms']} / p99 {run['latency_p99_ms']} ms, "
-            f"generator busy {run['generator_busy']:.0%} "
-            f"(its loop late p99 {run['generator_loop_delay_p99_ms']} / max "
-            f"{run['generator_loop_delay_max_ms']} ms, GC max {run['generator_gc_max_ms']} ms)"
-        )
-        runs.append(run)
+    if args.windows > 1:
+        runs = [
+            run
+            for topology in topologies
+            for run in run_windows(topology, systems, params["fanout"], args.procs, args.windows)
+        ]
+    else:
+        runs = []
+        for round_, scenario, topology, system in itertools.product(
+            range(1, args.rounds + 1), scenarios, topologies, systems
+        ):
+            which = f" (round {round_} of {args.rounds})" if args.rounds > 1 else ""
+            log(f"{scenario} / {topology} / {system}{which}: {params[scenario]} ...")
+            run = run_one(
+                scenario, topology, system, params[scenario], args.procs, args.history_size
+            )
+            run["round"] = round_
+            log_run(run)
+            runs.append(run)
     report = {
         "benchmark": "signaling",
         "date": time.strftime("%Y-%m-%d"),

@@ -60,6 +60,50 @@ def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
     assert f"{scenario} / redis2 / socketio" in stderr  # progress is shown
 
 
+def test_signaling_windows_alternate_the_systems_on_the_same_connections(tmp_path):
+    """``--windows``: each system connects once, then they take turns (in order, then in
+    reverse), each window counting only its own sends and deliveries."""
+    report, stderr = run_quick(
+        "signaling",
+        tmp_path,
+        *("--scenarios", "fanout", "--topologies", "single"),
+        *("--systems", "switchboard,socketio", "--windows", "3"),
+    )
+    runs = report["runs"]
+    assert [(r["system"], r["round"]) for r in runs] == [
+        ("switchboard", 1),
+        ("socketio", 1),
+        ("socketio", 2),
+        ("switchboard", 2),
+        ("switchboard", 3),
+        ("socketio", 3),
+    ]
+    for run in runs:
+        assert run["deliveries"] == run["expected_deliveries"] > 0, run
+        assert run["errors"] == 0 and run["server_cpu_s"] > 0
+        assert run["connections"] == run["connections_held_at_end"] == 40
+    assert len({r["deliveries"] for r in runs}) == 1  # the same load in every window
+    for system in ("switchboard", "socketio"):
+        assert stderr.count(f"fanout / single / {system}: connecting") == 1
+    (entry,) = report["ratios_switchboard_over_socketio"]
+    assert len(entry["rounds"]) == 3
+
+
+def test_signaling_windows_are_for_fanout_alone(tmp_path):
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks", "signaling", "--quick"),
+            *("--scenarios", "calls", "--windows", "2", "--out", str(tmp_path / "x.json")),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--windows is for --scenarios fanout alone" in result.stderr
+
+
 def test_media_quick_mode_compares_with_janus_and_mediarelay(tmp_path):
     started = time.monotonic()
     report, stderr = run_quick("media", tmp_path)

@@ -4,8 +4,9 @@
 //
 // Protocol with the orchestrator (benchmarks/signaling.py): the config is JSON in argv[2];
 // after connecting, the generator prints {"ready": n} on stdout and waits for a line on
-// stdin; it then runs for config.duration seconds, drains and prints one result line; on a
-// second line it closes its connections and exits.
+// stdin; it then runs for config.duration seconds, drains and prints one result line. A
+// further "go" runs another window of the same load on the same connections (fanout only:
+// the orchestrator's --windows); any other line closes the connections and exits.
 // Senders and receivers of a room (or call) live in one generator, so latency is measured
 // on one clock.
 import { createInterface } from "node:readline";
@@ -18,8 +19,15 @@ const cfg = JSON.parse(process.argv[2]);
 const DRAIN_MS = 1000;
 const SAMPLE_CAP = 200000;
 
-const stats = { deliveries: 0, expected: 0, errors: 0, errorCodes: {}, latencies: [], seen: 0, max: 0 };
+const stats = {};
 const extra = {};
+
+// A window's counts start from nothing (the connections and the scenario's state stay).
+function resetStats() {
+  Object.assign(stats, { deliveries: 0, expected: 0, errors: 0, errorCodes: {}, latencies: [], seen: 0, max: 0 });
+  for (const key of Object.keys(extra)) delete extra[key];
+}
+resetStats();
 
 function record(sentAt) {
   if (sentAt === undefined) return;
@@ -174,8 +182,10 @@ function typingRooms(hold, type) {
     async run() {
       await hold();
       measuring = true;
+      const sent = () => members.reduce((n, m) => n + m.sentAt.length, 0);
+      const before = sent(); // an earlier window's sends were counted in its own result
       await Promise.all(members.map(type));
-      stats.expected = members.reduce((n, m) => n + m.sentAt.length, 0) * (cfg.roomSize - 1);
+      stats.expected = (sent() - before) * (cfg.roomSize - 1);
       await drainDeliveries();
       extra.connections = members.filter((m) => m.conn.open).length;
       return () => members.forEach((m) => m.conn.close());
@@ -195,11 +205,10 @@ function fanout() {
     async () => {},
     async (m) => {
       const end = performance.now() + cfg.duration * 1000;
-      let typing = false;
       await sleep(Math.random() * interval);
       for (let next = performance.now(); next < end; next += interval) {
-        typing = !typing;
-        sendTyping(m, typing);
+        m.typing = !m.typing; // carried over windows: each send changes the state
+        sendTyping(m, m.typing);
         await sleep(Math.max(0, next + interval - performance.now()));
       }
     },
@@ -454,31 +463,39 @@ const ready = await scenario.setup();
 process.stdout.write(`${JSON.stringify({ ready })}\n`);
 const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((r) => lines.once("line", r));
+
+// One window of load: its result line. This process's own stalls over the load (its event
+// loop's lateness, its garbage collections) are in it: a delivery's latency includes them,
+// whichever server sent it.
+async function runWindow() {
+  resetStats();
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  const gc = { pauses: 0, totalMs: 0, maxMs: 0 };
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gc.pauses += 1;
+      gc.totalMs += e.duration;
+      gc.maxMs = Math.max(gc.maxMs, e.duration);
+    }
+  });
+  gcObserver.observe({ entryTypes: ["gc"] });
+  loopDelay.enable();
+  const t0 = performance.now();
+  const closeAll = await scenario.run();
+  const elapsed = (performance.now() - t0) / 1000;
+  loopDelay.disable();
+  gcObserver.disconnect();
+  extra.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
+  extra.loopDelayMaxMs = loopDelay.max / 1e6;
+  extra.gc = gc;
+  process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
+  return closeAll;
+}
+
 await nextLine();
-// This process's own stalls over the load (its event loop's lateness, its garbage
-// collections): a delivery's latency includes them, whichever server sent it.
-const loopDelay = monitorEventLoopDelay({ resolution: 1 });
-const gc = { pauses: 0, totalMs: 0, maxMs: 0 };
-const gcObserver = new PerformanceObserver((list) => {
-  for (const e of list.getEntries()) {
-    gc.pauses += 1;
-    gc.totalMs += e.duration;
-    gc.maxMs = Math.max(gc.maxMs, e.duration);
-  }
-});
-gcObserver.observe({ entryTypes: ["gc"] });
-loopDelay.enable();
-const t0 = performance.now();
-const closeAll = await scenario.run();
-const elapsed = (performance.now() - t0) / 1000;
-loopDelay.disable();
-gcObserver.disconnect();
-extra.loopDelayP99Ms = loopDelay.percentile(99) / 1e6;
-extra.loopDelayMaxMs = loopDelay.max / 1e6;
-extra.gc = gc;
-process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
+let closeAll = await runWindow();
 // The held connections close only when told, after the servers' CPU was read: thousands
 // of disconnects (presence and member-left broadcasts on both systems) are not the load.
-await nextLine();
+while ((await nextLine()) === "go" && cfg.scenario === "fanout") closeAll = await runWindow();
 closeAll();
 setTimeout(() => process.exit(0), 200);

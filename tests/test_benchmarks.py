@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,11 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_quick(scenario: str, tmp_path: Path, *extra: str) -> tuple[dict, str]:
-    """Run a scenario's quick mode; check JSON on stdout equals the file and a PNG exists."""
+def run_quick(
+    scenario: str, tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[dict, str]:
+    """Run a scenario's quick mode; check JSON on stdout equals the file and a PNG exists.
+    ``env``: variables added to the run's (the servers get them)."""
     out = tmp_path / f"{scenario}.json"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", scenario, "--quick", "--out", str(out), *extra],
+        env={**os.environ, **(env or {})},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -62,12 +67,17 @@ def test_signaling_quick_mode_compares_with_socketio(scenario, tmp_path):
 
 def test_signaling_windows_alternate_the_systems_on_the_same_connections(tmp_path):
     """``--windows``: each system connects once, then they take turns (in order, then in
-    reverse), each window counting only its own sends and deliveries."""
+    reverse), each window counting only its own sends and deliveries. One toggle a second
+    for one second, and a typing state that runs out in 1.5 s: a member whose window ended
+    with it typing would have it run out between windows, and the next window's first
+    toggle (a stop) would end nothing and be announced to nobody; so each member's
+    window ends with a stop."""
     report, stderr = run_quick(
         "signaling",
         tmp_path,
-        *("--scenarios", "fanout", "--topologies", "single"),
+        *("--scenarios", "fanout", "--topologies", "single", "--rate", "1"),
         *("--systems", "switchboard,socketio", "--windows", "3"),
+        env={"SWITCHBOARD_TYPING_TIMEOUT": "1.5"},
     )
     runs = report["runs"]
     assert [(r["system"], r["round"]) for r in runs] == [

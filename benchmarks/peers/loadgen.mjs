@@ -206,8 +206,11 @@ function fanout() {
     async (m) => {
       const end = performance.now() + cfg.duration * 1000;
       await sleep(Math.random() * interval);
-      for (let next = performance.now(); next < end; next += interval) {
-        m.typing = !m.typing; // carried over windows: each send changes the state
+      // Past the end only to say it stopped, in its next slot: a state left on would run
+      // out before another window (the server announcing its end unasked, and the next
+      // window's first toggle, a stop, then ending nothing and announcing nothing).
+      for (let next = performance.now(); next < end || m.typing; next += interval) {
+        m.typing = !m.typing;
         sendTyping(m, m.typing);
         await sleep(Math.max(0, next + interval - performance.now()));
       }

@@ -343,6 +343,14 @@ def run_one(
         stack.close()
 
 
+#: The pause before each window of ``--windows``: what the last one left (its generators'
+#: garbage collection, the servers' deferred work) is done before the next is measured.
+WINDOW_SETTLE = 1.0
+#: Each window of ``--windows`` starts with this many seconds of the same load, not
+#: measured (:meth:`Generators.warm_up`).
+WINDOW_WARM_UP = 2.0
+
+
 def run_windows(
     topology: str, systems: list[str], params: dict[str, float], procs: int, windows: int
 ) -> list[dict[str, Any]]:
@@ -360,6 +368,8 @@ def run_windows(
         for window in range(1, windows + 1):
             for system in systems if window % 2 else systems[::-1]:
                 log(f"fanout / {topology} / {system} (window {window} of {windows}) ...")
+                stacks[system].generators.warm_up(WINDOW_WARM_UP)
+                time.sleep(WINDOW_SETTLE)
                 run = stacks[system].window()
                 run["round"] = window
                 log_run(run)

@@ -38,7 +38,7 @@ class Generators:
         self.procs: list[subprocess.Popen[str]] = []
         for i, cfg in enumerate(configs):
             proc = subprocess.Popen(
-                ["node", str(PEERS / "loadgen.mjs"), orjson.dumps(cfg).decode()],
+                ["node", "--expose-gc", str(PEERS / "loadgen.mjs"), orjson.dumps(cfg).decode()],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -79,6 +79,15 @@ class Generators:
             assert proc.stdin is not None
             proc.stdin.write(line + "\n")
             proc.stdin.flush()
+
+    def warm_up(self, seconds: float) -> None:
+        """A short window of the same load, measured by nobody: generators idle while
+        another system had its turn get their heap and code going again (after such a
+        pause their own stalls, which every latency includes, ran up to three times
+        longer in the first window than in a window right after their last)."""
+        self._tell(f"go {seconds}")
+        if not all(self._watched(lambda: [self._stdout(g).readline() for g in self.procs])):
+            raise RuntimeError("a load generator died (or timed out) while warming up")
 
     def window(
         self, servers: Sequence[int], redis: Sequence[int] = ()

@@ -6,7 +6,8 @@
 // after connecting, the generator prints {"ready": n} on stdout and waits for a line on
 // stdin; it then runs for config.duration seconds, drains and prints one result line. A
 // further "go" runs another window of the same load on the same connections (fanout only:
-// the orchestrator's --windows); any other line closes the connections and exits.
+// the orchestrator's --windows; "go S" runs it for S seconds instead, a warm-up whose
+// result is not kept); any other line closes the connections and exits.
 // Senders and receivers of a room (or call) live in one generator, so latency is measured
 // on one clock.
 import { createInterface } from "node:readline";
@@ -470,8 +471,9 @@ const nextLine = () => new Promise((r) => lines.once("line", r));
 // One window of load: its result line. This process's own stalls over the load (its event
 // loop's lateness, its garbage collections) are in it: a delivery's latency includes them,
 // whichever server sent it.
-async function runWindow() {
+async function runWindow(seconds) {
   resetStats();
+  cfg.duration = seconds;
   const loopDelay = monitorEventLoopDelay({ resolution: 1 });
   const gc = { pauses: 0, totalMs: 0, maxMs: 0 };
   const gcObserver = new PerformanceObserver((list) => {
@@ -492,13 +494,22 @@ async function runWindow() {
   extra.loopDelayMaxMs = loopDelay.max / 1e6;
   extra.gc = gc;
   process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
+  // The window's garbage collected now, while nobody is measured (run with --expose-gc),
+  // not during another system's window: this process shares a CPU with its generators.
+  resetStats();
+  globalThis.gc?.();
   return closeAll;
 }
 
-await nextLine();
-let closeAll = await runWindow();
+const windowSeconds = cfg.duration;
+const goSeconds = (line) => (line === "go" ? windowSeconds : Number(line.slice(3)));
+let closeAll = await runWindow(goSeconds(await nextLine()));
 // The held connections close only when told, after the servers' CPU was read: thousands
 // of disconnects (presence and member-left broadcasts on both systems) are not the load.
-while ((await nextLine()) === "go" && cfg.scenario === "fanout") closeAll = await runWindow();
+for (;;) {
+  const line = await nextLine();
+  if (!line.startsWith("go") || cfg.scenario !== "fanout") break;
+  closeAll = await runWindow(goSeconds(line));
+}
 closeAll();
 setTimeout(() => process.exit(0), 200);

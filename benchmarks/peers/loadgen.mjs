@@ -495,7 +495,7 @@ async function runWindow(seconds) {
   extra.gc = gc;
   process.stdout.write(`${JSON.stringify({ ...stats, ...extra, elapsed })}\n`);
   // The window's garbage collected now, while nobody is measured (run with --expose-gc),
-  // not during another system's window: this process shares a CPU with its generators.
+  // not during another system's window: the systems' generators share their CPUs.
   resetStats();
   globalThis.gc?.();
   return closeAll;

@@ -238,8 +238,9 @@ def start_shared_redis(kind: str | None) -> tuple[SharedRedis | None, str | None
 class Stack:
     """One system on one topology, running: the Redis its nodes share (if any), its nodes
     and its load generators, connected; each :meth:`window` is then one window of load on
-    the same connections. ``server_cpu_share`` runs the nodes and Redis on that share of
-    one CPU (the overload test's way to flood them past what they deliver)."""
+    the same connections, until the stack is closed (it is a context manager).
+    ``server_cpu_share`` runs the nodes and Redis on that share of one CPU (the overload
+    test's way to flood them past what they deliver)."""
 
     def __init__(
         self,
@@ -254,15 +255,20 @@ class Stack:
         self.scenario, self.topology, self.system = scenario, topology, system
         self.params, self.history_size = params, history_size
         self.nodes, kind = TOPOLOGIES[topology]
-        self._resources = contextlib.ExitStack()
-        try:
-            self._start(kind, procs, server_cpu_share)
-        except BaseException:
-            self._resources.close()
-            raise
+        # What is started is stopped in reverse order: by close(), or here if a later
+        # part fails to start.
+        with contextlib.ExitStack() as resources:
+            self._start(resources, kind, procs, server_cpu_share)
+            self._resources = resources.pop_all()
 
-    def _start(self, kind: str | None, procs: int, server_cpu_share: float | None) -> None:
-        on_close = self._resources.callback
+    def _start(
+        self,
+        resources: contextlib.ExitStack,
+        kind: str | None,
+        procs: int,
+        server_cpu_share: float | None,
+    ) -> None:
+        on_close = resources.callback
         redis, redis_url, self.redis_pids = start_shared_redis(kind)
         if redis is not None:
             on_close(redis.stop)
@@ -283,9 +289,7 @@ class Stack:
         time.sleep(0.5)  # nodes register and subscribe
         self.rss_idle = sum(rss_bytes(pid) for pid in self.pids)
         if server_cpu_share is not None:
-            self._resources.enter_context(
-                cpu_share([*self.pids, *self.redis_pids], server_cpu_share)
-            )
+            resources.enter_context(cpu_share([*self.pids, *self.redis_pids], server_cpu_share))
         configs = generator_configs(
             self.scenario,
             self.params,
@@ -325,22 +329,11 @@ class Stack:
         stopped (the reverse of their start)."""
         self._resources.close()
 
+    def __enter__(self) -> Stack:
+        return self
 
-def run_one(
-    scenario: str,
-    topology: str,
-    system: str,
-    params: dict[str, float],
-    procs: int,
-    history_size: int | None = None,
-    server_cpu_share: float | None = None,
-) -> dict[str, Any]:
-    """One system on one topology, one window of load."""
-    stack = Stack(scenario, topology, system, params, procs, history_size, server_cpu_share)
-    try:
-        return stack.window()
-    finally:
-        stack.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 #: The pause before each window of ``--windows``: what the last one left (its generators'
@@ -361,10 +354,10 @@ def run_windows(
     ``benchmarks/README.md``) weighs on them alike. Each window is a round of the report."""
     stacks: dict[str, Stack] = {}
     runs = []
-    try:
+    with contextlib.ExitStack() as running:
         for system in systems:
             log(f"fanout / {topology} / {system}: connecting {params} ...")
-            stacks[system] = Stack("fanout", topology, system, params, procs)
+            stacks[system] = running.enter_context(Stack("fanout", topology, system, params, procs))
         for window in range(1, windows + 1):
             for system in systems if window % 2 else systems[::-1]:
                 log(f"fanout / {topology} / {system} (window {window} of {windows}) ...")
@@ -374,9 +367,6 @@ def run_windows(
                 run["round"] = window
                 log_run(run)
                 runs.append(run)
-    finally:
-        for stack in stacks.values():
-            stack.close()
     return runs
 
 
@@ -470,9 +460,11 @@ def main(argv: list[str]) -> int:
         ):
             which = f" (round {round_} of {args.rounds})" if args.rounds > 1 else ""
             log(f"{scenario} / {topology} / {system}{which}: {params[scenario]} ...")
-            run = run_one(
+            stack = Stack(
                 scenario, topology, system, params[scenario], args.procs, args.history_size
             )
+            with stack:
+                run = stack.window()
             run["round"] = round_
             log_run(run)
             runs.append(run)

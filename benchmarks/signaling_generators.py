@@ -74,6 +74,15 @@ class Generators:
         finally:
             watchdog.cancel()
 
+    def _go(self, line: str) -> list[str]:
+        """Start a window (``line``: ``go`` or ``go S``) and wait for every generator's
+        result line."""
+        self._tell(line)
+        lines = self._watched(lambda: [self._stdout(g).readline() for g in self.procs])
+        if not all(lines):
+            raise RuntimeError("a load generator died (or timed out) before reporting")
+        return lines
+
     def _tell(self, line: str) -> None:
         for proc in self.procs:
             assert proc.stdin is not None
@@ -85,9 +94,7 @@ class Generators:
         another system had its turn get their heap and code going again (after such a
         pause their own stalls, which every latency includes, ran up to three times
         longer in the first window than in a window right after their last)."""
-        self._tell(f"go {seconds}")
-        if not all(self._watched(lambda: [self._stdout(g).readline() for g in self.procs])):
-            raise RuntimeError("a load generator died (or timed out) while warming up")
+        self._go(f"go {seconds}")
 
     def window(
         self, servers: Sequence[int], redis: Sequence[int] = ()
@@ -97,16 +104,13 @@ class Generators:
         gen_cpu0 = sum(cpu_seconds(g.pid) for g in self.procs)
         cpu0 = sum(cpu_seconds(pid) for pid in servers)
         redis_cpu0 = sum(cpu_seconds(pid) for pid in redis)
-        self._tell("go")
-        lines = self._watched(lambda: [self._stdout(g).readline() for g in self.procs])
+        lines = self._go("go")
         readings = {
             "server_cpu": sum(cpu_seconds(pid) for pid in servers) - cpu0,
             "redis_cpu": sum(cpu_seconds(pid) for pid in redis) - redis_cpu0,
             "generator_cpu": sum(cpu_seconds(g.pid) for g in self.procs) - gen_cpu0,
             "generator_cores": self.cores,
         }
-        if not all(lines):
-            raise RuntimeError("a load generator died (or timed out) before reporting")
         return [orjson.loads(line) for line in lines], readings
 
     def close(self) -> None:

@@ -24,9 +24,11 @@ SERVER_CPU_SHARE = 0.1
 @pytest.mark.timeout(500)
 def test_two_nodes_flooded_past_capacity_deliver_everything_late_not_never():
     signaling.ensure_peers()
-    run = signaling.run_one(
+    stack = signaling.Stack(
         "fanout", "redis2", "switchboard", dict(FLOOD), procs=2, server_cpu_share=SERVER_CPU_SHARE
     )
+    with stack:
+        run = stack.window()
     offered = FLOOD["clients"] * FLOOD["rate"] * (FLOOD["room_size"] - 1)
     drained_in = (run["drain_ms"] or 0) / 1000
     capacity = run["deliveries"] / (FLOOD["duration"] + drained_in)

@@ -43,6 +43,7 @@ class Connection:
         "_batcher",
         "close_code",
         "closed",
+        "direct_kind",
         "errors",
         "frames",
         "id",
@@ -90,6 +91,10 @@ class Connection:
         self.typed_in: set[str] = set()
         self.closed = False
         self.close_code: int | None = None  # set when the server closes the connection
+        #: A room's broadcast may write to this connection at once (the batcher's flush is
+        #: the compiled one, which keeps the flags that allows): see
+        #: :mod:`signaling.direct_writes`.
+        self.direct_kind: int | None = 0 if batcher.compiled else None
 
     @property
     def name(self) -> str:
@@ -101,6 +106,10 @@ class Connection:
         ``WebSocket.close()`` does (it is leaving, not lost); a page that is left or
         refreshed closes with 1001."""
         return self.close_code is None and self.ws.close_code in GOODBYE_CODES
+
+    def direct_frame(self, frame: bytes) -> bytes:
+        """What a room's broadcast writes to this connection directly for ``frame``."""
+        return frame
 
     def send_frame(self, frame: bytes) -> bool:
         """Queue a pre-built WebSocket frame; ``False`` if the connection is gone."""

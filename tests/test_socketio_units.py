@@ -159,6 +159,8 @@ class _Wire:
 class _Marks:
     """The write batcher, recording which outboxes got their first frame."""
 
+    compiled = False  # no compiled flush: no broadcast is written directly
+
     def __init__(self) -> None:
         self.marked: list[Any] = []
 

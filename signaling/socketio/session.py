@@ -297,6 +297,10 @@ class SioConnection(Connection):
         self.current_event = ""
         #: With connection-state recovery: what this session was sent, and its ``pid``.
         self.recovery = recovery
+        if recovery is not None:  # each broadcast is noted in the log: never direct
+            self.direct_kind = None
+        elif self.direct_kind is not None:
+            self.direct_kind = 1
         self.pid: str | None = None
 
     @property
@@ -327,6 +331,9 @@ class SioConnection(Connection):
             self.abort(CloseCode.SLOW_CONSUMER, "slow consumer: too much to hold while resuming")
             return False
         return True
+
+    def direct_frame(self, frame: bytes) -> bytes:
+        return self.translator.ws_frame(frame)
 
     def send_frame(self, frame: bytes) -> bool:
         if self.closed:

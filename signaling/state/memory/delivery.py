@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from signaling import direct_writes
+from signaling.direct_writes import BroadcastGate, RoomPlan
 from signaling.metrics import FanoutMetrics
 from signaling.protocol import event_frame, text_frame
 from signaling.state.delivery import Delivery, Socket
@@ -29,6 +31,11 @@ class LocalDelivery(Delivery):
         self.conns: dict[str, Socket] = {}
         self.user_conns: dict[str, dict[str, Socket]] = {}
         self.room_conns: dict[str, dict[str, Socket]] = {}
+        #: Rooms' recipients as a broadcast written at once reads them (built on first
+        #: use, dropped when the room's membership changes): see
+        #: :mod:`signaling.direct_writes`.
+        self.plans: dict[str, RoomPlan] = {}
+        self.gate = BroadcastGate() if direct_writes.AVAILABLE else None
 
     # -- the index ---------------------------------------------------------------------------
 
@@ -37,6 +44,8 @@ class LocalDelivery(Delivery):
         self.user_conns.setdefault(socket.user_id, {})[socket.id] = socket
 
     def detach(self, socket: Socket) -> None:
+        for room_id in socket.rooms:
+            self.plans.pop(room_id, None)
         self.conns.pop(socket.id, None)
         devices = self.user_conns.get(socket.user_id)
         if devices is not None:
@@ -56,6 +65,7 @@ class LocalDelivery(Delivery):
         if socket is None:
             return False
         members = self.room_conns.setdefault(room_id, {})
+        self.plans.pop(room_id, None)
         first = not members
         members[conn_id] = socket
         return first
@@ -63,6 +73,7 @@ class LocalDelivery(Delivery):
     def index_leave(self, room_id: str, conn_id: str) -> bool:
         """Un-index a socket; ``True`` if the node has nobody left in the room."""
         members = self.room_conns.get(room_id)
+        self.plans.pop(room_id, None)
         if members is None or members.pop(conn_id, None) is None:
             return False
         if members:
@@ -162,9 +173,19 @@ class LocalDelivery(Delivery):
         return sent
 
     def write_room(self, room_id: str, frame: bytes, exclude_user: str | None = None) -> int:
-        """Each socket in the room gets the frame (most broadcasts: one room)."""
+        """Each socket in the room gets the frame (most broadcasts: one room): written at
+        once where the gate and the socket allow (:mod:`signaling.direct_writes`), else
+        queued on each socket's outbox."""
         members = self.room_conns.get(room_id)
-        return self._write(members.values(), frame, exclude_user) if members else 0
+        if not members:
+            return 0
+        if self.gate is None or not self.gate.admit():
+            return self._write(members.values(), frame, exclude_user)
+        plan = self.plans.get(room_id)
+        if plan is None or plan.stale:
+            plan = self.plans[room_id] = RoomPlan(members.values())
+        devices = self.user_conns.get(exclude_user) if exclude_user is not None else None
+        return plan.write(frame, tuple(devices.values()) if devices else ())
 
     def write_rooms(
         self, room_ids: Sequence[str], frame: bytes, exclude_user: str | None = None
@@ -190,11 +211,11 @@ class LocalDelivery(Delivery):
         ``rooms`` only, so each socket still gets one copy, with no shared state between
         the channels.
         """
+        if index == 0:
+            return self.write_room(rooms[0], frame, exclude_user)
         members = self.room_conns.get(rooms[index])
         if not members:
             return 0
-        if index == 0:
-            return self._write(members.values(), frame, exclude_user)
         earlier = [self.room_conns.get(r, {}) for r in rooms[:index]]
         targets = [s for cid, s in members.items() if not any(cid in e for e in earlier)]
         return self._write(targets, frame, exclude_user)

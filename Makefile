@@ -15,11 +15,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # The compiled modules (setup.py) are rebuilt when their sources change.
-$(RUN_STAMP): pyproject.toml setup.py media/_rtpsend.c media/_lane.c media/_lane_state.c media/_pace.c media/_rtpsend.h media/_lane.h signaling/_fanout.c signaling/_uring.c signaling/_uring.h | build-deps $(BIN)/python
+$(RUN_STAMP): pyproject.toml setup.py media/_rtpsend.c media/_lane.c media/_lane_state.c media/_pace.c media/_rtpsend.h media/_lane.h signaling/_fanout.c signaling/_fanout.h signaling/_broadcast.c signaling/_uring.c signaling/_uring.h | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	rm -f $(VENV)/.run-*; touch $@
 
-$(TEST_STAMP): pyproject.toml setup.py media/_rtpsend.c media/_lane.c media/_lane_state.c media/_pace.c media/_rtpsend.h media/_lane.h signaling/_fanout.c signaling/_uring.c signaling/_uring.h | build-deps $(BIN)/python
+$(TEST_STAMP): pyproject.toml setup.py media/_rtpsend.c media/_lane.c media/_lane_state.c media/_pace.c media/_rtpsend.h media/_lane.h signaling/_fanout.c signaling/_fanout.h signaling/_broadcast.c signaling/_uring.c signaling/_uring.h | build-deps $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.test-* $(VENV)/.run-*; touch $@ $(RUN_STAMP)
 

@@ -1,6 +1,7 @@
 """The two compiled modules: ``media._rtpsend`` (the sending edge of forwarded RTP, and a
 steady subscriber's per-packet step before it) and
-``signaling._fanout`` (the batcher's write of queued frames to clients).
+``signaling._fanout`` (the batcher's write of queued frames to clients, and a room's
+broadcast written at once).
 
 Everything else is in ``pyproject.toml``. Both extensions are optional: without a C
 compiler the install still succeeds, and the node uses the pure-Python loops (settings
@@ -21,8 +22,8 @@ setup(
         ),
         Extension(
             "signaling._fanout",
-            ["signaling/_fanout.c", "signaling/_uring.c"],
-            depends=["signaling/_uring.h"],
+            ["signaling/_fanout.c", "signaling/_broadcast.c", "signaling/_uring.c"],
+            depends=["signaling/_fanout.h", "signaling/_uring.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

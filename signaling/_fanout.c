@@ -12,35 +12,16 @@
  * reports the error the way it always does, so ordering and error handling stay the
  * transport's.
  *
- * A room's broadcast can skip the outboxes altogether (``broadcast``, used by
- * ``signaling.direct_writes``): each recipient whose connection has nothing queued and
- * nothing buffered is sent the frame at once, from a plan of the room's descriptors, and
- * only the others go through ``send_frame`` and the outboxes. That needs to know, per
- * descriptor, that no frame waits in its connection's outbox: ``idle``, cleared when a
- * frame is queued (``hold``, from the batcher's ``mark``) and set again when a flush has
- * sent all of it.
+ * A room's broadcast in a quiet loop skips the outboxes (``broadcast``, in
+ * signaling/_broadcast.c); this file keeps the per-descriptor flag that allows it: a
+ * flush that sent all of an outbox sets it, ``hold`` (from the batcher's ``mark``) and a
+ * send that fell short clear it.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_fanout.h" /* Python.h first */
 
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
-
-#include "_uring.h"
-
-/* Per descriptor, 1 while its connection's outbox is empty: set when a flush sent all
- * of it, cleared when a frame is queued (``hold``) or a send fell short. 0 is always safe
- * (the frame goes through the outbox); 1 is only ever read together with the checks of
- * the transport itself (``direct_ok``), so a descriptor reused by a new connection is
- * sent to only once that connection's own transport says it may be. */
-#define IDLE_FDS 65536
-static unsigned char idle[IDLE_FDS];
-
-static inline void set_idle(int fd, unsigned char on) {
-    if (fd >= 0 && fd < IDLE_FDS)
-        idle[fd] = on;
-}
 
 static PyObject *s_frames, *s_wire, *s_closed, *s_wire_fd, *s_is_closing, *s_transport_lost,
     *s_get_write_buffer_size, *s_write, *s_send_buffer_limit, *s_too_slow;
@@ -196,7 +177,7 @@ done:
 
 /* After a send on the descriptor took ``n`` of ``data``'s bytes (n <= 0: none, a full
  * buffer or an error the transport will report): the rest goes to the transport. */
-static int finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n, int fd) {
+int fanout_finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n, int fd) {
     Py_ssize_t size = PyBytes_GET_SIZE(data);
     set_idle(fd, n == size);
     if (n == size)
@@ -211,7 +192,7 @@ static int finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n, i
     return r;
 }
 
-static Py_ssize_t send_now(int fd, PyObject *data) {
+Py_ssize_t fanout_send_now(int fd, PyObject *data) {
     return send(fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data),
                 MSG_DONTWAIT | MSG_NOSIGNAL);
 }
@@ -223,7 +204,7 @@ static int write_box(PyObject *box) {
     int r = prepare(box, &wire, &data, &fd);
     if (r != BOX_SEND)
         return r;
-    r = finish(box, wire, data, send_now(fd, data), fd);
+    r = fanout_finish(box, wire, data, fanout_send_now(fd, data), fd);
     Py_DECREF(wire);
     Py_DECREF(data);
     return r;
@@ -249,32 +230,30 @@ static PyObject *write_out(PyObject *self, PyObject *boxes) {
 }
 
 /* The outboxes whose sends wait in the ring, with what each send needs. */
-static struct {
-    PyObject *box, *wire, *data;
-    int fd;
-} batch[URING_BATCH];
+struct fanout_send fanout_batch[URING_BATCH];
 static int results[URING_BATCH];
 
 /* Send what is queued in one submission and finish each outbox; every entry is finished
  * and released even after an error, the first of which is left set: 0 or -1. */
-static int run_batch(unsigned count) {
+int fanout_run_batch(unsigned count) {
     if (count == 0)
         return 0;
     uring_run(count, results);
     PyObject *type = NULL, *value = NULL, *traceback = NULL;
     for (unsigned i = 0; i < count; i++) {
+        struct fanout_send *entry = &fanout_batch[i];
         Py_ssize_t n = results[i];
         if (results[i] == URING_NOT_RUN) /* the kernel did not take it: sent here */
-            n = send_now(batch[i].fd, batch[i].data);
-        if (finish(batch[i].box, batch[i].wire, batch[i].data, n, batch[i].fd) < 0) {
+            n = fanout_send_now(entry->fd, entry->data);
+        if (fanout_finish(entry->box, entry->wire, entry->data, n, entry->fd) < 0) {
             if (type == NULL)
                 PyErr_Fetch(&type, &value, &traceback);
             else
                 PyErr_Clear();
         }
-        Py_DECREF(batch[i].box);
-        Py_DECREF(batch[i].wire);
-        Py_DECREF(batch[i].data);
+        Py_DECREF(entry->box);
+        Py_DECREF(entry->wire);
+        Py_DECREF(entry->data);
     }
     if (type == NULL)
         return 0;
@@ -299,13 +278,13 @@ static PyObject *batched(PyObject *boxes) {
             continue;
         }
         uring_queue_send(count, fd, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
-        batch[count].box = box; /* the references are the batch's until it is run */
-        batch[count].wire = wire;
-        batch[count].data = data;
-        batch[count].fd = fd;
+        fanout_batch[count].box = box; /* the references are the batch's until it is run */
+        fanout_batch[count].wire = wire;
+        fanout_batch[count].data = data;
+        fanout_batch[count].fd = fd;
         if (++count == URING_BATCH) {
             count = 0;
-            if (run_batch(URING_BATCH) < 0)
+            if (fanout_run_batch(URING_BATCH) < 0)
                 break;
         }
     }
@@ -314,7 +293,7 @@ static PyObject *batched(PyObject *boxes) {
      * them is the one reported. */
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    int r = run_batch(count);
+    int r = fanout_run_batch(count);
     if (type == NULL) {
         if (r < 0)
             return NULL;
@@ -329,123 +308,15 @@ static PyObject *batched(PyObject *boxes) {
 /* The batch and its results are this module's: a flush reached again from Python code
  * that a flush runs (an outbox's ``too_slow``, a transport's callbacks) sends box by box
  * instead of overwriting them. */
-static int batch_running = 0;
+int fanout_batch_running = 0;
 
 static PyObject *write_out_batched(PyObject *self, PyObject *boxes) {
-    if (batch_running || !uring_ready())
+    if (fanout_batch_running || !uring_ready())
         return write_out(self, boxes);
-    batch_running = 1;
+    fanout_batch_running = 1;
     PyObject *r = batched(boxes);
-    batch_running = 0;
+    fanout_batch_running = 0;
     return r;
-}
-
-static PyObject *hold(PyObject *self, PyObject *arg) {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    set_idle((int)fd, 0);
-    Py_RETURN_NONE;
-}
-
-/* Whether a recipient of a broadcast may be sent ``data`` on ``fd`` now: its outbox is
- * empty, it is not closed, and its transport is open and buffers nothing (a transport
- * that is closing may have closed the descriptor, which a new connection may hold). */
-static int direct_ok(int fd, PyObject *sock, PyObject *wire, PyObject *data) {
-    if (fd < 0 || fd >= IDLE_FDS || !idle[fd] || data == NULL || !PyBytes_CheckExact(data))
-        return 0;
-    PyObject *v = PyObject_GetAttr(sock, s_closed);
-    int ok = v == Py_False;
-    Py_XDECREF(v);
-    if (ok) {
-        v = PyObject_CallMethodNoArgs(wire, s_is_closing);
-        ok = v == Py_False;
-        Py_XDECREF(v);
-    }
-    if (ok) {
-        v = PyObject_CallMethodNoArgs(wire, s_get_write_buffer_size);
-        ok = v != NULL && PyLong_CheckExact(v) && PyLong_AsLong(v) == 0;
-        Py_XDECREF(v);
-    }
-    PyErr_Clear(); /* a failed check sends through the outbox, which reports it */
-    return ok;
-}
-
-/* broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback or None) */
-static PyObject *broadcast(PyObject *self, PyObject *args) {
-    Py_buffer fds;
-    const char *kinds;
-    Py_ssize_t nkinds;
-    PyObject *socks, *wires, *frames, *skip;
-    if (!PyArg_ParseTuple(args, "y*y#O!O!O!O!", &fds, &kinds, &nkinds, &PyList_Type, &socks,
-                          &PyList_Type, &wires, &PyTuple_Type, &frames, &PyTuple_Type, &skip))
-        return NULL;
-    Py_ssize_t count = fds.len / (Py_ssize_t)sizeof(int);
-    if (fds.itemsize != (Py_ssize_t)sizeof(int) || nkinds != count ||
-        PyList_GET_SIZE(socks) != count || PyList_GET_SIZE(wires) != count) {
-        PyBuffer_Release(&fds);
-        PyErr_SetString(PyExc_ValueError, "a plan's columns differ in length");
-        return NULL;
-    }
-    const int *fd = (const int *)fds.buf;
-    int ring = !batch_running && uring_ready(), direct = !batch_running;
-    if (ring)
-        batch_running = 1;
-    PyObject *fallback = NULL;
-    Py_ssize_t sent = 0, nskip = PyTuple_GET_SIZE(skip), nframes = PyTuple_GET_SIZE(frames);
-    unsigned queued = 0;
-    int failed = 0;
-    for (Py_ssize_t i = 0; i < count && !failed; i++) {
-        PyObject *sock = PyList_GET_ITEM(socks, i), *wire = PyList_GET_ITEM(wires, i);
-        int skipped = 0;
-        for (Py_ssize_t k = 0; k < nskip && !skipped; k++)
-            skipped = PyTuple_GET_ITEM(skip, k) == sock;
-        if (skipped)
-            continue;
-        int kind = (unsigned char)kinds[i];
-        PyObject *data = kind < nframes ? PyTuple_GET_ITEM(frames, kind) : NULL;
-        if (!direct || !direct_ok(fd[i], sock, wire, data)) {
-            PyObject *index = PyLong_FromSsize_t(i);
-            if (fallback == NULL)
-                fallback = PyList_New(0);
-            if (index == NULL || fallback == NULL || PyList_Append(fallback, index) < 0)
-                failed = 1;
-            Py_XDECREF(index);
-            continue;
-        }
-        sent++;
-        if (!ring) { /* no io_uring here: each send a system call of its own */
-            failed = finish(sock, wire, data, send_now(fd[i], data), fd[i]) < 0;
-            continue;
-        }
-        uring_queue_send(queued, fd[i], PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
-        Py_INCREF(sock); /* the batch's, released by run_batch */
-        Py_INCREF(wire);
-        Py_INCREF(data);
-        batch[queued].box = sock;
-        batch[queued].wire = wire;
-        batch[queued].data = data;
-        batch[queued].fd = fd[i];
-        if (++queued == URING_BATCH) {
-            failed = run_batch(queued) < 0;
-            queued = 0;
-        }
-    }
-    /* What is queued goes out whatever failed after it; the first error is reported. */
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    if (run_batch(queued) < 0 && type == NULL)
-        PyErr_Fetch(&type, &value, &traceback);
-    PyErr_Clear();
-    if (ring)
-        batch_running = 0;
-    PyBuffer_Release(&fds);
-    if (type != NULL) {
-        PyErr_Restore(type, value, traceback);
-        Py_XDECREF(fallback);
-        return NULL;
-    }
-    return Py_BuildValue("(nN)", sent, fallback != NULL ? fallback : Py_NewRef(Py_None));
 }
 
 static PyObject *io_uring_ready(PyObject *self, PyObject *unused) {
@@ -462,13 +333,13 @@ static PyMethodDef methods[] = {
     {"write_out_batched", write_out_batched, METH_O,
      "write_out with the direct sends submitted together through io_uring (write_out "
      "where io_uring is unavailable)."},
-    {"hold", hold, METH_O,
+    {"hold", fanout_hold, METH_O,
      "A frame is queued for this descriptor's connection: broadcasts go through its "
      "outbox until a flush has sent it."},
-    {"broadcast", broadcast, METH_VARARGS,
-     "broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback): send a room "
-     "broadcast at once to every recipient that may be (see signaling.direct_writes); "
-     "fallback lists the indexes of the others, or is None."},
+    {"broadcast", fanout_broadcast, METH_VARARGS,
+     "broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback, error): send a "
+     "room broadcast at once to every recipient that may be (see signaling.direct_writes); "
+     "fallback lists the indexes of the others, error is the first exception or None."},
     {"io_uring_ready", io_uring_ready, METH_NOARGS,
      "Whether this process can submit sends through io_uring."},
     {"io_uring_parked", io_uring_parked, METH_NOARGS,
@@ -503,5 +374,7 @@ PyMODINIT_FUNC PyInit__fanout(void) {
         if (*names[i].slot == NULL)
             return NULL;
     }
+    if (fanout_broadcast_init() < 0)
+        return NULL;
     return PyModule_Create(&module);
 }

@@ -109,15 +109,18 @@ class RoomPlan:
         """Write ``frame`` to every recipient but those in ``skip``; returns how many."""
         frames = tuple(None if rep is None else rep.direct_frame(frame) for rep in self.reps)
         assert _broadcast is not None
-        sent, fallback = _broadcast(self.fds, self.kinds, self.socks, self.wires, frames, skip)
-        if fallback is not None:
-            socks = self.socks
-            for index in fallback:
-                if socks[index].send_frame(frame):
-                    sent += 1
+        sent, fallback, error = _broadcast(
+            self.fds, self.kinds, self.socks, self.wires, frames, skip
+        )
+        socks = self.socks
+        for index in fallback:
+            if socks[index].send_frame(frame):
+                sent += 1
         for socket in self.others:
             if socket not in skip and socket.send_frame(frame):
                 sent += 1
+        if error is not None:  # every recipient was written first: report it now
+            raise error
         return sent
 
 

@@ -286,3 +286,27 @@ async def test_without_the_compiled_flush_every_broadcast_goes_through_the_outbo
         assert await m.read(6) == b"0;1;2;"
     assert Connection.__init__  # the real class decides direct_kind from its batcher
     assert not WriteBatcher(compiled=False).compiled
+
+
+class Failing(Member):
+    """A connection whose drop fails (a bug in the code a send runs)."""
+
+    __slots__ = ()
+
+    def too_slow(self) -> None:
+        raise RuntimeError("drop failed")
+
+
+async def test_an_error_at_one_recipient_is_raised_after_every_other_is_written(room):
+    delivery, connect = room
+    before = await connect()
+    broken = await connect(rcvbuf=4096, limit=0)
+    after = await connect()
+    broken.__class__ = Failing
+    delivery.write_room(ROOM, b"w")
+    await quiet()
+    big = b"x" * 300_000  # more than broken's socket takes: the rest is buffered, too much
+    with pytest.raises(RuntimeError, match="drop failed"):
+        delivery.write_room(ROOM, big)
+    for m in (before, after):
+        assert await m.read(1 + len(big)) == b"w" + big

@@ -17,6 +17,13 @@ unsigned char fanout_idle[IDLE_FDS];
 
 static PyObject *s_closed, *s_is_closing, *s_get_write_buffer_size;
 
+/* Deliveries written at once since the process started (the node's metrics). */
+static unsigned long long written = 0;
+
+PyObject *fanout_direct_written(PyObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(written);
+}
+
 PyObject *fanout_hold(PyObject *self, PyObject *arg) {
     long fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred())
@@ -147,6 +154,7 @@ PyObject *fanout_broadcast(PyObject *self, PyObject *args) {
     if (ring)
         fanout_batch_running = 0;
     PyBuffer_Release(&fds);
+    written += (unsigned long long)sent;
     return Py_BuildValue("(nNN)", sent, fallback, as_exception(&error));
 }
 

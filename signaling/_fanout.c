@@ -340,6 +340,8 @@ static PyMethodDef methods[] = {
      "broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback, error): send a "
      "room broadcast at once to every recipient that may be (see signaling.direct_writes); "
      "fallback lists the indexes of the others, error is the first exception or None."},
+    {"direct_written", fanout_direct_written, METH_NOARGS,
+     "How many deliveries broadcast wrote at once, in this process."},
     {"io_uring_ready", io_uring_ready, METH_NOARGS,
      "Whether this process can submit sends through io_uring."},
     {"io_uring_parked", io_uring_parked, METH_NOARGS,

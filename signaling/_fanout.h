@@ -49,6 +49,7 @@ Py_ssize_t fanout_send_now(int fd, PyObject *data);
 /* The module functions of _broadcast.c, and its set-up (interned names): 0 or -1. */
 PyObject *fanout_hold(PyObject *self, PyObject *arg);
 PyObject *fanout_broadcast(PyObject *self, PyObject *args);
+PyObject *fanout_direct_written(PyObject *self, PyObject *unused);
 int fanout_broadcast_init(void);
 
 #endif

@@ -33,11 +33,17 @@ from typing import Any, Protocol
 
 try:
     from signaling._fanout import broadcast as _broadcast
+    from signaling._fanout import direct_written as _direct_written
 except ImportError:  # built without a compiler: every broadcast goes through the outboxes
-    _broadcast = None
+    _broadcast = _direct_written = None
 
 #: The compiled call is there.
 AVAILABLE = _broadcast is not None
+
+
+def written() -> int:
+    """Deliveries written at once in this process (the rest went through outboxes)."""
+    return _direct_written() if _direct_written is not None else 0
 
 
 class DirectSocket(Protocol):
@@ -73,14 +79,14 @@ class RoomPlan:
     def __init__(self, members: Iterable[Any]) -> None:
         self.fds = array("i")
         kinds = bytearray()
-        self.socks: list[Any] = []
-        self.wires: list[Any] = []
+        self.socks: list[DirectSocket] = []
+        self.wires: list[asyncio.Transport | None] = []
         #: Written through ``send_frame`` always (no ``direct_kind``) or for now.
         self.others: list[Any] = []
         #: The part of ``others`` that waits for a descriptor.
         self.waiting: list[Any] = []
         #: One recipient of each kind, to ask for that kind's bytes.
-        self.reps: list[Any] = []
+        self.reps: list[DirectSocket | None] = []
         for socket in members:
             kind = getattr(socket, "direct_kind", None)
             if kind is None:
@@ -103,7 +109,7 @@ class RoomPlan:
     @property
     def stale(self) -> bool:
         """A recipient that was waiting has a descriptor now."""
-        return any(socket.wire_fd >= 0 for socket in self.waiting)
+        return bool(self.waiting) and any(socket.wire_fd >= 0 for socket in self.waiting)
 
     def write(self, frame: bytes, skip: tuple[Any, ...]) -> int:
         """Write ``frame`` to every recipient but those in ``skip``; returns how many."""

@@ -33,6 +33,8 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from signaling import direct_writes
+
 try:
     from signaling._fanout import hold as _hold
     from signaling._fanout import io_uring_parked as _io_uring_parked
@@ -157,6 +159,12 @@ class WriteMetrics(Collector):
             "Sends io_uring took without finishing them at once "
             "(each cancelled and sent directly; none expected)",
             value=io_uring_parked(),
+        )
+        yield CounterMetricFamily(
+            "switchboard_fanout_direct_writes",
+            "Room broadcast deliveries written at once, without the outboxes "
+            "(signaling/direct_writes.py: a quiet loop, a recipient with nothing queued)",
+            value=direct_writes.written(),
         )
 
 

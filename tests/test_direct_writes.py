@@ -132,9 +132,11 @@ async def test_a_quiet_rooms_broadcast_skips_the_outboxes_once_they_are_empty(ro
     # a frame of its own for each first: known to have an empty outbox after the flush
     assert all(m.send_frame(b"one;") for m in members)
     await quiet()
+    written = direct_writes.written()
     assert delivery.write_room(ROOM, b"two;") == 4
     # written before this coroutine yields: no outbox, no flush
     assert [m.queued for m in members] == [1] * 4
+    assert direct_writes.written() == written + 4  # the node's metric counts them
     assert all(m.frames == [] for m in members)
     for m in members:
         assert m.sock.recv(100) == b"one;two;"

@@ -30,6 +30,7 @@ async def test_metrics_count_events_errors_and_fanout(hub, http):
     # the suite runs where io_uring works: flushes use it, and no send was parked
     assert "switchboard_fanout_io_uring 1.0" in text
     assert "switchboard_fanout_io_uring_parked_total 0.0" in text
+    assert "switchboard_fanout_direct_writes_total" in text
 
 
 async def test_draining_hub_refuses_upgrades(hub, http):

@@ -21,6 +21,7 @@ from signaling.state.handler import Reports
 from signaling.state.memory.delivery import LocalDelivery
 from signaling.tokens import Principal
 from signaling.websocket import Connection
+from tests.loopback import Loopback, nothing_more, read_exactly
 
 ROOM = "room-1"
 ids = itertools.count()
@@ -42,17 +43,10 @@ class Member(Connection):
         self.closed = True
 
     async def read(self, size: int, timeout: float = 5.0) -> bytes:
-        loop = asyncio.get_running_loop()
-        data = b""
-        while len(data) < size:
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, size - len(data)), timeout)
-            assert chunk, f"closed after {len(data)} of {size} bytes"
-            data += chunk
-        return data
+        return await read_exactly(self.sock, size, timeout)
 
     def nothing_more(self) -> None:
-        with pytest.raises(BlockingIOError):
-            self.sock.recv(10)
+        nothing_more(self.sock)
 
 
 async def quiet() -> None:
@@ -63,15 +57,6 @@ async def quiet() -> None:
 @pytest.fixture
 async def room() -> AsyncIterator[tuple[LocalDelivery, Callable[..., asyncio.Future[Member]]]]:
     """A delivery, and a way to connect a member of ``ROOM`` through a uvloop server."""
-    accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
-
-    class Server(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            accepted.put_nowait(transport)  # type: ignore[arg-type]
-
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Server, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     delivery = LocalDelivery("node", Reports())
     batcher = WriteBatcher(compiled=True)
     made: list[Member] = []
@@ -84,16 +69,7 @@ async def room() -> AsyncIterator[tuple[LocalDelivery, Callable[..., asyncio.Fut
         limit: int = 1 << 20,
         sock: socket.socket | None = None,
     ) -> Member:
-        sock = sock or socket.socket()
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        transport = await accepted.get()
-        if rcvbuf:
-            transport.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf
-            )
+        sock, transport = await server.connect(rcvbuf=rcvbuf, sock=sock)
         n = next(ids)
         member = Member(
             f"c{n}",
@@ -113,12 +89,11 @@ async def room() -> AsyncIterator[tuple[LocalDelivery, Callable[..., asyncio.Fut
         made.append(member)
         return member
 
-    yield delivery, connect  # type: ignore[misc]
-    for member in made:
-        member.sock.close()
-        member.wire.abort()
-    server.close()
-    await server.wait_closed()
+    async with Loopback() as server:
+        yield delivery, connect  # type: ignore[misc]
+        for member in made:
+            member.sock.close()
+            member.wire.abort()
 
 
 def test_the_compiled_broadcast_is_built():

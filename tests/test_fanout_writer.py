@@ -18,6 +18,7 @@ import pytest
 from config.server import ServerSettings
 from signaling import outbox
 from signaling.outbox import WriteBatcher, direct_fd, write_out
+from tests.loopback import Loopback, nothing_more, read_exactly
 
 WRITERS = {
     "pure": write_out,
@@ -65,57 +66,31 @@ class Peer:
     box: Box
 
     async def read(self, size: int, timeout: float = 5.0) -> bytes:
-        loop = asyncio.get_running_loop()
-        data = b""
-        while len(data) < size:
-            chunk = await asyncio.wait_for(loop.sock_recv(self.sock, size - len(data)), timeout)
-            assert chunk, f"closed after {len(data)} of {size} bytes"
-            data += chunk
-        return data
+        return await read_exactly(self.sock, size, timeout)
 
     def nothing_more(self) -> None:
         """Nothing (more) waits to be read (the socket is non-blocking)."""
-        with pytest.raises(BlockingIOError):
-            self.sock.recv(10)
+        nothing_more(self.sock)
 
 
 @pytest.fixture
 async def peers() -> AsyncIterator[Callable[..., asyncio.Future[Peer]]]:
     """Make connections to a uvloop server: its transport in a :class:`Box`, the client
     end a non-blocking socket."""
-    accepted: asyncio.Queue[asyncio.Transport] = asyncio.Queue()
-
-    class Server(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            accepted.put_nowait(transport)  # type: ignore[arg-type]
-
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Server, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
     made: list[Peer] = []
 
     async def connect(*, rcvbuf: int = 0, **box: object) -> Peer:
-        sock = socket.socket()
-        if rcvbuf:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        transport = await accepted.get()
-        if rcvbuf:  # small kernel buffers both ways: the transport's own buffer fills
-            transport.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf
-            )
+        sock, transport = await server.connect(rcvbuf=rcvbuf)
         peer = Peer(sock, Box(transport, wire_fd=direct_fd(transport), **box))  # type: ignore[arg-type]
         made.append(peer)
         return peer
 
-    yield connect  # type: ignore[misc]
-    for peer in made:
-        peer.sock.close()
-        if peer.box.wire is not None:
-            peer.box.wire.abort()
-    server.close()
-    await server.wait_closed()
+    async with Loopback() as server:
+        yield connect  # type: ignore[misc]
+        for peer in made:
+            peer.sock.close()
+            if peer.box.wire is not None:
+                peer.box.wire.abort()
 
 
 def test_only_a_plain_uvloop_tcp_transport_is_written_directly():

@@ -83,7 +83,8 @@ class RoomPlan:
         self.wires: list[asyncio.Transport | None] = []
         #: Written through ``send_frame`` always (no ``direct_kind``) or for now.
         self.others: list[Any] = []
-        #: The part of ``others`` that waits for a descriptor.
+        #: The part of ``others`` that waits for a descriptor (Engine.IO sessions that
+        #: are polling).
         self.waiting: list[Any] = []
         #: One recipient of each kind, to ask for that kind's bytes.
         self.reps: list[DirectSocket | None] = []
@@ -92,9 +93,10 @@ class RoomPlan:
             if kind is None:
                 self.others.append(socket)
                 continue
-            if socket.wire_fd < 0 or socket.wire is None:
+            if socket.wire_fd < 0:  # not a plain TCP socket (TLS), or still polling
                 self.others.append(socket)
-                self.waiting.append(socket)
+                if socket.wire is None:
+                    self.waiting.append(socket)
                 continue
             while len(self.reps) <= kind:
                 self.reps.append(None)

@@ -4,18 +4,17 @@
  *
  * The room's plan gives its recipients as flat lists (descriptors, kinds, socket
  * objects, transports). A recipient is sent the frame of its kind now, as an entry of
- * one io_uring submission like a flush's, when its outbox is empty (``fanout_idle``), it
- * is not closed, and its transport is not closing and buffers nothing: then no frame of
- * its own can be overtaken, and the descriptor is still its own (a transport closes its
- * descriptor only after it started closing). What a send does not take goes to the
+ * one io_uring submission like a flush's, when nothing waits in its outbox (its
+ * ``frames`` list is empty), it is not closed, and its transport is not closing and
+ * buffers nothing: then no frame of its own can be overtaken (a send that fell short
+ * left the rest in the transport's buffer), and the descriptor is still its own (a
+ * transport closes its descriptor only after it started closing). What a send does not take goes to the
  * transport, as in a flush. Every other recipient is left to ``send_frame`` (the
  * indexes returned), so its frames keep their order through its outbox.
  */
 #include "_fanout.h"
 
-unsigned char fanout_idle[IDLE_FDS];
-
-static PyObject *s_closed, *s_is_closing, *s_get_write_buffer_size;
+static PyObject *s_frames, *s_closed, *s_is_closing, *s_get_write_buffer_size;
 
 /* Deliveries written at once since the process started (the node's metrics). */
 static unsigned long long written = 0;
@@ -24,25 +23,21 @@ PyObject *fanout_direct_written(PyObject *self, PyObject *unused) {
     return PyLong_FromUnsignedLongLong(written);
 }
 
-PyObject *fanout_hold(PyObject *self, PyObject *arg) {
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    set_idle((int)fd, 0);
-    Py_RETURN_NONE;
-}
-
-/* Whether a recipient of a broadcast may be sent ``data`` on ``fd`` now: its outbox is
- * empty, it is not closed, and its transport is open and buffers nothing (a transport
- * that is closing may have closed the descriptor, which a new connection may hold). */
+/* Whether a recipient of a broadcast may be sent ``data`` on ``fd`` now: nothing waits
+ * in its outbox, it is not closed, and its transport is open and buffers nothing (a
+ * transport that is closing may have closed the descriptor, which a new connection may
+ * hold). */
 static int direct_ok(int fd, PyObject *sock, PyObject *wire, PyObject *data) {
-    if (fd < 0 || fd >= IDLE_FDS || !fanout_idle[fd])
+    if (fd < 0 || data == NULL || !PyBytes_CheckExact(data))
         return 0;
-    if (data == NULL || !PyBytes_CheckExact(data))
-        return 0;
-    PyObject *v = PyObject_GetAttr(sock, s_closed);
-    int ok = v == Py_False;
+    PyObject *v = PyObject_GetAttr(sock, s_frames);
+    int ok = v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) == 0;
     Py_XDECREF(v);
+    if (ok) {
+        v = PyObject_GetAttr(sock, s_closed);
+        ok = v == Py_False;
+        Py_XDECREF(v);
+    }
     if (ok) {
         v = PyObject_CallMethodNoArgs(wire, s_is_closing);
         ok = v == Py_False;
@@ -131,7 +126,7 @@ PyObject *fanout_broadcast(PyObject *self, PyObject *args) {
         }
         sent++;
         if (!ring) { /* no io_uring here: each send a system call of its own */
-            if (fanout_finish(sock, wire, data, fanout_send_now(fd[i], data), fd[i]) < 0)
+            if (fanout_finish(sock, wire, data, fanout_send_now(fd[i], data)) < 0)
                 keep_first(&error);
             continue;
         }
@@ -159,8 +154,9 @@ PyObject *fanout_broadcast(PyObject *self, PyObject *args) {
 }
 
 int fanout_broadcast_init(void) {
+    s_frames = PyUnicode_InternFromString("frames");
     s_closed = PyUnicode_InternFromString("closed");
     s_is_closing = PyUnicode_InternFromString("is_closing");
     s_get_write_buffer_size = PyUnicode_InternFromString("get_write_buffer_size");
-    return s_closed && s_is_closing && s_get_write_buffer_size ? 0 : -1;
+    return s_frames && s_closed && s_is_closing && s_get_write_buffer_size ? 0 : -1;
 }

@@ -13,9 +13,7 @@
  * transport's.
  *
  * A room's broadcast in a quiet loop skips the outboxes (``broadcast``, in
- * signaling/_broadcast.c); this file keeps the per-descriptor flag that allows it: a
- * flush that sent all of an outbox sets it, ``hold`` (from the batcher's ``mark``) and a
- * send that fell short clear it.
+ * signaling/_broadcast.c), with this file's batch of sends and its ``fanout_finish``.
  */
 #include "_fanout.h" /* Python.h first */
 
@@ -155,7 +153,6 @@ static int prepare(PyObject *box, PyObject **wire_out, PyObject **data_out, int 
     if (fd == -1 && PyErr_Occurred())
         goto done;
     if (fd >= 0) {
-        set_idle((int)fd, 0);
         long buffered = as_long(PyObject_CallMethodNoArgs(wire, s_get_write_buffer_size));
         if (buffered == -1 && PyErr_Occurred())
             goto done;
@@ -177,9 +174,8 @@ done:
 
 /* After a send on the descriptor took ``n`` of ``data``'s bytes (n <= 0: none, a full
  * buffer or an error the transport will report): the rest goes to the transport. */
-int fanout_finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n, int fd) {
+int fanout_finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n) {
     Py_ssize_t size = PyBytes_GET_SIZE(data);
-    set_idle(fd, n == size);
     if (n == size)
         return 0; /* all of it in the kernel: nothing waits unread here */
     if (n <= 0)
@@ -204,7 +200,7 @@ static int write_box(PyObject *box) {
     int r = prepare(box, &wire, &data, &fd);
     if (r != BOX_SEND)
         return r;
-    r = fanout_finish(box, wire, data, fanout_send_now(fd, data), fd);
+    r = fanout_finish(box, wire, data, fanout_send_now(fd, data));
     Py_DECREF(wire);
     Py_DECREF(data);
     return r;
@@ -245,7 +241,7 @@ int fanout_run_batch(unsigned count) {
         Py_ssize_t n = results[i];
         if (results[i] == URING_NOT_RUN) /* the kernel did not take it: sent here */
             n = fanout_send_now(entry->fd, entry->data);
-        if (fanout_finish(entry->box, entry->wire, entry->data, n, entry->fd) < 0) {
+        if (fanout_finish(entry->box, entry->wire, entry->data, n) < 0) {
             if (type == NULL)
                 PyErr_Fetch(&type, &value, &traceback);
             else
@@ -333,9 +329,6 @@ static PyMethodDef methods[] = {
     {"write_out_batched", write_out_batched, METH_O,
      "write_out with the direct sends submitted together through io_uring (write_out "
      "where io_uring is unavailable)."},
-    {"hold", fanout_hold, METH_O,
-     "A frame is queued for this descriptor's connection: broadcasts go through its "
-     "outbox until a flush has sent it."},
     {"broadcast", fanout_broadcast, METH_VARARGS,
      "broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback, error): send a "
      "room broadcast at once to every recipient that may be (see signaling.direct_writes); "

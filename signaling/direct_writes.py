@@ -11,9 +11,8 @@ objects and transports in flat lists, so one compiled call (``signaling._fanout`
 io_uring submission like a flush's.
 
 A recipient may be written to at once only while nothing of its own waits: no frame in
-its outbox (the compiled module's per-descriptor ``idle`` flag, cleared by the batcher's
-``mark`` and set again by a flush that sent everything), nothing buffered in its transport,
-the transport not closing and the connection not closed; the last three are asked of the
+its outbox, nothing buffered in its transport (where a send that fell short left the
+rest), the transport not closing and the connection not closed; all four are asked of the
 objects themselves, every time. Any other recipient gets the frame through ``send_frame``
 as before, so the order of a connection's frames is the order they were sent in.
 
@@ -58,6 +57,8 @@ class DirectSocket(Protocol):
     wire_fd: int
     wire: asyncio.Transport | None
     closed: bool
+    #: Its outbox: a broadcast is written at once only while it is empty.
+    frames: list[bytes]
 
     def direct_frame(self, frame: bytes) -> bytes:
         """The bytes this kind of recipient is sent for a hub frame."""

@@ -36,14 +36,12 @@ from prometheus_client.registry import Collector
 from signaling import direct_writes
 
 try:
-    from signaling._fanout import hold as _hold
     from signaling._fanout import io_uring_parked as _io_uring_parked
     from signaling._fanout import io_uring_ready as _io_uring_ready
     from signaling._fanout import write_out as compiled_write_out
     from signaling._fanout import write_out_batched as batched_write_out
 except ImportError:  # built without a compiler: the loop below does the same
     compiled_write_out = batched_write_out = _io_uring_ready = _io_uring_parked = None
-    _hold = None
 
 #: The compiled loop is there (built at install).
 COMPILED_FANOUT = compiled_write_out is not None
@@ -99,19 +97,14 @@ def direct_fd(transport: asyncio.BaseTransport | None) -> int:
 class WriteBatcher:
     """Coalesces the frames queued for each outbox during one loop iteration."""
 
-    __slots__ = ("_dirty", "_hold", "_scheduled", "_write")
+    __slots__ = ("_dirty", "_scheduled", "_write")
 
     def __init__(self, compiled: bool = True, io_uring: bool = True) -> None:
         self._dirty: list[Outbox] = []
         self._scheduled = False
         self._write: Callable[[Iterable[Outbox]], None] = write_out
-        #: Tells the compiled module that a descriptor's outbox has a frame, so a room's
-        #: broadcast does not write to it directly ahead of that frame
-        #: (:mod:`signaling.direct_writes`).
-        self._hold: Callable[[int], None] | None = None
         if compiled and compiled_write_out is not None:
             self._write = compiled_write_out
-            self._hold = _hold
             if io_uring and batched_write_out is not None and io_uring_ready():
                 self._write = batched_write_out
 
@@ -126,8 +119,6 @@ class WriteBatcher:
 
     def mark(self, box: Outbox) -> None:
         """``box`` got its first frame of this iteration."""
-        if self._hold is not None:
-            self._hold(box.wire_fd)
         self._dirty.append(box)
         if not self._scheduled:
             self._scheduled = True

@@ -91,9 +91,9 @@ class Connection:
         self.typed_in: set[str] = set()
         self.closed = False
         self.close_code: int | None = None  # set when the server closes the connection
-        #: A room's broadcast may write to this connection at once (the batcher's flush is
-        #: the compiled one, which keeps the flags that allows): see
-        #: :mod:`signaling.direct_writes`.
+        #: A room's broadcast may write to this connection at once, with the compiled
+        #: batcher (``compiled_fanout``; the pure-Python setting writes nothing from C):
+        #: see :mod:`signaling.direct_writes`.
         self.direct_kind: int | None = 0 if batcher.compiled else None
 
     @property

@@ -184,8 +184,7 @@ class LocalDelivery(Delivery):
         plan = self.plans.get(room_id)
         if plan is None or plan.stale:
             plan = self.plans[room_id] = RoomPlan(members.values())
-        devices = self.user_conns.get(exclude_user) if exclude_user is not None else None
-        return plan.write(frame, tuple(devices.values()) if devices else ())
+        return plan.write(frame, self._devices(exclude_user))
 
     def write_rooms(
         self, room_ids: Sequence[str], frame: bytes, exclude_user: str | None = None
@@ -220,12 +219,16 @@ class LocalDelivery(Delivery):
         targets = [s for cid, s in members.items() if not any(cid in e for e in earlier)]
         return self._write(targets, frame, exclude_user)
 
+    def _devices(self, user_id: str | None) -> tuple[Socket, ...]:
+        """``user_id``'s sockets on this node (a broadcast excluding the user skips them)."""
+        devices = self.user_conns.get(user_id) if user_id is not None else None
+        return tuple(devices.values()) if devices else ()
+
     def _write(self, targets: Iterable[Socket], frame: bytes, exclude_user: str | None) -> int:
         """``exclude_user``'s sockets are skipped by identity (its devices on this node,
         from the user index), so no recipient's user id is read: a broadcast starts with
         every recipient cold in memory, and each object not touched is a miss saved."""
-        devices = self.user_conns.get(exclude_user) if exclude_user is not None else None
-        skip = tuple(devices.values()) if devices else ()
+        skip = self._devices(exclude_user)
         sent = 0
         for socket in targets:
             if socket not in skip and socket.send_frame(frame):

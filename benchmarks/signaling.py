@@ -374,12 +374,17 @@ def log_run(run: dict[str, Any]) -> None:
     log(
         f"  {run['connections']} connections, {run['deliveries']} deliveries "
         f"({run['dropped']} dropped, {run['errors']} errors), "
-        f"{run['deliveries_per_server_cpu_s']} per server CPU-s, "
+        f"{run['deliveries_per_server_cpu_s']} per server CPU-s "
+        f"({share_text(run.get('server_kernel_share'))} in the kernel), "
         f"p50 {run['latency_p50_ms']} / p99 {run['latency_p99_ms']} ms, "
         f"generator busy {run['generator_busy']:.0%} "
         f"(its loop late p99 {run['generator_loop_delay_p99_ms']} / max "
         f"{run['generator_loop_delay_max_ms']} ms, GC max {run['generator_gc_max_ms']} ms)"
     )
+
+
+def share_text(share: float | None) -> str:
+    return "?" if share is None else f"{share:.0%}"
 
 
 def node_version() -> str:

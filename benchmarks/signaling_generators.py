@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from benchmarks.common import cpu_seconds, pct
+from benchmarks.common import cpu_seconds, kernel_seconds, pct
 
 PEERS = Path(__file__).resolve().parent / "peers"
 
@@ -103,10 +103,14 @@ class Generators:
         (``redis``: its processes) and the generators' CPU seconds over it."""
         gen_cpu0 = sum(cpu_seconds(g.pid) for g in self.procs)
         cpu0 = sum(cpu_seconds(pid) for pid in servers)
+        kernel0, all0 = _kernel_and_all(servers)
         redis_cpu0 = sum(cpu_seconds(pid) for pid in redis)
         lines = self._go("go")
+        kernel1, all1 = _kernel_and_all(servers)
         readings = {
             "server_cpu": sum(cpu_seconds(pid) for pid in servers) - cpu0,
+            "server_kernel_ticks": kernel1 - kernel0,
+            "server_all_ticks": all1 - all0,
             "redis_cpu": sum(cpu_seconds(pid) for pid in redis) - redis_cpu0,
             "generator_cpu": sum(cpu_seconds(g.pid) for g in self.procs) - gen_cpu0,
             "generator_cores": self.cores,
@@ -130,6 +134,12 @@ class Generators:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
+
+
+def _kernel_and_all(pids: Sequence[int]) -> tuple[float, float]:
+    """The processes' CPU seconds in the kernel, and in all (clock ticks)."""
+    readings = [kernel_seconds(pid) for pid in pids]
+    return sum(k for k, _ in readings), sum(a for _, a in readings)
 
 
 def summarize(
@@ -157,6 +167,12 @@ def summarize(
         "server_cpu_s": round(cpu, 3),
         "server_cpu_share": round(cpu / elapsed, 3),
         "deliveries_per_server_cpu_s": round(deliveries / cpu) if cpu > 0 else None,
+        # The part of it in the kernel (clock ticks): the sends, whoever makes them.
+        "server_kernel_share": (
+            round(readings["server_kernel_ticks"] / readings["server_all_ticks"], 3)
+            if readings.get("server_all_ticks")
+            else None
+        ),
         "latency_p50_ms": round(pct(latencies, 0.50), 3),
         "latency_p95_ms": round(pct(latencies, 0.95), 3),
         "latency_p99_ms": round(pct(latencies, 0.99), 3),

@@ -92,6 +92,9 @@ def test_signaling_windows_alternate_the_systems_on_the_same_connections(tmp_pat
         assert run["deliveries"] == run["expected_deliveries"] > 0, run
         assert run["errors"] == 0 and run["server_cpu_s"] > 0
         assert run["connections"] == run["connections_held_at_end"] == 40
+        # the kernel's part of the server's CPU; None when a window is under a clock tick
+        share = run["server_kernel_share"]
+        assert share is None or 0 <= share <= 1, run
     assert len({r["deliveries"] for r in runs}) == 1  # the same load in every window
     for system in ("switchboard", "socketio"):
         assert stderr.count(f"fanout / single / {system}: connecting") == 1

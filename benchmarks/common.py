@@ -32,8 +32,7 @@ def cpu_seconds(pid: int) -> float:
     counts nanoseconds on CPU; `stat` still includes threads that have exited, so the larger
     of the two is taken.
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(stat_seconds(pid))
     precise = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -41,16 +40,16 @@ def cpu_seconds(pid: int) -> float:
     return max(ticks, precise / 1e9)
 
 
-def kernel_seconds(pid: int) -> tuple[float, float]:
-    """A process's CPU time in the kernel, and in all, from ``stat``'s clock ticks.
+def stat_seconds(pid: int) -> tuple[float, float]:
+    """A process's CPU time in user space and in the kernel, from ``stat``'s clock ticks
+    (threads that have exited included).
 
-    Why: a signaling server's sends cost about as much in the kernel whoever makes them,
-    so how much of its CPU is its own code says how far tuning that code can go.
+    The kernel's part is reported on its own because a signaling server's sends cost
+    about as much there whoever makes them: the rest is what tuning its code can change.
     """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    user, system = int(fields[11]), int(fields[12])
     tick = os.sysconf("SC_CLK_TCK")
-    return system / tick, (user + system) / tick
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _status_kb(pid: int, field: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from benchmarks.common import cpu_seconds, kernel_seconds, pct
+from benchmarks.common import cpu_seconds, pct, stat_seconds
 
 PEERS = Path(__file__).resolve().parent / "peers"
 
@@ -138,8 +138,8 @@ class Generators:
 
 def _kernel_and_all(pids: Sequence[int]) -> tuple[float, float]:
     """The processes' CPU seconds in the kernel, and in all (clock ticks)."""
-    readings = [kernel_seconds(pid) for pid in pids]
-    return sum(k for k, _ in readings), sum(a for _, a in readings)
+    readings = [stat_seconds(pid) for pid in pids]
+    return sum(k for _, k in readings), sum(u + k for u, k in readings)
 
 
 def summarize(

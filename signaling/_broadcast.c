@@ -8,9 +8,10 @@
  * ``frames`` list is empty), it is not closed, and its transport is not closing and
  * buffers nothing: then no frame of its own can be overtaken (a send that fell short
  * left the rest in the transport's buffer), and the descriptor is still its own (a
- * transport closes its descriptor only after it started closing). What a send does not take goes to the
- * transport, as in a flush. Every other recipient is left to ``send_frame`` (the
- * indexes returned), so its frames keep their order through its outbox.
+ * transport closes its descriptor only after it started closing). What a send does not
+ * take goes to the transport, as in a flush. Every other recipient is left to
+ * ``send_frame`` (the indexes returned), so its frames keep their order through its
+ * outbox.
  */
 #include "_fanout.h"
 

@@ -15,6 +15,8 @@
  */
 #include "_fanout.h"
 
+#include <structmember.h>
+
 static PyObject *s_frames, *s_closed, *s_is_closing, *s_get_write_buffer_size;
 
 /* Deliveries written at once since the process started (the node's metrics). */
@@ -78,6 +80,131 @@ static PyObject *as_exception(struct first_error *e) {
     return value;
 }
 
+/* A broadcast reaches each recipient cold in memory: its socket object, the list of its
+ * outbox and its transport are each a cache miss, and checking them one recipient after
+ * the other waits for each in turn. So the loops ask for recipient i + FANOUT_AHEAD's
+ * objects ahead of time, and, once those are in, for i + FANOUT_AHEAD / 2's outbox list
+ * (read through the slot of ``frames``). */
+static struct fanout_slot frames_slot = {&s_frames, NULL, 0, -1};
+
+/* Ask for recipient ``i + FANOUT_AHEAD``'s socket and transport objects, and for ``i +
+ * FANOUT_AHEAD / 2``'s outbox list (its socket object asked for two recipients ago). */
+static inline void warm(PyObject *socks, PyObject *wires, Py_ssize_t i, Py_ssize_t count) {
+    Py_ssize_t far = i + FANOUT_AHEAD, near = i + FANOUT_AHEAD / 2;
+    if (far >= 0 && far < count) {
+        fanout_prefetch(PyList_GET_ITEM(socks, far), FANOUT_OBJECT_LINES);
+        fanout_prefetch(PyList_GET_ITEM(wires, far), FANOUT_TRANSPORT_LINES);
+    }
+    if (near >= 0 && near < count)
+        fanout_prefetch(fanout_slot_value(&frames_slot, PyList_GET_ITEM(socks, near)), 1);
+}
+
+PyObject *fanout_slot_value(struct fanout_slot *slot, PyObject *obj) {
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type != slot->type || type->tp_version_tag != slot->version) {
+        slot->type = type;
+        slot->version = type->tp_version_tag;
+        slot->offset = -1;
+        PyObject *descr = _PyType_Lookup(type, *slot->name);
+        if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+            if (member->type == T_OBJECT_EX &&
+                member->offset + (Py_ssize_t)sizeof(PyObject *) <= type->tp_basicsize)
+                slot->offset = member->offset;
+        }
+    }
+    return slot->offset < 0 ? NULL : *(PyObject **)((char *)obj + slot->offset);
+}
+
+/* Whether ``sock`` is one of the broadcast's skipped sockets (the sender's devices). */
+static int skipped(PyObject *skip, PyObject *sock) {
+    for (Py_ssize_t k = 0, n = PyTuple_GET_SIZE(skip); k < n; k++)
+        if (PyTuple_GET_ITEM(skip, k) == sock)
+            return 1;
+    return 0;
+}
+
+/* Queue ``data`` on the outbox of a recipient that is open and whose transport is not
+ * closing, as its ``send_frame`` would: 1 queued (``*first``: its first frame since the
+ * last flush, so the batcher must be told), 0 left to ``send_frame``, -1 an error. */
+static int queue_one(PyObject *sock, PyObject *wire, PyObject *data, int *first) {
+    if (data == NULL || !PyBytes_CheckExact(data))
+        return 0;
+    PyObject *v = PyObject_GetAttr(sock, s_closed);
+    int ok = v == Py_False;
+    Py_XDECREF(v);
+    if (ok) {
+        v = PyObject_CallMethodNoArgs(wire, s_is_closing);
+        ok = v == Py_False;
+        Py_XDECREF(v);
+    }
+    PyErr_Clear(); /* a failed check is left to send_frame, which reports it */
+    if (!ok)
+        return 0;
+    PyObject *frames = PyObject_GetAttr(sock, s_frames);
+    if (frames == NULL || !PyList_CheckExact(frames)) {
+        Py_XDECREF(frames);
+        PyErr_Clear();
+        return 0;
+    }
+    int r = PyList_Append(frames, data);
+    *first = PyList_GET_SIZE(frames) == 1;
+    Py_DECREF(frames);
+    return r < 0 ? -1 : 1;
+}
+
+/* queue(kinds, socks, wires, frames, skip, marked) -> (queued, fallback): a room's
+ * broadcast queued on its recipients' outboxes, as their ``send_frame`` would, without a
+ * Python call for each; those that got their first frame are appended to ``marked`` for
+ * the batcher. ``fallback`` lists the indexes left to ``send_frame``. */
+PyObject *fanout_queue(PyObject *self, PyObject *args) {
+    const char *kinds;
+    Py_ssize_t nkinds;
+    PyObject *socks, *wires, *frames, *skip, *marked;
+    if (!PyArg_ParseTuple(args, "y#O!O!O!O!O!", &kinds, &nkinds, &PyList_Type, &socks,
+                          &PyList_Type, &wires, &PyTuple_Type, &frames, &PyTuple_Type, &skip,
+                          &PyList_Type, &marked))
+        return NULL;
+    Py_ssize_t count = nkinds;
+    if (PyList_GET_SIZE(socks) != count || PyList_GET_SIZE(wires) != count) {
+        PyErr_SetString(PyExc_ValueError, "a plan's columns differ in length");
+        return NULL;
+    }
+    PyObject *fallback = PyList_New(0);
+    if (fallback == NULL)
+        return NULL;
+    Py_ssize_t queued = 0, nframes = PyTuple_GET_SIZE(frames);
+    for (Py_ssize_t i = 0; i < FANOUT_AHEAD && i < count; i++)
+        warm(socks, wires, i - FANOUT_AHEAD, count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        warm(socks, wires, i, count);
+        PyObject *sock = PyList_GET_ITEM(socks, i), *wire = PyList_GET_ITEM(wires, i);
+        if (skipped(skip, sock))
+            continue;
+        int kind = (unsigned char)kinds[i], first = 0;
+        PyObject *data = kind < nframes ? PyTuple_GET_ITEM(frames, kind) : NULL;
+        int r = queue_one(sock, wire, data, &first);
+        if (r > 0 && first)
+            r = PyList_Append(marked, sock) < 0 ? -1 : 1;
+        if (r < 0) {
+            Py_DECREF(fallback);
+            return NULL;
+        }
+        if (r > 0) {
+            queued++;
+            continue;
+        }
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(fallback, index) < 0) {
+            Py_XDECREF(index);
+            Py_DECREF(fallback);
+            return NULL;
+        }
+        Py_DECREF(index);
+    }
+    return Py_BuildValue("(nN)", queued, fallback);
+}
+
 /* broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback, error): every
  * recipient is handled even after an error, which comes back as the third item. */
 PyObject *fanout_broadcast(PyObject *self, PyObject *args) {
@@ -107,14 +234,14 @@ PyObject *fanout_broadcast(PyObject *self, PyObject *args) {
     if (ring)
         fanout_batch_running = 1;
     struct first_error error = {NULL, NULL, NULL};
-    Py_ssize_t sent = 0, nskip = PyTuple_GET_SIZE(skip), nframes = PyTuple_GET_SIZE(frames);
+    Py_ssize_t sent = 0, nframes = PyTuple_GET_SIZE(frames);
     unsigned queued = 0;
+    for (Py_ssize_t i = 0; i < FANOUT_AHEAD && i < count; i++)
+        warm(socks, wires, i - FANOUT_AHEAD, count);
     for (Py_ssize_t i = 0; i < count; i++) {
+        warm(socks, wires, i, count);
         PyObject *sock = PyList_GET_ITEM(socks, i), *wire = PyList_GET_ITEM(wires, i);
-        int skipped = 0;
-        for (Py_ssize_t k = 0; k < nskip && !skipped; k++)
-            skipped = PyTuple_GET_ITEM(skip, k) == sock;
-        if (skipped)
+        if (skipped(skip, sock))
             continue;
         int kind = (unsigned char)kinds[i];
         PyObject *data = kind < nframes ? PyTuple_GET_ITEM(frames, kind) : NULL;

@@ -257,13 +257,40 @@ int fanout_run_batch(unsigned count) {
     return -1;
 }
 
+/* The outboxes' ``frames`` and ``wire`` slots, to prefetch (see _fanout.h). */
+static struct fanout_slot frames_slot = {&s_frames, NULL, 0, -1};
+static struct fanout_slot wire_slot = {&s_wire, NULL, 0, -1};
+
+/* Ask for outbox ``i + FANOUT_AHEAD`` of the flush's list, and for ``i + FANOUT_AHEAD /
+ * 2``'s list of frames and transport (its object asked for two outboxes ago). */
+static void warm(PyObject *boxes, Py_ssize_t i) {
+    Py_ssize_t count = PyList_GET_SIZE(boxes), far = i + FANOUT_AHEAD;
+    Py_ssize_t near = i + FANOUT_AHEAD / 2;
+    if (far < count)
+        fanout_prefetch(PyList_GET_ITEM(boxes, far), FANOUT_OBJECT_LINES);
+    if (near < count) {
+        PyObject *box = PyList_GET_ITEM(boxes, near);
+        fanout_prefetch(fanout_slot_value(&frames_slot, box), 1);
+        fanout_prefetch(fanout_slot_value(&wire_slot, box), FANOUT_TRANSPORT_LINES);
+    }
+}
+
 static PyObject *batched(PyObject *boxes) {
     PyObject *iterator = PyObject_GetIter(boxes);
     if (iterator == NULL)
         return NULL;
+    /* The batcher hands over its list of the iteration's outboxes (a new one takes its
+     * place): the position in it tells which to ask for ahead. */
+    int ahead = PyList_CheckExact(boxes);
+    if (ahead)
+        for (Py_ssize_t i = 0; i < FANOUT_AHEAD && i < PyList_GET_SIZE(boxes); i++)
+            fanout_prefetch(PyList_GET_ITEM(boxes, i), FANOUT_OBJECT_LINES);
     unsigned count = 0;
+    Py_ssize_t position = 0;
     PyObject *box;
     while ((box = PyIter_Next(iterator)) != NULL) {
+        if (ahead)
+            warm(boxes, position++);
         PyObject *wire = NULL, *data = NULL;
         int fd = -1;
         int r = prepare(box, &wire, &data, &fd);
@@ -333,6 +360,10 @@ static PyMethodDef methods[] = {
      "broadcast(fds, kinds, socks, wires, frames, skip) -> (sent, fallback, error): send a "
      "room broadcast at once to every recipient that may be (see signaling.direct_writes); "
      "fallback lists the indexes of the others, error is the first exception or None."},
+    {"queue", fanout_queue, METH_VARARGS,
+     "queue(kinds, socks, wires, frames, skip, marked) -> (queued, fallback): queue a room "
+     "broadcast on its recipients' outboxes as their send_frame would; those that got their "
+     "first frame are appended to marked, fallback lists the indexes left to send_frame."},
     {"direct_written", fanout_direct_written, METH_NOARGS,
      "How many deliveries broadcast wrote at once, in this process."},
     {"io_uring_ready", io_uring_ready, METH_NOARGS,

@@ -30,8 +30,37 @@ int fanout_finish(PyObject *box, PyObject *wire, PyObject *data, Py_ssize_t n);
 /* One non-blocking send of ``data`` on ``fd``: bytes taken, or -1. */
 Py_ssize_t fanout_send_now(int fd, PyObject *data);
 
+/* Prefetching: a flush and a broadcast reach each recipient cold in memory, and their
+ * loops ask for the objects of the recipient FANOUT_AHEAD places on before they need
+ * them (a hint only: a stale guess costs nothing but time). A socket object spans about
+ * FANOUT_OBJECT_LINES cache lines, a uvloop transport about FANOUT_TRANSPORT_LINES. */
+#define FANOUT_AHEAD 4
+#define FANOUT_OBJECT_LINES 3
+#define FANOUT_TRANSPORT_LINES 6
+
+static inline void fanout_prefetch(const void *p, int lines) {
+    if (p == NULL)
+        return;
+    for (int k = 0; k < lines; k++)
+        __builtin_prefetch((const char *)p + 64 * k);
+}
+
+/* Where a ``__slots__`` attribute (``*name``) sits in objects of the last type asked
+ * about, found through its member descriptor and kept until the type changes. */
+struct fanout_slot {
+    PyObject **name;
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t offset;
+};
+
+/* What ``obj``'s slot holds (borrowed; NULL if the attribute is not such a slot), to
+ * prefetch and never to use: the slot's descriptor may have been shadowed. */
+PyObject *fanout_slot_value(struct fanout_slot *slot, PyObject *obj);
+
 /* The module functions of _broadcast.c, and its set-up (interned names): 0 or -1. */
 PyObject *fanout_broadcast(PyObject *self, PyObject *args);
+PyObject *fanout_queue(PyObject *self, PyObject *args);
 PyObject *fanout_direct_written(PyObject *self, PyObject *unused);
 int fanout_broadcast_init(void);
 

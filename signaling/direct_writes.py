@@ -20,7 +20,12 @@ When the loop is busy, several broadcasts reach the same recipients in one itera
 the outboxes join them into one send each; sending each broadcast at once would multiply
 the sends (at 98k deliveries a second, a third fewer deliveries per CPU-second). The
 :class:`BroadcastGate` sends at once only the first broadcast of an iteration that follows
-an iteration with at most one: a quiet loop writes directly, a busy one coalesces.
+an iteration with at most one: a quiet loop writes directly, a busy one coalesces. A
+broadcast it holds back is still not a Python call per recipient: the plan hands it to the
+compiled ``queue``, which appends the frame to each open recipient's outbox as
+``send_frame`` would and gives the batcher, in one call, those that got their first frame
+of the iteration; a closed or closing recipient is left to its ``send_frame``, which knows
+what to do with it.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from typing import Any, Protocol
 try:
     from signaling._fanout import broadcast as _broadcast
     from signaling._fanout import direct_written as _direct_written
+    from signaling._fanout import queue as _queue
 except ImportError:  # built without a compiler: every broadcast goes through the outboxes
-    _broadcast = _direct_written = None
+    _broadcast = _direct_written = _queue = None
 
 #: The compiled call is there.
 AVAILABLE = _broadcast is not None
@@ -65,6 +71,17 @@ class DirectSocket(Protocol):
 
     def send_frame(self, frame: bytes) -> bool: ...
 
+    @property
+    def batcher(self) -> Batcher:
+        """Writes its outbox at the end of the loop iteration it was first queued in."""
+
+
+class Batcher(Protocol):
+    """What a plan needs of the batcher that writes its recipients' outboxes."""
+
+    def mark_all(self, boxes: list[Any]) -> None:
+        """Each of ``boxes`` got its first frame of this iteration."""
+
 
 class RoomPlan:
     """One room's recipients on this node, as the compiled broadcast reads them.
@@ -75,7 +92,7 @@ class RoomPlan:
     plan stale once it has a descriptor, so the next broadcast rebuilds it.
     """
 
-    __slots__ = ("fds", "kinds", "others", "reps", "socks", "waiting", "wires")
+    __slots__ = ("batcher", "fds", "kinds", "others", "reps", "socks", "waiting", "wires")
 
     def __init__(self, members: Iterable[Any]) -> None:
         self.fds = array("i")
@@ -89,9 +106,14 @@ class RoomPlan:
         self.waiting: list[Any] = []
         #: One recipient of each kind, to ask for that kind's bytes.
         self.reps: list[DirectSocket | None] = []
+        #: The batcher of the plan's recipients (one per node: a recipient with another
+        #: is written through ``send_frame``).
+        self.batcher: Batcher | None = None
         for socket in members:
             kind = getattr(socket, "direct_kind", None)
-            if kind is None:
+            if kind is not None and self.batcher is None:
+                self.batcher = socket.batcher
+            if kind is None or socket.batcher is not self.batcher:
                 self.others.append(socket)
                 continue
             if socket.wire_fd < 0:  # not a plain TCP socket (TLS), or still polling
@@ -114,13 +136,39 @@ class RoomPlan:
         """A recipient that was waiting has a descriptor now."""
         return bool(self.waiting) and any(socket.wire_fd >= 0 for socket in self.waiting)
 
+    def _frames(self, frame: bytes) -> tuple[bytes | None, ...]:
+        """The bytes each kind of recipient is sent for ``frame``."""
+        return tuple(None if rep is None else rep.direct_frame(frame) for rep in self.reps)
+
     def write(self, frame: bytes, skip: tuple[Any, ...]) -> int:
         """Write ``frame`` to every recipient but those in ``skip``; returns how many."""
-        frames = tuple(None if rep is None else rep.direct_frame(frame) for rep in self.reps)
         assert _broadcast is not None
         sent, fallback, error = _broadcast(
-            self.fds, self.kinds, self.socks, self.wires, frames, skip
+            self.fds, self.kinds, self.socks, self.wires, self._frames(frame), skip
         )
+        sent += self._rest(frame, skip, fallback)
+        if error is not None:  # every recipient was written first: report it now
+            raise error
+        return sent
+
+    def queue(self, frame: bytes, skip: tuple[Any, ...]) -> int:
+        """Queue ``frame`` on the outbox of every recipient but those in ``skip``, as
+        their ``send_frame`` would (the gate is closed: the batcher writes them at the end
+        of the iteration), in one compiled call; returns how many."""
+        assert _queue is not None
+        marked: list[Any] = []
+        queued, fallback = _queue(
+            self.kinds, self.socks, self.wires, self._frames(frame), skip, marked
+        )
+        if marked:
+            assert self.batcher is not None
+            self.batcher.mark_all(marked)
+        return queued + self._rest(frame, skip, fallback)
+
+    def _rest(self, frame: bytes, skip: tuple[Any, ...], fallback: list[int]) -> int:
+        """``send_frame`` for the recipients the compiled call left (``fallback``, by
+        index) and those it never takes."""
+        sent = 0
         socks = self.socks
         for index in fallback:
             if socks[index].send_frame(frame):
@@ -128,8 +176,6 @@ class RoomPlan:
         for socket in self.others:
             if socket not in skip and socket.send_frame(frame):
                 sent += 1
-        if error is not None:  # every recipient was written first: report it now
-            raise error
         return sent
 
 

@@ -124,6 +124,14 @@ class WriteBatcher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
+    def mark_all(self, boxes: list[Outbox]) -> None:
+        """Each of ``boxes`` got its first frame of this iteration (a room's broadcast
+        queued in one compiled call: :meth:`signaling.direct_writes.RoomPlan.queue`)."""
+        self._dirty.extend(boxes)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
     def flush(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []

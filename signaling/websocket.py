@@ -97,6 +97,11 @@ class Connection:
         self.direct_kind: int | None = 0 if batcher.compiled else None
 
     @property
+    def batcher(self) -> WriteBatcher:
+        """Writes this connection's outbox (``frames``) at the end of an iteration."""
+        return self._batcher
+
+    @property
     def name(self) -> str:
         return self.principal.name
 

@@ -179,12 +179,14 @@ class LocalDelivery(Delivery):
         members = self.room_conns.get(room_id)
         if not members:
             return 0
-        if self.gate is None or not self.gate.admit():
+        if self.gate is None:
             return self._write(members.values(), frame, exclude_user)
+        direct = self.gate.admit()
         plan = self.plans.get(room_id)
         if plan is None or plan.stale:
             plan = self.plans[room_id] = RoomPlan(members.values())
-        return plan.write(frame, self._devices(exclude_user))
+        skip = self._devices(exclude_user)
+        return plan.write(frame, skip) if direct else plan.queue(frame, skip)
 
     def write_rooms(
         self, room_ids: Sequence[str], frame: bytes, exclude_user: str | None = None

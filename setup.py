@@ -22,7 +22,12 @@ setup(
         ),
         Extension(
             "signaling._fanout",
-            ["signaling/_fanout.c", "signaling/_broadcast.c", "signaling/_uring.c"],
+            [
+                "signaling/_fanout.c",
+                "signaling/_broadcast.c",
+                "signaling/_uring.c",
+                "signaling/_arenas.c",
+            ],
             depends=["signaling/_fanout.h", "signaling/_uring.h"],
             optional=True,
             extra_compile_args=["-O2"],

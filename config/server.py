@@ -37,6 +37,9 @@ class ServerSettings(BaseModel):
     # ... with the sends of one flush submitted together through io_uring where the kernel
     # allows it (one system call per flush instead of one per client)
     fanout_io_uring: bool = True
+    # Python's object arenas on transparent huge pages where the kernel allows them
+    # (signaling/huge_pages.py: fewer TLB misses on a broadcast's reads)
+    huge_pages: bool = True
     # the Socket.IO endpoint (/socket.io/) for clients of the replaced service
     socketio: bool = True
     socketio_ping_timeout: float = Field(default=20.0, gt=0)

@@ -366,6 +366,11 @@ static PyMethodDef methods[] = {
      "first frame are appended to marked, fallback lists the indexes left to send_frame."},
     {"direct_written", fanout_direct_written, METH_NOARGS,
      "How many deliveries broadcast wrote at once, in this process."},
+    {"huge_arenas", fanout_huge_arenas, METH_NOARGS,
+     "Take Python's object arenas from 2 MiB-aligned reservations marked for transparent "
+     "huge pages from now on (see signaling.huge_pages)."},
+    {"huge_arena_count", fanout_huge_arena_count, METH_NOARGS,
+     "How many arenas were taken from those reservations, in this process."},
     {"io_uring_ready", io_uring_ready, METH_NOARGS,
      "Whether this process can submit sends through io_uring."},
     {"io_uring_parked", io_uring_parked, METH_NOARGS,

@@ -64,4 +64,8 @@ PyObject *fanout_queue(PyObject *self, PyObject *args);
 PyObject *fanout_direct_written(PyObject *self, PyObject *unused);
 int fanout_broadcast_init(void);
 
+/* The module functions of _arenas.c: Python's object arenas on huge pages. */
+PyObject *fanout_huge_arenas(PyObject *self, PyObject *unused);
+PyObject *fanout_huge_arena_count(PyObject *self, PyObject *unused);
+
 #endif

@@ -206,6 +206,10 @@ def _serve(settings: Settings, *, dev: bool) -> int:
     elif settings.jwt_secret is None:
         print(f"switchboard: {NO_SECRET}", file=sys.stderr)
         return 2
+    if settings.huge_pages:
+        from signaling import huge_pages
+
+        huge_pages.enable()
     import uvloop
 
     try:

@@ -210,14 +210,14 @@ async def test_a_subscriber_behind_600_kbps_decodes_low_layers_then_climbs_back(
             assert metric('switchboard_sfu_downlink_estimators{estimator="transport-cc"} ') >= 2
             # meanwhile the unconstrained subscriber gets the layer its tiles want
             await until_layers(free, lambda sent: sent.count("h") == CAMERAS, 10)
-            # the cap lifted: the server's probes find the room at once (Chromium sends
+            # the cap lifted: the server's probes find the room (Chromium sends
             # transport-cc feedback), so every video is back and most at the layer their
-            # tile wants within 10 s
+            # tile wants within 20 s (alone it takes 3-9 s; a loaded full run took past 10)
             set_rate(internet, capped, "100mbit")
             took = await until_layers(
                 page,
                 lambda sent: len(sent) == CAMERAS and sent.count("h") >= CAMERAS - 1,
-                10,
+                20,
             )
             assert server["bandwidth"]["estimator"] == "transport-cc", server["bandwidth"]
             print("climbed back in", round(took, 1), "s")

@@ -138,7 +138,10 @@ class RoomPlan:
 
     def _frames(self, frame: bytes) -> tuple[bytes | None, ...]:
         """The bytes each kind of recipient is sent for ``frame``."""
-        return tuple(None if rep is None else rep.direct_frame(frame) for rep in self.reps)
+        reps = self.reps
+        if len(reps) == 1:  # one kind (then never None): most rooms
+            return (reps[0].direct_frame(frame),)  # type: ignore[union-attr]
+        return tuple([None if rep is None else rep.direct_frame(frame) for rep in reps])
 
     def write(self, frame: bytes, skip: tuple[Any, ...]) -> int:
         """Write ``frame`` to every recipient but those in ``skip``; returns how many."""
@@ -146,7 +149,8 @@ class RoomPlan:
         sent, fallback, error = _broadcast(
             self.fds, self.kinds, self.socks, self.wires, self._frames(frame), skip
         )
-        sent += self._rest(frame, skip, fallback)
+        if fallback or self.others:
+            sent += self._rest(frame, skip, fallback)
         if error is not None:  # every recipient was written first: report it now
             raise error
         return sent
@@ -163,7 +167,9 @@ class RoomPlan:
         if marked:
             assert self.batcher is not None
             self.batcher.mark_all(marked)
-        return queued + self._rest(frame, skip, fallback)
+        if fallback or self.others:
+            queued += self._rest(frame, skip, fallback)
+        return queued
 
     def _rest(self, frame: bytes, skip: tuple[Any, ...], fallback: list[int]) -> int:
         """``send_frame`` for the recipients the compiled call left (``fallback``, by

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from signaling.websocket import Connection
 
 
+#: Past this many the announcements kept are dropped and made again as they come.
+ANNOUNCEMENTS_KEPT = 1 << 16
+
+
 class TypingService:
     def __init__(
         self, *, store: TypingStore, fanout: Fanout, timeout: float, throttle: float
@@ -31,6 +35,9 @@ class TypingService:
         self.fanout = fanout
         self.timeout = timeout
         self.throttle = throttle
+        #: A user's start and stop in a room are the same event every time: encoded once
+        #: (and, on Redis, the store's ``PUBLISH`` of it too), not per keystroke.
+        self._announcements: dict[tuple[str, str, str, bool], Announcement] = {}
 
     async def on_typing(self, conn: Connection, payload: MessageTyping) -> dict[str, Any]:
         room_id = payload.conversationId
@@ -41,11 +48,16 @@ class TypingService:
         user_id, name, typing = conn.user_id, conn.name, payload.isTyping
         # The announcement goes with the change: the store delivers it (on Redis in the
         # change's own round trip), so it is encoded once and never broadcast here.
-        announcement = Announcement(
-            "user:typing",
-            event_frame("user:typing", self._event(room_id, user_id, name, typing)),
-            user_id,
-        )
+        key = (room_id, user_id, name, typing)
+        announcement = self._announcements.get(key)
+        if announcement is None:
+            if len(self._announcements) >= ANNOUNCEMENTS_KEPT:
+                self._announcements.clear()
+            announcement = self._announcements[key] = Announcement(
+                "user:typing",
+                event_frame("user:typing", self._event(room_id, user_id, name, typing)),
+                user_id,
+            )
         if typing:
             conn.typed_in.add(room_id)
             await self.store.start(

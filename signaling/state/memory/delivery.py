@@ -183,9 +183,10 @@ class LocalDelivery(Delivery):
             return self._write(members.values(), frame, exclude_user)
         direct = self.gate.admit()
         plan = self.plans.get(room_id)
-        if plan is None or plan.stale:
+        if plan is None or (plan.waiting and plan.stale):
             plan = self.plans[room_id] = RoomPlan(members.values())
-        skip = self._devices(exclude_user)
+        devices = self.user_conns.get(exclude_user) if exclude_user is not None else None
+        skip = tuple(devices.values()) if devices else ()  # (_devices, inlined)
         return plan.write(frame, skip) if direct else plan.queue(frame, skip)
 
     def write_rooms(

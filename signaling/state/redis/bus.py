@@ -36,11 +36,6 @@ def pack(header: dict[str, Any], frame: bytes) -> bytes:
     return orjson.dumps(header) + b"\n" + frame
 
 
-def unpack(data: bytes) -> tuple[dict[str, Any], bytes]:
-    cut = data.index(b"\n")
-    return orjson.loads(data[:cut]), data[cut + 1 :]
-
-
 class Listener:
     """One pub/sub connection (redis-py's ``PubSub`` or a multiplexed client's
     :class:`Subscriber`) and the task reading it (or watching it: a subscriber hands its
@@ -197,8 +192,8 @@ class Bus:
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
         try:
-            header, frame = unpack(data)
-            self._on_message(header, frame)
+            cut = data.index(b"\n")  # (the header ends at the first newline: see pack)
+            self._on_message(orjson.loads(data[:cut]), data[cut + 1 :])
         except Exception:
             log.exception("bad bus message on %s", channel.decode(errors="replace"))
 

@@ -164,7 +164,14 @@ class RedisDelivery(LocalDelivery):
     # -- inbound (the bus reader) --------------------------------------------------------------
 
     def _on_bus(self, header: dict[str, Any], frame: bytes) -> None:
-        if "n" in header:
+        rooms = header.get("r")
+        if rooms is not None:  # a room event: nearly every message
+            index = header["i"]
+            if index == 0:
+                self.write_room(rooms[0], frame, header.get("x"))
+            else:
+                self.write_room_share(rooms, index, frame, header.get("x"))
+        elif "n" in header:
             self.reports.node_message(header["n"])
         elif "cv" in header:
             if self.on_call_changed is not None:
@@ -172,8 +179,6 @@ class RedisDelivery(LocalDelivery):
                 self.on_call_changed(call_id, version, frame)
         elif "k" in header:
             self.reports.control([u for u in header["u"] if u in self.user_conns], header["k"])
-        elif "r" in header:
-            self.write_room_share(header["r"], header["i"], frame, header.get("x"))
         elif "u" in header:
             self.write_users(header["u"], frame, header.get("x"))
         elif "cs" in header:

@@ -320,6 +320,31 @@ class RedisLink:
                 raise reply
         return replies  # type: ignore[no-any-return]
 
+    @property
+    def packs(self) -> bool:
+        """Commands may be handed over in RESP already (:meth:`shared_packed`): one Redis,
+        one multiplexed connection. A cluster or Sentinel client routes or wraps each
+        command itself."""
+        return type(self.client) is MultiplexedRedis
+
+    async def shared_packed(
+        self, payload: bytes, count: int, *, deferrable: bool = False
+    ) -> list[Any]:
+        """:meth:`batch` under :meth:`shared`, for ``count`` commands already in RESP;
+        only where :attr:`packs`. A plain check and ``try`` instead of the context
+        manager: this is a keystroke's path."""
+        if not self.online:
+            raise StateUnavailable()
+        try:
+            replies = await self.client.mux.packed(payload, count, deferrable=deferrable)
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+        except UNREACHABLE as exc:
+            self.failed(exc)
+            raise StateUnavailable() from exc
+        return replies  # type: ignore[no-any-return]
+
     async def reset(self) -> None:
         """Drop every pooled connection (to a Redis that restarted they fail on first use)
         and make sure Redis has the scripts (pipelines on a cluster cannot load them

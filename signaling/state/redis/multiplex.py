@@ -219,10 +219,15 @@ class Multiplexer:
     ) -> list[Any]:
         """Several commands in one write; their raw replies, in order. ``deferrable``:
         they may wait up to ``flush_delay`` after the previous write, to share one."""
+        return await self.packed(_packed(commands), len(commands), deferrable=deferrable)
+
+    async def packed(self, payload: bytes, count: int, *, deferrable: bool = False) -> list[Any]:
+        """:meth:`batch` for ``count`` commands already in RESP (``payload``: see
+        :mod:`signaling.state.redis.resp`)."""
         conn = self._conn
         if conn is None:
             conn = await self._connect()
-        return await self._send(conn, _packed(commands), len(commands), deferrable)  # type: ignore[no-any-return]
+        return await self._send(conn, payload, count, deferrable)  # type: ignore[no-any-return]
 
     def _send(
         self, conn: Replies, payload: bytes, count: int, deferrable: bool = False

@@ -24,6 +24,10 @@ announced by its device's stop, and by its expiry where the node that announced 
 one that claims the timer (the nodes put their timers back). The rare paths (a device
 leaving, the expiry) keep their scripts: they must check the owner or the deadline and
 change the state in one step.
+
+On one Redis the commands of a start or a stop go over already in RESP (:mod:`.resp`):
+encoded once per room and user (and per announcement), with only the deadline appended
+per keystroke.
 """
 
 from __future__ import annotations
@@ -35,13 +39,19 @@ from typing import Any
 from signaling.state.models import now_ms
 from signaling.state.redis.delivery import RedisDelivery
 from signaling.state.redis.link import RedisLink
+from signaling.state.redis.resp import bulk, command, head
 from signaling.state.redis.timers import RedisTimers
+from signaling.state.timers import timer_key
 from signaling.state.typing_indicators import (
     TYPING_TIMER,
     Announce,
     Announcement,
     TypingStore,
 )
+
+#: Past this many (room, user) pairs or announcements the encoded commands are dropped
+#: and built again as they come (a bound on memory, not an eviction policy).
+WIRE_CACHE = 1 << 16
 
 
 @dataclass(slots=True)
@@ -54,6 +64,22 @@ class _Said:
     until: float
 
 
+@dataclass(slots=True)
+class _Wire:
+    """A (room, user)'s typing commands in RESP, but for what changes per keystroke."""
+
+    #: ``HSET <typing hash> <user>``: the state's value follows.
+    hset: bytes
+    #: ``ZADD <timers>``: the due time and :attr:`member` follow.
+    zadd: bytes
+    #: The timer's key (as the timer store notes it) and as the ``ZADD``'s last argument.
+    timer: str
+    member: bytes
+    #: The stop's two commands, whole.
+    hdel: bytes
+    zrem: bytes
+
+
 class RedisTyping(TypingStore):
     def __init__(self, link: RedisLink, timers: RedisTimers, delivery: RedisDelivery) -> None:
         self.link = link
@@ -61,6 +87,37 @@ class RedisTyping(TypingStore):
         self.delivery = delivery
         self._said: dict[tuple[str, str], _Said] = {}
         self._next_sweep = 0.0
+        self._wires: dict[tuple[str, str], _Wire] = {}
+        self._publishes: dict[tuple[str, Announcement], bytes] = {}
+
+    def _wire(self, room_id: str, user_id: str) -> _Wire:
+        wire = self._wires.get((room_id, user_id))
+        if wire is None:
+            if len(self._wires) >= WIRE_CACHE:
+                self._wires.clear()
+            keys = self.link.keys
+            typing, timers = keys.typing(room_id), keys.timers
+            timer = timer_key(TYPING_TIMER, [room_id, user_id])
+            wire = self._wires[(room_id, user_id)] = _Wire(
+                hset=head(4, "HSET", typing, user_id),
+                zadd=head(4, "ZADD", timers),
+                timer=timer,
+                member=bulk(timer),
+                hdel=command("HDEL", typing, user_id),
+                zrem=command("ZREM", timers, timer),
+            )
+        return wire
+
+    def _publish_wire(self, room_id: str, announcement: Announcement) -> bytes:
+        """The ``PUBLISH`` of ``announcement`` to the room, in RESP (the service hands
+        the same announcement for the same change: encoded once)."""
+        wire = self._publishes.get((room_id, announcement))
+        if wire is None:
+            if len(self._publishes) >= WIRE_CACHE:
+                self._publishes.clear()
+            channel, message, publish = self._publication(room_id, announcement)
+            wire = self._publishes[(room_id, announcement)] = command(publish, channel, message)
+        return wire
 
     def _publication(self, room_id: str, announcement: Announcement | None) -> list[str | bytes]:
         if announcement is None:
@@ -94,28 +151,41 @@ class RedisTyping(TypingStore):
         self._sweep(now, timeout)
         said = self._said.get((room_id, user_id))
         announce = said is None or said.until <= now or now - said.at >= throttle
-        value = f"{now_ms() + int(timeout * 1000)}|{conn_id}|{name}"
-        channel, message, publish = self._publication(room_id, announcement)
-        async with self.link.shared():
-            commands: list[tuple[Any, ...]] = [
-                ("HSET", self.link.keys.typing(room_id), user_id, value),
-                self.timers.arm_command(TYPING_TIMER, [room_id, user_id], timeout),
-            ]
-            if announce and publish:
-                commands.append((publish, channel, message))
-            replies = await self.link.batch(commands, deferrable=True)
-            if said is not None and not announce and replies[0] != 1:
-                said.until = now + timeout  # a repeat inside the throttle
-                return Announce.NONE
-            # A start, a repeat past the throttle, or new to Redis while this node thought
-            # it live (then announced now, not with the change).
-            self._said[(room_id, user_id)] = _Said(name, now, now + timeout)
-            if announcement is None:
-                return Announce.NEEDED
-            if announce:
-                receivers = replies[2]
-            else:
-                receivers = await self.link.client.execute_command(publish, channel, message)
+        due = now_ms() + int(timeout * 1000)
+        value = f"{due}|{conn_id}|{name}"
+        publish = announce and announcement is not None
+        link = self.link
+        if link.packs:
+            wire = self._wire(room_id, user_id)
+            payload = wire.hset + bulk(value) + wire.zadd + bulk(due) + wire.member
+            if publish:
+                payload += self._publish_wire(room_id, announcement)  # type: ignore[arg-type]
+            self.timers.armed_with(wire.timer, due)
+            replies = await link.shared_packed(payload, 3 if publish else 2, deferrable=True)
+        else:
+            async with link.shared():
+                commands: list[tuple[Any, ...]] = [
+                    ("HSET", link.keys.typing(room_id), user_id, value),
+                    self.timers.arm_command(TYPING_TIMER, [room_id, user_id], timeout),
+                ]
+                if publish:
+                    channel, message, command_ = self._publication(room_id, announcement)
+                    commands.append((command_, channel, message))
+                replies = await link.batch(commands, deferrable=True)
+        if said is not None and not announce and replies[0] != 1:
+            said.until = now + timeout  # a repeat inside the throttle
+            return Announce.NONE
+        # A start, a repeat past the throttle, or new to Redis while this node thought it
+        # live (then announced now, not with the change).
+        self._said[(room_id, user_id)] = _Said(name, now, now + timeout)
+        if announcement is None:
+            return Announce.NEEDED
+        if announce:
+            receivers = replies[2]
+        else:
+            channel, message, command_ = self._publication(room_id, announcement)
+            async with link.shared():
+                receivers = await link.client.execute_command(command_, channel, message)
         self.delivery.metrics.observe(announcement.type_, started, int(receivers))
         return Announce.SENT
 
@@ -125,14 +195,22 @@ class RedisTyping(TypingStore):
         started, now = time.perf_counter(), time.monotonic()
         said = self._said.pop((room_id, user_id), None)
         live = said is not None and said.until > now  # announced here, not run out
-        key = self.link.keys.typing(room_id)
-        channel, message, publish = self._publication(room_id, announcement)
-        async with self.link.shared():
+        link = self.link
+        if live and link.packs:
             # Whoever owned the state, it is gone now: so is its expiry.
-            disarm = self.timers.disarm_command(TYPING_TIMER, [room_id, user_id])
+            wire = self._wire(room_id, user_id)
+            self.timers.disarmed_with(wire.timer)
+            payload = wire.hdel + self._publish_wire(room_id, announcement) + wire.zrem
+            await link.shared_packed(payload, 3, deferrable=True)
+            self.delivery.metrics.observe(announcement.type_, started, 1)
+            return Announce.SENT
+        key = link.keys.typing(room_id)
+        channel, message, publish = self._publication(room_id, announcement)
+        async with link.shared():
+            disarm = self.timers.disarm_command(TYPING_TIMER, [room_id, user_id])  # as above
             if live:
                 commands = [("HDEL", key, user_id), (publish, channel, message), disarm]
-                replies = await self.link.batch(commands, deferrable=True)
+                replies = await link.batch(commands, deferrable=True)
             else:  # announce only what Redis really ends
                 async with self.link.pipeline(deferrable=True) as pipe:
                     args = [user_id, "", channel, message, publish]

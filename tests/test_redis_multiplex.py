@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import hiredis
 import pytest
 from redis.exceptions import (
     AuthenticationError,
@@ -23,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from signaling.state.redis.link import connect_client
 from signaling.state.redis.multiplex import MultiplexedRedis
+from signaling.state.redis.resp import bulk, command, head
 from signaling.state.redis.subscriber import Subscriber
 from tests.redis_server import RedisServer
 
@@ -86,6 +88,31 @@ async def test_error_replies_raise_and_leave_the_stream_in_step(client):
     # A registered script loads itself after NOSCRIPT, as with redis-py.
     script = client.register_script("return ARGV[1]")
     assert await script(args=["back"]) == b"back"
+
+
+def test_resp_built_ahead_is_what_hiredis_packs():
+    """Typing's commands are encoded in pieces ahead of time (signaling.state.redis.resp);
+    joined, they are byte for byte what hiredis writes for the same arguments."""
+    for args in [
+        ("HSET", "sb:{r:ü-1}:typing", "user 1", "1700000000000|c_1.a|Zoë"),
+        ("PUBLISH", "ch", b"{}\n\x81\x00"),
+        ("ZADD", "sb:timers", 1700000000000, '["typing","r","u"]'),
+        ("ZREM", "", b""),
+    ]:
+        assert command(*args) == hiredis.pack_command(args)
+        assert head(len(args), *args[:2]) + b"".join(map(bulk, args[2:])) == (
+            hiredis.pack_command(args)
+        )
+
+
+async def test_commands_in_resp_get_their_replies_in_step(client):
+    """``packed``: commands already in RESP, in one write, their raw replies in order
+    (an error reply among them returned as its exception, the stream still in step)."""
+    payload = command("SET", "mx:p", "1") + command("HGETALL", "mx:p") + command("INCR", "mx:p")
+    replies, after = await asyncio.gather(client.mux.packed(payload, 3), client.get("mx:p"))
+    assert replies[0] == b"OK" and replies[2] == 2
+    assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert after == b"2"
 
 
 async def test_a_cancelled_caller_does_not_shift_the_replies(client):

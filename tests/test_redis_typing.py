@@ -112,3 +112,26 @@ async def test_a_state_redis_forgot_still_has_its_end_announced(alone):
     assert await one.typing.stop_announced("r", "u", said(False)) is Announce.SENT
     await wait_for(lambda: len(bob.frames) == 3)
     assert typing_of(bob.frames) == [True, True, False]
+
+
+async def test_commands_built_ahead_stay_right_past_the_cache_bound(nodes, monkeypatch):
+    """The RESP encoded ahead per room and user, and per announcement, is dropped past a
+    bound and built again: what reaches Redis and the room is the same either side of it
+    (the state, its timer, the announcement)."""
+    from signaling.state.redis import typing_indicators as module
+
+    monkeypatch.setattr(module, "WIRE_CACHE", 2)
+    (one, _), bob = nodes
+    keys = one.link.keys
+    for user in ("u", "v", "w", "u"):
+        announcement = Announcement("user:typing", said(True).frame, user)
+        assert await one.typing.start("r", user, "c_1.a", user.upper(), 5.0, 0.0, announcement)
+    assert len(one.typing._wires) <= 2 and len(one.typing._publishes) <= 2
+    state = await one.link.client.hgetall(keys.typing("r"))
+    assert {k: v.split(b"|")[2] for k, v in state.items()} == {b"u": b"U", b"v": b"V", b"w": b"W"}
+    timers = await one.link.client.zrange(keys.timers, 0, -1)
+    assert sum(b'"typing","r"' in t for t in timers) == 3
+    await wait_for(lambda: len(bob.frames) == 4)
+    assert await one.typing.stop_announced("r", "v", said(False)) is Announce.SENT
+    assert set(await one.link.client.hkeys(keys.typing("r"))) == {b"u", b"w"}
+    await wait_for(lambda: len(bob.frames) == 5)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 #: Past this many the announcements kept are dropped and made again as they come.
-ANNOUNCEMENTS_KEPT = 1 << 16
+ANNOUNCEMENTS_KEPT = 1 << 14
 
 
 class TypingService:

@@ -51,7 +51,7 @@ from signaling.state.typing_indicators import (
 
 #: Past this many (room, user) pairs or announcements the encoded commands are dropped
 #: and built again as they come (a bound on memory, not an eviction policy).
-WIRE_CACHE = 1 << 16
+WIRE_CACHE = 1 << 14
 
 
 @dataclass(slots=True)

@@ -139,7 +139,7 @@ async def test_typing_changes_are_the_requests_that_may_wait(own_redis):
         assert await state.typing.stop_announced("r", "u", said(False)) is Announce.SENT
         await wait_for(lambda: typing_of(bob.frames) == [True, False])
         assert not any(deferrable for _, deferrable in written[:joined])
-        # (the timers' poll, a plain read every 50 ms, is not the store's)
+        # (the timers' poll, a plain read, is not the store's)
         typed = {n: deferrable for n, deferrable in written[joined:] if n != "ZRANGEBYSCORE"}
         assert typed == {"HSET": True, "ZADD": True, "PUBLISH": True, "HDEL": True, "ZREM": True}
     finally:

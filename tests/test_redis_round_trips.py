@@ -135,16 +135,17 @@ async def test_a_leave_takes_back_the_room_record_an_older_node_wrote(
 
 
 async def test_an_idle_nodes_timer_poll_runs_no_script(hub_factory: Any, redis_server: Any) -> None:
-    """The node polls the shared timers every 50 ms; with nothing due, a poll is a plain
-    read, and the claiming script runs only for a timer that is due."""
+    """With nothing due a node's poll of the shared timers (once a second when idle:
+    ``tests/test_redis_timer_polls.py``) is a plain read; the claiming script runs only
+    for a timer that is due."""
     hub = await hub_factory(presence_grace=0)
     client = aioredis.Redis.from_url(redis_server.url)
     try:
         await asyncio.sleep(0.2)
         await client.config_resetstat()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(2.2)
         stats = await client.info("commandstats")
-        assert stats["cmdstat_zrangebyscore"]["calls"] >= 5
+        assert stats["cmdstat_zrangebyscore"]["calls"] >= 1
         assert "cmdstat_evalsha" not in stats
         # A due timer is still claimed and fired: typing expires.
         alice = await hub.connect_in("alice", "team")

@@ -27,6 +27,7 @@ from signaling.state.redis.multiplex import MultiplexedRedis
 from signaling.state.redis.resp import bulk, command, head
 from signaling.state.redis.subscriber import Subscriber
 from tests.redis_server import RedisServer
+from tests.test_state_contract import wait_for
 
 
 async def multiplexed(server: RedisServer) -> AsyncIterator[MultiplexedRedis]:
@@ -237,6 +238,71 @@ async def test_a_subscriber_hands_over_messages_as_they_are_read(own_redis):
         with pytest.raises(RedisConnectionError):
             await asyncio.wait_for(subscriber.closed, 5)
     finally:
+        await subscriber.aclose()
+        await client.aclose()
+
+
+async def writes_of(server: RedisServer) -> int:
+    """Redis's writes to its clients so far (the asking client's ``INFO`` counts one)."""
+    probe = connect_client(server.url)
+    try:
+        return int((await probe.info("stats"))["total_writes_processed"])
+    finally:
+        await probe.aclose()
+
+
+async def test_a_subscriber_takes_commands_and_hears_what_they_publish_in_the_same_write(
+    own_redis,
+):
+    """RESP3: the subscribed connection takes commands; a command's replies and the
+    message it published to the connection's own channel come back in one write."""
+    client = connect_client(own_redis.url)
+    assert isinstance(client, MultiplexedRedis)
+    pushed: list[list[object]] = []
+    subscriber = Subscriber(client.mux, pushed.append)
+    payload = command("SET", "mx:own", "v") + command("PUBLISH", "mx:mine", "hi")
+    try:
+        assert subscriber.packed(payload, 2, False) is None  # not open yet
+        await subscriber.subscribe("mx:mine")
+        await wait_for(lambda: pushed == [[b"subscribe", b"mx:mine", 1]])
+        before = await writes_of(own_redis)
+        rounds = 50
+        for _ in range(rounds):
+            sent = subscriber.packed(payload, 2, False)
+            assert sent is not None
+            assert await sent == [b"OK", 1]
+        after = await writes_of(own_redis)
+        assert after - before <= rounds + 2  # not two writes a request (the probes: 2)
+        assert pushed[1:] == [[b"message", b"mx:mine", b"hi"]] * rounds
+        assert await client.get("mx:own") == b"v"
+        # An error reply is the caller's, in step with the rest.
+        sent = subscriber.packed(command("INCR", "mx:own") + command("GET", "mx:own"), 2, False)
+        replies = await sent  # type: ignore[misc]
+        assert isinstance(replies[0], ResponseError) and replies[1] == b"v"
+    finally:
+        await subscriber.aclose()
+        await client.aclose()
+
+
+async def test_a_hung_redis_fails_a_subscribers_commands_within_the_bound(own_redis):
+    client = connect_client(own_redis.url)
+    assert isinstance(client, MultiplexedRedis)
+    subscriber = Subscriber(client.mux, lambda _: None)
+    try:
+        await subscriber.subscribe("mx:hung")
+        await asyncio.sleep(0.1)
+        assert own_redis.proc is not None
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        sent = subscriber.packed(command("GET", "mx:h"), 0, False)
+        assert sent is not None
+        with pytest.raises(RedisTimeoutError):
+            await sent
+        assert 2.9 < time.monotonic() - started < 5.0  # socket_timeout 3 s
+        with pytest.raises(RedisTimeoutError):
+            await asyncio.wait_for(subscriber.closed, 1)
+    finally:
+        os.kill(own_redis.proc.pid, signal.SIGCONT)
         await subscriber.aclose()
         await client.aclose()
 

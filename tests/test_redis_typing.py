@@ -135,3 +135,29 @@ async def test_commands_built_ahead_stay_right_past_the_cache_bound(nodes, monke
     assert await one.typing.stop_announced("r", "v", said(False)) is Announce.SENT
     assert set(await one.link.client.hkeys(keys.typing("r"))) == {b"u", b"w"}
     await wait_for(lambda: len(bob.frames) == 5)
+
+
+async def test_a_keystroke_on_one_redis_is_one_write_of_redis_to_the_node(nodes, redis_server):
+    """A start's and a stop's commands go over the bus's connection, which hears the
+    announcement too: Redis writes the replies and the node's copy together (on the
+    command connection they were a write each)."""
+    (one, _), bob = nodes
+    probe = one.link.client
+
+    async def writes() -> int:
+        return int((await probe.info("stats"))["total_writes_processed"])
+
+    await one.typing.start("r", "u", "c_1.a", "U", 5.0, 0.0, said(True))
+    await wait_for(lambda: len(bob.frames) == 1)
+    before = await writes()
+    rounds = 40
+    for i in range(rounds):
+        if i % 2:
+            await one.typing.start("r", "u", "c_1.a", "U", 5.0, 0.0, said(True))
+        else:
+            assert await one.typing.stop_announced("r", "u", said(False)) is Announce.SENT
+    await wait_for(lambda: len(bob.frames) == 1 + rounds)
+    # One write a keystroke, where it was two; slack for the probes, the node's heartbeat
+    # and its idle timer poll.
+    assert await writes() - before <= rounds + 8
+    assert typing_of(bob.frames) == [True] + [False, True] * (rounds // 2)

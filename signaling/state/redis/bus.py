@@ -102,6 +102,17 @@ class Bus:
                 listener = self._listeners[name] = Listener(pubsub, reader)
         return name, listener.pubsub
 
+    def packed(
+        self, payload: bytes, count: int, deferrable: bool
+    ) -> asyncio.Future[list[Any]] | None:
+        """``count`` commands in RESP sent over the subscription's connection, or ``None``
+        where there is none to take them (sharded, redis-py's pub/sub, not open yet):
+        see :meth:`Subscriber.packed`."""
+        listener = self._listeners.get("")
+        if listener is None or self._sharded or not isinstance(listener.pubsub, Subscriber):
+            return None
+        return listener.pubsub.packed(payload, count, deferrable)
+
     async def subscribe(self, *channels: str) -> None:
         """Subscribe and wait until Redis confirms, so events published after this
         returns are heard."""

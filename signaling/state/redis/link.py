@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -328,15 +328,24 @@ class RedisLink:
         return type(self.client) is MultiplexedRedis
 
     async def shared_packed(
-        self, payload: bytes, count: int, *, deferrable: bool = False
+        self,
+        payload: bytes,
+        count: int,
+        *,
+        deferrable: bool = False,
+        via: Callable[[bytes, int, bool], Awaitable[list[Any]] | None] | None = None,
     ) -> list[Any]:
         """:meth:`batch` under :meth:`shared`, for ``count`` commands already in RESP;
         only where :attr:`packs`. A plain check and ``try`` instead of the context
-        manager: this is a keystroke's path."""
+        manager: this is a keystroke's path. ``via``: another connection that may take
+        them (the bus's, :meth:`~signaling.state.redis.bus.Bus.packed`)."""
         if not self.online:
             raise StateUnavailable()
         try:
-            replies = await self.client.mux.packed(payload, count, deferrable=deferrable)
+            sent = via(payload, count, deferrable) if via is not None else None
+            if sent is None:
+                sent = self.client.mux.packed(payload, count, deferrable=deferrable)
+            replies = await sent
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply

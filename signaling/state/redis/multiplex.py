@@ -12,8 +12,12 @@ event on Redis is a handful of commands, so this is most of a node's Redis cost.
 ``redis.asyncio.Redis`` whose ``execute_command`` and pipelines go through the
 :class:`Multiplexer`). What cannot share a connection, pub/sub, gets a
 :class:`~signaling.state.redis.subscriber.Subscriber`: a connection of its own whose
-messages are handed over as they are read. WATCH is not supported (it pins a
-connection); the state uses compare-and-set scripts instead.
+messages are handed over as they are read. It speaks RESP3, where a subscribed
+connection also takes commands and its messages are pushes of their own type: a command
+whose replies and publication belong together (a keystroke's state and announcement) can
+go over it, and Redis then writes the replies and the node's own copy of what it published
+in one write, read by the node at once. WATCH is not supported (it pins a connection); the
+state uses compare-and-set scripts instead.
 
 Failures keep redis-py's types, so the link's rules apply unchanged: a refused or lost
 connection fails every waiting caller with ``ConnectionError``, a reply later than
@@ -39,6 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
+from hiredis import PushNotification
 from redis._parsers.base import BaseParser
 from redis._parsers.response_callbacks import get_response_callbacks
 from redis.asyncio import Redis
@@ -53,6 +58,9 @@ from redis.exceptions import (
     WatchError,
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+#: What the reader returns while no reply is complete.
+_NOT_YET = object()
 
 #: Options redis-py passes along with a command that are not reply-callback arguments.
 _NOT_CALLBACK_OPTIONS = ("keys", "NEVER_DECODE")
@@ -85,7 +93,9 @@ class Replies(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[_Waiter] = collections.deque()
         self._reader = hiredis.Reader(
-            protocolError=InvalidResponse, replyError=BaseParser.parse_error
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_NOT_YET,
         )
         self._on_lost = on_lost
         self._on_push = on_push
@@ -143,9 +153,9 @@ class Replies(asyncio.Protocol):
             except InvalidResponse as exc:
                 self.fail(exc)
                 return
-            if reply is False:  # no complete reply yet (RESP2 has no false)
+            if reply is _NOT_YET:  # (not False: RESP3 has booleans)
                 return
-            if self._on_push is not None and type(reply) is list:
+            if type(reply) is PushNotification and self._on_push is not None:
                 self._on_push(reply)
                 continue
             if not waiting:  # a reply nobody asked for: the stream is out of step
@@ -202,6 +212,8 @@ class Multiplexer:
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._conn: Replies | None = None
+        #: Subscribers' connections (they take commands too): watched for late replies.
+        self._pushing: set[Replies] = set()
         self._connecting: asyncio.Future[Replies] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -268,13 +280,19 @@ class Multiplexer:
         loop = asyncio.get_running_loop()
         host, port, path = self._address
 
+        def lost(conn: Replies, exc: Exception) -> None:
+            self._pushing.discard(conn)
+            on_lost(conn, exc)
+
         def protocol() -> Replies:
-            return Replies(on_lost, on_push, self.flush_delay)
+            return Replies(lost, on_push, self.flush_delay)
 
         setup: list[tuple[Any, ...]] = []
         if self._password is not None:
             auth = ("AUTH", self._username, self._password) if self._username else None
             setup.append(auth or ("AUTH", self._password))
+        if on_push is not None:  # messages as pushes, and commands taken while subscribed
+            setup.append(("HELLO", 3))
         if self._db:
             setup.append(("SELECT", self._db))
         conn: Replies | None = None
@@ -297,6 +315,9 @@ class Multiplexer:
             if isinstance(reply, Exception):
                 conn.fail(RedisConnectionError(f"Redis refused the connection: {reply}"))
                 raise reply
+        if on_push is not None and not conn.lost:
+            self._pushing.add(conn)
+            self._arm_watchdog()
         return conn
 
     def _lost(self, conn: Replies, exc: Exception) -> None:
@@ -311,15 +332,14 @@ class Multiplexer:
     def _check_replies(self) -> None:
         """Redis that stopped answering (for ``reply_timeout``) counts as lost."""
         self._watchdog = None
-        conn = self._conn
-        if conn is None:
-            return
-        waiting = conn.waiting
         now = asyncio.get_running_loop().time()
-        if waiting and now - waiting[0].sent_at > self._reply_timeout:
-            conn.fail(RedisTimeoutError("Timeout reading from Redis"))
-            return
-        self._arm_watchdog()
+        watched = [*self._pushing, self._conn] if self._conn is not None else [*self._pushing]
+        for conn in watched:
+            waiting = conn.waiting
+            if waiting and now - waiting[0].sent_at > self._reply_timeout:
+                conn.fail(RedisTimeoutError("Timeout reading from Redis"))
+        if self._conn is not None or self._pushing:
+            self._arm_watchdog()
 
     async def reset(self) -> None:
         """Drop the connection (the next command opens a new one)."""

@@ -1,9 +1,10 @@
 """The node's pub/sub connection to one Redis (or one primary of a cluster).
 
-Pub/sub cannot share the multiplexed command connection (a subscribed connection only
-takes subscription commands), so it gets a connection of its own, opened with the same
-address and credentials, whose messages are handed over as they are read: no reader task
-polls for them.
+Pub/sub cannot share the multiplexed command connection (what Redis writes on it
+unasked would come between the replies of other callers), so it gets a connection of its
+own, opened with the same address and credentials, whose messages are handed over as they
+are read: no reader task polls for them. It speaks RESP3, so it also takes the commands
+of a request whose publication the node hears itself (:meth:`Subscriber.packed`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ class Subscriber:
     def _lost(self, conn: Replies, exc: Exception) -> None:
         if not self.closed.done():
             self.closed.set_exception(exc)
+
+    def packed(
+        self, payload: bytes, count: int, deferrable: bool
+    ) -> asyncio.Future[list[Any]] | None:
+        """Send ``count`` commands in RESP over this connection; their replies, or
+        ``None`` while it is not open (then the caller uses the command connection).
+
+        For a request that publishes to a channel this node listens to: Redis writes the
+        replies and the message in one write, and the node reads them at once, where on
+        two connections each took a write of Redis's and a read of the node's."""
+        conn = self._conn
+        if conn is None or conn.lost:
+            return None
+        return self._mux._send(conn, payload, count, deferrable)  # type: ignore[no-any-return]
 
     async def subscribe(self, *channels: str) -> None:
         """Subscribe (the confirmations arrive through ``on_push``)."""

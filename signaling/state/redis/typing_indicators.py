@@ -27,7 +27,9 @@ change the state in one step.
 
 On one Redis the commands of a start or a stop go over already in RESP (:mod:`.resp`):
 encoded once per room and user (and per announcement), with only the deadline appended
-per keystroke.
+per keystroke. They go over the bus's connection, which hears the announcement too (the
+node is subscribed to the room's channel while the typist's device is in it): Redis
+writes the replies and the node's copy of the announcement at once.
 """
 
 from __future__ import annotations
@@ -161,7 +163,9 @@ class RedisTyping(TypingStore):
             if publish:
                 payload += self._publish_wire(room_id, announcement)  # type: ignore[arg-type]
             self.timers.armed_with(wire.timer, due)
-            replies = await link.shared_packed(payload, 3 if publish else 2, deferrable=True)
+            replies = await link.shared_packed(
+                payload, 3 if publish else 2, deferrable=True, via=self.delivery.bus.packed
+            )
         else:
             async with link.shared():
                 commands: list[tuple[Any, ...]] = [
@@ -201,7 +205,7 @@ class RedisTyping(TypingStore):
             wire = self._wire(room_id, user_id)
             self.timers.disarmed_with(wire.timer)
             payload = wire.hdel + self._publish_wire(room_id, announcement) + wire.zrem
-            await link.shared_packed(payload, 3, deferrable=True)
+            await link.shared_packed(payload, 3, deferrable=True, via=self.delivery.bus.packed)
             self.delivery.metrics.observe(announcement.type_, started, 1)
             return Announce.SENT
         key = link.keys.typing(room_id)

@@ -3,9 +3,10 @@ deliver, for 20 s, deliver every event late rather than never.
 
 The load is the signaling benchmark's fan-out (its Node load generator, 1,000 clients in
 rooms of 50 toggling typing, every toggle due to the 49 others), run here with a long
-drain. Two nodes and Redis share a tenth of one core (a cgroup's CPU quota: on a whole
-core they deliver more than the generator can offer); the offered 98k deliveries/s is
-several times what they deliver (the printed line says how much). What is asserted is
+drain. Two nodes and Redis share a twentieth of one core (a cgroup's CPU quota: on a
+whole core they deliver more than the generator can offer, and on a tenth, since the
+two-node path got cheaper, only 1.4 times less than the 98k deliveries/s offered); the
+offered load is several times what they deliver (the printed line says how much). What is asserted is
 behaviour, not speed: no error (no ``unavailable``), no connection lost, no delivery
 missing.
 """
@@ -18,7 +19,7 @@ from benchmarks import signaling
 
 FLOOD = {"clients": 1000, "room_size": 50, "rate": 2, "duration": 20, "drain_max": 200}
 #: The share of one CPU the two nodes and Redis get.
-SERVER_CPU_SHARE = 0.1
+SERVER_CPU_SHARE = 0.05
 
 
 @pytest.mark.timeout(500)

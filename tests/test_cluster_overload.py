@@ -6,9 +6,9 @@ rooms of 50 toggling typing, every toggle due to the 49 others), run here with a
 drain. Two nodes and Redis share a twentieth of one core (a cgroup's CPU quota: on a
 whole core they deliver more than the generator can offer, and on a tenth, since the
 two-node path got cheaper, only 1.4 times less than the 98k deliveries/s offered); the
-offered load is several times what they deliver (the printed line says how much). What is asserted is
-behaviour, not speed: no error (no ``unavailable``), no connection lost, no delivery
-missing.
+offered load is several times what they deliver (the printed line says how much).
+What is asserted is behaviour, not speed: no error (no ``unavailable``), no connection
+lost, no delivery missing.
 """
 
 from __future__ import annotations
